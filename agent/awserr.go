@@ -1,0 +1,57 @@
+package agent
+
+import (
+	"errors"
+
+	"github.com/aws/smithy-go"
+)
+
+// AWS error codes handover reacts to. They are matched by code, never by message text.
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html
+const (
+	codeThrottled            = "RequestLimitExceeded"
+	codeThrottling           = "Throttling" // Auto Scaling's name for it
+	codeIncorrectState       = "IncorrectState"
+	codeVolumeInUse          = "VolumeInUse"
+	codeVolumeNotFound       = "InvalidVolume.NotFound"
+	codeZoneMismatch         = "InvalidVolume.ZoneMismatch"
+	codeSnapshotNotFound     = "InvalidSnapshot.NotFound"
+	codeInstanceNotFound     = "InvalidInstanceID.NotFound"
+	codeAllocationNotFound   = "InvalidAllocationID.NotFound"
+	codeAssociationNotFound  = "InvalidAssociationID.NotFound"
+	codeAlreadyAssociated    = "Resource.AlreadyAssociated"
+	codeIdempotentMismatch   = "IdempotentParameterMismatch"
+	codeIncorrectInstanceSt  = "IncorrectInstanceState"
+	codeValidationError      = "ValidationError" // Auto Scaling, e.g. no active lifecycle action
+	codeUnauthorizedOp       = "UnauthorizedOperation"
+	codeInvalidParameterVal  = "InvalidParameterValue"
+	codeAttachmentNotFound   = "InvalidAttachment.NotFound"
+	codeDependencyViolation  = "DependencyViolation"
+	codeInsufficientCapacity = "InsufficientInstanceCapacity"
+)
+
+// errorCode returns the AWS error code of err, or "" when err is not an AWS API error.
+func errorCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
+
+// hasCode reports whether err is an AWS API error with one of codes.
+func hasCode(err error, codes ...string) bool {
+	c := errorCode(err)
+	if c == "" {
+		return false
+	}
+	for _, want := range codes {
+		if c == want {
+			return true
+		}
+	}
+	return false
+}
+
+// isThrottled reports whether err is AWS telling us to slow down.
+func isThrottled(err error) bool { return hasCode(err, codeThrottled, codeThrottling) }

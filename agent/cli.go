@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+	"strings"
+)
+
+// Set at build time with -ldflags "-X github.com/handover/handover/agent.Version=... -X ...Commit=...".
+var (
+	Version = "dev"
+	Commit  = "none"
+)
+
+// Env is what a command receives from the process: its environment (read through Getenv only) and its
+// output streams. Tests build one by hand.
+type Env struct {
+	Getenv func(string) string
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// command is one subcommand of handover.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, e Env, args []string) error
+}
+
+// commands is the table of subcommands. A command is listed only once it works.
+var commands = map[string]command{}
+
+func register(c command) { commands[c.name] = c }
+
+func init() {
+	register(command{name: "version", summary: "print version, commit and Go version", run: runVersion})
+	register(command{name: "status", summary: "read-only: identity, group and tags of this instance", run: runStatus})
+}
+
+// Main runs handover with args (without the program name) and returns the exit code. It prints the
+// error, one line that says what to fix, on stderr.
+func Main(ctx context.Context, args []string, e Env) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(e.Stderr)
+		if len(args) == 0 {
+			return ExitUsage
+		}
+		return ExitOK
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(e.Stderr, "handover: unknown command %q (run 'handover help' for the list)\n", args[0])
+		return ExitUsage
+	}
+	err := c.run(ctx, e, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return ExitOK
+	}
+	if err != nil {
+		fmt.Fprintf(e.Stderr, "handover %s: %s\n", c.name, oneLine(err.Error()))
+	}
+	return ExitCode(err)
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "handover: keep one stateful EC2 instance's Elastic IP and data across instances and AZs.")
+	fmt.Fprintln(w, "\nusage: handover COMMAND [flags]   (handover COMMAND --help for its flags)")
+	fmt.Fprintln(w, "\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nexit codes: 0 done, 1 failed while acting (rerun converges), 2 usage, 3 precondition not met, 4 lost a race")
+}
+
+func runVersion(_ context.Context, e Env, args []string) error {
+	if len(args) > 0 {
+		return usageErr("version takes no arguments")
+	}
+	fmt.Fprintf(e.Stdout, "handover %s (commit %s, %s, %s/%s)\n", Version, Commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return nil
+}

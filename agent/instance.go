@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/handover/handover/imds"
+)
+
+// self is what a command knows about the instance it runs on.
+type self struct {
+	imds.Identity
+	Tags     map[string]string `json:"tags"`
+	TagsFrom string            `json:"tags_from"` // "imds" or "ec2:DescribeTags"
+}
+
+// newIMDS returns the metadata client. AWS_EC2_METADATA_SERVICE_ENDPOINT is the SDK's own variable for
+// another endpoint (the simulator, a mock).
+func newIMDS(getenv func(string) string) *imds.Client {
+	return imds.New(imds.Options{Endpoint: getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT")})
+}
+
+// identify reads this instance's identity, waiting at most bound for IMDS.
+func identify(ctx context.Context, log *slog.Logger, md *imds.Client, bound time.Duration) (imds.Identity, error) {
+	id, err := md.WaitIdentity(ctx, bound, log)
+	if err != nil {
+		if errors.Is(err, imds.ErrUnreachable) {
+			return imds.Identity{}, preconditionErr(fmt.Sprintf(
+				"instance metadata at %s did not answer within %s: not on EC2, or IMDS unreachable (check the instance's metadata options: HttpEndpoint enabled, HttpTokens required, hop limit; or raise --imds-timeout)",
+				md.Endpoint(), bound), nil)
+		}
+		return imds.Identity{}, fmt.Errorf("read instance identity: %w", err)
+	}
+	return id, nil
+}
+
+// instanceTags reads this instance's tags from metadata, or, when the launch template does not expose tags
+// in metadata, with ec2:DescribeTags for the instance's own ID.
+func instanceTags(ctx context.Context, md *imds.Client, ec2c func() (EC2, error), instanceID string) (map[string]string, string, error) {
+	tags, err := md.Tags(ctx)
+	if err == nil {
+		return tags, "imds", nil
+	}
+	if !errors.Is(err, imds.ErrTagsDisabled) {
+		return nil, "", fmt.Errorf("read instance tags: %w", err)
+	}
+	client, err := ec2c()
+	if err != nil {
+		return nil, "", err
+	}
+	tags = map[string]string{}
+	p := ec2.NewDescribeTagsPaginator(client, &ec2.DescribeTagsInput{
+		Filters: []ec2types.Filter{{Name: aws.String("resource-id"), Values: []string{instanceID}}},
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, "", fmt.Errorf("instance tags are not in metadata and ec2:DescribeTags for %s failed (allow it in the instance role, or enable InstanceMetadataTags in the launch template): %w", instanceID, err)
+		}
+		for _, t := range page.Tags {
+			tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
+		}
+	}
+	return tags, "ec2:DescribeTags", nil
+}
