@@ -1,0 +1,62 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// defaultLockFile serialises up and down on one instance (user data and the systemd unit can both start
+// `up` at boot). /run is a tmpfs, so a lock left by a crashed process cannot outlive a reboot, and flock
+// locks are released by the kernel when the holder dies.
+const defaultLockFile = "/run/handover.lock"
+
+// instanceLock is a held flock.
+type instanceLock struct{ f *os.File }
+
+// lockInstance takes the exclusive lock at path, waiting at most bound for another up/down to finish.
+func lockInstance(ctx context.Context, path string, bound time.Duration) (*instanceLock, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	deadline := time.Now().Add(bound)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			_ = f.Truncate(0)
+			_, _ = fmt.Fprintf(f, "%d\n", os.Getpid())
+			return &instanceLock{f: f}, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, &Error{Code: ExitFailed, Msg: fmt.Sprintf("another handover up/down holds %s (waited %s); let it finish, then rerun", path, bound)}
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// unlock releases the lock.
+func (l *instanceLock) unlock() {
+	if l != nil && l.f != nil {
+		_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+		l.f.Close()
+	}
+}
