@@ -1,0 +1,89 @@
+package agent
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// volumeSpec is one slot of the group's data: which volume (slot name), where it is attached (the device
+// name given to AttachVolume, e.g. /dev/sdf; on Nitro the kernel names it /dev/nvmeXn1 regardless, and
+// handover finds it by volume ID) and where it is mounted, with extra mount options.
+type volumeSpec struct {
+	Slot       string
+	Device     string
+	MountPoint string
+	Options    string // comma-separated mount options, e.g. "noatime"
+}
+
+func (v volumeSpec) String() string {
+	s := v.Slot + ":" + v.Device + ":" + v.MountPoint
+	if v.Options != "" {
+		s += ":" + v.Options
+	}
+	return s
+}
+
+// defaultVolumeSpec is the one slot a group has unless --volume says otherwise.
+var defaultVolumeSpec = volumeSpec{Slot: defaultSlot, Device: "/dev/sdf", MountPoint: "/data"}
+
+var (
+	slotNameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,31}$`)
+	deviceNameRE = regexp.MustCompile(`^/dev/(sd[f-p]|xvd[f-p][a-z]?|sd[f-p][1-6]?)$`)
+)
+
+// volumeSpecs is the repeatable --volume SLOT:DEVICE:MOUNTPOINT[:options] flag.
+type volumeSpecs []volumeSpec
+
+func (vs *volumeSpecs) String() string {
+	parts := make([]string, 0, len(*vs))
+	for _, v := range *vs {
+		parts = append(parts, v.String())
+	}
+	return strings.Join(parts, ",")
+}
+
+func (vs *volumeSpecs) multi() {}
+
+// Set parses one SLOT:DEVICE:MOUNTPOINT[:options] value.
+func (vs *volumeSpecs) Set(s string) error {
+	parts := strings.SplitN(s, ":", 4)
+	if len(parts) < 3 {
+		return fmt.Errorf("%q: want SLOT:DEVICE:MOUNTPOINT[:options], e.g. data:/dev/sdf:/data", s)
+	}
+	v := volumeSpec{Slot: parts[0], Device: parts[1], MountPoint: parts[2]}
+	if len(parts) == 4 {
+		v.Options = parts[3]
+	}
+	if !slotNameRE.MatchString(v.Slot) {
+		return fmt.Errorf("slot %q: use lower-case letters, digits, '-', '_' and '.', at most 32", v.Slot)
+	}
+	if !deviceNameRE.MatchString(v.Device) {
+		return fmt.Errorf("device %q: use an EBS device name such as /dev/sdf .. /dev/sdp or /dev/xvdf", v.Device)
+	}
+	if !filepath.IsAbs(v.MountPoint) || filepath.Clean(v.MountPoint) == "/" {
+		return fmt.Errorf("mount point %q: must be an absolute path other than /", v.MountPoint)
+	}
+	v.MountPoint = filepath.Clean(v.MountPoint)
+	for _, o := range *vs {
+		switch {
+		case o.Slot == v.Slot:
+			return fmt.Errorf("slot %q given twice", v.Slot)
+		case o.Device == v.Device:
+			return fmt.Errorf("device %s given twice", v.Device)
+		case o.MountPoint == v.MountPoint:
+			return fmt.Errorf("mount point %s given twice", v.MountPoint)
+		}
+	}
+	*vs = append(*vs, v)
+	return nil
+}
+
+// orDefault returns the specs, or the default single slot when none was given.
+func (vs volumeSpecs) orDefault() volumeSpecs {
+	if len(vs) == 0 {
+		return volumeSpecs{defaultVolumeSpec}
+	}
+	return vs
+}
