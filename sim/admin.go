@@ -1,0 +1,62 @@
+package sim
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+// serveAdmin drives what the AWS API cannot: Spot notices, rebalance
+// recommendations, abrupt instance death, failed snapshots, and reading the
+// call log or an instance's environment. handover-sim's subcommands and
+// shell scripts use it.
+//
+//	POST /sim/spot?instance=i-..&action=terminate[&in=2m]   ("" action clears)
+//	POST /sim/rebalance?instance=i-..[&clear=true]
+//	POST /sim/kill?instance=i-..
+//	POST /sim/fail-snapshot?snapshot=snap-..
+//	GET  /sim/calls            (JSON list of Call)
+//	POST /sim/calls/reset
+//	GET  /sim/env?instance=i-.. (JSON object)
+//	GET  /sim/idle             (returns once no transition is scheduled)
+func (r *Region) serveAdmin(w http.ResponseWriter, req *http.Request) {
+	q := req.URL.Query()
+	id := q.Get("instance")
+	var err error
+	var out any = map[string]string{"status": "ok"}
+	switch req.URL.Path {
+	case "/sim/spot":
+		at := time.Now().Add(2 * time.Minute)
+		if d, perr := time.ParseDuration(q.Get("in")); perr == nil {
+			at = time.Now().Add(d)
+		}
+		err = r.SetSpotAction(id, q.Get("action"), at)
+	case "/sim/rebalance":
+		at := time.Now()
+		if q.Get("clear") == "true" {
+			at = time.Time{}
+		}
+		err = r.SetRebalance(id, at)
+	case "/sim/kill":
+		err = r.KillInstance(id)
+	case "/sim/fail-snapshot":
+		err = r.FailSnapshot(q.Get("snapshot"))
+	case "/sim/calls":
+		out = r.Calls()
+	case "/sim/calls/reset":
+		r.ResetCalls()
+	case "/sim/env":
+		out, err = r.InstanceEnv(id)
+	case "/sim/idle":
+		err = r.WaitIdle(req.Context())
+	default:
+		http.NotFound(w, req)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		out = map[string]string{"error": err.Error()}
+	}
+	_ = json.NewEncoder(w).Encode(out)
+}

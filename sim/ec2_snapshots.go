@@ -1,0 +1,193 @@
+package sim
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func (r *Region) findSnapshot(id string) (*snapshot, *apiError) {
+	if !validID("snap", id) {
+		return nil, badRequest("InvalidSnapshotID.Malformed", fmt.Sprintf("Invalid id: \"%s\" (expecting \"snap-...\")", id))
+	}
+	s := r.w.Snapshots[id]
+	if s == nil {
+		return nil, badRequest("InvalidSnapshot.NotFound", fmt.Sprintf("The snapshot '%s' does not exist.", id))
+	}
+	return s, nil
+}
+
+// createSnapshot copies the volume image at this instant: like EBS, the
+// snapshot is point-in-time and crash-consistent, whatever the instance is
+// doing; the data that was not yet written to the device (page cache,
+// unfrozen filesystems) is not in it.
+func (r *Region) createSnapshot(c *reqCtx) ([]node, *apiError) {
+	if c.p.get("VolumeId") == "" {
+		return nil, badRequest("MissingParameter", "The request must contain the parameter VolumeId")
+	}
+	v, aerr := r.findVolume(c.p.get("VolumeId"))
+	if aerr != nil {
+		return nil, aerr
+	}
+	if v.State == "creating" {
+		return nil, badRequest("IncorrectState", fmt.Sprintf("The volume '%s' is 'creating'.", v.ID))
+	}
+	tags, aerr := c.p.specTags("snapshot")
+	if aerr != nil {
+		return nil, aerr
+	}
+	s := &snapshot{
+		ID: newID("snap"), VolumeID: v.ID, VolumeSize: v.Size, State: "pending", Start: c.now,
+		Duration: r.delay(r.opts.Delays.Snapshot), Description: c.p.get("Description"),
+		Encrypted: v.Encrypted, KmsKeyID: v.KmsKeyID, Tags: tags,
+	}
+	if err := copySparse(r.snapshotImage(s.ID), r.volumeImage(v.ID), 0); err != nil {
+		return nil, errf(500, "InternalError", err.Error())
+	}
+	r.w.Snapshots[s.ID] = s
+	r.scheduleSnapshotDone(s, s.Duration)
+	return snapshotFields(s, c.now), nil
+}
+
+func (r *Region) scheduleSnapshotDone(s *snapshot, d time.Duration) {
+	r.scheduleLocked("snapshot/"+s.ID, d, true, func() {
+		if s.State == "pending" {
+			s.State = "completed"
+		}
+	})
+}
+
+// FailSnapshot puts a snapshot into the "error" state, as EBS does when a
+// snapshot cannot complete, so tests can check that callers skip it.
+func (r *Region) FailSnapshot(id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.w.Snapshots[id]
+	if s == nil {
+		return fmt.Errorf("sim: no snapshot %s", id)
+	}
+	r.cancelLocked("snapshot/" + id)
+	s.State = "error"
+	r.afterChangeLocked()
+	return nil
+}
+
+// progress grows from 0% to 100% over the snapshot's duration.
+func (s *snapshot) progress(now time.Time) string {
+	switch s.State {
+	case "completed":
+		return "100%"
+	case "error":
+		return "0%"
+	}
+	if s.Duration <= 0 {
+		return "99%"
+	}
+	pct := int(100 * now.Sub(s.Start) / s.Duration)
+	return strconv.Itoa(min(99, max(0, pct))) + "%"
+}
+
+func snapshotFields(s *snapshot, now time.Time) []node {
+	return []node{
+		tx("snapshotId", s.ID), tx("volumeId", s.VolumeID), tx("status", s.State), ts("startTime", s.Start),
+		tx("progress", s.progress(now)), tx("ownerId", accountID), num("volumeSize", s.VolumeSize),
+		tx("description", s.Description), boolean("encrypted", s.Encrypted), opt("kmsKeyId", s.KmsKeyID),
+		ec2TagSet(s.Tags), tx("storageTier", "standard"),
+	}
+}
+
+func snapshotField(s *snapshot, now time.Time) fieldFunc {
+	return func(name string) ([]string, bool) {
+		switch name {
+		case "snapshot-id":
+			return []string{s.ID}, true
+		case "volume-id":
+			return []string{s.VolumeID}, true
+		case "status":
+			return []string{s.State}, true
+		case "owner-id":
+			return []string{accountID}, true
+		case "owner-alias":
+			return nil, true
+		case "description":
+			return []string{s.Description}, true
+		case "progress":
+			return []string{s.progress(now)}, true
+		case "start-time":
+			return []string{awsTime(s.Start)}, true
+		case "volume-size":
+			return []string{strconv.Itoa(s.VolumeSize)}, true
+		case "encrypted":
+			return []string{strconv.FormatBool(s.Encrypted)}, true
+		case "storage-tier":
+			return []string{"standard"}, true
+		}
+		return nil, false
+	}
+}
+
+func (r *Region) describeSnapshots(c *reqCtx) ([]node, *apiError) {
+	owners := c.p.list("Owner")
+	if len(owners) > 0 && !slices.ContainsFunc(owners, func(o string) bool { return o == "self" || o == accountID }) {
+		// Only our own snapshots exist in the simulated region.
+		return []node{list("snapshotSet", "item", nil)}, nil
+	}
+	var snaps []*snapshot
+	if ids := c.p.list("SnapshotId"); len(ids) > 0 {
+		var missing []string
+		for _, id := range ids {
+			s, aerr := r.findSnapshot(id)
+			if aerr != nil && aerr.Code != "InvalidSnapshot.NotFound" {
+				return nil, aerr
+			}
+			if s == nil || r.invisible(s.Start, c) {
+				missing = append(missing, id)
+				continue
+			}
+			snaps = append(snaps, s)
+		}
+		if len(missing) > 0 {
+			return nil, badRequest("InvalidSnapshot.NotFound", fmt.Sprintf("The snapshot '%s' does not exist.", strings.Join(missing, "', '")))
+		}
+	} else {
+		for _, s := range r.w.Snapshots {
+			if !r.invisible(s.Start, c) {
+				snaps = append(snaps, s)
+			}
+		}
+	}
+	sortByCreation(snaps, func(s *snapshot) (time.Time, string) { return s.Start, s.ID })
+	var matched []*snapshot
+	for _, s := range snaps {
+		ok, aerr := matchFilters(c.p.filters(), s.Tags, snapshotField(s, c.now))
+		if aerr != nil {
+			return nil, aerr
+		}
+		if ok {
+			matched = append(matched, s)
+		}
+	}
+	pg, next, aerr := page(c.p, matched, 5, 1000)
+	if aerr != nil {
+		return nil, aerr
+	}
+	var items []node
+	for _, s := range pg {
+		items = append(items, el("", snapshotFields(s, c.now)...))
+	}
+	return []node{list("snapshotSet", "item", items), opt("nextToken", next)}, nil
+}
+
+func (r *Region) deleteSnapshot(c *reqCtx) ([]node, *apiError) {
+	s, aerr := r.findSnapshot(c.p.get("SnapshotId"))
+	if aerr != nil {
+		return nil, aerr
+	}
+	r.cancelLocked("snapshot/" + s.ID)
+	delete(r.w.Snapshots, s.ID)
+	_ = os.Remove(r.snapshotImage(s.ID))
+	return []node{boolean("return", true)}, nil
+}

@@ -1,0 +1,415 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Delays are the durations of AWS's asynchronous transitions before Speed
+// and Jitter are applied. The defaults are close to what small volumes and
+// instances take on AWS.
+type Delays struct {
+	CreateVolume             time.Duration // blank volume: creating -> available
+	CreateVolumeFromSnapshot time.Duration // restored volume: creating -> available
+	Attach                   time.Duration // attaching -> attached
+	Detach                   time.Duration // detaching -> available
+	Snapshot                 time.Duration // pending -> completed
+	InstanceStart            time.Duration // pending -> running
+	InstanceStop             time.Duration // stopping -> stopped
+	InstanceTerminate        time.Duration // shutting-down -> terminated
+	ModifyVolume             time.Duration // modifying -> completed
+}
+
+// DefaultDelays are used for every zero field of Options.Delays.
+var DefaultDelays = Delays{
+	CreateVolume:             2 * time.Second,
+	CreateVolumeFromSnapshot: 8 * time.Second,
+	Attach:                   3 * time.Second,
+	Detach:                   2 * time.Second,
+	Snapshot:                 20 * time.Second,
+	InstanceStart:            15 * time.Second,
+	InstanceStop:             5 * time.Second,
+	InstanceTerminate:        5 * time.Second,
+	ModifyVolume:             2 * time.Second,
+}
+
+// Faults are injected into the API (not into IMDS).
+type Faults struct {
+	// ErrorRate maps an action name ("AttachVolume") or "*" to the
+	// probability that a call fails with a retryable error
+	// (RequestLimitExceeded 503 or InternalError 500).
+	ErrorRate map[string]float64
+	// Latency is added to every API call.
+	Latency time.Duration
+	// DropRate is the probability that the connection is closed without a
+	// response.
+	DropRate float64
+	// ConsistencyDelay keeps a created resource out of Describe* results for
+	// this long, like EC2's eventual consistency
+	// (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html).
+	ConsistencyDelay time.Duration
+}
+
+// Options configure a Region.
+type Options struct {
+	StateDir string   // required: sparse volume images, snapshots, state.json
+	Region   string   // default "us-east-1"
+	AZs      []string // default us-east-1a, us-east-1b, us-east-1c
+	Delays   Delays   // zero fields take DefaultDelays
+	Speed    float64  // divides every delay (default 1)
+	Jitter   float64  // +- fraction applied to each delay
+	Throttle bool     // EC2 request token buckets
+	Faults   Faults
+	Logger   *slog.Logger // nil discards
+	Seed     int64        // jitter and fault randomness
+}
+
+// Call is one entry of the API call log.
+type Call struct {
+	Time     time.Time `json:"time"`
+	Action   string    `json:"action"`
+	Caller   string    `json:"caller"`
+	Code     string    `json:"code"` // "" on success
+	Mutating bool      `json:"mutating"`
+}
+
+// Region is one simulated AWS region.
+type Region struct {
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex // guards everything below up to the next blank line
+	w       *world
+	closed  bool
+	started bool
+	timers  map[string]*simTimer
+	changed chan struct{} // closed and replaced whenever timers change
+	imds    map[string]*imdsServer
+	loops   map[string]string // volume id -> loop device
+	loopOK  bool
+
+	rngMu sync.Mutex
+	rng   *rand.Rand
+
+	cfgMu    sync.Mutex
+	faults   Faults
+	throttle *throttler
+	calls    []Call
+
+	ln       net.Listener
+	srv      *http.Server
+	endpoint string
+}
+
+type simTimer struct {
+	t          *time.Timer
+	transition bool
+}
+
+// New builds a region from opts, loading StateDir/state.json if present. It
+// starts nothing: Start serves the API and resumes pending transitions.
+func New(o Options) (*Region, error) {
+	if o.StateDir == "" {
+		return nil, errors.New("sim: Options.StateDir is required")
+	}
+	if o.Region == "" {
+		o.Region = "us-east-1"
+	}
+	if len(o.AZs) == 0 {
+		o.AZs = []string{o.Region + "a", o.Region + "b", o.Region + "c"}
+	}
+	o.Delays = withDefaults(o.Delays)
+	if o.Speed <= 0 {
+		o.Speed = 1
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	for _, d := range []string{"", "volumes", "snapshots", "instances"} {
+		if err := os.MkdirAll(filepath.Join(o.StateDir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("sim: create state dir: %w", err)
+		}
+	}
+	r := &Region{
+		opts:    o,
+		log:     o.Logger,
+		timers:  map[string]*simTimer{},
+		changed: make(chan struct{}),
+		imds:    map[string]*imdsServer{},
+		loops:   map[string]string{},
+		rng:     rand.New(rand.NewPCG(uint64(o.Seed), uint64(o.Seed)^0x5eed)),
+		faults:  o.Faults,
+	}
+	if o.Throttle {
+		r.throttle = newThrottler()
+	}
+	w, err := loadState(r.statePath())
+	if err != nil {
+		return nil, err
+	}
+	r.w = w
+	return r, nil
+}
+
+func withDefaults(d Delays) Delays {
+	pick := func(v, def time.Duration) time.Duration {
+		if v == 0 {
+			return def
+		}
+		return v
+	}
+	def := DefaultDelays
+	return Delays{
+		CreateVolume:             pick(d.CreateVolume, def.CreateVolume),
+		CreateVolumeFromSnapshot: pick(d.CreateVolumeFromSnapshot, def.CreateVolumeFromSnapshot),
+		Attach:                   pick(d.Attach, def.Attach),
+		Detach:                   pick(d.Detach, def.Detach),
+		Snapshot:                 pick(d.Snapshot, def.Snapshot),
+		InstanceStart:            pick(d.InstanceStart, def.InstanceStart),
+		InstanceStop:             pick(d.InstanceStop, def.InstanceStop),
+		InstanceTerminate:        pick(d.InstanceTerminate, def.InstanceTerminate),
+		ModifyVolume:             pick(d.ModifyVolume, def.ModifyVolume),
+	}
+}
+
+// Start serves the EC2 and Auto Scaling Query API on listen (for example
+// "127.0.0.1:0"), starts the IMDS of every running instance, recreates the
+// block devices of attached volumes and resumes interrupted transitions.
+func (r *Region) Start(listen string) error {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("sim: listen: %w", err)
+	}
+	r.ln = ln
+	r.endpoint = "http://" + ln.Addr().String()
+	r.srv = &http.Server{Handler: r.routes(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := r.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.log.Error("api server stopped", "err", err)
+		}
+	}()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.started = true
+	r.loopOK = probeLoop()
+	r.resumeLocked()
+	r.afterChangeLocked()
+	r.log.Info("simulated region serving", "endpoint", r.endpoint, "region", r.opts.Region, "loop_devices", r.loopOK)
+	return nil
+}
+
+// Endpoint is the base URL of the API, e.g. "http://127.0.0.1:34567".
+func (r *Region) Endpoint() string { return r.endpoint }
+
+// Close stops every server and timer, removes the instances' block devices
+// (detaching loop devices) and saves the state. A later New+Start on the same
+// StateDir picks up from here.
+func (r *Region) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	for k, t := range r.timers {
+		t.t.Stop()
+		delete(r.timers, k)
+	}
+	for id, s := range r.imds {
+		s.close()
+		delete(r.imds, id)
+	}
+	for _, v := range r.w.Volumes {
+		if v.Attachment != nil {
+			r.removeDeviceLocked(v)
+		}
+	}
+	r.saveLocked()
+	r.notifyLocked()
+	r.mu.Unlock()
+	if r.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := r.srv.Shutdown(ctx); err != nil {
+			return r.srv.Close()
+		}
+	}
+	return nil
+}
+
+// delay scales a base delay by Speed and applies jitter.
+func (r *Region) delay(base time.Duration) time.Duration {
+	d := float64(base) / r.opts.Speed
+	if r.opts.Jitter > 0 {
+		d *= 1 + (r.random()*2-1)*r.opts.Jitter
+	}
+	if d < 0 {
+		d = 0
+	}
+	return time.Duration(d)
+}
+
+func (r *Region) random() float64 {
+	r.rngMu.Lock()
+	defer r.rngMu.Unlock()
+	return r.rng.Float64()
+}
+
+// scheduleLocked runs fn under r.mu after d, replacing any timer with the
+// same key. transition says whether WaitIdle waits for it (hook timeouts and
+// spot deadlines are not transitions: they may be hours away).
+func (r *Region) scheduleLocked(key string, d time.Duration, transition bool, fn func()) {
+	if r.closed || !r.started {
+		return
+	}
+	if old := r.timers[key]; old != nil {
+		old.t.Stop()
+	}
+	st := &simTimer{transition: transition}
+	st.t = time.AfterFunc(d, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.closed || r.timers[key] != st {
+			return
+		}
+		delete(r.timers, key)
+		fn()
+		r.afterChangeLocked()
+	})
+	r.timers[key] = st
+	r.notifyLocked()
+}
+
+func (r *Region) cancelLocked(key string) {
+	if t := r.timers[key]; t != nil {
+		t.t.Stop()
+		delete(r.timers, key)
+		r.notifyLocked()
+	}
+}
+
+func (r *Region) notifyLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// afterChangeLocked runs after every mutation: groups reconcile, then the
+// state is saved.
+func (r *Region) afterChangeLocked() {
+	r.reconcileGroupsLocked()
+	r.saveLocked()
+	r.notifyLocked()
+}
+
+// WaitIdle returns when no state transition is scheduled (lifecycle hook
+// timeouts and spot deadlines do not count), or when ctx ends.
+func (r *Region) WaitIdle(ctx context.Context) error {
+	for {
+		r.mu.Lock()
+		busy := false
+		for _, t := range r.timers {
+			if t.transition {
+				busy = true
+				break
+			}
+		}
+		ch := r.changed
+		closed := r.closed
+		r.mu.Unlock()
+		if !busy || closed {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// InstanceEnv returns the environment that makes an AWS SDK program (the
+// handover agent) act as instanceID: endpoints, region, credentials whose
+// access key names the instance, the IMDS endpoint and the device
+// directories.
+func (r *Region) InstanceEnv(instanceID string) (map[string]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	in := r.w.Instances[instanceID]
+	if in == nil {
+		return nil, fmt.Errorf("sim: no instance %s", instanceID)
+	}
+	env := map[string]string{
+		"AWS_ENDPOINT_URL_EC2":          r.endpoint,
+		"AWS_ENDPOINT_URL_AUTO_SCALING": r.endpoint,
+		"AWS_REGION":                    r.opts.Region,
+		"AWS_ACCESS_KEY_ID":             "AKID" + strings.ReplaceAll(instanceID, "-", ""),
+		"AWS_SECRET_ACCESS_KEY":         "simulated-secret",
+		"HANDOVER_DEV_DIR":              r.instanceDir(instanceID, "dev"),
+		"HANDOVER_SYS_DIR":              r.instanceDir(instanceID, "sys"),
+	}
+	if s := r.imds[instanceID]; s != nil {
+		env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = s.url()
+	} else if in.IMDSPort != 0 {
+		env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = fmt.Sprintf("http://127.0.0.1:%d", in.IMDSPort)
+	}
+	return env, nil
+}
+
+// Calls returns a copy of the call log.
+func (r *Region) Calls() []Call {
+	r.cfgMu.Lock()
+	defer r.cfgMu.Unlock()
+	return append([]Call(nil), r.calls...)
+}
+
+// ResetCalls empties the call log.
+func (r *Region) ResetCalls() {
+	r.cfgMu.Lock()
+	defer r.cfgMu.Unlock()
+	r.calls = nil
+}
+
+// SetFaults replaces the injected faults.
+func (r *Region) SetFaults(f Faults) {
+	r.cfgMu.Lock()
+	defer r.cfgMu.Unlock()
+	r.faults = f
+}
+
+func (r *Region) currentFaults() Faults {
+	r.cfgMu.Lock()
+	defer r.cfgMu.Unlock()
+	return r.faults
+}
+
+// SetThrottle switches EC2 request throttling on (with full buckets) or off.
+func (r *Region) SetThrottle(on bool) {
+	r.cfgMu.Lock()
+	defer r.cfgMu.Unlock()
+	if on {
+		r.throttle = newThrottler()
+	} else {
+		r.throttle = nil
+	}
+}
+
+func (r *Region) recordCall(c Call) {
+	r.cfgMu.Lock()
+	defer r.cfgMu.Unlock()
+	r.calls = append(r.calls, c)
+}
+
+func (r *Region) instanceDir(id string, sub ...string) string {
+	return filepath.Join(append([]string{r.opts.StateDir, "instances", id}, sub...)...)
+}

@@ -1,0 +1,245 @@
+package sim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// world is everything the region remembers. It is saved as JSON after every
+// change; runtime-only things (timers, servers, loop devices, IMDS tokens)
+// live on Region instead and are rebuilt by Start.
+type world struct {
+	Volumes      map[string]*volume         `json:"volumes"`
+	Snapshots    map[string]*snapshot       `json:"snapshots"`
+	Instances    map[string]*instance       `json:"instances"`
+	Addresses    map[string]*address        `json:"addresses"`
+	Templates    map[string]*launchTemplate `json:"launchTemplates"`
+	Groups       map[string]*group          `json:"groups"`
+	ClientTokens map[string]clientToken     `json:"clientTokens"`
+	IPSeq        int                        `json:"ipSeq"`
+}
+
+// clientToken remembers what a ClientToken created and with which
+// parameters, for idempotent retries (see "Ensuring idempotency in Amazon EC2
+// API requests").
+type clientToken struct {
+	ResourceID string `json:"resourceId"`
+	Params     string `json:"params"`
+}
+
+type volume struct {
+	ID          string            `json:"id"`
+	AZ          string            `json:"az"`
+	Size        int               `json:"size"`
+	Type        string            `json:"type"`
+	Iops        int               `json:"iops,omitempty"`
+	Throughput  int               `json:"throughput,omitempty"`
+	Encrypted   bool              `json:"encrypted,omitempty"`
+	KmsKeyID    string            `json:"kmsKeyId,omitempty"`
+	SnapshotID  string            `json:"snapshotId,omitempty"`
+	State       string            `json:"state"`
+	Created     time.Time         `json:"created"`
+	Tags        map[string]string `json:"tags,omitempty"`
+	Attachment  *attachment       `json:"attachment,omitempty"`
+	Modifying   bool              `json:"modifying,omitempty"`
+	ModifyStart time.Time         `json:"modifyStart,omitzero"`
+	OrigSize    int               `json:"origSize,omitempty"`
+	OrigType    string            `json:"origType,omitempty"`
+}
+
+type attachment struct {
+	InstanceID string    `json:"instanceId"`
+	Device     string    `json:"device"`
+	State      string    `json:"state"` // attaching, attached, detaching
+	Time       time.Time `json:"time"`
+}
+
+type snapshot struct {
+	ID          string            `json:"id"`
+	VolumeID    string            `json:"volumeId"`
+	VolumeSize  int               `json:"volumeSize"`
+	State       string            `json:"state"` // pending, completed, error
+	Start       time.Time         `json:"start"`
+	Duration    time.Duration     `json:"duration"`
+	Description string            `json:"description,omitempty"`
+	Encrypted   bool              `json:"encrypted,omitempty"`
+	KmsKeyID    string            `json:"kmsKeyId,omitempty"`
+	Tags        map[string]string `json:"tags,omitempty"`
+}
+
+type instance struct {
+	ID            string            `json:"id"`
+	ImageID       string            `json:"imageId"`
+	Type          string            `json:"type"`
+	AZ            string            `json:"az"`
+	SubnetID      string            `json:"subnetId"`
+	State         string            `json:"state"`
+	PrivateIP     string            `json:"privateIp"`
+	MAC           string            `json:"mac"`
+	ENI           string            `json:"eni"`
+	LaunchTime    time.Time         `json:"launchTime"`
+	RunningSince  time.Time         `json:"runningSince,omitzero"`
+	Tags          map[string]string `json:"tags,omitempty"`
+	MetadataTags  bool              `json:"metadataTags,omitempty"`
+	HTTPTokens    string            `json:"httpTokens"`
+	IMDSPort      int               `json:"imdsPort,omitempty"`
+	SpotAction    string            `json:"spotAction,omitempty"`
+	SpotTime      time.Time         `json:"spotTime,omitzero"`
+	RebalanceTime time.Time         `json:"rebalanceTime,omitzero"`
+	StateReason   string            `json:"stateReason,omitempty"`
+	TemplateID    string            `json:"templateId,omitempty"`
+	Reservation   string            `json:"reservation"`
+
+	// Auto Scaling membership.
+	Group     string      `json:"group,omitempty"`
+	Lifecycle string      `json:"lifecycle,omitempty"`
+	Health    string      `json:"health,omitempty"`
+	Replace   bool        `json:"replace,omitempty"` // marked for replacement (unhealthy or terminated without decrement)
+	Hook      *activeHook `json:"hook,omitempty"`
+}
+
+// activeHook is a lifecycle action in progress on an instance.
+type activeHook struct {
+	Name           string    `json:"name"`
+	Transition     string    `json:"transition"`
+	Token          string    `json:"token"`
+	DefaultResult  string    `json:"defaultResult"`
+	Deadline       time.Time `json:"deadline"`
+	GlobalDeadline time.Time `json:"globalDeadline"`
+	Result         string    `json:"result,omitempty"` // set once completed
+}
+
+type address struct {
+	AllocationID  string            `json:"allocationId"`
+	PublicIP      string            `json:"publicIp"`
+	Domain        string            `json:"domain"`
+	AssociationID string            `json:"associationId,omitempty"`
+	InstanceID    string            `json:"instanceId,omitempty"`
+	ENI           string            `json:"eni,omitempty"`
+	PrivateIP     string            `json:"privateIp,omitempty"`
+	Created       time.Time         `json:"created"`
+	Tags          map[string]string `json:"tags,omitempty"`
+}
+
+type launchTemplate struct {
+	ID           string                       `json:"id"`
+	Name         string                       `json:"name"`
+	Created      time.Time                    `json:"created"`
+	ImageID      string                       `json:"imageId"`
+	InstanceType string                       `json:"instanceType"`
+	MetadataTags bool                         `json:"metadataTags,omitempty"`
+	HTTPTokens   string                       `json:"httpTokens,omitempty"`
+	TagSpecs     map[string]map[string]string `json:"tagSpecs,omitempty"` // resource type -> tags
+	Tags         map[string]string            `json:"tags,omitempty"`
+}
+
+type group struct {
+	Name              string           `json:"name"`
+	ARN               string           `json:"arn"`
+	TemplateID        string           `json:"templateId"`
+	TemplateName      string           `json:"templateName"`
+	TemplateVersion   string           `json:"templateVersion"`
+	Min               int              `json:"min"`
+	Max               int              `json:"max"`
+	Desired           int              `json:"desired"`
+	AZs               []string         `json:"azs"`
+	VPCZoneIdentifier string           `json:"vpcZoneIdentifier,omitempty"`
+	Tags              []groupTag       `json:"tags,omitempty"`
+	MinHealthy        int              `json:"minHealthy"` // -1 when no instance maintenance policy
+	MaxHealthy        int              `json:"maxHealthy"`
+	HealthCheckType   string           `json:"healthCheckType"`
+	GracePeriod       int              `json:"gracePeriod"`
+	Hooks             map[string]*hook `json:"hooks,omitempty"`
+	Created           time.Time        `json:"created"`
+	Deleting          bool             `json:"deleting,omitempty"`
+}
+
+type groupTag struct {
+	Key               string `json:"key"`
+	Value             string `json:"value"`
+	PropagateAtLaunch bool   `json:"propagateAtLaunch"`
+}
+
+type hook struct {
+	Name             string `json:"name"`
+	Transition       string `json:"transition"`
+	HeartbeatTimeout int    `json:"heartbeatTimeout"`
+	DefaultResult    string `json:"defaultResult"`
+	Metadata         string `json:"metadata,omitempty"`
+}
+
+func newWorld() *world {
+	return &world{
+		Volumes:      map[string]*volume{},
+		Snapshots:    map[string]*snapshot{},
+		Instances:    map[string]*instance{},
+		Addresses:    map[string]*address{},
+		Templates:    map[string]*launchTemplate{},
+		Groups:       map[string]*group{},
+		ClientTokens: map[string]clientToken{},
+	}
+}
+
+func (r *Region) statePath() string { return filepath.Join(r.opts.StateDir, "state.json") }
+
+// loadState reads state.json; a missing file is a fresh region.
+func loadState(path string) (*world, error) {
+	w := newWorld()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return w, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read simulator state: %w", err)
+	}
+	if err := json.Unmarshal(b, w); err != nil {
+		return nil, fmt.Errorf("parse simulator state %s: %w", path, err)
+	}
+	// Maps may be absent in a file written by an older version.
+	fresh := newWorld()
+	if w.Volumes == nil {
+		w.Volumes = fresh.Volumes
+	}
+	if w.Snapshots == nil {
+		w.Snapshots = fresh.Snapshots
+	}
+	if w.Instances == nil {
+		w.Instances = fresh.Instances
+	}
+	if w.Addresses == nil {
+		w.Addresses = fresh.Addresses
+	}
+	if w.Templates == nil {
+		w.Templates = fresh.Templates
+	}
+	if w.Groups == nil {
+		w.Groups = fresh.Groups
+	}
+	if w.ClientTokens == nil {
+		w.ClientTokens = fresh.ClientTokens
+	}
+	return w, nil
+}
+
+// saveLocked writes state.json atomically (temp file + rename) so a crash
+// never leaves half a file. Caller holds r.mu.
+func (r *Region) saveLocked() {
+	b, err := json.MarshalIndent(r.w, "", " ")
+	if err != nil {
+		r.log.Error("encode state", "err", err)
+		return
+	}
+	tmp := r.statePath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		r.log.Error("write state", "err", err)
+		return
+	}
+	if err := os.Rename(tmp, r.statePath()); err != nil {
+		r.log.Error("rename state", "err", err)
+	}
+}
