@@ -1,7 +1,9 @@
 package sim
 
 import (
+	"os"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -60,4 +62,187 @@ func TestVolumeLifecycle(t *testing.T) {
 	}
 	_, err = c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{id}})
 	wantCode(t, err, "InvalidVolume.NotFound")
+}
+
+func TestAttachVolumeRules(t *testing.T) {
+	r := startRegion(t, Options{})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	volA := createVolume(t, r, "us-east-1a", 1, nil)
+	volA2 := createVolume(t, r, "us-east-1a", 1, nil)
+	volB := createVolume(t, r, "us-east-1b", 1, nil)
+	i1 := runInstance(t, r, "us-east-1a", nil)
+	i2 := runInstance(t, r, "us-east-1a", nil)
+	idle(t, r)
+	attach := func(vol, inst, dev string) error {
+		_, err := c.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(vol), InstanceId: aws.String(inst), Device: aws.String(dev)})
+		return err
+	}
+	wantCode(t, attach(volB, i1, "/dev/sdf"), "InvalidVolume.ZoneMismatch")
+	if err := attach(volA, i1, "/dev/sdf"); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, attach(volA, i2, "/dev/sdf"), "VolumeInUse")
+	wantCode(t, attach(volA2, i1, "/dev/sdf"), "InvalidParameterValue")
+	wantCode(t, attach("vol-0123456789abcdef0", i1, "/dev/sdg"), "InvalidVolume.NotFound")
+	wantCode(t, attach("volume-1", i1, "/dev/sdg"), "InvalidVolumeID.Malformed")
+	wantCode(t, attach(volA2, "i-0123456789abcdef0", "/dev/sdg"), "InvalidInstanceID.NotFound")
+	_, err := c.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(volA2)})
+	wantCode(t, err, "IncorrectState")
+	_, err = c.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(volA), InstanceId: aws.String(i2)})
+	wantCode(t, err, "InvalidAttachment.NotFound")
+
+	if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{i2}}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, attach(volA2, i2, "/dev/sdg"), "IncorrectState")
+
+	// A volume still creating cannot be attached.
+	slow := startRegion(t, Options{Speed: 1, Delays: Delays{CreateVolume: time.Hour, InstanceStart: time.Millisecond}})
+	sc := ec2Client(slow)
+	creating := createVolume(t, slow, "us-east-1a", 1, nil)
+	inst := runInstance(t, slow, "us-east-1a", nil)
+	eventually(t, "instance running", func() bool {
+		out, err := sc.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{inst}})
+		return err == nil && out.Reservations[0].Instances[0].State.Name == ec2types.InstanceStateNameRunning
+	})
+	_, err = sc.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(creating), InstanceId: aws.String(inst), Device: aws.String("/dev/sdf")})
+	wantCode(t, err, "IncorrectState")
+}
+
+func TestCreateVolumeClientToken(t *testing.T) {
+	r := startRegion(t, Options{})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	in := &ec2.CreateVolumeInput{AvailabilityZone: aws.String("us-east-1a"), Size: aws.Int32(2), ClientToken: aws.String("tok-1"),
+		VolumeType: ec2types.VolumeTypeGp3, Iops: aws.Int32(4000), Throughput: aws.Int32(250), Encrypted: aws.Bool(true), KmsKeyId: aws.String("alias/mine")}
+	a, err := c.CreateVolume(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.CreateVolume(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *a.VolumeId != *b.VolumeId {
+		t.Fatalf("same token made two volumes: %s %s", *a.VolumeId, *b.VolumeId)
+	}
+	if *a.Iops != 4000 || *a.Throughput != 250 || !*a.Encrypted || *a.KmsKeyId != "alias/mine" {
+		t.Fatalf("volume params: %+v", a)
+	}
+	in.Size = aws.Int32(3)
+	_, err = c.CreateVolume(ctx, in)
+	wantCode(t, err, "IdempotentParameterMismatch")
+	out, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{})
+	if err != nil || len(out.Volumes) != 1 {
+		t.Fatalf("want one volume, got %v %v", out, err)
+	}
+	_, err = c.CreateVolume(ctx, &ec2.CreateVolumeInput{AvailabilityZone: aws.String("us-east-1a"), VolumeType: ec2types.VolumeTypeGp2, Size: aws.Int32(1), Iops: aws.Int32(100)})
+	wantCode(t, err, "InvalidParameterCombination")
+	_, err = c.CreateVolume(ctx, &ec2.CreateVolumeInput{AvailabilityZone: aws.String("us-east-1a")})
+	wantCode(t, err, "MissingParameter")
+	_, err = c.CreateVolume(ctx, &ec2.CreateVolumeInput{AvailabilityZone: aws.String("us-east-1a"), Size: aws.Int32(1), KmsKeyId: aws.String("k")})
+	wantCode(t, err, "InvalidParameterDependency")
+}
+
+func TestVolumeFiltersAndPagination(t *testing.T) {
+	r := startRegion(t, Options{})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	for i := range 7 {
+		az := "us-east-1a"
+		if i%2 == 1 {
+			az = "us-east-1b"
+		}
+		createVolume(t, r, az, 1, map[string]string{"handover:group": "web", "handover:volume": []string{"data", "logs"}[i%2]})
+	}
+	createVolume(t, r, "us-east-1c", 1, map[string]string{"handover:group": "db"})
+	idle(t, r)
+	count := func(f ...ec2types.Filter) int {
+		t.Helper()
+		n := 0
+		p := ec2.NewDescribeVolumesPaginator(c, &ec2.DescribeVolumesInput{Filters: f, MaxResults: aws.Int32(5)})
+		for p.HasMorePages() {
+			out, err := p.NextPage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(out.Volumes) > 5 {
+				t.Fatalf("page of %d > MaxResults", len(out.Volumes))
+			}
+			n += len(out.Volumes)
+		}
+		return n
+	}
+	flt := func(name string, values ...string) ec2types.Filter {
+		return ec2types.Filter{Name: aws.String(name), Values: values}
+	}
+	cases := []struct {
+		name string
+		f    []ec2types.Filter
+		want int
+	}{
+		{"all", nil, 8},
+		{"tag", []ec2types.Filter{flt("tag:handover:group", "web")}, 7},
+		{"tag wildcard", []ec2types.Filter{flt("tag:handover:group", "w*")}, 7},
+		{"values OR", []ec2types.Filter{flt("tag:handover:group", "web", "db")}, 8},
+		{"filters AND", []ec2types.Filter{flt("tag:handover:group", "web"), flt("availability-zone", "us-east-1a")}, 4},
+		{"tag-key", []ec2types.Filter{flt("tag-key", "handover:volume")}, 7},
+		{"tag-value", []ec2types.Filter{flt("tag-value", "logs")}, 3},
+		{"status", []ec2types.Filter{flt("status", "available")}, 8},
+		{"volume-type", []ec2types.Filter{flt("volume-type", "gp3")}, 8},
+		{"attachment", []ec2types.Filter{flt("attachment.instance-id", "i-*")}, 0},
+	}
+	for _, tc := range cases {
+		if got := count(tc.f...); got != tc.want {
+			t.Errorf("%s: got %d volumes, want %d", tc.name, got, tc.want)
+		}
+	}
+	_, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{MaxResults: aws.Int32(3)})
+	wantCode(t, err, "InvalidParameterValue")
+	_, err = c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: []ec2types.Filter{flt("no-such-filter", "x")}})
+	wantCode(t, err, "InvalidParameterValue")
+	_, err = c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{NextToken: aws.String("garbage")})
+	wantCode(t, err, "InvalidNextToken")
+}
+
+func TestModifyVolumeGrowsImage(t *testing.T) {
+	r := startRegion(t, Options{})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	id := createVolume(t, r, "us-east-1a", 1, nil)
+	idle(t, r)
+	out, err := c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: aws.String(id), Size: aws.Int32(3)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *out.VolumeModification.TargetSize != 3 || out.VolumeModification.ModificationState != ec2types.VolumeModificationStateModifying {
+		t.Fatalf("modification: %+v", out.VolumeModification)
+	}
+	st, err := os.Stat(r.volumeImage(id))
+	if err != nil || st.Size() != 3*gib {
+		t.Fatalf("image size %v %v", st, err)
+	}
+	_, err = c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: aws.String(id), Size: aws.Int32(2)})
+	wantCode(t, err, "IncorrectModificationState")
+	idle(t, r)
+	_, err = c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: aws.String(id), Size: aws.Int32(2)})
+	wantCode(t, err, "InvalidParameterValue")
+}
+
+func TestConsistencyDelayHidesNewVolumes(t *testing.T) {
+	r := startRegion(t, Options{Faults: Faults{ConsistencyDelay: 300 * time.Millisecond}})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	id := createVolume(t, r, "us-east-1a", 1, nil)
+	_, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{id}})
+	wantCode(t, err, "InvalidVolume.NotFound")
+	out, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{})
+	if err != nil || len(out.Volumes) != 0 {
+		t.Fatalf("new volume visible too early: %v %v", out, err)
+	}
+	eventually(t, "volume visible", func() bool {
+		_, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{id}})
+		return err == nil
+	})
 }
