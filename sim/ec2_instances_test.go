@@ -1,0 +1,157 @@
+package sim
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+func instanceState(t *testing.T, r *Region, id string) ec2types.Instance {
+	t.Helper()
+	out, err := ec2Client(r).DescribeInstances(ctxT(t), &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.Reservations[0].Instances[0]
+}
+
+func TestInstanceLifecycleAndVolumes(t *testing.T) {
+	r := startRegion(t, Options{})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	id := runInstance(t, r, "us-east-1b", map[string]string{"Name": "web"})
+	in := instanceState(t, r, id)
+	if in.State.Name != ec2types.InstanceStateNamePending || *in.Placement.AvailabilityZone != "us-east-1b" || *in.Tags[0].Value != "web" {
+		t.Fatalf("new instance: %+v", in)
+	}
+	if in.MetadataOptions.InstanceMetadataTags != ec2types.InstanceMetadataTagsStateEnabled {
+		t.Fatalf("metadata options: %+v", in.MetadataOptions)
+	}
+	idle(t, r)
+	if s := instanceState(t, r, id).State.Name; s != ec2types.InstanceStateNameRunning {
+		t.Fatalf("want running, got %s", s)
+	}
+	st, err := c.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.InstanceStatuses) != 1 {
+		t.Fatalf("statuses: %+v", st.InstanceStatuses)
+	}
+	eventually(t, "status ok", func() bool {
+		st, err := c.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{id}})
+		return err == nil && st.InstanceStatuses[0].InstanceStatus.Status == ec2types.SummaryStatusOk &&
+			st.InstanceStatuses[0].SystemStatus.Status == ec2types.SummaryStatusOk
+	})
+	vol := createVolume(t, r, "us-east-1b", 1, nil)
+	idle(t, r)
+	if _, err := c.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(vol), InstanceId: aws.String(id), Device: aws.String("/dev/sdf")}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	if _, err := c.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	if s := instanceState(t, r, id).State.Name; s != ec2types.InstanceStateNameStopped {
+		t.Fatalf("want stopped, got %s", s)
+	}
+	st, err = c.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{id}})
+	if err != nil || len(st.InstanceStatuses) != 0 {
+		t.Fatalf("stopped instance listed without IncludeAllInstances: %v %v", st, err)
+	}
+	st, err = c.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{id}, IncludeAllInstances: aws.Bool(true)})
+	if err != nil || len(st.InstanceStatuses) != 1 || st.InstanceStatuses[0].InstanceState.Name != ec2types.InstanceStateNameStopped {
+		t.Fatalf("IncludeAllInstances: %v %v", st, err)
+	}
+	if v := describeVolume(t, r, vol); v.State != ec2types.VolumeStateInUse {
+		t.Fatalf("volume of a stopped instance should stay attached, is %s", v.State)
+	}
+	if _, err := c.StartInstances(ctx, &ec2.StartInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := instanceState(t, r, id).State.Name; s != ec2types.InstanceStateNameShuttingDown {
+		t.Fatalf("want shutting-down, got %s", s)
+	}
+	idle(t, r)
+	if s := instanceState(t, r, id).State.Name; s != ec2types.InstanceStateNameTerminated {
+		t.Fatalf("want terminated, got %s", s)
+	}
+	if v := describeVolume(t, r, vol); v.State != ec2types.VolumeStateAvailable {
+		t.Fatalf("data volume after terminate: %s", v.State)
+	}
+	_, err = c.StartInstances(ctx, &ec2.StartInstancesInput{InstanceIds: []string{id}})
+	wantCode(t, err, "IncorrectInstanceState")
+	_, err = c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{"i-0123456789abcdef0"}})
+	wantCode(t, err, "InvalidInstanceID.NotFound")
+	_, err = c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{"bogus"}})
+	wantCode(t, err, "InvalidInstanceID.Malformed")
+	out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
+		{Name: aws.String("instance-state-name"), Values: []string{"running", "terminated"}},
+		{Name: aws.String("tag:Name"), Values: []string{"web"}}}})
+	if err != nil || len(out.Reservations) != 1 {
+		t.Fatalf("filtered describe: %v %v", out, err)
+	}
+}
+
+func TestRunInstancesSubnetAndZones(t *testing.T) {
+	r := startRegion(t, Options{})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String("ami-1"), MinCount: aws.Int32(2), MaxCount: aws.Int32(2), SubnetId: aws.String("subnet-c")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Instances) != 2 || *out.Instances[0].Placement.AvailabilityZone != "us-east-1c" {
+		t.Fatalf("run: %+v", out.Instances)
+	}
+	_, err = c.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String("ami-1"), MinCount: aws.Int32(1), MaxCount: aws.Int32(1), SubnetId: aws.String("subnet-z")})
+	wantCode(t, err, "InvalidSubnetID.NotFound")
+	azs, err := c.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(azs.AvailabilityZones) != 3 || *azs.AvailabilityZones[1].ZoneId != "use1-az2" || *azs.AvailabilityZones[1].ZoneName != "us-east-1b" {
+		t.Fatalf("zones: %+v", azs.AvailabilityZones)
+	}
+}
+
+func TestUnknownActionAndCaller(t *testing.T) {
+	r := startRegion(t, Options{})
+	resp, err := http.PostForm(r.Endpoint(), url.Values{"Action": {"RebootInstances"}, "Version": {"2016-11-15"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(body), "<Code>InvalidAction</Code>") {
+		t.Fatalf("unknown action: %d %s", resp.StatusCode, body)
+	}
+	resp, err = http.PostForm(r.Endpoint(), url.Values{"Action": {"Nope"}, "Version": {"2011-01-01"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(body), "<ErrorResponse") {
+		t.Fatalf("unknown auto scaling action: %d %s", resp.StatusCode, body)
+	}
+	r.ResetCalls()
+	if _, err := ec2Client(r).DescribeVolumes(ctxT(t), &ec2.DescribeVolumesInput{}); err != nil {
+		t.Fatal(err)
+	}
+	calls := r.Calls()
+	if len(calls) != 1 || calls[0].Action != "DescribeVolumes" || calls[0].Caller != "AKIDTEST" || calls[0].Mutating || calls[0].Code != "" {
+		t.Fatalf("calls: %+v", calls)
+	}
+}
