@@ -125,15 +125,23 @@ func (r *Region) scaleInOrder(g *group, ins []*instance) []*instance {
 }
 
 // launchForGroupLocked launches into the zone with the fewest healthy
-// instances (ties go to the zone listed first), as the group balances zones.
+// instances, as the group balances zones. Ties go to the zone with fewer
+// instances on their way out (a replacement avoids the zone its predecessor
+// is leaving, which is what a singleton group usually shows), then to the
+// zone listed first.
 func (r *Region) launchForGroupLocked(g *group, healthy []*instance, now time.Time) *instance {
-	count := map[string]int{}
+	count, leaving := map[string]int{}, map[string]int{}
 	for _, in := range healthy {
 		count[in.AZ]++
 	}
+	for _, in := range r.groupMembers(g) {
+		if terminating(in) || in.Replace {
+			leaving[in.AZ]++
+		}
+	}
 	az := g.AZs[0]
 	for _, z := range g.AZs {
-		if count[z] < count[az] {
+		if count[z] < count[az] || count[z] == count[az] && leaving[z] < leaving[az] {
 			az = z
 		}
 	}

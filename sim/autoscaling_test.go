@@ -1,0 +1,283 @@
+package sim
+
+import (
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	asgtypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+// makeGroup creates a launch template and a one-instance group over two
+// zones with the given hooks.
+func makeGroup(t *testing.T, r *Region, minHealthy *int32, hooks ...asgtypes.LifecycleHookSpecification) {
+	t.Helper()
+	ctx := ctxT(t)
+	lt, err := ec2Client(r).CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String("web"),
+		LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: aws.String("ami-1"), InstanceType: ec2types.InstanceTypeT3Small,
+			MetadataOptions: &ec2types.LaunchTemplateInstanceMetadataOptionsRequest{InstanceMetadataTags: ec2types.LaunchTemplateInstanceMetadataTagsStateEnabled},
+			TagSpecifications: []ec2types.LaunchTemplateTagSpecificationRequest{{ResourceType: ec2types.ResourceTypeInstance,
+				Tags: toTags(map[string]string{"from": "template"})}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &autoscaling.CreateAutoScalingGroupInput{
+		AutoScalingGroupName: aws.String("web"), MinSize: aws.Int32(1), MaxSize: aws.Int32(2), DesiredCapacity: aws.Int32(1),
+		LaunchTemplate:    &asgtypes.LaunchTemplateSpecification{LaunchTemplateId: lt.LaunchTemplate.LaunchTemplateId},
+		VPCZoneIdentifier: aws.String("subnet-a,subnet-b"),
+		Tags: []asgtypes.Tag{{Key: aws.String("handover:group"), Value: aws.String("web"), PropagateAtLaunch: aws.Bool(true)},
+			{Key: aws.String("not-propagated"), Value: aws.String("x"), PropagateAtLaunch: aws.Bool(false)}},
+		LifecycleHookSpecificationList: hooks,
+	}
+	if minHealthy != nil {
+		in.InstanceMaintenancePolicy = &asgtypes.InstanceMaintenancePolicy{MinHealthyPercentage: minHealthy, MaxHealthyPercentage: aws.Int32(200)}
+	}
+	if _, err := asgClient(r).CreateAutoScalingGroup(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func groupInstances(t *testing.T, r *Region) []asgtypes.Instance {
+	t.Helper()
+	out, err := asgClient(r).DescribeAutoScalingGroups(ctxT(t), &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{"web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.AutoScalingGroups[0].Instances
+}
+
+func lifecycleOf(t *testing.T, r *Region, id string) string {
+	t.Helper()
+	for _, in := range groupInstances(t, r) {
+		if *in.InstanceId == id {
+			return string(in.LifecycleState)
+		}
+	}
+	return "gone"
+}
+
+var (
+	launchHook = asgtypes.LifecycleHookSpecification{LifecycleHookName: aws.String("up"),
+		LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_LAUNCHING"), HeartbeatTimeout: aws.Int32(600), DefaultResult: aws.String("ABANDON")}
+	termHook = asgtypes.LifecycleHookSpecification{LifecycleHookName: aws.String("down"),
+		LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_TERMINATING"), HeartbeatTimeout: aws.Int32(600), DefaultResult: aws.String("CONTINUE")}
+)
+
+func TestGroupLifecycleHooks(t *testing.T) {
+	r := startRegion(t, Options{Speed: 100})
+	a := asgClient(r)
+	ctx := ctxT(t)
+	makeGroup(t, r, nil, launchHook, termHook)
+	ins := groupInstances(t, r)
+	if len(ins) != 1 || ins[0].LifecycleState != "Pending:Wait" || *ins[0].AvailabilityZone != "us-east-1a" {
+		t.Fatalf("first instance: %+v", ins)
+	}
+	id := *ins[0].InstanceId
+	idle(t, r)
+	if got := lifecycleOf(t, r, id); got != "Pending:Wait" {
+		t.Fatalf("hook must hold the instance, got %s", got)
+	}
+	in := instanceState(t, r, id)
+	tags := map[string]string{}
+	for _, tg := range in.Tags {
+		tags[*tg.Key] = *tg.Value
+	}
+	if tags["handover:group"] != "web" || tags["aws:autoscaling:groupName"] != "web" || tags["from"] != "template" || tags["not-propagated"] != "" {
+		t.Fatalf("instance tags: %v", tags)
+	}
+	m := imdsClient(t, r, id)
+	if got, _ := metadata(t, m, "autoscaling/target-lifecycle-state"); got != "InService" {
+		t.Fatalf("target state while Pending:Wait: %q", got)
+	}
+	_, err := a.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{AutoScalingGroupName: aws.String("web"),
+		LifecycleHookName: aws.String("down"), InstanceId: aws.String(id), LifecycleActionResult: aws.String("CONTINUE")})
+	wantCode(t, err, "ValidationError")
+	if _, err := a.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{AutoScalingGroupName: aws.String("web"),
+		LifecycleHookName: aws.String("up"), InstanceId: aws.String(id), LifecycleActionResult: aws.String("CONTINUE")}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	if got := lifecycleOf(t, r, id); got != "InService" {
+		t.Fatalf("after complete: %s", got)
+	}
+	// Termination: the instance waits in Terminating:Wait and its IMDS says Terminated.
+	if _, err := a.TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{InstanceId: aws.String(id),
+		ShouldDecrementDesiredCapacity: aws.Bool(false)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := lifecycleOf(t, r, id); got != "Terminating:Wait" {
+		t.Fatalf("terminating: %s", got)
+	}
+	if got, _ := metadata(t, m, "autoscaling/target-lifecycle-state"); got != "Terminated" {
+		t.Fatalf("target state while Terminating:Wait: %q", got)
+	}
+	var replacement string
+	for _, in := range groupInstances(t, r) {
+		if *in.InstanceId != id {
+			replacement = *in.InstanceId
+			if *in.AvailabilityZone != "us-east-1b" {
+				t.Errorf("replacement should balance into us-east-1b, is in %s", *in.AvailabilityZone)
+			}
+		}
+	}
+	if replacement == "" {
+		t.Fatal("no replacement launched")
+	}
+	if _, err := a.RecordLifecycleActionHeartbeat(ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{AutoScalingGroupName: aws.String("web"),
+		LifecycleHookName: aws.String("down"), InstanceId: aws.String(id)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{AutoScalingGroupName: aws.String("web"),
+		LifecycleHookName: aws.String("down"), InstanceId: aws.String(id), LifecycleActionResult: aws.String("CONTINUE")}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	if got := lifecycleOf(t, r, id); got != "gone" {
+		t.Fatalf("old instance still in group: %s", got)
+	}
+	if s := instanceState(t, r, id).State.Name; s != ec2types.InstanceStateNameTerminated {
+		t.Fatalf("old instance %s", s)
+	}
+	hooks, err := a.DescribeLifecycleHooks(ctx, &autoscaling.DescribeLifecycleHooksInput{AutoScalingGroupName: aws.String("web")})
+	if err != nil || len(hooks.LifecycleHooks) != 2 || *hooks.LifecycleHooks[1].HeartbeatTimeout != 600 {
+		t.Fatalf("hooks: %+v %v", hooks, err)
+	}
+	ai, err := a.DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{replacement}})
+	if err != nil || len(ai.AutoScalingInstances) != 1 || *ai.AutoScalingInstances[0].LifecycleState != "Pending:Wait" {
+		t.Fatalf("autoscaling instances: %+v %v", ai, err)
+	}
+}
+
+func TestLifecycleHookTimeoutAndHeartbeat(t *testing.T) {
+	// Speed 100: a 30 s heartbeat timeout is 300 ms.
+	r := startRegion(t, Options{Speed: 100})
+	a := asgClient(r)
+	ctx := ctxT(t)
+	short := launchHook
+	short.HeartbeatTimeout = aws.Int32(30)
+	makeGroup(t, r, nil, short)
+	id := *groupInstances(t, r)[0].InstanceId
+	// Heartbeats keep it waiting past the timeout.
+	for range 4 {
+		time.Sleep(150 * time.Millisecond)
+		if _, err := a.RecordLifecycleActionHeartbeat(ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{AutoScalingGroupName: aws.String("web"),
+			LifecycleHookName: aws.String("up"), InstanceId: aws.String(id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := lifecycleOf(t, r, id); got != "Pending:Wait" {
+		t.Fatalf("heartbeats should hold the instance, got %s", got)
+	}
+	// Then the timeout applies ABANDON: terminated and replaced.
+	eventually(t, "abandon", func() bool { return lifecycleOf(t, r, id) == "gone" })
+	eventually(t, "replacement", func() bool { return len(groupInstances(t, r)) == 1 })
+	idle(t, r)
+	if s := instanceState(t, r, id).State.Name; s != ec2types.InstanceStateNameTerminated {
+		t.Fatalf("abandoned instance %s", s)
+	}
+}
+
+func TestGroupReplacesKilledAndUnhealthyInstances(t *testing.T) {
+	r := startRegion(t, Options{})
+	a := asgClient(r)
+	ctx := ctxT(t)
+	makeGroup(t, r, aws.Int32(100), termHook)
+	out, err := a.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := out.AutoScalingGroups[0]
+	if g.InstanceMaintenancePolicy == nil || *g.InstanceMaintenancePolicy.MinHealthyPercentage != 100 || *g.VPCZoneIdentifier != "subnet-a,subnet-b" || len(g.AvailabilityZones) != 2 {
+		t.Fatalf("group: %+v", g)
+	}
+	idle(t, r)
+	id := *groupInstances(t, r)[0].InstanceId
+	if got := lifecycleOf(t, r, id); got != "InService" {
+		t.Fatalf("without launch hook: %s", got)
+	}
+	// Launch before terminate: the unhealthy instance stays until the new one is InService.
+	if _, err := a.SetInstanceHealth(ctx, &autoscaling.SetInstanceHealthInput{InstanceId: aws.String(id), HealthStatus: aws.String("Unhealthy")}); err != nil {
+		t.Fatal(err)
+	}
+	ins := groupInstances(t, r)
+	if len(ins) != 2 || lifecycleOf(t, r, id) != "InService" {
+		t.Fatalf("launch before terminate: %+v", ins)
+	}
+	eventually(t, "old instance terminating", func() bool { return lifecycleOf(t, r, id) == "Terminating:Wait" })
+	if _, err := a.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{AutoScalingGroupName: aws.String("web"),
+		LifecycleHookName: aws.String("down"), InstanceId: aws.String(id), LifecycleActionResult: aws.String("CONTINUE")}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	ins = groupInstances(t, r)
+	if len(ins) != 1 || *ins[0].InstanceId == id {
+		t.Fatalf("after replacement: %+v", ins)
+	}
+	// Killed: no hook, replaced.
+	killed := *ins[0].InstanceId
+	if err := r.KillInstance(killed); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	ins = groupInstances(t, r)
+	if len(ins) != 1 || *ins[0].InstanceId == killed || ins[0].LifecycleState != "InService" {
+		t.Fatalf("after kill: %+v", ins)
+	}
+	// Terminated through EC2: replaced too.
+	if _, err := ec2Client(r).TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{*ins[0].InstanceId}}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	if got := groupInstances(t, r); len(got) != 1 || *got[0].InstanceId == *ins[0].InstanceId {
+		t.Fatalf("after EC2 terminate: %+v", got)
+	}
+	_, err = a.TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{InstanceId: aws.String(*groupInstances(t, r)[0].InstanceId),
+		ShouldDecrementDesiredCapacity: aws.Bool(true)})
+	wantCode(t, err, "ValidationError")
+	_, err = a.DeleteAutoScalingGroup(ctx, &autoscaling.DeleteAutoScalingGroupInput{AutoScalingGroupName: aws.String("web")})
+	wantCode(t, err, "ResourceInUse")
+	if _, err := a.DeleteAutoScalingGroup(ctx, &autoscaling.DeleteAutoScalingGroupInput{AutoScalingGroupName: aws.String("web"), ForceDelete: aws.Bool(true)}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	out, err = a.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{})
+	if err != nil || len(out.AutoScalingGroups) != 0 {
+		t.Fatalf("after force delete: %+v %v", out, err)
+	}
+}
+
+func TestGroupValidation(t *testing.T) {
+	r := startRegion(t, Options{})
+	a := asgClient(r)
+	ctx := ctxT(t)
+	makeGroup(t, r, nil)
+	_, err := a.CreateAutoScalingGroup(ctx, &autoscaling.CreateAutoScalingGroupInput{AutoScalingGroupName: aws.String("web"),
+		MinSize: aws.Int32(1), MaxSize: aws.Int32(1), LaunchTemplate: &asgtypes.LaunchTemplateSpecification{LaunchTemplateName: aws.String("web")},
+		AvailabilityZones: []string{"us-east-1a"}})
+	wantCode(t, err, "AlreadyExists")
+	_, err = a.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{AutoScalingGroupName: aws.String("web"), DesiredCapacity: aws.Int32(5)})
+	wantCode(t, err, "ValidationError")
+	_, err = a.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{AutoScalingGroupName: aws.String("nope"), DesiredCapacity: aws.Int32(1)})
+	wantCode(t, err, "ValidationError")
+	_, err = a.PutLifecycleHook(ctx, &autoscaling.PutLifecycleHookInput{AutoScalingGroupName: aws.String("web"), LifecycleHookName: aws.String("h"),
+		LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_LAUNCHING"), HeartbeatTimeout: aws.Int32(5)})
+	wantCode(t, err, "ValidationError")
+	if _, err := a.PutLifecycleHook(ctx, &autoscaling.PutLifecycleHookInput{AutoScalingGroupName: aws.String("web"), LifecycleHookName: aws.String("h"),
+		LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_LAUNCHING")}); err != nil {
+		t.Fatal(err)
+	}
+	hooks, err := a.DescribeLifecycleHooks(ctx, &autoscaling.DescribeLifecycleHooksInput{AutoScalingGroupName: aws.String("web")})
+	if err != nil || *hooks.LifecycleHooks[0].HeartbeatTimeout != 3600 || *hooks.LifecycleHooks[0].DefaultResult != "ABANDON" {
+		t.Fatalf("hook defaults: %+v %v", hooks, err)
+	}
+	if _, err := a.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{AutoScalingGroupName: aws.String("web"), DesiredCapacity: aws.Int32(2)}); err != nil {
+		t.Fatal(err)
+	}
+	ins := groupInstances(t, r)
+	if len(ins) != 2 || *ins[0].AvailabilityZone == *ins[1].AvailabilityZone {
+		t.Fatalf("two instances over two zones: %+v", ins)
+	}
+}
