@@ -1,0 +1,650 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/cenkalti/backoff/v4"
+)
+
+// Standby failover (pattern 3): a primary and a standby instance, both tagged handover:group=NAME and
+// handover:role=primary|standby, share the group's Elastic IP. Failover starts the standby if it is stopped
+// and moves the address to it. `handover failover` (an operator or a script) and the handover-failover
+// Lambda function (an alarm or an EC2 state change) both call Failover, so they decide the same way.
+
+// Values of the handover:role tag.
+const (
+	rolePrimary = "primary"
+	roleStandby = "standby"
+)
+
+// Reasons the Lambda function branches on. Both come wrapped in an *Error (exit 3) that says what to do.
+var (
+	// ErrNotConcerned: the instance a request names as failed is unknown, in no handover group (or not in
+	// the configured one), or is not its group's primary. The event is not about a failover handover runs.
+	ErrNotConcerned = errors.New("not a handover primary")
+	// ErrPrimaryHealthy: the instance holding the address is running with both status checks ok, and the
+	// request did not say to move the address anyway (Force).
+	ErrPrimaryHealthy = errors.New("the primary is healthy")
+)
+
+// FailoverRequest says which group fails over to which instance, and how.
+type FailoverRequest struct {
+	// Group is the handover group; empty means the group of To or From.
+	Group string
+	// To is the target instance; empty means the group's one instance tagged handover:role=standby.
+	To string
+	// From, when set, is the instance reported as failed (by an alarm or a state change). The address is
+	// moved only away from it: when it is not the group's primary the request is not concerned
+	// (ErrNotConcerned), and when the address is already elsewhere there is nothing to do.
+	From string
+	// Force moves the address even from a holder that is running with status checks ok.
+	Force bool
+	// WaitStatusOK waits, after the target runs, until both its status checks pass.
+	WaitStatusOK bool
+	// SwapRoles tags the target handover:role=primary and the group's other primaries standby once the
+	// address is on the target, so that the next failover goes back the other way.
+	SwapRoles bool
+	DryRun    bool
+	// StartTimeout bounds the wait for the target to run; StatusTimeout the wait for its status checks.
+	StartTimeout  time.Duration
+	StatusTimeout time.Duration
+}
+
+// Failover outcomes (FailoverResult.Action).
+const (
+	FailoverMoved       = "moved"         // the address was associated with the target and verified
+	FailoverAlready     = "already"       // the address was already on the target
+	FailoverNothingToDo = "nothing-to-do" // From does not hold the address; someone else does
+	FailoverPlanned     = "planned"       // dry run: Plan says what would be done
+)
+
+// FailoverResult says what Failover found and did.
+type FailoverResult struct {
+	Group        string   `json:"group"`
+	AllocationID string   `json:"allocation_id,omitempty"`
+	PublicIP     string   `json:"public_ip,omitempty"`
+	Target       string   `json:"target,omitempty"`
+	Previous     string   `json:"previous,omitempty"` // the holder before, if any
+	Action       string   `json:"action"`
+	Started      bool     `json:"started,omitempty"` // the target was stopped and Failover started it
+	RolesSwapped bool     `json:"roles_swapped,omitempty"`
+	Reason       string   `json:"reason,omitempty"`
+	Plan         []string `json:"plan,omitempty"`
+}
+
+// Defaults for the bounds. An EBS-backed instance usually reaches running within a minute of
+// StartInstances; status checks take a few more minutes after that.
+// https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/monitoring-system-instance-status-check.html
+const (
+	defaultStartTimeout  = 5 * time.Minute
+	defaultStatusTimeout = 10 * time.Minute
+	failoverClaimBound   = 2 * time.Minute
+)
+
+var instanceIDPattern = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)
+
+// validate checks a request in one place, naming the CLI flag and the environment variable.
+func (r FailoverRequest) validate() error {
+	if r.Group == "" && r.To == "" && r.From == "" {
+		return usageErr("name the group (--group or HANDOVER_GROUP), the target (--to) or the failed primary (--from)")
+	}
+	if r.Group != "" && !validGroupName(r.Group) {
+		return usageErr(fmt.Sprintf("--group %q: use letters, digits, '-', '_' and '.' only", r.Group))
+	}
+	for _, v := range []struct{ flag, id string }{{"to", r.To}, {"from", r.From}} {
+		if v.id != "" && !instanceIDPattern.MatchString(v.id) {
+			return usageErr(fmt.Sprintf("--%s %q: want an instance ID like i-0123456789abcdef0", v.flag, v.id))
+		}
+	}
+	if r.To != "" && r.To == r.From {
+		return usageErr(fmt.Sprintf("--to and --from both name %s: the target must be another instance", r.To))
+	}
+	if r.StartTimeout < 0 || r.StatusTimeout < 0 {
+		return usageErr("--start-timeout and --status-timeout must not be negative")
+	}
+	return nil
+}
+
+// reasonErr is an *Error (the operator's line and exit code) that also matches a reason sentinel, so the
+// Lambda can tell "not concerned" and "primary healthy" from other preconditions with errors.Is.
+type reasonErr struct {
+	err    error
+	reason error
+}
+
+func (e *reasonErr) Error() string   { return e.err.Error() }
+func (e *reasonErr) Unwrap() []error { return []error{e.err, e.reason} }
+
+func notConcerned(msg string) error {
+	return &reasonErr{err: preconditionErr(msg, nil), reason: ErrNotConcerned}
+}
+
+// memberInstance is one instance as failover sees it.
+type memberInstance struct {
+	ID    string
+	State string
+	AZ    string
+	Group string
+	Role  string
+}
+
+func (m memberInstance) gone() bool {
+	return m.State == string(ec2types.InstanceStateNameTerminated) || m.State == string(ec2types.InstanceStateNameShuttingDown)
+}
+
+func (m memberInstance) String() string {
+	role := m.Role
+	if role == "" {
+		role = "no role"
+	}
+	return fmt.Sprintf("%s (%s, %s, %s)", m.ID, role, orDash(m.State), orDash(m.AZ))
+}
+
+func toMember(i ec2types.Instance) memberInstance {
+	tags := tagMap(i.Tags)
+	m := memberInstance{ID: aws.ToString(i.InstanceId), Group: tags[tagGroup], Role: tags[tagRole]}
+	if i.State != nil {
+		m.State = string(i.State.Name)
+	}
+	if i.Placement != nil {
+		m.AZ = aws.ToString(i.Placement.AvailabilityZone)
+	}
+	return m
+}
+
+// describeMember describes one instance; found is false when EC2 does not know it.
+func describeMember(ctx context.Context, c EC2, id string) (m memberInstance, found bool, err error) {
+	out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if hasCode(err, codeInstanceNotFound) {
+		return memberInstance{}, false, nil
+	}
+	if err != nil {
+		return memberInstance{}, false, fmt.Errorf("describe instance %s: %w", id, err)
+	}
+	for _, r := range out.Reservations {
+		for _, i := range r.Instances {
+			if aws.ToString(i.InstanceId) == id {
+				return toMember(i), true, nil
+			}
+		}
+	}
+	return memberInstance{}, false, nil
+}
+
+// groupMembers lists the instances tagged handover:group=group, in every state (terminated ones stay
+// visible for about an hour, which is how a terminated standby is reported as such).
+func groupMembers(ctx context.Context, c EC2, group string) ([]memberInstance, error) {
+	var out []memberInstance
+	p := ec2.NewDescribeInstancesPaginator(c, &ec2.DescribeInstancesInput{
+		Filters: []ec2types.Filter{{Name: aws.String("tag:" + tagGroup), Values: []string{group}}},
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("describe instances tagged %s=%s: %w", tagGroup, group, err)
+		}
+		for _, r := range page.Reservations {
+			for _, i := range r.Instances {
+				out = append(out, toMember(i))
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// pickStandby returns the group's one live instance tagged handover:role=standby.
+func pickStandby(group string, members []memberInstance) (memberInstance, error) {
+	var live, gone []memberInstance
+	for _, m := range members {
+		if m.Role != roleStandby {
+			continue
+		}
+		if m.gone() {
+			gone = append(gone, m)
+		} else {
+			live = append(live, m)
+		}
+	}
+	switch {
+	case len(live) == 1:
+		return live[0], nil
+	case len(live) > 1:
+		ids := make([]string, len(live))
+		for i, m := range live {
+			ids[i] = m.String()
+		}
+		return memberInstance{}, preconditionErr(fmt.Sprintf("%d instances of group %s are tagged %s=%s: %s; keep the tag on one, or name the target with --to",
+			len(live), group, tagRole, roleStandby, strings.Join(ids, ", ")), nil)
+	case len(gone) > 0:
+		return memberInstance{}, preconditionErr(fmt.Sprintf("the standby of group %s, %s, is %s: launch a new standby in another AZ tagged %s=%s and %s=%s",
+			group, gone[0].ID, gone[0].State, tagGroup, group, tagRole, roleStandby), nil)
+	}
+	return memberInstance{}, preconditionErr(fmt.Sprintf("no instance is tagged %s=%s and %s=%s: tag the standby, or name the target with --to",
+		tagGroup, group, tagRole, roleStandby), nil)
+}
+
+// judgePrimary decides whether the instance holding the address is healthy: running, not being terminated
+// by its Auto Scaling group (judgeHolder), and with both the system and the instance status check ok.
+// Anything else (stopping, impaired, still initializing) is not proof of health.
+// https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/monitoring-system-instance-status-check.html
+func judgePrimary(ctx context.Context, c *Clients, holder string) (healthy bool, why string, err error) {
+	v, err := judgeHolder(ctx, c, holder)
+	if err != nil {
+		return false, "", err
+	}
+	if v.mayTake {
+		return false, v.why, nil
+	}
+	out, err := c.EC2.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{holder}})
+	if err != nil {
+		return false, "", fmt.Errorf("describe status checks of %s: %w", holder, err)
+	}
+	system, instance := "unknown", "unknown"
+	for _, s := range out.InstanceStatuses {
+		if s.SystemStatus != nil {
+			system = string(s.SystemStatus.Status)
+		}
+		if s.InstanceStatus != nil {
+			instance = string(s.InstanceStatus.Status)
+		}
+	}
+	if system == string(ec2types.SummaryStatusOk) && instance == string(ec2types.SummaryStatusOk) {
+		return true, fmt.Sprintf("%s is running and its status checks pass", holder), nil
+	}
+	return false, fmt.Sprintf("%s is running but its status checks are system=%s, instance=%s", holder, system, instance), nil
+}
+
+// Failover moves the group's Elastic IP to the standby (or r.To): observe the failed instance, the target,
+// the address and its holder; refuse what must not be done; start the target if it is stopped; associate
+// and verify with claimAddress; swap the role tags if asked. Rerunning is safe: an address already on a
+// running target makes no mutating call.
+func Failover(ctx context.Context, log *slog.Logger, c *Clients, r FailoverRequest) (FailoverResult, error) {
+	if err := r.validate(); err != nil {
+		return FailoverResult{}, err
+	}
+	if r.StartTimeout == 0 {
+		r.StartTimeout = defaultStartTimeout
+	}
+	if r.StatusTimeout == 0 {
+		r.StatusTimeout = defaultStatusTimeout
+	}
+	base := log // for the shared steps, which add their own step and instance keys
+
+	// The failed instance, when an event names one: only a group's primary is failed over from.
+	var from memberInstance
+	if r.From != "" {
+		m, found, err := describeMember(ctx, c.EC2, r.From)
+		if err != nil {
+			return FailoverResult{}, err
+		}
+		switch {
+		case !found:
+			return FailoverResult{}, notConcerned(fmt.Sprintf("instance %s does not exist (or no longer): nothing to fail over from", r.From))
+		case m.Group == "":
+			return FailoverResult{}, notConcerned(fmt.Sprintf("instance %s has no %s tag: it is not part of a handover group", r.From, tagGroup))
+		case r.Group != "" && m.Group != r.Group:
+			return FailoverResult{}, notConcerned(fmt.Sprintf("instance %s is in group %s, not %s", r.From, m.Group, r.Group))
+		case m.Role != rolePrimary:
+			return FailoverResult{}, notConcerned(fmt.Sprintf("instance %s is tagged %s=%s, not %s: only a primary is failed over from", r.From, tagRole, orDash(m.Role), rolePrimary))
+		}
+		from, r.Group = m, m.Group
+	}
+
+	// The target: named, or the group's standby.
+	var target memberInstance
+	if r.To != "" {
+		m, found, err := describeMember(ctx, c.EC2, r.To)
+		if err != nil {
+			return FailoverResult{}, err
+		}
+		switch {
+		case !found:
+			return FailoverResult{}, preconditionErr(fmt.Sprintf("target instance %s does not exist: check --to", r.To), nil)
+		case m.Group == "":
+			return FailoverResult{}, preconditionErr(fmt.Sprintf("target %s has no %s tag: tag it with its group first", r.To, tagGroup), nil)
+		case r.Group != "" && m.Group != r.Group:
+			return FailoverResult{}, preconditionErr(fmt.Sprintf("target %s is in group %s, not %s: name an instance of group %s", r.To, m.Group, r.Group, r.Group), nil)
+		case m.gone():
+			return FailoverResult{}, preconditionErr(fmt.Sprintf("target %s is %s: name a live instance of group %s", r.To, m.State, m.Group), nil)
+		}
+		target, r.Group = m, m.Group
+	}
+	base = base.With("group", r.Group)
+	members, err := groupMembers(ctx, c.EC2, r.Group)
+	if err != nil {
+		return FailoverResult{}, err
+	}
+	if r.To == "" {
+		if target, err = pickStandby(r.Group, members); err != nil {
+			return FailoverResult{}, err
+		}
+	}
+
+	addr, err := findGroupAddress(ctx, c.EC2, r.Group)
+	if err != nil {
+		return FailoverResult{}, err
+	}
+	holder := addr.InstanceID
+	res := FailoverResult{Group: r.Group, AllocationID: addr.AllocationID, PublicIP: addr.PublicIP, Target: target.ID}
+	if holder != target.ID {
+		res.Previous = holder
+	}
+	log = base.With(keyStep, "failover", keyInstance, target.ID, keyAZ, target.AZ, keyAllocation, addr.AllocationID)
+
+	// Decide. A holder other than the target keeps the address when it is healthy, unless forced; an
+	// event about an instance that no longer holds the address is already dealt with (or about to be).
+	var moveWhy string
+	switch {
+	case holder == target.ID:
+		res.Action = FailoverAlready
+	case r.From != "" && holder != "" && holder != r.From:
+		res.Action = FailoverNothingToDo
+		res.Reason = fmt.Sprintf("Elastic IP %s is on %s, not on the failed instance %s", addr.PublicIP, holder, r.From)
+		log.Info("nothing to do", "reason", res.Reason)
+		return res, nil
+	case holder == "":
+		moveWhy = "the address is not associated"
+	default:
+		healthy, why, err := judgePrimary(ctx, c, holder)
+		if err != nil {
+			return res, err
+		}
+		if healthy && !r.Force {
+			return res, &reasonErr{reason: ErrPrimaryHealthy, err: preconditionErr(fmt.Sprintf(
+				"Elastic IP %s (%s) is held by %s, which is healthy (%s): refusing to move it; pass --force to move it anyway",
+				addr.PublicIP, addr.AllocationID, holder, why), nil)}
+		}
+		moveWhy = why
+		if healthy {
+			moveWhy += "; moving it anyway (force)"
+		}
+	}
+
+	if r.DryRun {
+		res.Action = FailoverPlanned
+		res.Plan = failoverPlan(r, target, from, addr, members, moveWhy, holder != target.ID)
+		return res, nil
+	}
+
+	started, err := ensureRunning(ctx, base.With(keyInstance, target.ID), c.EC2, target.ID, r.StartTimeout)
+	res.Started = started
+	if err != nil {
+		return res, err
+	}
+	if r.WaitStatusOK {
+		if err := waitStatusOK(ctx, base.With(keyInstance, target.ID), c.EC2, target.ID, r.StatusTimeout); err != nil {
+			return res, err
+		}
+	}
+	if res.Action != FailoverAlready {
+		log.Info("moving the Elastic IP", "public_ip", addr.PublicIP, "from", orDash(holder), "reason", moveWhy)
+		// The decision above is the takeover's authority: claimAddress associates with AllowReassociation
+		// when the address is held, then verifies with a fresh Describe.
+		cr, err := claimAddress(ctx, base, c, claimSpec{Group: r.Group, InstanceID: target.ID, Takeover: true, Wait: failoverClaimBound})
+		if err != nil {
+			return res, err
+		}
+		if cr.Action == "already-held" {
+			res.Action = FailoverAlready
+		} else {
+			res.Action = FailoverMoved
+		}
+	}
+	if res.Action == FailoverAlready {
+		log.Info("the Elastic IP is already on the target", "public_ip", addr.PublicIP)
+	}
+	if r.SwapRoles {
+		swapped, err := swapRoles(ctx, log, c.EC2, target, members)
+		res.RolesSwapped = swapped
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// failoverPlan is what a dry run prints: one line per step that would change something.
+func failoverPlan(r FailoverRequest, target, from memberInstance, addr groupAddress, members []memberInstance, moveWhy string, move bool) []string {
+	var plan []string
+	if from.ID != "" {
+		plan = append(plan, fmt.Sprintf("failed primary: %s", from))
+	}
+	plan = append(plan, fmt.Sprintf("target: %s", target))
+	switch target.State {
+	case string(ec2types.InstanceStateNameStopped), string(ec2types.InstanceStateNameStopping):
+		plan = append(plan, fmt.Sprintf("start %s and wait up to %s until it is running", target.ID, r.StartTimeout))
+	case string(ec2types.InstanceStateNamePending):
+		plan = append(plan, fmt.Sprintf("wait up to %s until %s is running", r.StartTimeout, target.ID))
+	}
+	if r.WaitStatusOK {
+		plan = append(plan, fmt.Sprintf("wait up to %s until both status checks of %s pass", r.StatusTimeout, target.ID))
+	}
+	if move {
+		plan = append(plan, fmt.Sprintf("associate Elastic IP %s (%s) with %s (from %s: %s), allowing reassociation, and verify",
+			addr.PublicIP, addr.AllocationID, target.ID, orDash(addr.InstanceID), moveWhy))
+	} else {
+		plan = append(plan, fmt.Sprintf("Elastic IP %s (%s) is already on %s", addr.PublicIP, addr.AllocationID, target.ID))
+	}
+	if r.SwapRoles {
+		for _, step := range roleChanges(target, members) {
+			plan = append(plan, fmt.Sprintf("tag %s %s=%s", step.id, tagRole, step.role))
+		}
+	}
+	return plan
+}
+
+// ensureRunning brings the target to running: a stopped instance is started, a stopping one is waited for
+// and then started, a pending one is waited for. started reports whether this call started it.
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_StartInstances.html
+func ensureRunning(ctx context.Context, log *slog.Logger, c EC2, id string, bound time.Duration) (started bool, err error) {
+	check := func(ctx context.Context) (bool, string, error) {
+		m, found, err := describeMember(ctx, c, id)
+		if err != nil {
+			return false, "", err
+		}
+		if !found {
+			return false, "", backoff.Permanent(preconditionErr(fmt.Sprintf("target %s does not exist any more", id), nil))
+		}
+		switch m.State {
+		case string(ec2types.InstanceStateNameRunning):
+			return true, "", nil
+		case string(ec2types.InstanceStateNamePending):
+			return false, "pending", nil
+		case string(ec2types.InstanceStateNameStopping):
+			return false, "stopping (it is started once stopped)", nil
+		case string(ec2types.InstanceStateNameStopped):
+			_, err := c.StartInstances(ctx, &ec2.StartInstancesInput{InstanceIds: []string{id}})
+			switch {
+			case err == nil:
+				if !started {
+					log.Info("starting the target", keyStep, "failover", "state", m.State)
+				}
+				started = true
+				return false, "starting", nil
+			case hasCode(err, codeIncorrectInstanceSt):
+				// Describe lags the instance's real state (eventual consistency): look again.
+				return false, "stopped, not startable yet", nil
+			case hasCode(err, codeInsufficientCapacity):
+				return false, "", backoff.Permanent(&Error{Code: ExitFailed, Msg: fmt.Sprintf(
+					"EC2 has no capacity to start %s in %s now: rerun later, or fail over to an instance of another type or AZ with --to", id, m.AZ), Err: err})
+			case isThrottled(err):
+				return false, "start throttled", err
+			}
+			return false, "", backoff.Permanent(fmt.Errorf("start %s: %w", id, err))
+		default: // shutting-down, terminated
+			return false, "", backoff.Permanent(preconditionErr(fmt.Sprintf("target %s is %s: it cannot take over", id, m.State), nil))
+		}
+	}
+	start := time.Now()
+	err = poll(ctx, log, waitSpec{What: "instance " + id + " running", Bound: bound, Step: "failover"}, check)
+	if err == nil && started {
+		log.Info("the target is running", keyStep, "failover", keyElapsed, time.Since(start).Round(time.Millisecond).String())
+	}
+	if errors.Is(err, errWaitTimeout) {
+		return started, &Error{Code: ExitFailed, Msg: fmt.Sprintf("target %s is not running after %s; the address was not moved: check the instance, then rerun (or raise --start-timeout)", id, bound), Err: err}
+	}
+	return started, err
+}
+
+// waitStatusOK waits until both status checks of a running instance pass.
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeInstanceStatus.html
+func waitStatusOK(ctx context.Context, log *slog.Logger, c EC2, id string, bound time.Duration) error {
+	check := func(ctx context.Context) (bool, string, error) {
+		out, err := c.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{id}, IncludeAllInstances: aws.Bool(true)})
+		if err != nil {
+			return false, "", fmt.Errorf("describe status checks of %s: %w", id, err)
+		}
+		system, instance := "unknown", "unknown"
+		for _, s := range out.InstanceStatuses {
+			if s.SystemStatus != nil {
+				system = string(s.SystemStatus.Status)
+			}
+			if s.InstanceStatus != nil {
+				instance = string(s.InstanceStatus.Status)
+			}
+		}
+		done := system == string(ec2types.SummaryStatusOk) && instance == string(ec2types.SummaryStatusOk)
+		return done, "system " + system + ", instance " + instance, nil
+	}
+	start := time.Now()
+	err := poll(ctx, log, waitSpec{What: "status checks of " + id, Bound: bound, Step: "failover", Initial: time.Second, Max: 5 * time.Second}, check)
+	if errors.Is(err, errWaitTimeout) {
+		return &Error{Code: ExitFailed, Msg: fmt.Sprintf("the status checks of %s did not pass within %s; the address was not moved: check the instance, then rerun (or raise --status-timeout, or drop --wait-status-ok)", id, bound), Err: err}
+	}
+	if err == nil {
+		log.Info("status checks of "+id+" pass", keyStep, "failover", keyElapsed, time.Since(start).Round(time.Millisecond).String())
+	}
+	return err
+}
+
+type roleChange struct{ id, role string }
+
+// roleChanges lists the tags that make target the primary and every other live primary of the group a
+// standby. The target is promoted first: if the second call is lost, a rerun finds the address already on
+// the target and finishes the demotion, and no instance is left a standby it should not be.
+func roleChanges(target memberInstance, members []memberInstance) []roleChange {
+	var out []roleChange
+	if target.Role != rolePrimary {
+		out = append(out, roleChange{target.ID, rolePrimary})
+	}
+	for _, m := range members {
+		if m.ID != target.ID && m.Role == rolePrimary && !m.gone() {
+			out = append(out, roleChange{m.ID, roleStandby})
+		}
+	}
+	return out
+}
+
+// swapRoles applies roleChanges. A terminated former primary is left alone: it can never be a standby.
+func swapRoles(ctx context.Context, log *slog.Logger, c EC2, target memberInstance, members []memberInstance) (bool, error) {
+	changes := roleChanges(target, members)
+	for _, ch := range changes {
+		_, err := c.CreateTags(ctx, &ec2.CreateTagsInput{
+			Resources: []string{ch.id},
+			Tags:      []ec2types.Tag{{Key: aws.String(tagRole), Value: aws.String(ch.role)}},
+		})
+		if err != nil {
+			return false, fmt.Errorf("tag %s %s=%s (rerun to finish swapping roles): %w", ch.id, tagRole, ch.role, err)
+		}
+		log.Info("role tag set", "tagged", ch.id, "role", ch.role)
+	}
+	return len(changes) > 0, nil
+}
+
+// NewClients builds the AWS clients the way every handover command does (standard credential chain, SDK
+// retries of throttling until the context deadline), for entry points outside this package: the Lambda.
+func NewClients(ctx context.Context, getenv func(string) string, region string) (*Clients, error) {
+	return newClients(ctx, getenv, region)
+}
+
+func init() {
+	register(command{name: "failover", summary: "move the group's Elastic IP to its standby, starting it if stopped", run: runFailover})
+}
+
+// runFailover is `handover failover`. It runs anywhere with credentials and a region (an operator's shell,
+// a script, the standby itself): it needs no instance metadata.
+func runFailover(ctx context.Context, e Env, args []string) error {
+	f := newFlags("failover", e.Getenv, e.Stderr, 5*time.Second)
+	f.dryRun()
+	f.fs.Lookup("group").Usage = "handover group whose Elastic IP moves (default: the group of --to or --from)"
+	var r FailoverRequest
+	f.fs.StringVar(&r.To, "to", "", "target instance ID (default: the group's instance tagged handover:role=standby)")
+	f.fs.StringVar(&r.From, "from", "", "the failed primary: move the address only away from it (what the Lambda does for an event)")
+	f.fs.BoolVar(&r.Force, "force", false, "move the address even when its holder is running with status checks ok")
+	f.fs.BoolVar(&r.WaitStatusOK, "wait-status-ok", false, "after the target runs, wait until both its status checks pass before moving the address")
+	f.fs.BoolVar(&r.SwapRoles, "swap-roles", false, "then tag the target handover:role=primary and the old primary standby, so the next failover goes back")
+	f.fs.DurationVar(&r.StartTimeout, "start-timeout", defaultStartTimeout, "how long to wait for a stopped target to be running")
+	f.fs.DurationVar(&r.StatusTimeout, "status-timeout", defaultStatusTimeout, "with --wait-status-ok, how long to wait for the status checks")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if err := f.Common.validate(); err != nil {
+		return err
+	}
+	if r.StartTimeout <= 0 || r.StatusTimeout <= 0 {
+		return usageErr("--start-timeout and --status-timeout must be positive")
+	}
+	r.Group, r.DryRun = f.Common.Group, f.Common.DryRun
+	if err := r.validate(); err != nil {
+		return err
+	}
+	log := newLogger(e.Stderr, f.Common)
+	log.Debug("configuration", "sources", f.sources())
+	region := firstNonEmpty(e.Getenv("AWS_REGION"), e.Getenv("AWS_DEFAULT_REGION"))
+	clients, err := newClients(ctx, e.Getenv, region)
+	if err != nil {
+		return err
+	}
+	if c, ok := clients.EC2.(*ec2.Client); ok && c.Options().Region == "" {
+		return usageErr("no AWS region: set AWS_REGION (or a region in the shared AWS config)")
+	}
+	res, err := Failover(ctx, log, clients, r)
+	if err != nil {
+		return err
+	}
+	printFailover(e.Stdout, res)
+	return nil
+}
+
+// printFailover writes the result for the operator, one line (a plan has one line per step).
+func printFailover(w io.Writer, res FailoverResult) {
+	ip := fmt.Sprintf("%s (%s)", res.PublicIP, res.AllocationID)
+	switch res.Action {
+	case FailoverPlanned:
+		fmt.Fprintf(w, "failover plan for group %s (dry run, nothing changed):\n", res.Group)
+		for i, step := range res.Plan {
+			fmt.Fprintf(w, "  %d. %s\n", i+1, step)
+		}
+		return
+	case FailoverNothingToDo:
+		fmt.Fprintf(w, "nothing to do: %s\n", res.Reason)
+		return
+	case FailoverAlready:
+		fmt.Fprintf(w, "Elastic IP %s is already on %s", ip, res.Target)
+	default:
+		if res.Previous == "" {
+			fmt.Fprintf(w, "moved Elastic IP %s to %s (it was not associated)", ip, res.Target)
+		} else {
+			fmt.Fprintf(w, "moved Elastic IP %s from %s to %s", ip, res.Previous, res.Target)
+		}
+	}
+	if res.Started {
+		fmt.Fprintf(w, "; started %s", res.Target)
+	}
+	if res.RolesSwapped {
+		fmt.Fprintf(w, "; %s is now the primary", res.Target)
+	}
+	fmt.Fprintln(w)
+}
