@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+)
+
+// syncBuffer lets the test read what serve prints while it runs.
+type syncBuffer struct {
+	ch chan string
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	select {
+	case b.ch <- string(p):
+	default:
+	}
+	return len(p), nil
+}
+
+func TestServeEnvKillCalls(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{ch: make(chan string, 1)}
+	done := make(chan int)
+	go func() {
+		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--state", t.TempDir(), "--speed", "1000",
+			"--fault-rate", "RebootInstances=0.5", "--log-format", "json"}, out, &bytes.Buffer{})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve exited %d", code)
+		}
+	})
+	var endpoint string
+	select {
+	case endpoint = <-out.ch:
+		endpoint = strings.TrimSpace(endpoint)
+	case <-time.After(5 * time.Second):
+		t.Fatal("serve printed no endpoint")
+	}
+	c := ec2.NewFromConfig(aws.Config{Region: "us-east-1", BaseEndpoint: aws.String(endpoint),
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDCLI", "s", "")})
+	res, err := c.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String("ami-1"), MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := *res.Instances[0].InstanceId
+
+	var stdout, stderr bytes.Buffer
+	if code := run(ctx, []string{"env", id, "--endpoint", endpoint}, &stdout, &stderr); code != 0 {
+		t.Fatalf("env: %d %s", code, stderr.String())
+	}
+	for _, want := range []string{"export AWS_ENDPOINT_URL_EC2='" + endpoint + "'", "export AWS_EC2_METADATA_SERVICE_ENDPOINT='http://127.0.0.1:",
+		"export AWS_ACCESS_KEY_ID='AKID" + strings.ReplaceAll(id, "-", "") + "'", "export HANDOVER_DEV_DIR='"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("env output lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	stdout.Reset()
+	if code := run(ctx, []string{"spot", id, "--endpoint", endpoint, "--in", "1h"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("spot: %s", stderr.String())
+	}
+	if code := run(ctx, []string{"rebalance", id, "--endpoint", endpoint}, &stdout, &stderr); code != 0 {
+		t.Fatalf("rebalance: %s", stderr.String())
+	}
+	if code := run(ctx, []string{"kill", id, "--endpoint", endpoint}, &stdout, &stderr); code != 0 {
+		t.Fatalf("kill: %s", stderr.String())
+	}
+	if code := run(ctx, []string{"kill", "i-0123456789abcdef0", "--endpoint", endpoint}, &stdout, &stderr); code != 1 {
+		t.Fatalf("kill of an unknown instance should fail")
+	}
+	if code := run(ctx, []string{"calls", "--endpoint", endpoint}, &stdout, &stderr); code != 0 {
+		t.Fatalf("calls: %s", stderr.String())
+	}
+	if !strings.Contains(stdout.String(), `"action": "RunInstances"`) || !strings.Contains(stdout.String(), `"caller": "AKIDCLI"`) {
+		t.Fatalf("calls output:\n%s", stdout.String())
+	}
+	if code := run(ctx, []string{"bogus"}, &stdout, &stderr); code != 2 {
+		t.Fatalf("unknown command: %d", code)
+	}
+	if code := run(ctx, []string{"serve"}, &stdout, &stderr); code != 2 {
+		t.Fatalf("serve without --state: %d", code)
+	}
+}
