@@ -115,7 +115,7 @@ func (r *Region) serveAPI(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.recordCall(call)
-	r.log.Debug("api call", "action", action, "caller", caller, "took", time.Since(start))
+	r.log.Debug("api call", "action", action, "caller", caller, "instance", callerInstance(caller), "took", time.Since(start))
 	if isASG {
 		writeASG(w, action, reqID, body)
 	} else {
