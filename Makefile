@@ -25,3 +25,14 @@ lint: ## gofmt, go vet, staticcheck
 
 clean: ## remove build output
 	rm -rf bin dist
+
+.PHONY: lambda
+LAMBDA_ARCHES := amd64 arm64
+
+lambda: ## the failover Lambda: dist/handover-failover-{amd64,arm64}.zip, bootstrap at the root (provided.al2023)
+	@for arch in $(LAMBDA_ARCHES); do \
+		echo "building dist/handover-failover-$$arch.zip"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch go build -tags lambda.norpc -trimpath -ldflags "$(LDFLAGS)" \
+			-o dist/lambda-$$arch/bootstrap ./cmd/handover-failover || exit 1; \
+		go run ./scripts/lambdazip -o dist/handover-failover-$$arch.zip dist/lambda-$$arch/bootstrap || exit 1; \
+	done

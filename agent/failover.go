@@ -266,6 +266,43 @@ func judgePrimary(ctx context.Context, c *Clients, holder string) (healthy bool,
 	return false, fmt.Sprintf("%s is running but its status checks are system=%s, instance=%s", holder, system, instance), nil
 }
 
+// failedPrimary checks the instance an event reports as failed: it must be a primary (of group, when
+// given). Anything else means the event is not about a failover handover runs (ErrNotConcerned).
+func failedPrimary(ctx context.Context, c EC2, id, group string) (memberInstance, error) {
+	m, found, err := describeMember(ctx, c, id)
+	switch {
+	case err != nil:
+		return m, err
+	case !found:
+		return m, notConcerned(fmt.Sprintf("instance %s does not exist (or no longer): nothing to fail over from", id))
+	case m.Group == "":
+		return m, notConcerned(fmt.Sprintf("instance %s has no %s tag: it is not part of a handover group", id, tagGroup))
+	case group != "" && m.Group != group:
+		return m, notConcerned(fmt.Sprintf("instance %s is in group %s, not %s", id, m.Group, group))
+	case m.Role != rolePrimary:
+		return m, notConcerned(fmt.Sprintf("instance %s is tagged %s=%s, not %s: only a primary is failed over from", id, tagRole, orDash(m.Role), rolePrimary))
+	}
+	return m, nil
+}
+
+// namedTarget checks a target given by ID: it must exist, be in group (when given) and not be going away.
+func namedTarget(ctx context.Context, c EC2, id, group string) (memberInstance, error) {
+	m, found, err := describeMember(ctx, c, id)
+	switch {
+	case err != nil:
+		return m, err
+	case !found:
+		return m, preconditionErr(fmt.Sprintf("target instance %s does not exist: check --to", id), nil)
+	case m.Group == "":
+		return m, preconditionErr(fmt.Sprintf("target %s has no %s tag: tag it with its group first", id, tagGroup), nil)
+	case group != "" && m.Group != group:
+		return m, preconditionErr(fmt.Sprintf("target %s is in group %s, not %s: name an instance of group %s", id, m.Group, group, group), nil)
+	case m.gone():
+		return m, preconditionErr(fmt.Sprintf("target %s is %s: name a live instance of group %s", id, m.State, m.Group), nil)
+	}
+	return m, nil
+}
+
 // Failover moves the group's Elastic IP to the standby (or r.To): observe the failed instance, the target,
 // the address and its holder; refuse what must not be done; start the target if it is stopped; associate
 // and verify with claimAddress; swap the role tags if asked. Rerunning is safe: an address already on a
@@ -282,78 +319,60 @@ func Failover(ctx context.Context, log *slog.Logger, c *Clients, r FailoverReque
 	}
 	base := log // for the shared steps, which add their own step and instance keys
 
-	// The failed instance, when an event names one: only a group's primary is failed over from.
-	var from memberInstance
+	var from, target memberInstance
+	var err error
 	if r.From != "" {
-		m, found, err := describeMember(ctx, c.EC2, r.From)
-		if err != nil {
+		if from, err = failedPrimary(ctx, c.EC2, r.From, r.Group); err != nil {
 			return FailoverResult{}, err
 		}
-		switch {
-		case !found:
-			return FailoverResult{}, notConcerned(fmt.Sprintf("instance %s does not exist (or no longer): nothing to fail over from", r.From))
-		case m.Group == "":
-			return FailoverResult{}, notConcerned(fmt.Sprintf("instance %s has no %s tag: it is not part of a handover group", r.From, tagGroup))
-		case r.Group != "" && m.Group != r.Group:
-			return FailoverResult{}, notConcerned(fmt.Sprintf("instance %s is in group %s, not %s", r.From, m.Group, r.Group))
-		case m.Role != rolePrimary:
-			return FailoverResult{}, notConcerned(fmt.Sprintf("instance %s is tagged %s=%s, not %s: only a primary is failed over from", r.From, tagRole, orDash(m.Role), rolePrimary))
-		}
-		from, r.Group = m, m.Group
+		r.Group = from.Group
 	}
-
-	// The target: named, or the group's standby.
-	var target memberInstance
 	if r.To != "" {
-		m, found, err := describeMember(ctx, c.EC2, r.To)
-		if err != nil {
+		if target, err = namedTarget(ctx, c.EC2, r.To, r.Group); err != nil {
 			return FailoverResult{}, err
 		}
-		switch {
-		case !found:
-			return FailoverResult{}, preconditionErr(fmt.Sprintf("target instance %s does not exist: check --to", r.To), nil)
-		case m.Group == "":
-			return FailoverResult{}, preconditionErr(fmt.Sprintf("target %s has no %s tag: tag it with its group first", r.To, tagGroup), nil)
-		case r.Group != "" && m.Group != r.Group:
-			return FailoverResult{}, preconditionErr(fmt.Sprintf("target %s is in group %s, not %s: name an instance of group %s", r.To, m.Group, r.Group, r.Group), nil)
-		case m.gone():
-			return FailoverResult{}, preconditionErr(fmt.Sprintf("target %s is %s: name a live instance of group %s", r.To, m.State, m.Group), nil)
-		}
-		target, r.Group = m, m.Group
+		r.Group = target.Group
 	}
 	base = base.With("group", r.Group)
 	members, err := groupMembers(ctx, c.EC2, r.Group)
 	if err != nil {
 		return FailoverResult{}, err
 	}
-	if r.To == "" {
-		if target, err = pickStandby(r.Group, members); err != nil {
-			return FailoverResult{}, err
-		}
-	}
-
 	addr, err := findGroupAddress(ctx, c.EC2, r.Group)
 	if err != nil {
 		return FailoverResult{}, err
 	}
 	holder := addr.InstanceID
-	res := FailoverResult{Group: r.Group, AllocationID: addr.AllocationID, PublicIP: addr.PublicIP, Target: target.ID}
+	res := FailoverResult{Group: r.Group, AllocationID: addr.AllocationID, PublicIP: addr.PublicIP}
+
+	// The failed instance no longer holds the address: an earlier delivery of the same event, another
+	// event about the same failure, or an operator moved it already. This is decided before looking for a
+	// standby, which after a role swap may not exist until an operator provides one.
+	if r.From != "" && holder != "" && holder != r.From && holder != r.To {
+		res.Action, res.Target = FailoverNothingToDo, holder
+		res.Reason = fmt.Sprintf("Elastic IP %s is on %s, not on the failed instance %s", addr.PublicIP, holder, r.From)
+		base.Info("nothing to do", keyStep, "failover", keyAllocation, addr.AllocationID, "reason", res.Reason)
+		if r.SwapRoles && !r.DryRun {
+			res.RolesSwapped, err = finishRoleSwap(ctx, base, c.EC2, from, holder, members)
+		}
+		return res, err
+	}
+	if r.To == "" {
+		if target, err = pickStandby(r.Group, members); err != nil {
+			return res, err
+		}
+	}
+	res.Target = target.ID
 	if holder != target.ID {
 		res.Previous = holder
 	}
 	log = base.With(keyStep, "failover", keyInstance, target.ID, keyAZ, target.AZ, keyAllocation, addr.AllocationID)
 
-	// Decide. A holder other than the target keeps the address when it is healthy, unless forced; an
-	// event about an instance that no longer holds the address is already dealt with (or about to be).
+	// Decide. A holder other than the target keeps the address when it is healthy, unless forced.
 	var moveWhy string
 	switch {
 	case holder == target.ID:
 		res.Action = FailoverAlready
-	case r.From != "" && holder != "" && holder != r.From:
-		res.Action = FailoverNothingToDo
-		res.Reason = fmt.Sprintf("Elastic IP %s is on %s, not on the failed instance %s", addr.PublicIP, holder, r.From)
-		log.Info("nothing to do", "reason", res.Reason)
-		return res, nil
 	case holder == "":
 		moveWhy = "the address is not associated"
 	default:
@@ -561,6 +580,18 @@ func swapRoles(ctx context.Context, log *slog.Logger, c EC2, target memberInstan
 		log.Info("role tag set", "tagged", ch.id, "role", ch.role)
 	}
 	return len(changes) > 0, nil
+}
+
+// finishRoleSwap completes a role swap that an earlier run began but did not finish (swapRoles promotes
+// the target first): when the instance holding the address is already tagged primary, the failed
+// primary is tagged standby, unless it is going away.
+func finishRoleSwap(ctx context.Context, log *slog.Logger, c EC2, failed memberInstance, holder string, members []memberInstance) (bool, error) {
+	for _, m := range members {
+		if m.ID == holder && m.Role == rolePrimary && !failed.gone() {
+			return swapRoles(ctx, log, c, m, []memberInstance{failed})
+		}
+	}
+	return false, nil
 }
 
 // NewClients builds the AWS clients the way every handover command does (standard credential chain, SDK

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/handover/handover/agent"
+)
+
+// handler turns events into calls of agent.Failover, the code `handover failover` runs.
+type handler struct {
+	cfg     config
+	clients *agent.Clients
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// Outcome is what one invocation decided, returned to the caller (visible in a test invoke) and logged.
+type Outcome struct {
+	Event  string                `json:"event"`
+	Action string                `json:"action"` // "ignored", or the failover's action: moved, already, nothing-to-do, planned
+	Reason string                `json:"reason,omitempty"`
+	Result *agent.FailoverResult `json:"result,omitempty"`
+}
+
+const actionIgnored = "ignored"
+
+// handle processes one event. It returns an error only when a failover that the event asks for could not
+// be done (no standby, standby terminated, AWS failure): Lambda then retries the invocation, and each retry
+// converges from where the last one stopped. Events that do not ask for a failover, or no longer do
+// (duplicates, late deliveries, another group's instances), are logged and acknowledged.
+func (h *handler) handle(ctx context.Context, raw json.RawMessage) (Outcome, error) {
+	t, err := decode(raw)
+	if err != nil {
+		// A malformed event will be malformed on every retry: log it and let it go.
+		h.log.Error("ignored an event that cannot be read", "error", err.Error())
+		return Outcome{Action: actionIgnored, Reason: err.Error()}, nil
+	}
+	log := h.log.With("event", t.Describe, "event_id", t.ID)
+	out := Outcome{Event: t.Describe, Action: actionIgnored}
+	if t.Ignore == "" && h.cfg.MaxEventAge > 0 && !t.Time.IsZero() {
+		if age := h.now().Sub(t.Time); age > h.cfg.MaxEventAge {
+			t.Ignore = fmt.Sprintf("the event is %s old, older than HANDOVER_MAX_EVENT_AGE=%s: a late redelivery", age.Round(time.Second), h.cfg.MaxEventAge)
+		}
+	}
+	if t.Ignore != "" {
+		out.Reason = t.Ignore
+		log.Info("ignored", "reason", t.Ignore)
+		return out, nil
+	}
+
+	req := agent.FailoverRequest{
+		Group:         h.cfg.Group,
+		From:          t.Failed,
+		Force:         t.Force,
+		WaitStatusOK:  h.cfg.WaitStatusOK,
+		SwapRoles:     h.cfg.SwapRoles,
+		DryRun:        h.cfg.DryRun,
+		StartTimeout:  h.cfg.StartTimeout,
+		StatusTimeout: h.cfg.StatusTimeout,
+	}
+	log.Info("the event reports a failed instance", "failed_instance", t.Failed, "force", t.Force)
+	res, err := agent.Failover(ctx, log, h.clients, req)
+	switch {
+	case errors.Is(err, agent.ErrNotConcerned):
+		out.Reason = err.Error()
+		log.Info("ignored", "reason", out.Reason)
+		return out, nil
+	case errors.Is(err, agent.ErrPrimaryHealthy):
+		// Only events that do not force get here: an EC2 state change about a primary that is running
+		// with status checks ok again.
+		out.Reason = "stale event: " + err.Error()
+		log.Info("ignored", "reason", out.Reason)
+		return out, nil
+	case err != nil:
+		log.Error("failover failed", "error", err.Error(), "exit_code", agent.ExitCode(err))
+		return out, fmt.Errorf("failover for %s: %w", t.Describe, err)
+	}
+	out.Action, out.Reason, out.Result = res.Action, res.Reason, &res
+	log.Info("done", "action", res.Action, "group", res.Group, "target", res.Target, "previous", res.Previous,
+		"started", res.Started, "roles_swapped", res.RolesSwapped)
+	for i, step := range res.Plan {
+		log.Info("dry run: would do", "n", i+1, "step", step)
+	}
+	return out, nil
+}
