@@ -303,6 +303,31 @@ func namedTarget(ctx context.Context, c EC2, id, group string) (memberInstance, 
 	return m, nil
 }
 
+// decideMove says whether the address moves to target: not when it is there already; yes when it is free
+// or its holder is not healthy (judgePrimary); a healthy holder keeps it unless force, and that refusal
+// is ErrPrimaryHealthy (exit 3).
+func decideMove(ctx context.Context, c *Clients, addr groupAddress, target string, force bool) (move bool, why string, err error) {
+	switch addr.InstanceID {
+	case target:
+		return false, "", nil
+	case "":
+		return true, "the address is not associated", nil
+	}
+	healthy, why, err := judgePrimary(ctx, c, addr.InstanceID)
+	if err != nil {
+		return false, "", err
+	}
+	if healthy && !force {
+		return false, "", &reasonErr{reason: ErrPrimaryHealthy, err: preconditionErr(fmt.Sprintf(
+			"Elastic IP %s (%s) is held by %s, which is healthy (%s): refusing to move it; pass --force to move it anyway",
+			addr.PublicIP, addr.AllocationID, addr.InstanceID, why), nil)}
+	}
+	if healthy {
+		why += "; moving it anyway (force)"
+	}
+	return true, why, nil
+}
+
 // Failover moves the group's Elastic IP to the standby (or r.To): observe the failed instance, the target,
 // the address and its holder; refuse what must not be done; start the target if it is stopped; associate
 // and verify with claimAddress; swap the role tags if asked. Rerunning is safe: an address already on a
@@ -368,32 +393,17 @@ func Failover(ctx context.Context, log *slog.Logger, c *Clients, r FailoverReque
 	}
 	log = base.With(keyStep, "failover", keyInstance, target.ID, keyAZ, target.AZ, keyAllocation, addr.AllocationID)
 
-	// Decide. A holder other than the target keeps the address when it is healthy, unless forced.
-	var moveWhy string
-	switch {
-	case holder == target.ID:
+	move, moveWhy, err := decideMove(ctx, c, addr, target.ID, r.Force)
+	if err != nil {
+		return res, err
+	}
+	if !move {
 		res.Action = FailoverAlready
-	case holder == "":
-		moveWhy = "the address is not associated"
-	default:
-		healthy, why, err := judgePrimary(ctx, c, holder)
-		if err != nil {
-			return res, err
-		}
-		if healthy && !r.Force {
-			return res, &reasonErr{reason: ErrPrimaryHealthy, err: preconditionErr(fmt.Sprintf(
-				"Elastic IP %s (%s) is held by %s, which is healthy (%s): refusing to move it; pass --force to move it anyway",
-				addr.PublicIP, addr.AllocationID, holder, why), nil)}
-		}
-		moveWhy = why
-		if healthy {
-			moveWhy += "; moving it anyway (force)"
-		}
 	}
 
 	if r.DryRun {
 		res.Action = FailoverPlanned
-		res.Plan = failoverPlan(r, target, from, addr, members, moveWhy, holder != target.ID)
+		res.Plan = failoverPlan(r, target, from, addr, members, moveWhy, move)
 		return res, nil
 	}
 
@@ -407,8 +417,28 @@ func Failover(ctx context.Context, log *slog.Logger, c *Clients, r FailoverReque
 			return res, err
 		}
 	}
-	if res.Action != FailoverAlready {
-		log.Info("moving the Elastic IP", "public_ip", addr.PublicIP, "from", orDash(holder), "reason", moveWhy)
+	if move && (started || r.WaitStatusOK) {
+		// The world may have changed while the target started (the primary came back, another invocation
+		// or an operator moved the address): decide again on a fresh look before moving anything.
+		if addr, err = findGroupAddress(ctx, c.EC2, r.Group); err != nil {
+			return res, err
+		}
+		res.Previous = ""
+		if addr.InstanceID != target.ID {
+			res.Previous = addr.InstanceID
+		}
+		if move, moveWhy, err = decideMove(ctx, c, addr, target.ID, r.Force); err != nil {
+			if res.Started {
+				log.Warn("the target was started but the address stays where it is; stop the target if it is not needed", "error", err.Error())
+			}
+			return res, err
+		}
+		if !move {
+			res.Action = FailoverAlready
+		}
+	}
+	if move {
+		log.Info("moving the Elastic IP", "public_ip", addr.PublicIP, "from", orDash(addr.InstanceID), "reason", moveWhy)
 		// The decision above is the takeover's authority: claimAddress associates with AllowReassociation
 		// when the address is held, then verifies with a fresh Describe.
 		cr, err := claimAddress(ctx, base, c, claimSpec{Group: r.Group, InstanceID: target.ID, Takeover: true, Wait: failoverClaimBound})

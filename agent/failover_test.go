@@ -3,12 +3,16 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	"github.com/handover/handover/sim"
 )
 
 // failoverWorld is a simulated region with the standby pattern: a primary in us-east-1a holding the
@@ -355,5 +359,46 @@ func TestReasonErrKeepsExitCodeAndReason(t *testing.T) {
 	}
 	if err.Error() != "instance i-0123456789abcdef0 has no handover:group tag" {
 		t.Errorf("message %q: the reason must not be appended to the operator's line", err.Error())
+	}
+}
+
+func TestFailoverDecidesAgainAfterStartingTheTarget(t *testing.T) {
+	// Instances take 1 s to start here, long enough to change the world while the standby starts.
+	w := &failoverWorld{testRegion: newTestRegion(t, func(o *sim.Options) { o.Delays.InstanceStart = 100 * time.Second }), group: "db"}
+	w.primary = w.runInstance("us-east-1a", map[string]string{tagGroup: w.group, tagRole: rolePrimary}, true)
+	w.standby = w.runInstance("us-east-1b", map[string]string{tagGroup: w.group, tagRole: roleStandby}, true)
+	other := w.runInstance("us-east-1c", nil, true)
+	w.alloc = w.allocateAddress(w.group)
+	if _, err := w.ec2.AssociateAddress(w.ctx(), &ec2.AssociateAddressInput{AllocationId: aws.String(w.alloc), InstanceId: aws.String(w.primary)}); err != nil {
+		t.Fatal(err)
+	}
+	w.stop(w.standby)
+	w.stop(w.primary)
+	w.waitHealthy(other)
+
+	type outcome struct {
+		res FailoverResult
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := Failover(w.ctx(), slog.New(slog.NewTextHandler(io.Discard, nil)), &Clients{EC2: w.ec2, AutoScaling: w.as}, FailoverRequest{Group: w.group})
+		done <- outcome{res, err}
+	}()
+	// Once the standby is starting, the first decision (move: the primary is stopped) has been made. An
+	// operator now puts the address on a healthy instance: the failover must not take it from there.
+	w.waitInstanceState(w.standby, "pending")
+	if _, err := w.ec2.AssociateAddress(w.ctx(), &ec2.AssociateAddressInput{AllocationId: aws.String(w.alloc), InstanceId: aws.String(other), AllowReassociation: aws.Bool(true)}); err != nil {
+		t.Fatal(err)
+	}
+	o := <-done
+	if !errors.Is(o.err, ErrPrimaryHealthy) || ExitCode(o.err) != ExitPrecondition {
+		t.Fatalf("err %v: want the healthy-holder refusal (exit 3)", o.err)
+	}
+	if !o.res.Started {
+		t.Errorf("result does not report that the standby was started")
+	}
+	if got := w.addressHolder(w.alloc); got != other {
+		t.Errorf("address on %q, want it left on %s", got, other)
 	}
 }
