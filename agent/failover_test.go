@@ -88,7 +88,7 @@ func (w *failoverWorld) failover(args ...string) agentResult {
 	return w.runAgent(w.ctx(), w.standby, nil, append([]string{"failover"}, args...)...)
 }
 
-func countCalls(w *testRegion, action string) int {
+func failoverCalls(w *testRegion, action string) int {
 	n := 0
 	for _, a := range w.mutatingCalls() {
 		if a == action {
@@ -123,10 +123,10 @@ func TestFailoverCLIStartsStoppedStandbyAndMovesAddress(t *testing.T) {
 	if !strings.Contains(res.stderr, "status checks of "+w.standby) {
 		t.Errorf("stderr does not show the wait for status checks:\n%s", res.stderr)
 	}
-	if n := countCalls(w.testRegion, "StartInstances"); n < 1 {
+	if n := failoverCalls(w.testRegion, "StartInstances"); n < 1 {
 		t.Errorf("StartInstances called %d times", n)
 	}
-	if n := countCalls(w.testRegion, "AssociateAddress"); n != 1 {
+	if n := failoverCalls(w.testRegion, "AssociateAddress"); n != 1 {
 		t.Errorf("AssociateAddress called %d times, want 1", n)
 	}
 	if w.role(w.standby) != roleStandby || w.role(w.primary) != rolePrimary {

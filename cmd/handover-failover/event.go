@@ -101,8 +101,7 @@ func decode(raw []byte) (trigger, error) {
 		if err := json.Unmarshal(env.Detail, &d); err != nil {
 			return trigger{}, fmt.Errorf("%s event %s: detail: %w", detailTypeAlarm, env.ID, err)
 		}
-		t := alarmTrigger(d, env.ID, env.Time)
-		return t, nil
+		return alarmTrigger(d, env.ID, env.Time), nil
 	case env.DetailType == detailTypeEC2State:
 		var d ec2StateDetail
 		if err := json.Unmarshal(env.Detail, &d); err != nil {
