@@ -94,7 +94,7 @@ const (
 
 var instanceIDPattern = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)
 
-// validate checks a request in one place; errors name the CLI flag (the Lambda sets no such field).
+// validate checks a request in one place; its errors name the CLI flags (HANDOVER_GROUP for the Lambda).
 func (r FailoverRequest) validate() error {
 	if r.Group == "" && r.To == "" && r.From == "" {
 		return usageErr("name the group (--group or HANDOVER_GROUP), the target (--to) or the failed primary (--from)")
