@@ -254,7 +254,8 @@ func envFromState(state, id, endpoint string) (map[string]string, error) {
 	}
 	var w struct {
 		Instances map[string]struct {
-			IMDSPort int `json:"imdsPort"`
+			IMDSPort int    `json:"imdsPort"`
+			AZ       string `json:"az"`
 		} `json:"instances"`
 	}
 	if err := json.Unmarshal(b, &w); err != nil {
@@ -271,7 +272,7 @@ func envFromState(state, id, endpoint string) (map[string]string, error) {
 	vars := map[string]string{
 		"AWS_ENDPOINT_URL_EC2":          endpoint,
 		"AWS_ENDPOINT_URL_AUTO_SCALING": endpoint,
-		"AWS_REGION":                    "us-east-1",
+		"AWS_REGION":                    regionOfZone(in.AZ),
 		"AWS_ACCESS_KEY_ID":             "AKID" + strings.ReplaceAll(id, "-", ""),
 		"AWS_SECRET_ACCESS_KEY":         "simulated-secret",
 		"HANDOVER_DEV_DIR":              filepath.Join(dir, "dev"),
@@ -281,6 +282,15 @@ func envFromState(state, id, endpoint string) (map[string]string, error) {
 		vars["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = fmt.Sprintf("http://127.0.0.1:%d", in.IMDSPort)
 	}
 	return vars, nil
+}
+
+// regionOfZone is the Region of an AZ name: us-east-1a -> us-east-1. The state file keeps zones, not the
+// Region the sim was started with.
+func regionOfZone(az string) string {
+	if az == "" {
+		return "us-east-1"
+	}
+	return strings.TrimRight(az, "abcdefghijklmnopqrstuvwxyz")
 }
 
 func sortedKeys(m map[string]string) []string {
