@@ -16,6 +16,7 @@ const (
 	codeVolumeNotFound       = "InvalidVolume.NotFound"
 	codeZoneMismatch         = "InvalidVolume.ZoneMismatch"
 	codeSnapshotNotFound     = "InvalidSnapshot.NotFound"
+	codeSnapshotInUse        = "InvalidSnapshot.InUse" // e.g. by an AMI; DeleteSnapshot refuses it
 	codeInstanceNotFound     = "InvalidInstanceID.NotFound"
 	codeAllocationNotFound   = "InvalidAllocationID.NotFound"
 	codeAssociationNotFound  = "InvalidAssociationID.NotFound"

@@ -1,0 +1,794 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/handover/handover/imds"
+)
+
+// `handover down` hands the instance's data and address over before the instance goes away:
+//
+//	lock -> pre-stop command -> sync -> unmount (or freeze) -> CreateSnapshot (thaw) -> detach
+//	     -> [release the EIP] -> [wait for the snapshots] -> CompleteLifecycleAction CONTINUE
+//
+// with RecordLifecycleActionHeartbeat sent while it works when the instance is held in Terminating:Wait by
+// the termination hook. Every step observes first, so a rerun (the watcher restarted, an operator retrying)
+// converges: a snapshot this down already took is found by its description and not taken again, a detached
+// volume stays detached, an unmounted filesystem stays unmounted.
+// https://docs.aws.amazon.com/autoscaling/ec2/userguide/lifecycle-hooks.html
+
+func init() {
+	register(command{name: "down", summary: "hand over: pre-stop command, sync, snapshot, detach, complete the termination hook", run: runDown})
+}
+
+// Defaults of down's bounds.
+const (
+	// The shortest heartbeat timeout a lifecycle hook can have is 30 s; a heartbeat every 10 s keeps even
+	// that one alive through two lost calls.
+	// https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_PutLifecycleHook.html
+	defaultHeartbeatInterval = 10 * time.Second
+	// A Spot instance gets a two-minute warning before it is interrupted.
+	// https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html
+	defaultSpotBudget = 2 * time.Minute
+	// downLockBound is how long down waits for an `up` in progress to finish.
+	downLockBound = 10 * time.Minute
+)
+
+// downConfig is down's configuration; watch takes the same flags, because it runs down.
+type downConfig struct {
+	Volumes           volumeSpecs
+	LockFile          string
+	PreStop           string
+	PreStopShell      bool
+	PreStopTimeout    time.Duration
+	Release           string
+	FreezeTimeout     time.Duration
+	TerminateHook     string
+	HeartbeatInterval time.Duration
+	WaitSnapshot      bool
+	SnapshotTimeout   time.Duration
+	ReleaseEIP        bool
+	SpotBudget        time.Duration
+}
+
+// addFlags declares down's flags on f.
+func (c *downConfig) addFlags(f *flags) {
+	f.fs.Var(&c.Volumes, "volume", "SLOT:DEVICE:MOUNTPOINT[:options], repeatable (default data:/dev/sdf:/data)")
+	f.fs.StringVar(&c.LockFile, "lock-file", defaultLockFile, "lock shared with `up`, so that up and down never run at once")
+	f.fs.StringVar(&c.PreStop, "pre-stop", "", "command that stops the service writing the data, e.g. 'systemctl stop postgresql' (split on spaces, no shell)")
+	f.fs.BoolVar(&c.PreStopShell, "pre-stop-shell", false, "run --pre-stop through /bin/sh -c (for quoting, pipes, &&)")
+	f.fs.DurationVar(&c.PreStopTimeout, "pre-stop-timeout", time.Minute, "bound on the pre-stop command; then its process group is killed and the snapshot is not marked consistent")
+	f.fs.StringVar(&c.Release, "release", "", "how the filesystem is kept still for the snapshot: unmount or freeze (default: unmount when --pre-stop is set, else freeze)")
+	f.fs.DurationVar(&c.FreezeTimeout, "freeze-timeout", 30*time.Second, "longest a filesystem stays frozen waiting for CreateSnapshot; then it is thawed and the run fails")
+	f.fs.StringVar(&c.TerminateHook, "terminate-hook", "", "name of the group's termination lifecycle hook to heartbeat and complete")
+	f.fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", defaultHeartbeatInterval, "interval of RecordLifecycleActionHeartbeat while down works (below the hook's heartbeat timeout)")
+	f.fs.BoolVar(&c.WaitSnapshot, "wait-snapshot", false, "wait for the snapshots to complete before completing the hook (not needed: a snapshot is point-in-time when created)")
+	f.fs.DurationVar(&c.SnapshotTimeout, "snapshot-timeout", 30*time.Minute, "bound on --wait-snapshot")
+	f.fs.BoolVar(&c.ReleaseEIP, "release-eip", false, "disassociate the group's Elastic IP (by default the replacement takes it over)")
+	f.fs.DurationVar(&c.SpotBudget, "spot-budget", defaultSpotBudget, "time down may take after a Spot interruption notice (capped by the interruption time)")
+}
+
+// validate checks down's configuration in one place, after flags, environment and tags are applied.
+func (c *downConfig) validate(f *flags) error {
+	if err := f.Common.validate(); err != nil {
+		return err
+	}
+	if c.Release == "" {
+		c.Release = releaseFreeze
+		if c.PreStop != "" {
+			c.Release = releaseUnmount
+		}
+	}
+	if c.Release != releaseUnmount && c.Release != releaseFreeze {
+		return usageErr(fmt.Sprintf("--release %q: want unmount or freeze", c.Release))
+	}
+	if c.PreStopShell && c.PreStop == "" {
+		return usageErr("--pre-stop-shell is set but --pre-stop is empty: give the command to run")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"pre-stop-timeout", c.PreStopTimeout}, {"freeze-timeout", c.FreezeTimeout},
+		{"heartbeat-interval", c.HeartbeatInterval}, {"snapshot-timeout", c.SnapshotTimeout}, {"spot-budget", c.SpotBudget},
+	} {
+		if d.v <= 0 {
+			return usageErr(fmt.Sprintf("--%s %s: must be positive", d.name, d.v))
+		}
+	}
+	if c.LockFile == "" || !filepath.IsAbs(c.LockFile) {
+		return usageErr(fmt.Sprintf("--lock-file %q: must be an absolute path", c.LockFile))
+	}
+	c.Volumes = c.Volumes.orDefault()
+	return nil
+}
+
+// thisInstance is what down, watch and snapshot know about the instance they run on.
+type thisInstance struct {
+	id      imds.Identity
+	md      *imds.Client
+	clients *Clients
+	group   string
+	devDir  string // where block devices appear (HANDOVER_DEV_DIR, default /dev)
+	sysDir  string // sysfs (HANDOVER_SYS_DIR, default /sys)
+}
+
+// openThisInstance reads the identity and tags from metadata, applies the tags to f, checks the common
+// options and that a group is known, and builds the API clients.
+func openThisInstance(ctx context.Context, log *slog.Logger, e Env, f *flags) (*thisInstance, error) {
+	md := newIMDS(e.Getenv)
+	id, err := identify(ctx, log, md, f.Common.IMDSTimeout)
+	if err != nil {
+		return nil, err
+	}
+	clients, err := newClients(ctx, e.Getenv, id.Region)
+	if err != nil {
+		return nil, err
+	}
+	tags, _, err := instanceTags(ctx, md, func() (EC2, error) { return clients.EC2, nil }, id.InstanceID)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.applyTags(tags); err != nil {
+		return nil, err
+	}
+	if err := f.Common.validate(); err != nil {
+		return nil, err
+	}
+	if f.Common.Group == "" {
+		return nil, preconditionErr(fmt.Sprintf("instance %s has no %s tag: tag it through the group's launch template, or pass --group", id.InstanceID, tagGroup), nil)
+	}
+	log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
+	return &thisInstance{
+		id: id, md: md, clients: clients, group: f.Common.Group,
+		devDir: firstNonEmpty(e.Getenv("HANDOVER_DEV_DIR"), "/dev"),
+		sysDir: firstNonEmpty(e.Getenv("HANDOVER_SYS_DIR"), "/sys"),
+	}, nil
+}
+
+func runDown(ctx context.Context, e Env, args []string) error {
+	f := newFlags("down", e.Getenv, e.Stderr, 10*time.Second)
+	f.dryRun()
+	var cfg downConfig
+	cfg.addFlags(f)
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if err := f.Common.validate(); err != nil {
+		return err
+	}
+	log := newLogger(e.Stderr, f.Common)
+	in, err := openThisInstance(ctx, log, e, f)
+	if err != nil {
+		return err
+	}
+	if err := cfg.validate(f); err != nil {
+		return err
+	}
+	occ := occasionFromMetadata(ctx, log, in.md, in.id.InstanceID)
+	rep, err := in.down(ctx, log, cfg, occ, f.Common.DryRun)
+	rep.print(e.Stdout)
+	if err != nil {
+		return err
+	}
+	if rep.PreStopErr != nil {
+		return &Error{Code: ExitFailed, Msg: "handed over, but the pre-stop command failed, so no snapshot is marked consistent; fix the command", Err: rep.PreStopErr}
+	}
+	return nil
+}
+
+// occasion is why down runs. Its key scopes idempotency: a snapshot down took for the same key (it is in
+// the snapshot's description) is not taken again by a rerun.
+type occasion struct {
+	Kind     string    // "lifecycle", "spot", "rebalance", "manual"
+	Key      string    // "" for manual: the volume's attach time scopes it instead
+	Deadline time.Time // Spot: when EC2 interrupts the instance; zero otherwise
+}
+
+// occasionFromMetadata works out why down runs when an operator or a unit runs it directly: the group is
+// terminating the instance, or a Spot interruption is scheduled; otherwise it is a manual hand-over.
+// Metadata errors leave it "manual": down must not fail because the notices could not be read.
+func occasionFromMetadata(ctx context.Context, log *slog.Logger, md *imds.Client, instanceID string) occasion {
+	if a, err := md.SpotInstanceAction(ctx); err != nil {
+		log.Warn("could not read the Spot interruption notice", keyStep, "down", "error", err.Error())
+	} else if a != nil {
+		return spotOccasion(a)
+	}
+	if st, ok, err := md.TargetLifecycleState(ctx); err != nil {
+		log.Warn("could not read the Auto Scaling target lifecycle state", keyStep, "down", "error", err.Error())
+	} else if ok && st == targetTerminated {
+		return lifecycleOccasion(instanceID)
+	}
+	return occasion{Kind: "manual"}
+}
+
+// targetTerminated is autoscaling/target-lifecycle-state once the group has decided to terminate the
+// instance. https://docs.aws.amazon.com/autoscaling/ec2/userguide/retrieving-target-lifecycle-state-through-imds.html
+const targetTerminated = "Terminated"
+
+func lifecycleOccasion(instanceID string) occasion {
+	// An instance is terminated once: the key needs nothing but the instance.
+	return occasion{Kind: "lifecycle", Key: "terminate " + instanceID}
+}
+
+func spotOccasion(a *imds.SpotAction) occasion {
+	return occasion{Kind: "spot", Key: "spot " + a.Action + " " + a.Time.UTC().Format(time.RFC3339), Deadline: a.Time}
+}
+
+func rebalanceOccasion(r *imds.Rebalance) occasion {
+	return occasion{Kind: "rebalance", Key: "rebalance " + r.NoticeTime.UTC().Format(time.RFC3339)}
+}
+
+// slotRelease is one slot's volume on this instance, as down found and left it.
+type slotRelease struct {
+	Spec       volumeSpec
+	Volume     slotVolume
+	AttachTime time.Time
+	AttachSt   string       // attaching, attached, detaching
+	Device     string       // block device on this instance; "" when not visible
+	Mounts     []mountEntry // where Device is mounted, before down
+
+	Existing *slotSnapshot // a snapshot this down took already (rerun)
+
+	Still      string // how the data was kept still: "unmounted", "frozen", "not mounted", "" (not at all)
+	Snapshot   slotSnapshot
+	Reused     bool
+	Consistent bool
+	Detached   bool
+	Note       string
+}
+
+// description is the snapshot description down uses for this volume and occasion. It makes a rerun find
+// the snapshot it took: CreateSnapshot takes no idempotency token.
+func (s *slotRelease) description(occ occasion, instanceID string) string {
+	key := occ.Key
+	if key == "" {
+		key = "manual, attached " + s.AttachTime.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("handover down (%s): %s of %s", key, s.Volume.ID, instanceID)
+}
+
+// downReport says what a down did, for stdout and for watch.
+type downReport struct {
+	Instance   string
+	Occasion   occasion
+	DryRun     bool
+	Plan       []string
+	Slots      []*slotRelease
+	PreStopErr error
+	Hook       string // what happened to the lifecycle action
+	Address    string // what happened to the Elastic IP
+	Elapsed    time.Duration
+}
+
+func (r downReport) print(w io.Writer) {
+	if r.DryRun {
+		fmt.Fprintf(w, "down plan for %s (%s):\n", r.Instance, r.Occasion.Kind)
+		for i, p := range r.Plan {
+			fmt.Fprintf(w, "  %d. %s\n", i+1, p)
+		}
+		return
+	}
+	for _, s := range r.Slots {
+		if s.Snapshot.ID == "" {
+			fmt.Fprintf(w, "slot %s: %s %s\n", s.Spec.Slot, orDash(s.Volume.ID), s.Note)
+			continue
+		}
+		how := "new"
+		if s.Reused {
+			how = "already taken"
+		}
+		cons := "consistent"
+		if !s.Consistent {
+			cons = "NOT consistent"
+		}
+		fmt.Fprintf(w, "slot %s: %s (generation %d) -> snapshot %s (%s, %s, %s)", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, s.Snapshot.ID, how, cons, orDash(s.Still))
+		if s.Detached {
+			fmt.Fprint(w, ", detached")
+		}
+		if s.Note != "" {
+			fmt.Fprint(w, ", "+s.Note)
+		}
+		fmt.Fprintln(w)
+	}
+	if r.Address != "" {
+		fmt.Fprintf(w, "address: %s\n", r.Address)
+	}
+	if r.Hook != "" {
+		fmt.Fprintf(w, "lifecycle: %s\n", r.Hook)
+	}
+	if r.Elapsed > 0 {
+		fmt.Fprintf(w, "down took %s\n", r.Elapsed.Round(time.Millisecond))
+	}
+}
+
+// down runs the hand-over. A pre-stop failure does not stop it (the snapshot is still taken, without the
+// consistent tag): it is reported in the report, and the caller decides the exit code.
+func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConfig, occ occasion, dryRun bool) (downReport, error) {
+	start := time.Now()
+	self := in.id.InstanceID
+	log = log.With(keyInstance, self, keyAZ, in.id.AvailabilityZone)
+	rep := downReport{Instance: self, Occasion: occ, DryRun: dryRun}
+
+	// A Spot interruption leaves about two minutes: everything down does must fit before it, and the
+	// snapshot comes before anything optional.
+	spot := false
+	if occ.Deadline.IsZero() {
+		if a, err := in.md.SpotInstanceAction(ctx); err == nil && a != nil {
+			occ.Deadline = a.Time
+		}
+	}
+	if !occ.Deadline.IsZero() {
+		spot = true
+		budget := min(cfg.SpotBudget, time.Until(occ.Deadline))
+		if budget <= 0 {
+			budget = cfg.SpotBudget / 4 // the notice time passed: EC2 is late; be quick but try
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, budget)
+		defer cancel()
+		log.Info("Spot interruption scheduled: working inside the budget", keyStep, "down", "budget", budget.Round(time.Second).String(), "interruption", occ.Deadline.UTC().Format(time.RFC3339))
+	}
+	log.Info("down starting", keyStep, "down", "occasion", occ.Kind, "group", in.group)
+
+	// Observe: the instance's place in its Auto Scaling group and each slot's volume.
+	member, memberErr := asgMembership(ctx, in.clients.AutoScaling, self)
+	if memberErr != nil {
+		log.Warn("could not read the Auto Scaling state; going on, and trying again before completing the hook", keyStep, "lifecycle", "error", memberErr.Error())
+	}
+	slots, err := in.findSlotVolumes(ctx, log, cfg.Volumes)
+	if err != nil {
+		return rep, err
+	}
+	for _, s := range slots {
+		if s.Volume.ID == "" || s.Note != "" {
+			continue
+		}
+		if s.Existing, err = findDownSnapshot(ctx, in.clients.EC2, in.group, s.Spec.Slot, s.Volume.ID, self, s.description(occ, self)); err != nil {
+			return rep, err
+		}
+	}
+	rep.Slots = slots
+	if dryRun {
+		rep.Plan = in.downPlan(cfg, occ, member, slots)
+		return rep, nil
+	}
+
+	// Keep the termination hook alive from the first moment: waiting for the lock, a slow pre-stop
+	// command or a throttled API must not let the hook time out.
+	hookActive := member.LifecycleState == "Terminating:Wait"
+	var action *lifecycleAction
+	stopHeartbeat := func() {}
+	if hookActive {
+		if cfg.TerminateHook == "" {
+			log.Warn("instance is in Terminating:Wait but --terminate-hook is not set: the group waits for the hook's heartbeat timeout", keyStep, "lifecycle", "asg", member.ASGName)
+		} else {
+			action = &lifecycleAction{as: in.clients.AutoScaling, log: log, asgName: member.ASGName, hook: cfg.TerminateHook, instanceID: self}
+			stopHeartbeat = action.keepAlive(ctx, cfg.HeartbeatInterval)
+			log.Info("sending lifecycle heartbeats while working", keyStep, "lifecycle", "asg", member.ASGName, "hook", cfg.TerminateHook, "every", cfg.HeartbeatInterval.String())
+		}
+	}
+	defer stopHeartbeat()
+
+	lock, err := lockInstance(ctx, cfg.LockFile, downLockBound)
+	if err != nil {
+		return rep, err
+	}
+	defer lock.unlock()
+
+	// Stop the writer, then flush.
+	if cfg.PreStop != "" {
+		ptimeout := cfg.PreStopTimeout
+		if dl, ok := ctx.Deadline(); ok && spot {
+			ptimeout = min(ptimeout, time.Until(dl)/2) // leave the other half for the snapshot
+		}
+		rep.PreStopErr = runPreStop(ctx, log, preStopSpec{Command: cfg.PreStop, Shell: cfg.PreStopShell, Timeout: ptimeout})
+		if rep.PreStopErr != nil && ctx.Err() != nil {
+			return rep, rep.PreStopErr
+		}
+	}
+	syncAll(ctx, log)
+
+	if err := in.releaseAndSnapshot(ctx, log, cfg, occ, slots, rep.PreStopErr); err != nil {
+		return rep, err
+	}
+
+	// Optional from here on: the data is in the snapshots.
+	in.detachReleased(ctx, log, slots)
+	if cfg.ReleaseEIP {
+		rep.Address, err = releaseGroupAddress(ctx, log, in.clients.EC2, in.group, self)
+		if err != nil {
+			return rep, err
+		}
+	}
+	if cfg.WaitSnapshot {
+		if spot {
+			log.Info("not waiting for the snapshots to complete: Spot interruption (they complete on their own)", keyStep, "snapshot")
+		} else if err := waitSnapshotsDone(ctx, log, in.clients.EC2, slots, cfg.SnapshotTimeout); err != nil {
+			return rep, err
+		}
+	}
+
+	// Let the group go on.
+	if memberErr != nil {
+		if member, err = asgMembership(ctx, in.clients.AutoScaling, self); err == nil {
+			hookActive = member.LifecycleState == "Terminating:Wait"
+			if hookActive && cfg.TerminateHook != "" {
+				action = &lifecycleAction{as: in.clients.AutoScaling, log: log, asgName: member.ASGName, hook: cfg.TerminateHook, instanceID: self}
+			}
+		}
+	}
+	stopHeartbeat()
+	switch {
+	case action != nil:
+		active, err := action.complete(ctx, hookContinue)
+		if err != nil {
+			return rep, err
+		}
+		rep.Hook = fmt.Sprintf("completed %s in %s with CONTINUE", cfg.TerminateHook, member.ASGName)
+		if !active {
+			rep.Hook = fmt.Sprintf("no active lifecycle action for %s in %s (already completed or timed out)", cfg.TerminateHook, member.ASGName)
+		}
+	case hookActive:
+		rep.Hook = "Terminating:Wait, but no --terminate-hook to complete"
+	case member.ASGName != "":
+		rep.Hook = fmt.Sprintf("%s in %s: no termination hook waiting", orDash(member.LifecycleState), member.ASGName)
+	}
+	rep.Elapsed = time.Since(start)
+	log.Info("down done", keyStep, "down", keyElapsed, rep.Elapsed.Round(time.Millisecond).String())
+	return rep, nil
+}
+
+// findSlotVolumes finds, for each slot, the group's volume attached to this instance, its block device
+// and where that is mounted.
+func (in *thisInstance) findSlotVolumes(ctx context.Context, log *slog.Logger, specs volumeSpecs) ([]*slotRelease, error) {
+	self := in.id.InstanceID
+	var out []*slotRelease
+	for _, spec := range specs {
+		s := &slotRelease{Spec: spec}
+		out = append(out, s)
+		filters := append(slotFilters(in.group, spec.Slot), ec2types.Filter{Name: aws.String("attachment.instance-id"), Values: []string{self}})
+		res, err := in.clients.EC2.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: filters})
+		if err != nil {
+			return nil, fmt.Errorf("describe volumes of %s/%s attached to %s: %w", in.group, spec.Slot, self, err)
+		}
+		switch len(res.Volumes) {
+		case 0:
+			s.Note = "no volume of this slot is attached to this instance (already detached, or never attached)"
+			log.Info("no volume of the slot attached", keyStep, "volumes", "slot", spec.Slot)
+			continue
+		case 1:
+		default:
+			var ids []string
+			for _, v := range res.Volumes {
+				ids = append(ids, aws.ToString(v.VolumeId))
+			}
+			return nil, preconditionErr(fmt.Sprintf("%d volumes tagged %s=%s, %s=%s are attached to %s (%s): detach all but the live one",
+				len(ids), tagGroup, in.group, tagSlot, spec.Slot, self, strings.Join(ids, ", ")), nil)
+		}
+		v := res.Volumes[0]
+		s.Volume = toSlotVolume(v)
+		for _, a := range v.Attachments {
+			if aws.ToString(a.InstanceId) == self {
+				s.AttachTime, s.AttachSt = aws.ToTime(a.AttachTime), string(a.State)
+			}
+		}
+		vlog := log.With(keyVolume, s.Volume.ID, "slot", spec.Slot)
+		if s.AttachSt == string(ec2types.VolumeAttachmentStateDetaching) || s.AttachSt == string(ec2types.VolumeAttachmentStateDetached) {
+			s.Note = "already " + s.AttachSt
+			vlog.Info("volume already being detached: handed over by an earlier run", keyStep, "volumes")
+			continue
+		}
+		dev, err := deviceOfVolume(in.devDir, in.sysDir, s.Volume.ID, spec.Device)
+		if err != nil {
+			vlog.Warn("block device not found; judging the mount by the mount point", keyStep, "volumes", "error", err.Error())
+		} else if mounts, err := mountsOfDevice(dev); err != nil {
+			vlog.Warn("cannot tell where the device is mounted; treating it as not visible", keyStep, "volumes", "device", dev, "error", err.Error())
+		} else {
+			s.Device, s.Mounts = dev, mounts
+		}
+	}
+	return out, nil
+}
+
+// findDownSnapshot returns the newest snapshot (not in error) with down's description for this volume and
+// occasion, or nil.
+func findDownSnapshot(ctx context.Context, c EC2, group, slot, volumeID, instanceID, description string) (*slotSnapshot, error) {
+	filters := append(slotFilters(group, slot),
+		ec2types.Filter{Name: aws.String("tag:" + tagSourceVolume), Values: []string{volumeID}},
+		ec2types.Filter{Name: aws.String("tag:" + tagSourceInstance), Values: []string{instanceID}},
+		ec2types.Filter{Name: aws.String("description"), Values: []string{description}},
+	)
+	res, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: filters})
+	if err != nil {
+		return nil, fmt.Errorf("look for a snapshot of %s taken by an earlier down: %w", volumeID, err)
+	}
+	var best *slotSnapshot
+	for _, sn := range res.Snapshots {
+		s := toSlotSnapshot(sn)
+		if s.State == string(ec2types.SnapshotStateError) {
+			continue
+		}
+		if best == nil || s.StartTime.After(best.StartTime) {
+			best = &s
+		}
+	}
+	return best, nil
+}
+
+// downPlan says what down would do, for --dry-run.
+func (in *thisInstance) downPlan(cfg downConfig, occ occasion, member groupMembership, slots []*slotRelease) []string {
+	var plan []string
+	if occ.Kind == "spot" {
+		plan = append(plan, fmt.Sprintf("Spot interruption at %s: everything below within %s", occ.Deadline.UTC().Format(time.RFC3339), cfg.SpotBudget))
+	}
+	if member.LifecycleState == "Terminating:Wait" && cfg.TerminateHook != "" {
+		plan = append(plan, fmt.Sprintf("heartbeat lifecycle hook %s of %s every %s while working", cfg.TerminateHook, member.ASGName, cfg.HeartbeatInterval))
+	}
+	plan = append(plan, "lock "+cfg.LockFile)
+	if cfg.PreStop != "" {
+		how := "without a shell"
+		if cfg.PreStopShell {
+			how = "with /bin/sh -c"
+		}
+		plan = append(plan, fmt.Sprintf("run the pre-stop command %q %s, at most %s", cfg.PreStop, how, cfg.PreStopTimeout))
+	}
+	plan = append(plan, "sync")
+	for _, s := range slots {
+		switch {
+		case s.Volume.ID == "" || s.Note != "":
+			plan = append(plan, fmt.Sprintf("slot %s: %s", s.Spec.Slot, s.Note))
+			continue
+		case s.Existing != nil:
+			plan = append(plan, fmt.Sprintf("slot %s: %s already has snapshot %s from this down (%s): not taken again unless the new one would be consistent and it is not",
+				s.Spec.Slot, s.Volume.ID, s.Existing.ID, s.Existing.State))
+		}
+		mps := mountPointsOf(s)
+		step := fmt.Sprintf("slot %s: %s (generation %d)", s.Spec.Slot, s.Volume.ID, s.Volume.Generation)
+		switch {
+		case len(mps) == 0:
+			step += ": not mounted; snapshot it, then detach it"
+		case cfg.Release == releaseUnmount:
+			step += fmt.Sprintf(": unmount %s, snapshot it, detach it", strings.Join(mps, ", "))
+		default:
+			step += fmt.Sprintf(": freeze %s for the CreateSnapshot call (at most %s), thaw; it stays attached", mps[0], cfg.FreezeTimeout)
+		}
+		plan = append(plan, step+fmt.Sprintf("; tags %s=%s %s=%s %s=%d %s=%s %s=%s", tagGroup, in.group, tagSlot, s.Spec.Slot,
+			tagGeneration, s.Volume.Generation, tagSourceVolume, s.Volume.ID, tagSourceInstance, in.id.InstanceID))
+	}
+	if cfg.ReleaseEIP {
+		plan = append(plan, "disassociate the group's Elastic IP from this instance")
+	} else {
+		plan = append(plan, "keep the Elastic IP associated (the replacement takes it over)")
+	}
+	if cfg.WaitSnapshot {
+		plan = append(plan, fmt.Sprintf("wait for the snapshots to complete, at most %s", cfg.SnapshotTimeout))
+	}
+	switch {
+	case member.LifecycleState == "Terminating:Wait" && cfg.TerminateHook != "":
+		plan = append(plan, fmt.Sprintf("complete lifecycle hook %s of %s with CONTINUE", cfg.TerminateHook, member.ASGName))
+	case member.LifecycleState == "Terminating:Wait":
+		plan = append(plan, "the instance is in Terminating:Wait but --terminate-hook is not set: no hook to complete")
+	}
+	return plan
+}
+
+// mountPointsOf lists where the slot's volume is mounted on this instance, by its device.
+func mountPointsOf(s *slotRelease) []string {
+	var mps []string
+	for _, m := range s.Mounts {
+		mps = append(mps, m.MountPoint)
+	}
+	return mps
+}
+
+// releaseAndSnapshot keeps each volume's data still and snapshots it: unmount (falling back to a freeze
+// when something still holds the filesystem) or freeze, then CreateSnapshot, thawing right after.
+func (in *thisInstance) releaseAndSnapshot(ctx context.Context, log *slog.Logger, cfg downConfig, occ occasion, slots []*slotRelease, preStopErr error) error {
+	preStopOK := cfg.PreStop != "" && preStopErr == nil
+	preStopFailed := cfg.PreStop != "" && preStopErr != nil
+	var toFreeze []string
+	freezeOf := map[*slotRelease]string{}
+	var work []*slotRelease
+	for _, s := range slots {
+		if s.Volume.ID == "" || s.Note != "" {
+			continue
+		}
+		vlog := log.With(keyVolume, s.Volume.ID, "slot", s.Spec.Slot)
+		mps := mountPointsOf(s)
+		switch {
+		case s.Device == "":
+			// Without its device handover cannot tell where the volume is mounted, so it touches no
+			// filesystem: the snapshot is crash-consistent only (unless the service was stopped).
+			vlog.Warn("block device not visible: snapshot without unmount or freeze", keyStep, "release")
+		case len(mps) == 0:
+			s.Still = "not mounted"
+		case cfg.Release == releaseUnmount:
+			if err := unmountAll(vlog, s.Mounts); err != nil {
+				vlog.Warn("could not unmount; freezing for the snapshot instead, and leaving the volume attached", keyStep, "release", "error", err.Error())
+				freezeOf[s] = mps[0]
+			} else {
+				s.Still = "unmounted"
+			}
+		default:
+			freezeOf[s] = mps[0]
+		}
+		// Would a new snapshot be consistent? If a snapshot from this down exists and is no worse, keep it.
+		wouldBe := !preStopFailed && (preStopOK || s.Still != "" || freezeOf[s] != "")
+		if s.Existing != nil && (s.Existing.Consistent || !wouldBe) {
+			s.Snapshot, s.Reused, s.Consistent = *s.Existing, true, s.Existing.Consistent
+			delete(freezeOf, s)
+			vlog.Info("snapshot already taken by this down", keyStep, "snapshot", "snapshot_id", s.Snapshot.ID, "state", s.Snapshot.State)
+			continue
+		}
+		if mp := freezeOf[s]; mp != "" {
+			toFreeze = append(toFreeze, mp)
+		}
+		work = append(work, s)
+	}
+	if len(work) == 0 {
+		return nil
+	}
+	return whileFrozen(ctx, log, toFreeze, cfg.FreezeTimeout, func(ctx context.Context, frozen map[string]bool) error {
+		for _, s := range work {
+			if mp := freezeOf[s]; mp != "" && frozen[mp] {
+				s.Still = "frozen"
+			}
+			s.Consistent = !preStopFailed && (preStopOK || s.Still != "")
+			snap, err := createSlotSnapshot(ctx, in.clients.EC2, snapshotRequest{
+				Group: in.group, Slot: s.Spec.Slot, Volume: s.Volume, InstanceID: in.id.InstanceID,
+				Consistent: s.Consistent, Description: s.description(occ, in.id.InstanceID),
+			})
+			if err != nil {
+				return fmt.Errorf("snapshot of %s (slot %s) failed; the filesystem is thawed and the volume stays attached; rerun down: %w", s.Volume.ID, s.Spec.Slot, err)
+			}
+			s.Snapshot = snap
+			log.Info("snapshot created", keyStep, "snapshot", keyVolume, s.Volume.ID, "slot", s.Spec.Slot, "snapshot_id", snap.ID,
+				"consistent", s.Consistent, "still", orDash(s.Still))
+		}
+		return nil
+	})
+}
+
+// detachReleased detaches each volume that is snapshotted and no longer mounted, so that a replacement in
+// the same AZ attaches it directly. It does not wait for the detach to finish: the replacement's `up`
+// waits for the volume to be available, and the instance's termination detaches it anyway. Failures are
+// logged, not fatal: the data is already in the snapshot.
+func (in *thisInstance) detachReleased(ctx context.Context, log *slog.Logger, slots []*slotRelease) {
+	for _, s := range slots {
+		if s.Snapshot.ID == "" {
+			continue
+		}
+		vlog := log.With(keyVolume, s.Volume.ID, "slot", s.Spec.Slot, keyStep, "detach")
+		if !s.unmountedNow() {
+			vlog.Info("volume still mounted (or its device is not visible): left attached")
+			continue
+		}
+		_, err := in.clients.EC2.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(s.Volume.ID), InstanceId: aws.String(in.id.InstanceID)})
+		switch {
+		case err == nil:
+			s.Detached = true
+			vlog.Info("detaching")
+		case hasCode(err, codeIncorrectState, codeAttachmentNotFound):
+			s.Detached = true
+			vlog.Info("already detached")
+		default:
+			vlog.Warn("detach failed; the volume detaches when the instance terminates", "error", err.Error())
+		}
+	}
+}
+
+// unmountedNow reports whether the slot's volume is mounted nowhere on this instance, read afresh: only
+// then may it be detached. A volume whose device is not visible counts as unmounted only when nothing is
+// mounted at its configured mount point.
+func (s *slotRelease) unmountedNow() bool {
+	if s.Device == "" {
+		_, mounted, err := mountedAt(s.Spec.MountPoint)
+		return err == nil && !mounted
+	}
+	m, err := mountsOfDevice(s.Device)
+	return err == nil && len(m) == 0
+}
+
+// releaseGroupAddress disassociates the group's Elastic IP when this instance holds it (observe, act,
+// verify). An address held elsewhere is left alone.
+func releaseGroupAddress(ctx context.Context, log *slog.Logger, c EC2, group, self string) (string, error) {
+	log = log.With(keyStep, "address")
+	a, err := findGroupAddress(ctx, c, group)
+	if err != nil {
+		return "", err
+	}
+	log = log.With(keyAllocation, a.AllocationID)
+	if a.InstanceID != self {
+		log.Info("Elastic IP not on this instance: nothing to release", "holder", orDash(a.InstanceID))
+		return fmt.Sprintf("%s (%s) not on this instance (holder %s)", a.AllocationID, a.PublicIP, orDash(a.InstanceID)), nil
+	}
+	_, err = c.DisassociateAddress(ctx, &ec2.DisassociateAddressInput{AssociationId: aws.String(a.AssociationID)})
+	if err != nil && !hasCode(err, codeAssociationNotFound) {
+		return "", fmt.Errorf("disassociate %s from %s: %w", a.AllocationID, self, err)
+	}
+	after, err := findGroupAddress(ctx, c, group)
+	if err != nil {
+		return "", err
+	}
+	if after.InstanceID == self {
+		return "", fmt.Errorf("disassociated %s but it is still on %s; rerun down", a.AllocationID, self)
+	}
+	log.Info("Elastic IP released", "public_ip", a.PublicIP)
+	return fmt.Sprintf("released %s (%s)", a.AllocationID, a.PublicIP), nil
+}
+
+// waitSnapshotsDone waits until every snapshot down took or found is completed.
+func waitSnapshotsDone(ctx context.Context, log *slog.Logger, c EC2, slots []*slotRelease, bound time.Duration) error {
+	for _, s := range slots {
+		if s.Snapshot.ID == "" {
+			continue
+		}
+		if err := waitSnapshotCompleted(ctx, log, c, s.Snapshot.ID, bound); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitSnapshotCompleted polls a snapshot until it is completed; a snapshot in error fails the wait.
+func waitSnapshotCompleted(ctx context.Context, log *slog.Logger, c EC2, id string, bound time.Duration) error {
+	return poll(ctx, log.With(keyStep, "snapshot"), waitSpec{What: "snapshot " + id + " completed", Bound: bound, Step: "snapshot", Max: 5 * time.Second},
+		func(ctx context.Context) (bool, string, error) {
+			s, err := describeSnapshot(ctx, c, id)
+			if err != nil {
+				return false, "", err
+			}
+			switch s.State {
+			case string(ec2types.SnapshotStateCompleted):
+				return true, s.Progress, nil
+			case string(ec2types.SnapshotStateError):
+				return false, "", backoff.Permanent(fmt.Errorf("snapshot %s failed (state error): take a new one with `handover snapshot` or rerun down", id))
+			}
+			return false, s.Progress, nil
+		})
+}
+
+// nvmeLinkPrefix is how udev names an EBS volume's NVMe device by its serial ("vol" + the ID's hex).
+// https://docs.aws.amazon.com/ebs/latest/userguide/identify-nvme-ebs-device.html
+const nvmeLinkPrefix = "nvme-Amazon_Elastic_Block_Store_"
+
+// deviceOfVolume finds the block device of an attached EBS volume: the udev link
+// disk/by-id/nvme-Amazon_Elastic_Block_Store_volXXXX (Nitro), checked against the device's serial so a
+// stale link to another volume's device is not trusted, or else the device name given at attach time
+// (Xen instances name /dev/sdf /dev/xvdf).
+func deviceOfVolume(devDir, sysDir, volumeID, attachDevice string) (string, error) {
+	serial := strings.ReplaceAll(volumeID, "-", "")
+	link := filepath.Join(devDir, "disk", "by-id", nvmeLinkPrefix+serial)
+	if dev, err := filepath.EvalSymlinks(link); err == nil {
+		b, err := os.ReadFile(filepath.Join(sysDir, "class", "block", filepath.Base(dev), "device", "serial"))
+		switch {
+		case err == nil && strings.TrimSpace(string(b)) != serial:
+			return "", fmt.Errorf("%s points to %s, whose serial is %q, not %s: a stale link", link, dev, strings.TrimSpace(string(b)), serial)
+		case err != nil && !errors.Is(err, os.ErrNotExist):
+			return "", fmt.Errorf("read serial of %s: %w", dev, err)
+		}
+		return dev, nil
+	}
+	name := strings.TrimPrefix(attachDevice, "/dev/")
+	for _, n := range []string{name, "xvd" + strings.TrimPrefix(name, "sd")} {
+		p := filepath.Join(devDir, n)
+		if _, err := os.Stat(p); err == nil {
+			return filepath.EvalSymlinks(p)
+		}
+	}
+	return "", fmt.Errorf("no device for %s: neither %s nor %s exists", volumeID, link, attachDevice)
+}

@@ -1,0 +1,591 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"golang.org/x/sys/unix"
+
+	"github.com/handover/handover/sim"
+)
+
+// mustBeRoot skips a test that needs root (loop devices, mkfs, mount), except in CI, where it must run.
+func mustBeRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("CI must run this test as root (loop devices, mkfs.ext4, mount)")
+	}
+	t.Skip("needs root: loop devices, mkfs.ext4, mount")
+}
+
+// testLogger logs to the test's output when verbose.
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// mountScratchExt4 makes a 64 MiB ext4 filesystem on a loop device, mounts it in a temporary directory and
+// removes all of it when the test ends. It returns the mount point and the loop device.
+func mountScratchExt4(t *testing.T) (mountPoint, loop string) {
+	t.Helper()
+	mustBeRoot(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "fs.img")
+	if err := os.Truncate(mustCreate(t, img), 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", img).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	loop = strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loop).Run() })
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", loop).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	mountPoint = filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mountPoint, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(loop, mountPoint, "ext4", 0, ""); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if f, err := os.Open(mountPoint); err == nil {
+			_ = unix.IoctlSetInt(int(f.Fd()), ioctlFITHAW, 0)
+			f.Close()
+		}
+		_ = unix.Unmount(mountPoint, unix.MNT_DETACH)
+	})
+	return mountPoint, loop
+}
+
+func mustCreate(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return path
+}
+
+// assertWritable fails the test unless a file can be written and synced under dir. A frozen filesystem
+// blocks the write, so it runs with a generous bound: the bound only keeps a failing test from hanging.
+func assertWritable(t *testing.T, dir string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		f, err := os.Create(filepath.Join(dir, "probe"))
+		if err == nil {
+			_, err = f.WriteString("still writable\n")
+			if err == nil {
+				err = f.Sync()
+			}
+			f.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("write under %s: %v", dir, err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("write under %s blocked: the filesystem was left frozen", dir)
+	}
+}
+
+func TestParseMountInfo(t *testing.T) {
+	in := `22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw
+36 35 259:3 / /data rw,noatime shared:12 master:1 - xfs /dev/nvme1n1 rw,attr2
+37 22 7:4 / /tmp/with\040space rw - ext4 /dev/loop4 rw
+short line
+`
+	got, err := parseMountInfo([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []mountEntry{
+		{Major: 259, Minor: 1, MountPoint: "/", FSType: "ext4", Source: "/dev/nvme0n1p1"},
+		{Major: 259, Minor: 3, MountPoint: "/data", FSType: "xfs", Source: "/dev/nvme1n1"},
+		{Major: 7, Minor: 4, MountPoint: "/tmp/with space", FSType: "ext4", Source: "/dev/loop4"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d entries, want %d: %+v", len(got), len(want), got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("entry %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if _, err := parseMountInfo([]byte("1 2 x:y / /a rw - ext4 /dev/a rw\n")); err == nil {
+		t.Error("a malformed device field parsed without error")
+	}
+}
+
+func TestRunPreStop(t *testing.T) {
+	ctx := context.Background()
+	log := testLogger(t)
+	t.Run("success without a shell", func(t *testing.T) {
+		dir := t.TempDir()
+		marker := filepath.Join(dir, "stopped")
+		if err := runPreStop(ctx, log, preStopSpec{Command: "touch " + marker, Timeout: 10 * time.Second}); err != nil {
+			t.Fatalf("runPreStop: %v", err)
+		}
+		if _, err := os.Stat(marker); err != nil {
+			t.Errorf("the command did not run: %v", err)
+		}
+	})
+	t.Run("no shell means no shell syntax", func(t *testing.T) {
+		dir := t.TempDir()
+		// Without a shell, ">" and the file name are plain arguments to echo: no file is created.
+		if err := runPreStop(ctx, log, preStopSpec{Command: "echo hi > " + filepath.Join(dir, "out"), Timeout: 10 * time.Second}); err != nil {
+			t.Fatalf("runPreStop: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "out")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a shell redirection took effect without --pre-stop-shell (stat: %v)", err)
+		}
+	})
+	t.Run("shell", func(t *testing.T) {
+		dir := t.TempDir()
+		out := filepath.Join(dir, "out")
+		if err := runPreStop(ctx, log, preStopSpec{Command: "echo 'a b' > " + out + " && true", Shell: true, Timeout: 10 * time.Second}); err != nil {
+			t.Fatalf("runPreStop: %v", err)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil || string(b) != "a b\n" {
+			t.Errorf("shell command output = %q, %v; want %q", b, err, "a b\n")
+		}
+	})
+	t.Run("failure", func(t *testing.T) {
+		err := runPreStop(ctx, log, preStopSpec{Command: "exit 3", Shell: true, Timeout: 10 * time.Second})
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			t.Fatalf("err = %v, want exit status 3", err)
+		}
+	})
+	t.Run("missing command", func(t *testing.T) {
+		if err := runPreStop(ctx, log, preStopSpec{Command: "/nonexistent/stop-it", Timeout: 10 * time.Second}); err == nil {
+			t.Fatal("a missing command reported success")
+		}
+	})
+	t.Run("hanging command and its children are killed", func(t *testing.T) {
+		dir := t.TempDir()
+		pidFile := filepath.Join(dir, "child.pid")
+		// The shell starts a child that ignores nothing and would outlive the shell if only the shell
+		// were killed; the whole process group must go.
+		cmd := "sleep 300 & echo $! > " + pidFile + "; wait"
+		err := runPreStop(ctx, log, preStopSpec{Command: cmd, Shell: true, Timeout: 300 * time.Millisecond})
+		if !errors.Is(err, errPreStopTimeout) {
+			t.Fatalf("err = %v, want errPreStopTimeout", err)
+		}
+		b, rerr := os.ReadFile(pidFile)
+		if rerr != nil {
+			t.Fatalf("child pid: %v", rerr)
+		}
+		pid := strings.TrimSpace(string(b))
+		// Reap-free check: /proc/PID disappears once the killed child is reaped by init, or shows a zombie.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			st, err := os.ReadFile("/proc/" + pid + "/stat")
+			if err != nil || strings.Contains(string(st), ") Z ") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("child %s of the timed-out pre-stop command is still running", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+func TestTailBufferKeepsTheEnd(t *testing.T) {
+	b := &tailBuffer{max: 8}
+	_, _ = io.WriteString(b, "0123456789")
+	_, _ = io.WriteString(b, "abc")
+	if got := b.String(); got != "6789abc" && got != "56789abc" {
+		t.Errorf("tail = %q, want the last 8 bytes %q", got, "56789abc")
+	}
+}
+
+func TestDownConfigValidate(t *testing.T) {
+	parse := func(t *testing.T, args ...string) (*downConfig, error) {
+		t.Helper()
+		f := newFlags("down", mapEnv(nil), io.Discard, time.Second)
+		var c downConfig
+		c.addFlags(f)
+		if err := f.parse(args); err != nil {
+			return nil, err
+		}
+		return &c, c.validate(f)
+	}
+	tests := []struct {
+		args        []string
+		wantRelease string
+		wantErr     string
+	}{
+		{nil, releaseFreeze, ""},
+		{[]string{"--pre-stop", "systemctl stop app"}, releaseUnmount, ""},
+		{[]string{"--pre-stop", "systemctl stop app", "--release", "freeze"}, releaseFreeze, ""},
+		{[]string{"--release", "eject"}, "", "--release"},
+		{[]string{"--pre-stop-shell"}, "", "--pre-stop-shell"},
+		{[]string{"--pre-stop-timeout", "0s", "--pre-stop", "x"}, "", "--pre-stop-timeout"},
+		{[]string{"--heartbeat-interval", "-1s"}, "", "--heartbeat-interval"},
+		{[]string{"--lock-file", "relative.lock"}, "", "--lock-file"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			c, err := parse(t, tc.args...)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || ExitCode(err) != ExitUsage {
+					t.Fatalf("err = %v, want a usage error naming %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("validate: %v", err)
+			}
+			if c.Release != tc.wantRelease {
+				t.Errorf("release = %q, want %q", c.Release, tc.wantRelease)
+			}
+			if len(c.Volumes) != 1 || c.Volumes[0] != defaultVolumeSpec {
+				t.Errorf("volumes = %v, want the default slot", c.Volumes)
+			}
+		})
+	}
+}
+
+func TestDownDescriptionScopesTheOccasion(t *testing.T) {
+	attached := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	s := &slotRelease{Volume: slotVolume{ID: "vol-1"}, AttachTime: attached}
+	life := s.description(lifecycleOccasion("i-1"), "i-1")
+	manual := s.description(occasion{Kind: "manual"}, "i-1")
+	if life == manual {
+		t.Fatalf("lifecycle and manual downs share the description %q", life)
+	}
+	s2 := &slotRelease{Volume: slotVolume{ID: "vol-1"}, AttachTime: attached.Add(time.Hour)}
+	if s2.description(occasion{Kind: "manual"}, "i-1") == manual {
+		t.Error("a manual down after a reattach reuses the earlier manual down's description")
+	}
+	if s2.description(lifecycleOccasion("i-1"), "i-1") != life {
+		t.Error("the lifecycle description depends on the attach time; a rerun would not find its snapshot")
+	}
+}
+
+// TestWhileFrozenAlwaysThaws freezes a real ext4 filesystem and checks it is writable again after fn
+// succeeds, fails, panics, and when its context is cancelled (as SIGTERM does).
+func TestWhileFrozenAlwaysThaws(t *testing.T) {
+	mp, _ := mountScratchExt4(t)
+	log := testLogger(t)
+	assertNotFrozen := func(t *testing.T) {
+		t.Helper()
+		// FIFREEZE on a frozen filesystem fails with EBUSY: that is how to see a freeze without
+		// blocking on it.
+		z, err := freezeFS(mp)
+		if err != nil {
+			t.Fatalf("the filesystem is still frozen after whileFrozen: %v", err)
+		}
+		_ = z.thaw()
+	}
+	t.Run("fn sees it frozen", func(t *testing.T) {
+		err := whileFrozen(context.Background(), log, []string{mp}, time.Minute, func(ctx context.Context, frozen map[string]bool) error {
+			if !frozen[mp] {
+				t.Error("frozen map does not list the mount point")
+			}
+			if _, err := freezeFS(mp); !errors.Is(err, unix.EBUSY) {
+				t.Errorf("freezing again inside fn: %v, want EBUSY (already frozen)", err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertNotFrozen(t)
+		assertWritable(t, mp)
+	})
+	t.Run("error", func(t *testing.T) {
+		boom := errors.New("CreateSnapshot failed")
+		err := whileFrozen(context.Background(), log, []string{mp}, time.Minute, func(context.Context, map[string]bool) error { return boom })
+		if !errors.Is(err, boom) {
+			t.Fatalf("err = %v, want fn's error", err)
+		}
+		assertNotFrozen(t)
+		assertWritable(t, mp)
+	})
+	t.Run("panic", func(t *testing.T) {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("the panic did not propagate")
+				}
+			}()
+			_ = whileFrozen(context.Background(), log, []string{mp}, time.Minute, func(context.Context, map[string]bool) error { panic("bug") })
+		}()
+		assertWritable(t, mp)
+	})
+	t.Run("context cancelled while frozen", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		err := whileFrozen(ctx, log, []string{mp}, time.Minute, func(ctx context.Context, _ map[string]bool) error {
+			cancel() // SIGTERM
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+		assertWritable(t, mp)
+	})
+	t.Run("bound", func(t *testing.T) {
+		err := whileFrozen(context.Background(), log, []string{mp}, 100*time.Millisecond, func(ctx context.Context, _ map[string]bool) error {
+			<-ctx.Done() // an API call that never answers
+			return ctx.Err()
+		})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want the freeze bound to end fn", err)
+		}
+		assertWritable(t, mp)
+	})
+	t.Run("cannot freeze", func(t *testing.T) {
+		notMounted := t.TempDir() // a directory on the test's filesystem may not support freezing; nonexistent never does
+		called := false
+		err := whileFrozen(context.Background(), log, []string{filepath.Join(notMounted, "missing")}, time.Minute, func(_ context.Context, frozen map[string]bool) error {
+			called = true
+			if len(frozen) != 0 {
+				t.Errorf("frozen = %v, want none", frozen)
+			}
+			return nil
+		})
+		if err != nil || !called {
+			t.Fatalf("whileFrozen = %v, called %v; want fn called with nothing frozen", err, called)
+		}
+	})
+}
+
+func TestMountsOfDeviceAndUnmount(t *testing.T) {
+	mp, loop := mountScratchExt4(t)
+	mounts, err := mountsOfDevice(loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mounts) != 1 || mounts[0].MountPoint != mp {
+		t.Fatalf("mounts of %s = %+v, want one at %s", loop, mounts, mp)
+	}
+	// Something holding a file open: unmount must report busy, not force it.
+	f, err := os.Create(filepath.Join(mp, "open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unmountAll(testLogger(t), mounts); !errors.Is(err, errBusy) {
+		t.Fatalf("unmount with an open file: %v, want errBusy", err)
+	}
+	f.Close()
+	if err := unmountAll(testLogger(t), mounts); err != nil {
+		t.Fatalf("unmount: %v", err)
+	}
+	if m, _ := mountsOfDevice(loop); len(m) != 0 {
+		t.Fatalf("still mounted: %+v", m)
+	}
+	// Already unmounted counts as done.
+	if err := unmountAll(testLogger(t), mounts); err != nil {
+		t.Fatalf("second unmount: %v", err)
+	}
+}
+
+// downWorld is a simulated region with one handover group, for the down, watch and snapshot tests.
+type downWorld struct {
+	*testRegion
+	group string
+}
+
+func newDownWorld(t *testing.T, opts ...func(*sim.Options)) *downWorld {
+	t.Helper()
+	return &downWorld{testRegion: newTestRegion(t, opts...), group: "db"}
+}
+
+// volume creates a volume of the group's slot in az (from snapshot when not empty) and waits until it is
+// available.
+func (w *downWorld) volume(az, slot string, generation int, snapshot string) string {
+	w.t.Helper()
+	in := &ec2.CreateVolumeInput{
+		AvailabilityZone: aws.String(az),
+		Size:             aws.Int32(1),
+		VolumeType:       ec2types.VolumeTypeGp3,
+		TagSpecifications: tagSpec(ec2types.ResourceTypeVolume, map[string]string{
+			tagGroup: w.group, tagSlot: slot, tagGeneration: strconv.Itoa(generation),
+		}),
+	}
+	if snapshot != "" {
+		in.SnapshotId = aws.String(snapshot)
+	}
+	out, err := w.ec2.CreateVolume(w.ctx(), in)
+	if err != nil {
+		w.t.Fatalf("CreateVolume: %v", err)
+	}
+	id := aws.ToString(out.VolumeId)
+	w.waitVolume(id, func(v ec2types.Volume) bool { return v.State == ec2types.VolumeStateAvailable })
+	return id
+}
+
+func (w *downWorld) describeVolume(id string) ec2types.Volume {
+	w.t.Helper()
+	out, err := w.ec2.DescribeVolumes(w.ctx(), &ec2.DescribeVolumesInput{VolumeIds: []string{id}})
+	if err != nil || len(out.Volumes) != 1 {
+		w.t.Fatalf("DescribeVolumes %s: %v", id, err)
+	}
+	return out.Volumes[0]
+}
+
+func (w *downWorld) waitVolume(id string, ok func(ec2types.Volume) bool) ec2types.Volume {
+	w.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v := w.describeVolume(id)
+		if ok(v) {
+			return v
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("volume %s: condition not reached; last %s %+v", id, v.State, v.Attachments)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// attach attaches a volume to an instance as /dev/sdf and waits for the attachment and, when the
+// simulator has loop devices, the block device link.
+func (w *downWorld) attach(vol, instance string) {
+	w.t.Helper()
+	if _, err := w.ec2.AttachVolume(w.ctx(), &ec2.AttachVolumeInput{VolumeId: aws.String(vol), InstanceId: aws.String(instance), Device: aws.String("/dev/sdf")}); err != nil {
+		w.t.Fatalf("AttachVolume: %v", err)
+	}
+	w.waitVolume(vol, func(v ec2types.Volume) bool {
+		return len(v.Attachments) == 1 && v.Attachments[0].State == ec2types.VolumeAttachmentStateAttached
+	})
+}
+
+// device is the block device of an attached volume on instance, as the simulator links it.
+func (w *downWorld) device(instance, vol string) string {
+	w.t.Helper()
+	env := w.agentEnv(instance, nil)
+	dev, err := deviceOfVolume(env("HANDOVER_DEV_DIR"), env("HANDOVER_SYS_DIR"), vol, "/dev/sdf")
+	if err != nil {
+		w.t.Fatalf("device of %s: %v", vol, err)
+	}
+	return dev
+}
+
+// mountNew makes an ext4 filesystem on the attached volume, mounts it at a new directory, writes a file
+// and returns the mount point. The mount is removed when the test ends, if down has not removed it.
+func (w *downWorld) mountNew(instance, vol, content string) string {
+	w.t.Helper()
+	dev := w.device(instance, vol)
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", dev).CombinedOutput(); err != nil {
+		w.t.Fatalf("mkfs.ext4 %s: %v: %s", dev, err, out)
+	}
+	mp := filepath.Join(w.dir, "mnt-"+vol)
+	if err := os.MkdirAll(mp, 0o755); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := unix.Mount(dev, mp, "ext4", 0, ""); err != nil {
+		w.t.Fatalf("mount %s: %v", dev, err)
+	}
+	w.t.Cleanup(func() {
+		if f, err := os.Open(mp); err == nil {
+			_ = unix.IoctlSetInt(int(f.Fd()), ioctlFITHAW, 0)
+			f.Close()
+		}
+		_ = unix.Unmount(mp, unix.MNT_DETACH)
+	})
+	if err := os.WriteFile(filepath.Join(mp, "data.txt"), []byte(content), 0o644); err != nil {
+		w.t.Fatal(err)
+	}
+	return mp
+}
+
+// snapshot takes a snapshot of vol with the slot's tags (consistent as given) and returns its ID.
+func (w *downWorld) snapshot(vol, slot string, generation int, consistent bool) string {
+	w.t.Helper()
+	tags := map[string]string{tagGroup: w.group, tagSlot: slot, tagGeneration: strconv.Itoa(generation), tagSourceVolume: vol}
+	if consistent {
+		tags[tagConsistent] = "true"
+	}
+	out, err := w.ec2.CreateSnapshot(w.ctx(), &ec2.CreateSnapshotInput{VolumeId: aws.String(vol), TagSpecifications: tagSpec(ec2types.ResourceTypeSnapshot, tags)})
+	if err != nil {
+		w.t.Fatalf("CreateSnapshot: %v", err)
+	}
+	time.Sleep(3 * time.Millisecond) // distinct start times, in creation order
+	return aws.ToString(out.SnapshotId)
+}
+
+func (w *downWorld) describeSnapshot(id string) (ec2types.Snapshot, bool) {
+	w.t.Helper()
+	out, err := w.ec2.DescribeSnapshots(w.ctx(), &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
+	if hasCode(err, codeSnapshotNotFound) {
+		return ec2types.Snapshot{}, false
+	}
+	if err != nil || len(out.Snapshots) != 1 {
+		w.t.Fatalf("DescribeSnapshots %s: %v", id, err)
+	}
+	return out.Snapshots[0], true
+}
+
+func (w *downWorld) waitSnapshotState(id string, want ec2types.SnapshotState) {
+	w.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		s, ok := w.describeSnapshot(id)
+		if ok && s.State == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("snapshot %s did not become %s (last %s)", id, want, s.State)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// slotSnapshots lists the slot's snapshots, newest first.
+func (w *downWorld) slotSnapshots(slot string) []slotSnapshot {
+	w.t.Helper()
+	snaps, err := listSlotSnapshots(w.ctx(), w.ec2, w.group, slot)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return snaps
+}
+
+// calls lists the successful calls of action made by instance ("" for any caller).
+func (w *downWorld) calls(action, instance string) []sim.Call {
+	var out []sim.Call
+	for _, c := range w.sim.Calls() {
+		if c.Action == action && c.Code == "" && (instance == "" || strings.Contains(c.Caller, strings.ReplaceAll(instance, "-", ""))) {
+			out = append(out, c)
+		}
+	}
+	return out
+}

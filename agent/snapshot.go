@@ -1,0 +1,330 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+// `handover snapshot` takes a consistent snapshot of each slot's volume now (the filesystem frozen for the
+// instant of CreateSnapshot), then applies retention. The packaged handover-snapshot.timer runs it.
+
+func init() {
+	register(command{name: "snapshot", summary: "a consistent snapshot of each slot's volume now, then retention (--keep N)", run: runSnapshot})
+}
+
+// snapshotRequest is one CreateSnapshot of a slot's volume.
+type snapshotRequest struct {
+	Group       string
+	Slot        string
+	Volume      slotVolume
+	InstanceID  string
+	Consistent  bool
+	Description string
+}
+
+// tags are the snapshot's tags, set at creation (DESIGN.md): group, slot, generation, source volume and
+// instance, and handover:consistent=true only when the data was still.
+func (r snapshotRequest) tags() map[string]string {
+	t := map[string]string{
+		tagGroup:          r.Group,
+		tagSlot:           r.Slot,
+		tagGeneration:     strconv.Itoa(r.Volume.Generation),
+		tagSourceVolume:   r.Volume.ID,
+		tagSourceInstance: r.InstanceID,
+	}
+	if r.Consistent {
+		t[tagConsistent] = "true"
+	}
+	return t
+}
+
+// createSlotSnapshot calls CreateSnapshot with the tags in TagSpecifications, so that a snapshot never
+// exists untagged. CreateSnapshot has no idempotency token: callers find an earlier one by description.
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateSnapshot.html
+func createSlotSnapshot(ctx context.Context, c EC2, r snapshotRequest) (slotSnapshot, error) {
+	out, err := c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{
+		VolumeId:          aws.String(r.Volume.ID),
+		Description:       aws.String(r.Description),
+		TagSpecifications: tagSpec(ec2types.ResourceTypeSnapshot, r.tags()),
+	})
+	if err != nil {
+		return slotSnapshot{}, fmt.Errorf("create snapshot of %s: %w", r.Volume.ID, err)
+	}
+	return slotSnapshot{
+		ID:             aws.ToString(out.SnapshotId),
+		State:          string(out.State),
+		Progress:       aws.ToString(out.Progress),
+		Generation:     r.Volume.Generation,
+		Consistent:     r.Consistent,
+		SourceVolume:   r.Volume.ID,
+		SourceInstance: r.InstanceID,
+		VolumeSizeGiB:  aws.ToInt32(out.VolumeSize),
+		StartTime:      aws.ToTime(out.StartTime),
+		Tags:           tagMap(out.Tags),
+	}, nil
+}
+
+// snapshotConfig is `handover snapshot`.
+type snapshotConfig struct {
+	Volumes       volumeSpecs
+	LockFile      string
+	FreezeTimeout time.Duration
+	Keep          int
+}
+
+func runSnapshot(ctx context.Context, e Env, args []string) error {
+	f := newFlags("snapshot", e.Getenv, e.Stderr, 10*time.Second)
+	f.dryRun()
+	var cfg snapshotConfig
+	f.fs.Var(&cfg.Volumes, "volume", "SLOT:DEVICE:MOUNTPOINT[:options], repeatable (default data:/dev/sdf:/data)")
+	f.fs.StringVar(&cfg.LockFile, "lock-file", defaultLockFile, "lock shared with up and down, so that a snapshot never runs in the middle of them")
+	f.fs.DurationVar(&cfg.FreezeTimeout, "freeze-timeout", 30*time.Second, "longest a filesystem stays frozen waiting for CreateSnapshot; then it is thawed and the run fails")
+	f.fs.IntVar(&cfg.Keep, "keep", 0, "after the snapshot, delete the slot's oldest completed snapshots beyond this many (0: delete nothing)")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if err := f.Common.validate(); err != nil {
+		return err
+	}
+	log := newLogger(e.Stderr, f.Common)
+	in, err := openThisInstance(ctx, log, e, f)
+	if err != nil {
+		return err
+	}
+	if cfg.Keep < 0 {
+		return usageErr(fmt.Sprintf("--keep %d: must be 0 (keep everything) or more", cfg.Keep))
+	}
+	if cfg.FreezeTimeout <= 0 {
+		return usageErr(fmt.Sprintf("--freeze-timeout %s: must be positive", cfg.FreezeTimeout))
+	}
+	if !filepath.IsAbs(cfg.LockFile) {
+		return usageErr(fmt.Sprintf("--lock-file %q: must be an absolute path", cfg.LockFile))
+	}
+	cfg.Volumes = cfg.Volumes.orDefault()
+	return in.snapshotNow(ctx, log, e.Stdout, cfg, f.Common.DryRun)
+}
+
+// snapshotNow snapshots each slot's volume attached to this instance, frozen for the call, then applies
+// retention to each slot.
+func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out io.Writer, cfg snapshotConfig, dryRun bool) error {
+	self := in.id.InstanceID
+	log = log.With(keyInstance, self)
+	if !dryRun {
+		lock, err := lockInstance(ctx, cfg.LockFile, downLockBound)
+		if err != nil {
+			return err
+		}
+		defer lock.unlock()
+	}
+	slots, err := in.findSlotVolumes(ctx, log, cfg.Volumes)
+	if err != nil {
+		return err
+	}
+	var freeze []string
+	var work []*slotRelease
+	for _, s := range slots {
+		if s.Volume.ID == "" || s.Note != "" {
+			return preconditionErr(fmt.Sprintf("slot %s: %s; run `handover up` first, or drop the slot from --volume", s.Spec.Slot, orDash(s.Note)), nil)
+		}
+		work = append(work, s)
+		mps := mountPointsOf(s)
+		switch {
+		case s.Device == "":
+			log.Warn("block device not visible: the snapshot is crash-consistent only", keyVolume, s.Volume.ID, keyStep, "snapshot")
+		case len(mps) == 0:
+			s.Still = "not mounted"
+		default:
+			freeze = append(freeze, mps[0])
+		}
+		if dryRun {
+			how := s.Still
+			if len(mps) > 0 {
+				how = "freeze " + mps[0] + " for the call"
+			}
+			fmt.Fprintf(out, "would snapshot slot %s: %s (generation %d), %s\n", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, orDash(how))
+		}
+	}
+	if !dryRun {
+		err := whileFrozen(ctx, log, freeze, cfg.FreezeTimeout, func(ctx context.Context, frozen map[string]bool) error {
+			for _, s := range work {
+				if mps := mountPointsOf(s); len(mps) > 0 && frozen[mps[0]] {
+					s.Still = "frozen"
+				}
+				s.Consistent = s.Still != ""
+				snap, err := createSlotSnapshot(ctx, in.clients.EC2, snapshotRequest{
+					Group: in.group, Slot: s.Spec.Slot, Volume: s.Volume, InstanceID: self, Consistent: s.Consistent,
+					Description: fmt.Sprintf("handover snapshot: %s of %s", s.Volume.ID, self),
+				})
+				if err != nil {
+					return fmt.Errorf("snapshot of %s (slot %s) failed; the filesystem is thawed: %w", s.Volume.ID, s.Spec.Slot, err)
+				}
+				s.Snapshot = snap
+				log.Info("snapshot created", keyStep, "snapshot", keyVolume, s.Volume.ID, "slot", s.Spec.Slot, "snapshot_id", snap.ID, "consistent", s.Consistent)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, s := range work {
+			cons := "consistent"
+			if !s.Consistent {
+				cons = "NOT consistent"
+			}
+			fmt.Fprintf(out, "slot %s: %s (generation %d) -> snapshot %s (%s, %s)\n", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, s.Snapshot.ID, cons, orDash(s.Still))
+		}
+	}
+	if cfg.Keep == 0 {
+		return nil
+	}
+	for _, s := range work {
+		if err := in.applyRetention(ctx, log, out, s.Spec.Slot, cfg.Keep, dryRun); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// retentionVerdict is what retention decided for one snapshot.
+type retentionVerdict struct {
+	Snapshot slotSnapshot
+	Delete   bool
+	Why      string
+}
+
+// liveLineage is what retention protects: the slot's live volume (its newest generation) and the time it
+// was cut from its source (the snapshot it was restored from, or its creation when made blank).
+type liveLineage struct {
+	VolumeID string
+	Source   string    // snapshot ID the live volume was created from; "" when blank
+	Cut      time.Time // the source's start time, or the live volume's creation time
+}
+
+// planRetention decides, for a slot's snapshots (newest first, as listSlotSnapshots returns them), which
+// to delete so that keep completed ones remain. Whatever the count, it never deletes:
+//   - a snapshot that is not completed (pending: `up` may be waiting for it; error: for an operator to look at);
+//   - the newest consistent completed snapshot, the one `up` restores from;
+//   - a snapshot taken from another volume after the live volume was cut from its source: it holds writes
+//     the live volume never saw (an old instance that went on writing after the hand-over, or a restore
+//     still to come from it), and only an operator can tell whether they matter. Snapshots of the live
+//     volume itself are the lineage retention exists to prune.
+func planRetention(snaps []slotSnapshot, keep int, live liveLineage) []retentionVerdict {
+	newestConsistent := ""
+	for _, s := range snaps {
+		if s.State == string(ec2types.SnapshotStateCompleted) && s.Consistent {
+			newestConsistent = s.ID
+			break
+		}
+	}
+	var out []retentionVerdict
+	kept := 0
+	for _, s := range snaps {
+		v := retentionVerdict{Snapshot: s}
+		switch {
+		case s.State != string(ec2types.SnapshotStateCompleted):
+			v.Why = s.State + ": never deleted"
+		case kept < keep:
+			kept++
+			v.Why = fmt.Sprintf("one of the newest %d completed", keep)
+		case s.ID == newestConsistent:
+			v.Why = "the newest consistent snapshot"
+		case live.VolumeID != "" && s.SourceVolume != live.VolumeID && s.StartTime.After(live.Cut):
+			v.Why = fmt.Sprintf("taken from %s after the live volume %s was cut from its source: may hold writes the live volume lacks", orDash(s.SourceVolume), live.VolumeID)
+		default:
+			v.Delete = true
+			v.Why = fmt.Sprintf("beyond the newest %d completed", keep)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// liveLineageOf finds the slot's live volume (the newest generation not marked superseded) and where it
+// was cut from.
+func liveLineageOf(ctx context.Context, c EC2, group, slot string, snaps []slotSnapshot) (liveLineage, error) {
+	vols, err := listSlotVolumes(ctx, c, group, slot)
+	if err != nil {
+		return liveLineage{}, err
+	}
+	for _, v := range vols {
+		if v.Superseded {
+			continue
+		}
+		out, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{v.ID}})
+		if err != nil {
+			return liveLineage{}, fmt.Errorf("describe live volume %s: %w", v.ID, err)
+		}
+		l := liveLineage{VolumeID: v.ID, Cut: v.CreateTime}
+		if len(out.Volumes) == 1 {
+			l.Source = aws.ToString(out.Volumes[0].SnapshotId)
+		}
+		if l.Source != "" {
+			found := false
+			for _, s := range snaps {
+				if s.ID == l.Source {
+					l.Cut, found = s.StartTime, true
+				}
+			}
+			if !found {
+				// The source is not among the slot's snapshots (not tagged for it, or deleted).
+				if s, err := describeSnapshot(ctx, c, l.Source); err == nil {
+					l.Cut = s.StartTime
+				} else if !hasCode(err, codeSnapshotNotFound) {
+					return liveLineage{}, err
+				}
+			}
+		}
+		return l, nil
+	}
+	return liveLineage{}, nil
+}
+
+// applyRetention deletes the snapshots planRetention picks for one slot.
+func (in *thisInstance) applyRetention(ctx context.Context, log *slog.Logger, out io.Writer, slot string, keep int, dryRun bool) error {
+	log = log.With(keyStep, "retention", "slot", slot)
+	snaps, err := listSlotSnapshots(ctx, in.clients.EC2, in.group, slot)
+	if err != nil {
+		return err
+	}
+	live, err := liveLineageOf(ctx, in.clients.EC2, in.group, slot, snaps)
+	if err != nil {
+		return err
+	}
+	var deleted, kept []string
+	for _, v := range planRetention(snaps, keep, live) {
+		if !v.Delete {
+			kept = append(kept, v.Snapshot.ID)
+			log.Debug("keeping snapshot", "snapshot_id", v.Snapshot.ID, "why", v.Why)
+			continue
+		}
+		if dryRun {
+			fmt.Fprintf(out, "would delete %s (slot %s, generation %d, %s): %s\n", v.Snapshot.ID, slot, v.Snapshot.Generation, v.Snapshot.StartTime.UTC().Format(time.RFC3339), v.Why)
+			continue
+		}
+		_, err := in.clients.EC2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(v.Snapshot.ID)})
+		switch {
+		case err == nil, hasCode(err, codeSnapshotNotFound):
+			deleted = append(deleted, v.Snapshot.ID)
+			log.Info("deleted snapshot", "snapshot_id", v.Snapshot.ID, "why", v.Why)
+		case hasCode(err, codeSnapshotInUse):
+			kept = append(kept, v.Snapshot.ID)
+			log.Warn("snapshot in use (by an AMI): kept", "snapshot_id", v.Snapshot.ID)
+		default:
+			return fmt.Errorf("delete snapshot %s: %w", v.Snapshot.ID, err)
+		}
+	}
+	if !dryRun {
+		fmt.Fprintf(out, "retention slot %s (--keep %d): deleted %d [%s], kept %d\n", slot, keep, len(deleted), strings.Join(deleted, " "), len(kept))
+	}
+	return nil
+}
