@@ -71,9 +71,18 @@ type claimSpec struct {
 	PrivateIP          string
 	// Takeover moves the address even from a running holder that is not being terminated.
 	Takeover bool
+	// TakeoverFlag names the option that sets Takeover, for messages; default "--takeover".
+	TakeoverFlag string
 	// Wait bounds how long to wait for a live holder to let go before giving up (exit 4).
 	Wait   time.Duration
 	DryRun bool
+}
+
+func (s claimSpec) takeoverFlag() string {
+	if s.TakeoverFlag == "" {
+		return "--takeover"
+	}
+	return s.TakeoverFlag
 }
 
 // claimResult says what claimAddress did.
@@ -165,7 +174,7 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 			case v.mayTake:
 				log.Info("taking over the address", "public_ip", a.PublicIP, "reason", v.why)
 			case spec.Takeover:
-				log.Warn("taking over the address from a live holder (--takeover)", "public_ip", a.PublicIP, "reason", v.why)
+				log.Warn("taking over the address from a live holder", "public_ip", a.PublicIP, "reason", v.why, "because", spec.takeoverFlag())
 			default:
 				lastWhy = v.why
 				return false, v.why, nil
@@ -209,10 +218,10 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 	if bound <= 0 {
 		bound = time.Minute
 	}
-	err := poll(ctx, log, waitSpec{What: "Elastic IP of group " + spec.Group, Bound: bound, Step: "address"}, check)
+	err := poll(ctx, log, waitSpec{What: "Elastic IP of group " + spec.Group, Bound: bound}, check)
 	if errors.Is(err, errWaitTimeout) {
-		return res, fencedErr(fmt.Sprintf("Elastic IP %s (%s) is held by a live instance: %s; stop it, wait for its group to terminate it, or pass --takeover",
-			res.Address.AllocationID, res.Address.PublicIP, lastWhy), nil)
+		return res, fencedErr(fmt.Sprintf("Elastic IP %s (%s) is held by a live instance: %s; stop it, wait for its group to terminate it, or pass %s",
+			res.Address.AllocationID, res.Address.PublicIP, lastWhy, spec.takeoverFlag()), nil)
 	}
 	return res, err
 }

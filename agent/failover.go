@@ -441,7 +441,7 @@ func Failover(ctx context.Context, log *slog.Logger, c *Clients, r FailoverReque
 		log.Info("moving the Elastic IP", "public_ip", addr.PublicIP, "from", orDash(addr.InstanceID), "reason", moveWhy)
 		// The decision above is the takeover's authority: claimAddress associates with AllowReassociation
 		// when the address is held, then verifies with a fresh Describe.
-		cr, err := claimAddress(ctx, base, c, claimSpec{Group: r.Group, InstanceID: target.ID, Takeover: true, Wait: failoverClaimBound})
+		cr, err := claimAddress(ctx, base, c, claimSpec{Group: r.Group, InstanceID: target.ID, Takeover: true, TakeoverFlag: "--force", Wait: failoverClaimBound})
 		if err != nil {
 			return res, err
 		}

@@ -14,7 +14,7 @@ import (
 type waitSpec struct {
 	What  string        // what we wait for, for the log: "volume vol-0abc available"
 	Bound time.Duration // give up after this long
-	Step  string        // the log's step key
+	Step  string        // the log's step key; leave empty when log already carries one
 	// Initial and Max shape the poll schedule; zero means 250 ms doubling to a 2 s cap. EBS transitions
 	// of small volumes take 1 to 10 s, so polling faster than the SDK waiters' 15 s minimum saves most of
 	// the recovery time, and the cap keeps a long wait from hammering the API.
@@ -63,8 +63,11 @@ func poll(ctx context.Context, log *slog.Logger, w waitSpec, check func(context.
 			return nil
 		}
 		if progress != last || time.Since(lastLog) >= logEvery {
-			log.Info("waiting", "step", w.Step, "for", w.What, "progress", progress,
-				"elapsed", time.Since(start).Round(time.Millisecond).String())
+			attrs := []any{"for", w.What, "progress", progress, keyElapsed, time.Since(start).Round(time.Millisecond).String()}
+			if w.Step != "" {
+				attrs = append(attrs, keyStep, w.Step)
+			}
+			log.Info("waiting", attrs...)
 			last, lastLog = progress, time.Now()
 		}
 		t := time.NewTimer(b.NextBackOff())
