@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+// attachVolume attaches a volume to this instance at the configured device name. On Nitro instances the
+// kernel names the device /dev/nvmeXn1 whatever name is given here, and waitForDevice finds it by volume
+// ID; the name still matters to EC2, which refuses a name already in use on the instance.
+// https://docs.aws.amazon.com/ebs/latest/userguide/ebs-attaching-volume.html
+//
+// VolumeInUse and IncorrectState mean the volume changed since it was described (another instance
+// attached it, or it is not available yet): not an error here, the caller observes again and plans.
+func attachVolume(ctx context.Context, log *slog.Logger, c EC2, volumeID, instanceID, device string) error {
+	_, err := c.AttachVolume(ctx, &ec2.AttachVolumeInput{
+		VolumeId:   aws.String(volumeID),
+		InstanceId: aws.String(instanceID),
+		Device:     aws.String(device),
+	})
+	switch {
+	case err == nil:
+		log.Info("attaching", keyStep, "attach", keyVolume, volumeID, "device", device)
+		return nil
+	case hasCode(err, codeVolumeInUse, codeIncorrectState):
+		log.Info("volume changed before it could be attached; looking again", keyStep, "attach", keyVolume, volumeID, "code", errorCode(err))
+		return nil
+	}
+	return fmt.Errorf("attach %s to %s at %s: %w", volumeID, instanceID, device, err)
+}
+
+// detachFromStopped detaches a volume from a stopped instance. That is safe without Force: the instance's
+// operating system is not running, so nothing is mounted or being written.
+// https://docs.aws.amazon.com/ebs/latest/userguide/ebs-detaching-volume.html
+func detachFromStopped(ctx context.Context, log *slog.Logger, c EC2, volumeID, instanceID string) error {
+	_, err := c.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(volumeID), InstanceId: aws.String(instanceID)})
+	switch {
+	case err == nil:
+		log.Info("detaching from stopped instance", keyStep, "attach", keyVolume, volumeID, "from", instanceID)
+		return nil
+	case hasCode(err, codeIncorrectState, codeAttachmentNotFound):
+		return nil // already detaching or detached: the next observation says which
+	}
+	return fmt.Errorf("detach %s from stopped %s: %w", volumeID, instanceID, err)
+}
+
+// attachmentState is the state of the volume's attachment to instanceID, or "" when it has none.
+func attachmentState(v slotVolume, instanceID string) string {
+	for _, a := range v.Attachments {
+		if a.InstanceID == instanceID {
+			return a.State
+		}
+	}
+	return ""
+}
+
+// volumeTransition says what a volume is in the middle of, for the log.
+func volumeTransition(v slotVolume, self string) string {
+	if len(v.Attachments) == 0 {
+		return v.State
+	}
+	a := v.Attachments[0] // EBS volumes handover uses are never multi-attached
+	if a.InstanceID == self {
+		return a.State + " here"
+	}
+	return a.State + " on " + a.InstanceID
+}
+
+// waitVolume polls one volume until still reports false. EBS state changes of small volumes take one to
+// ten seconds, so the schedule starts at 250 ms and caps at 500 ms: a wait overshoots the change by a
+// fraction of a second (the SDK waiters poll every 15 s), and one Describe every half second is far
+// below the non-mutating request bucket (refill 20 a second).
+// https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html
+//
+// A volume just created may be missing from DescribeVolumes for a while (eventual consistency); that
+// counts as still waiting, for at most tokenVisibilityBound, after which the caller observes again.
+// https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
+func waitVolume(ctx context.Context, log *slog.Logger, c EC2, id, what string, still func(slotVolume) bool) error {
+	var missingSince time.Time
+	return poll(ctx, log, waitSpec{What: "volume " + id + " " + what, Bound: volumeTransitionBound, Step: "volume",
+		Initial: 250 * time.Millisecond, Max: 500 * time.Millisecond},
+		func(ctx context.Context) (bool, string, error) {
+			v, err := describeVolume(ctx, c, id)
+			if hasCode(err, codeVolumeNotFound) {
+				if missingSince.IsZero() {
+					missingSince = time.Now()
+				}
+				return time.Since(missingSince) > tokenVisibilityBound, "not visible yet", nil
+			}
+			if err != nil {
+				return false, "", err
+			}
+			missingSince = time.Time{}
+			if v.State == string(ec2types.VolumeStateError) {
+				return true, "", nil // the plan refuses a volume in error
+			}
+			return !still(v), volumeTransition(v, ""), nil
+		})
+}

@@ -1,0 +1,723 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+// Choosing and making a slot's volume. The newest generation of the slot is its live data:
+//
+//   - attached here: done;
+//   - in this AZ and available: attach it (the fast path, nothing lost since the last snapshot);
+//   - in this AZ and attached to an instance on its way out: wait for it to detach, then attach; attached to a
+//     stopped instance: detach it (safe, its OS is not running), then attach;
+//   - anywhere else: restore the best snapshot (newest generation, consistent before crash-consistent, then
+//     newest) into a new volume of the next generation here, waiting for it first if it is still pending
+//     rather than restoring older data; and while the newest volume is still attached to an instance that
+//     is shutting down elsewhere, wait for it to be released first, because that instance's `down` may be
+//     about to take the final snapshot;
+//   - no volume and no snapshot at all: a blank volume (first boot), tagged handover:created-blank=true.
+//
+// planSlot decides from one observation and changes nothing; slotRun.converge acts on its plan, waits
+// for the world to move, observes again, until the plan is "done". A crash anywhere leaves a state the
+// next run's plan picks up: a created volume is found by its tags, or, before DescribeVolumes shows it, by
+// CreateVolume's ClientToken, which is derived from (group, slot, generation) so that the retry returns
+// the same volume instead of making a second one.
+
+// holder is an instance a volume of the slot is attached to.
+type holder struct {
+	ID       string `json:"instance_id"`
+	State    string `json:"state"`               // EC2 state; "gone" when the instance no longer exists
+	ASGState string `json:"asg_state,omitempty"` // Auto Scaling lifecycle state, when running in a group
+}
+
+// leaving reports whether the instance is on its way out and will release its volumes by itself.
+func (h holder) leaving() bool {
+	switch h.State {
+	case "gone", string(ec2types.InstanceStateNameShuttingDown), string(ec2types.InstanceStateNameTerminated), string(ec2types.InstanceStateNameStopping):
+		return true
+	}
+	return strings.HasPrefix(h.ASGState, "Terminating")
+}
+
+func (h holder) stopped() bool { return h.State == string(ec2types.InstanceStateNameStopped) }
+
+func (h holder) String() string {
+	s := h.ID + " (" + h.State
+	if h.ASGState != "" {
+		s += ", " + h.ASGState
+	}
+	return s + ")"
+}
+
+// describeHolder reads an attached instance's EC2 state and, while it runs, its Auto Scaling state.
+func describeHolder(ctx context.Context, c *Clients, id string) (holder, error) {
+	h := holder{ID: id, State: "gone"}
+	out, err := c.EC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if hasCode(err, codeInstanceNotFound) {
+		return h, nil
+	}
+	if err != nil {
+		return h, fmt.Errorf("describe instance %s: %w", id, err)
+	}
+	for _, res := range out.Reservations {
+		for _, i := range res.Instances {
+			if i.State != nil {
+				h.State = string(i.State.Name)
+			}
+		}
+	}
+	if h.State == string(ec2types.InstanceStateNameRunning) || h.State == string(ec2types.InstanceStateNamePending) {
+		as, err := c.AutoScaling.DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{id}})
+		if err != nil {
+			return h, fmt.Errorf("describe Auto Scaling state of %s: %w", id, err)
+		}
+		for _, i := range as.AutoScalingInstances {
+			h.ASGState = aws.ToString(i.LifecycleState)
+		}
+	}
+	return h, nil
+}
+
+// slotView is one observation of a slot: its volumes and snapshots (newest first) and the instances its
+// newest volumes are attached to.
+type slotView struct {
+	Volumes   []slotVolume
+	Snapshots []slotSnapshot
+	Holders   map[string]holder
+}
+
+// observeSlot describes the slot's volumes and snapshots, and the other instances holding its newest
+// generation.
+func observeSlot(ctx context.Context, c *Clients, group, slot, self string) (slotView, error) {
+	vols, err := listSlotVolumes(ctx, c.EC2, group, slot)
+	if err != nil {
+		return slotView{}, err
+	}
+	snaps, err := listSlotSnapshots(ctx, c.EC2, group, slot)
+	if err != nil {
+		return slotView{}, err
+	}
+	v := slotView{Volumes: vols, Snapshots: snaps, Holders: map[string]holder{}}
+	for _, vol := range vols {
+		if vol.Generation != vols[0].Generation {
+			break
+		}
+		for _, a := range vol.Attachments {
+			if a.InstanceID == "" || a.InstanceID == self {
+				continue
+			}
+			if _, ok := v.Holders[a.InstanceID]; ok {
+				continue
+			}
+			h, err := describeHolder(ctx, c, a.InstanceID)
+			if err != nil {
+				return slotView{}, err
+			}
+			v.Holders[a.InstanceID] = h
+		}
+	}
+	return v, nil
+}
+
+// planAction is what the slot needs next.
+type planAction int
+
+const (
+	planDone          planAction = iota // the live volume is attached here
+	planAttach                          // attach the live volume here
+	planWaitVolume                      // the live volume is creating, attaching or detaching: wait
+	planWaitHolder                      // another instance holds the live volume: wait for it to let go
+	planDetachStopped                   // a stopped instance in this AZ holds it: detach, then attach here
+	planWaitSnapshot                    // the best snapshot is still pending: wait rather than restore older data
+	planRestore                         // create a volume here from the best snapshot
+	planBlank                           // first boot: create a blank volume here
+	planRefuse                          // nothing safe to do; Err says what to fix
+)
+
+var planNames = map[planAction]string{
+	planDone: "done", planAttach: "attach", planWaitVolume: "wait-volume", planWaitHolder: "wait-holder",
+	planDetachStopped: "detach-stopped", planWaitSnapshot: "wait-snapshot", planRestore: "restore",
+	planBlank: "create-blank", planRefuse: "refuse",
+}
+
+func (a planAction) String() string { return planNames[a] }
+
+// slotPlan is the next step for a slot and why.
+type slotPlan struct {
+	Action     planAction
+	Volume     slotVolume   // the live volume (done, attach, wait-volume, wait-holder, detach-stopped)
+	Snapshot   slotSnapshot // restore, wait-snapshot
+	Generation int          // restore, blank: the new volume's generation
+	Holder     holder       // wait-holder, detach-stopped
+	Live       bool         // wait-holder: the holder is a live instance (exit 4 when the wait runs out)
+	Why        string       // one line for the log and the plan
+	Warn       string       // what the plan leaves behind, for the operator
+	Err        error        // refuse
+}
+
+// key identifies a plan up to progress, so a wait can tell when the world has moved.
+func (p slotPlan) key() string {
+	att := ""
+	for _, a := range p.Volume.Attachments {
+		att += a.InstanceID + "/" + a.State + ";"
+	}
+	return strings.Join([]string{p.Action.String(), p.Volume.ID, p.Volume.State, att, p.Snapshot.ID, p.Snapshot.State,
+		p.Holder.State, p.Holder.ASGState, strconv.Itoa(p.Generation)}, "|")
+}
+
+// planInput is what planSlot decides from.
+type planInput struct {
+	InstanceID, AZ string
+	Group, Slot    string
+	View           slotView
+	Takeover       bool
+	RequireData    bool
+	// MinGeneration skips generations whose ClientToken was already spent with other parameters.
+	MinGeneration int
+}
+
+// liveVolume picks the slot's live volume: the newest generation, preferring one attached here, then
+// one in this AZ. Volumes in the error state are never live.
+func liveVolume(vols []slotVolume, self, az string) (slotVolume, bool) {
+	var best slotVolume
+	found := false
+	for _, v := range vols {
+		if v.State == string(ec2types.VolumeStateError) {
+			continue
+		}
+		if found && v.Generation != best.Generation {
+			break
+		}
+		switch {
+		case !found:
+			best, found = v, true
+		case attachedTo(v, self) && !attachedTo(best, self):
+			best = v
+		case v.AZ == az && best.AZ != az && !attachedTo(best, self):
+			best = v
+		}
+	}
+	return best, found
+}
+
+func attachedTo(v slotVolume, instanceID string) bool {
+	for _, a := range v.Attachments {
+		if a.InstanceID == instanceID {
+			return true
+		}
+	}
+	return false
+}
+
+// rankSnapshots orders the usable snapshots best first: newest generation, then consistent before
+// crash-consistent (a snapshot `down` took with the service stopped or the filesystem frozen), then newest.
+// Snapshots in the error state are returned apart.
+func rankSnapshots(snaps []slotSnapshot) (usable, failed []slotSnapshot) {
+	for _, s := range snaps {
+		if s.State == string(ec2types.SnapshotStateError) {
+			failed = append(failed, s)
+			continue
+		}
+		usable = append(usable, s)
+	}
+	sort.SliceStable(usable, func(i, j int) bool {
+		a, b := usable[i], usable[j]
+		if a.Generation != b.Generation {
+			return a.Generation > b.Generation
+		}
+		if a.Consistent != b.Consistent {
+			return a.Consistent
+		}
+		return a.StartTime.After(b.StartTime)
+	})
+	return usable, failed
+}
+
+// nextGeneration is one more than any generation the slot has used.
+func nextGeneration(v slotView, min int) int {
+	n := 0
+	for _, vol := range v.Volumes {
+		n = max(n, vol.Generation)
+	}
+	for _, s := range v.Snapshots {
+		n = max(n, s.Generation)
+	}
+	return max(n+1, min)
+}
+
+// planSlot decides the slot's next step from one observation. It is pure: the dry run, status and the
+// converge loop share it.
+func planSlot(in planInput) slotPlan {
+	v := in.View
+	usable, failed := rankSnapshots(v.Snapshots)
+	live, haveLive := liveVolume(v.Volumes, in.InstanceID, in.AZ)
+	if haveLive && len(usable) > 0 && usable[0].Generation > live.Generation {
+		// A snapshot of a newer generation than any remaining volume: that volume was deleted, and the
+		// snapshot holds the newest data.
+		haveLive = false
+	}
+	var warn string
+	if haveLive {
+		var att *volumeAttachment
+		for i := range live.Attachments {
+			att = &live.Attachments[i]
+		}
+		p := slotPlan{Volume: live}
+		switch {
+		case att != nil && att.InstanceID == in.InstanceID:
+			switch att.State {
+			case string(ec2types.VolumeAttachmentStateAttached):
+				p.Action, p.Why = planDone, fmt.Sprintf("%s is attached here at %s", live.ID, att.Device)
+			default:
+				p.Action, p.Why = planWaitVolume, fmt.Sprintf("%s is %s here", live.ID, att.State)
+			}
+			return p
+		case att == nil && live.AZ == in.AZ:
+			switch live.State {
+			case string(ec2types.VolumeStateAvailable):
+				p.Action, p.Why = planAttach, fmt.Sprintf("%s (generation %d) is available in %s", live.ID, live.Generation, in.AZ)
+			default:
+				p.Action, p.Why = planWaitVolume, fmt.Sprintf("%s (generation %d) is %s in %s", live.ID, live.Generation, live.State, in.AZ)
+			}
+			return p
+		case att != nil:
+			h, ok := v.Holders[att.InstanceID]
+			if !ok {
+				h = holder{ID: att.InstanceID, State: "unknown"}
+			}
+			p.Holder = h
+			sameAZ := live.AZ == in.AZ
+			switch {
+			case att.State == string(ec2types.VolumeAttachmentStateDetaching) && sameAZ:
+				p.Action, p.Why = planWaitVolume, fmt.Sprintf("%s is detaching from %s", live.ID, h)
+				return p
+			case att.State == string(ec2types.VolumeAttachmentStateDetaching) || h.leaving():
+				// In another AZ, the leaving instance's `down` may still be taking the final snapshot.
+				p.Action = planWaitHolder
+				p.Why = fmt.Sprintf("%s (generation %d, %s) is still attached to %s, which is on its way out: waiting for it to be released", live.ID, live.Generation, live.AZ, h)
+				return p
+			case h.stopped() && sameAZ:
+				p.Action, p.Why = planDetachStopped, fmt.Sprintf("%s is attached to %s, which is stopped: detach it and attach it here", live.ID, h)
+				return p
+			case h.stopped():
+				warn = fmt.Sprintf("%s (generation %d) stays attached to stopped %s in %s: what was written to it after the snapshot restored here is not carried over", live.ID, live.Generation, h, live.AZ)
+			case in.Takeover:
+				warn = fmt.Sprintf("--takeover: %s (generation %d) stays with live %s in %s; what it writes after the snapshot restored here is lost", live.ID, live.Generation, h, live.AZ)
+			default:
+				p.Action, p.Live = planWaitHolder, true
+				p.Why = fmt.Sprintf("%s (generation %d, %s) is attached to %s, a live instance that is not being terminated", live.ID, live.Generation, live.AZ, h)
+				return p
+			}
+		}
+		// The live volume is elsewhere (or stays with its holder): restore from a snapshot below.
+	}
+
+	next := nextGeneration(v, in.MinGeneration)
+	if len(usable) == 0 {
+		switch {
+		case haveLive:
+			return slotPlan{Action: planRefuse, Volume: live, Err: preconditionErr(fmt.Sprintf(
+				"the slot's newest volume %s (generation %d) is in %s and there is no completed snapshot to restore in %s: snapshot it (handover snapshot on its instance) or run this instance in %s",
+				live.ID, live.Generation, live.AZ, in.AZ, live.AZ), nil)}
+		case len(failed) > 0:
+			ids := make([]string, 0, len(failed))
+			for _, s := range failed {
+				ids = append(ids, s.ID)
+			}
+			return slotPlan{Action: planRefuse, Err: preconditionErr(fmt.Sprintf(
+				"every snapshot of slot %s is in the error state (%s) and no volume is left: nothing safe to restore; restore one by hand or delete them to start blank",
+				in.Slot, strings.Join(ids, ", ")), nil)}
+		case in.RequireData:
+			return slotPlan{Action: planRefuse, Err: preconditionErr(fmt.Sprintf(
+				"slot %s of group %s has no volume and no snapshot, and --require-data refuses to start blank: check the group name and the volume and snapshot tags (%s, %s)",
+				in.Slot, in.Group, tagGroup, tagSlot), nil)}
+		}
+		return slotPlan{Action: planBlank, Generation: next,
+			Why: fmt.Sprintf("slot %s has no volume and no snapshot: first boot, create a blank volume (generation %d)", in.Slot, next)}
+	}
+	best := usable[0]
+	p := slotPlan{Snapshot: best, Generation: next, Warn: warn}
+	if haveLive {
+		p.Volume = live
+	}
+	if best.State != string(ec2types.SnapshotStateCompleted) {
+		p.Action = planWaitSnapshot
+		p.Why = fmt.Sprintf("the newest snapshot %s (generation %d) is %s at %s: waiting for it rather than restoring older data", best.ID, best.Generation, best.State, orDash(best.Progress))
+		return p
+	}
+	p.Action = planRestore
+	kind := "crash-consistent"
+	if best.Consistent {
+		kind = "consistent"
+	}
+	p.Why = fmt.Sprintf("restore %s snapshot %s (generation %d, %s) into a new volume in %s (generation %d)", kind, best.ID, best.Generation, best.StartTime.UTC().Format(time.RFC3339), in.AZ, next)
+	if haveLive && live.AZ != in.AZ {
+		p.Why += fmt.Sprintf("; the newest volume %s is in %s", live.ID, live.AZ)
+	}
+	for _, s := range usable[1:] {
+		if s.Generation == best.Generation && !s.Consistent && s.StartTime.After(best.StartTime) {
+			p.Warn = strings.TrimPrefix(p.Warn+"; ", "; ") + fmt.Sprintf("newer crash-consistent snapshot %s (%s) passed over for consistent %s",
+				s.ID, s.StartTime.UTC().Format(time.RFC3339), best.ID)
+			break
+		}
+	}
+	return p
+}
+
+// volumeClientToken is CreateVolume's idempotency token for one generation of a slot: a rerun after a
+// crash sends the same token and gets the volume the first run made, not a second one; an instance in
+// another AZ racing for the same generation gets IdempotentParameterMismatch. EC2 tokens are at most 64
+// ASCII characters. https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html
+func volumeClientToken(group, slot string, generation int) string {
+	sum := sha256.Sum256([]byte("handover/" + group + "/" + slot + "/" + strconv.Itoa(generation)))
+	return hex.EncodeToString(sum[:])
+}
+
+// createVolumeInput builds the CreateVolume request for a restore (snap non-empty) or a blank volume.
+func createVolumeInput(group, slot, az string, generation int, shape volumeShape, snap *slotSnapshot) *ec2.CreateVolumeInput {
+	size := shape.SizeGiB
+	tags := map[string]string{tagGroup: group, tagSlot: slot, tagGeneration: strconv.Itoa(generation)}
+	in := &ec2.CreateVolumeInput{
+		AvailabilityZone: aws.String(az),
+		ClientToken:      aws.String(volumeClientToken(group, slot, generation)),
+		VolumeType:       ec2types.VolumeType(shape.Type),
+	}
+	if snap != nil {
+		in.SnapshotId = aws.String(snap.ID)
+		size = max(size, int(snap.VolumeSizeGiB)) // grow only
+	} else {
+		tags[tagCreatedBlank] = "true"
+	}
+	in.Size = aws.Int32(int32(size))
+	if shape.IOPS > 0 {
+		in.Iops = aws.Int32(int32(shape.IOPS))
+	}
+	if shape.Throughput > 0 {
+		in.Throughput = aws.Int32(int32(shape.Throughput))
+	}
+	if shape.Encrypted {
+		in.Encrypted = aws.Bool(true)
+	}
+	if shape.KMSKeyID != "" {
+		in.KmsKeyId = aws.String(shape.KMSKeyID)
+	}
+	in.TagSpecifications = tagSpec(ec2types.ResourceTypeVolume, tags)
+	return in
+}
+
+// slotResult is what up did for one slot.
+type slotResult struct {
+	Slot       string     `json:"slot"`
+	Volume     slotVolume `json:"volume"`
+	How        string     `json:"how"`                // "already attached", "reattached", "restored from", "created blank"
+	Snapshot   string     `json:"snapshot,omitempty"` // the snapshot restored from
+	Device     string     `json:"device,omitempty"`
+	FS         fsResult   `json:"filesystem"`
+	Superseded []string   `json:"superseded,omitempty"`
+	Deleted    []string   `json:"deleted,omitempty"`
+}
+
+// slotRun converges one slot.
+type slotRun struct {
+	c              *Clients
+	log            *slog.Logger
+	instanceID, az string
+	group          string
+	spec           volumeSpec
+	shape          volumeShape
+	takeover       bool
+	requireData    bool
+	releaseTimeout time.Duration
+
+	minGen       int
+	holdDeadline time.Time // when waiting for other instances to let go gives up
+	view         slotView  // the last observation
+	res          slotResult
+}
+
+// Bounds of the waits on EBS itself (the command's --timeout bounds them all as well).
+const (
+	volumeTransitionBound = 10 * time.Minute // creating, attaching, detaching
+	tokenVisibilityBound  = 30 * time.Second // a volume made with our token to show up in DescribeVolumes
+	maxConvergeRounds     = 40
+)
+
+func (s *slotRun) input() planInput {
+	return planInput{InstanceID: s.instanceID, AZ: s.az, Group: s.group, Slot: s.spec.Slot, View: s.view,
+		Takeover: s.takeover, RequireData: s.requireData, MinGeneration: s.minGen}
+}
+
+func (s *slotRun) observe(ctx context.Context) (slotPlan, error) {
+	v, err := observeSlot(ctx, s.c, s.group, s.spec.Slot, s.instanceID)
+	if err != nil {
+		return slotPlan{}, err
+	}
+	s.view = v
+	return planSlot(s.input()), nil
+}
+
+// converge acts on the slot's plan until its live volume is attached here.
+func (s *slotRun) converge(ctx context.Context) error {
+	s.res.Slot = s.spec.Slot
+	p, err := s.observe(ctx)
+	if err != nil {
+		return err
+	}
+	lastKey := ""
+	stuck := 0
+	for round := 0; round < maxConvergeRounds; round++ {
+		before := p.key()
+		if k := p.key(); k != lastKey {
+			s.log.Info("plan", keyStep, "volume", "action", p.Action.String(), "why", p.Why)
+			if p.Warn != "" {
+				s.log.Warn(p.Warn, keyStep, "volume")
+			}
+			lastKey = k
+		}
+		switch p.Action {
+		case planDone:
+			s.res.Volume = p.Volume
+			if s.res.How == "" {
+				s.res.How = "already attached"
+			}
+			return nil
+		case planRefuse:
+			return p.Err
+		case planAttach:
+			if s.res.How == "" {
+				s.res.How = "reattached"
+			}
+			if err := attachVolume(ctx, s.log, s.c.EC2, p.Volume.ID, s.instanceID, s.spec.Device); err != nil {
+				return err
+			}
+			if err := waitVolume(ctx, s.log, s.c.EC2, p.Volume.ID, "attached here", func(v slotVolume) bool {
+				return attachmentState(v, s.instanceID) == string(ec2types.VolumeAttachmentStateAttaching)
+			}); err != nil {
+				return err
+			}
+		case planWaitVolume:
+			start := p.Volume
+			if err := waitVolume(ctx, s.log, s.c.EC2, start.ID, "the end of "+volumeTransition(start, s.instanceID), func(v slotVolume) bool {
+				return v.State == start.State && attachmentState(v, s.instanceID) == attachmentState(start, s.instanceID) &&
+					len(v.Attachments) == len(start.Attachments)
+			}); err != nil {
+				return err
+			}
+		case planDetachStopped:
+			if err := detachFromStopped(ctx, s.log, s.c.EC2, p.Volume.ID, p.Holder.ID); err != nil {
+				return err
+			}
+		case planWaitHolder:
+			next, err := s.waitHolder(ctx, p)
+			if err != nil {
+				return err
+			}
+			p = next
+			continue
+		case planWaitSnapshot:
+			if err := waitSnapshot(ctx, s.log, s.c.EC2, p.Snapshot.ID); err != nil {
+				return err
+			}
+		case planRestore, planBlank:
+			var snap *slotSnapshot
+			if p.Action == planRestore {
+				snap = &p.Snapshot
+			}
+			id, err := s.create(ctx, p.Generation, snap)
+			if errors.Is(err, errTokenSpent) {
+				break // observe again: minGen moved on, or the volume showed up
+			}
+			if err != nil {
+				return err
+			}
+			if snap != nil {
+				s.res.How, s.res.Snapshot = "restored from", snap.ID
+			} else {
+				s.res.How = "created blank"
+			}
+			if err := waitVolume(ctx, s.log, s.c.EC2, id, "available", func(v slotVolume) bool {
+				return v.State == string(ec2types.VolumeStateCreating)
+			}); err != nil {
+				return err
+			}
+		}
+		if p, err = s.observe(ctx); err != nil {
+			return err
+		}
+		if p.key() != before {
+			stuck = 0
+			continue
+		}
+		// The action changed nothing visible yet (a refused attach, a detach not begun): pause before the
+		// next round instead of spinning, 250 ms doubling to 2 s.
+		stuck++
+		if err := pause(ctx, min(250*time.Millisecond<<stuck, 2*time.Second)); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("slot %s did not settle after %d rounds (last plan: %s: %s); rerun", s.spec.Slot, maxConvergeRounds, p.Action, p.Why)
+}
+
+// errTokenSpent: CreateVolume's token for this generation was used before with other parameters.
+var errTokenSpent = errors.New("client token already used")
+
+// create makes the slot's next volume here. A retry after a crash sends the same ClientToken and gets the
+// first run's volume back. IdempotentParameterMismatch means the token was spent on other parameters: by
+// a racing instance in another AZ (its volume shows up in DescribeVolumes shortly, and the next plan
+// sees it), or by an earlier run with another snapshot or size whose volume has since been deleted (then
+// this generation is skipped).
+func (s *slotRun) create(ctx context.Context, generation int, snap *slotSnapshot) (string, error) {
+	in := createVolumeInput(s.group, s.spec.Slot, s.az, generation, s.shape, snap)
+	out, err := s.c.EC2.CreateVolume(ctx, in)
+	if hasCode(err, codeIdempotentMismatch) {
+		s.log.Warn("CreateVolume token of this generation was used with other parameters; looking for its volume", keyStep, "volume", "generation", generation)
+		err := poll(ctx, s.log, waitSpec{What: fmt.Sprintf("a volume of generation %d to show up", generation), Bound: tokenVisibilityBound, Step: "volume"},
+			func(ctx context.Context) (bool, string, error) {
+				vols, err := listSlotVolumes(ctx, s.c.EC2, s.group, s.spec.Slot)
+				if err != nil {
+					return false, "", err
+				}
+				return len(vols) > 0 && vols[0].Generation >= generation, "not visible", nil
+			})
+		switch {
+		case errors.Is(err, errWaitTimeout):
+			s.log.Warn("no volume of this generation exists: skipping it", keyStep, "volume", "generation", generation)
+			s.minGen = generation + 1
+		case err != nil:
+			return "", err
+		}
+		return "", errTokenSpent
+	}
+	if err != nil {
+		what := "blank volume"
+		if snap != nil {
+			what = "volume from " + snap.ID
+		}
+		return "", fmt.Errorf("create %s in %s (generation %d): %w", what, s.az, generation, err)
+	}
+	id := aws.ToString(out.VolumeId)
+	s.log.Info("volume created", keyStep, "volume", keyVolume, id, "generation", generation, "size_gib", aws.ToInt32(in.Size), "type", s.shape.Type)
+	return id, nil
+}
+
+// waitHolder waits, with the slow schedule, for the instance holding the live volume to let go (or for
+// anything else to change the plan). All such waits of a run share one --release-timeout.
+func (s *slotRun) waitHolder(ctx context.Context, p slotPlan) (slotPlan, error) {
+	if s.holdDeadline.IsZero() {
+		s.holdDeadline = time.Now().Add(s.releaseTimeout)
+	}
+	bound := time.Until(s.holdDeadline)
+	var next slotPlan
+	last := p
+	err := poll(ctx, s.log, waitSpec{What: fmt.Sprintf("%s to release %s", p.Holder.ID, p.Volume.ID), Bound: max(bound, time.Millisecond), Step: "volume", Initial: time.Second},
+		func(ctx context.Context) (bool, string, error) {
+			np, err := s.observe(ctx)
+			if err != nil {
+				return false, "", err
+			}
+			last = np
+			if np.key() != p.key() {
+				next = np
+				return true, "", nil
+			}
+			return false, np.Holder.String(), nil
+		})
+	if errors.Is(err, errWaitTimeout) {
+		if last.Live {
+			return slotPlan{}, fencedErr(fmt.Sprintf("%s (slot %s) is attached to %s, a live instance, after waiting %s: stop it or let its group terminate it, or pass --takeover to restore the newest snapshot here instead",
+				last.Volume.ID, s.spec.Slot, last.Holder, s.releaseTimeout), nil)
+		}
+		return slotPlan{}, &Error{Code: ExitFailed, Msg: fmt.Sprintf("%s (slot %s) is still attached to %s after %s (--release-timeout): rerun once it has detached",
+			last.Volume.ID, s.spec.Slot, last.Holder, s.releaseTimeout), Err: err}
+	}
+	return next, err
+}
+
+// waitSnapshot waits for a pending snapshot to complete (or fail), logging its progress. EBS reports
+// progress in percent; a first snapshot of a large volume can take hours, so this wait is bounded by the
+// command's --timeout only.
+func waitSnapshot(ctx context.Context, log *slog.Logger, c EC2, id string) error {
+	return poll(ctx, log, waitSpec{What: "snapshot " + id + " to complete", Bound: time.Until(deadline(ctx)), Step: "volume"},
+		func(ctx context.Context) (bool, string, error) {
+			s, err := describeSnapshot(ctx, c, id)
+			if hasCode(err, codeSnapshotNotFound) {
+				return true, "", nil // deleted meanwhile: plan again
+			}
+			if err != nil {
+				return false, "", err
+			}
+			return s.State != string(ec2types.SnapshotStatePending), s.Progress, nil
+		})
+}
+
+// retire tags the slot's volumes of older generations handover:superseded=true, and with
+// --delete-superseded deletes those that are detached. A volume that is attached anywhere is never
+// deleted: its instance may still be writing to it.
+func (s *slotRun) retire(ctx context.Context, deleteThem bool) error {
+	cur := s.res.Volume
+	var untagged []string
+	var doomed []slotVolume
+	for _, v := range s.view.Volumes {
+		if v.ID == cur.ID || v.Generation >= cur.Generation {
+			continue
+		}
+		if !v.Superseded {
+			untagged = append(untagged, v.ID)
+		}
+		if deleteThem && v.State == string(ec2types.VolumeStateAvailable) && len(v.Attachments) == 0 {
+			doomed = append(doomed, v)
+		}
+	}
+	if len(untagged) > 0 {
+		_, err := s.c.EC2.CreateTags(ctx, &ec2.CreateTagsInput{
+			Resources: untagged,
+			Tags:      []ec2types.Tag{{Key: aws.String(tagSuperseded), Value: aws.String("true")}},
+		})
+		if err != nil {
+			return fmt.Errorf("tag %s %s=true: %w", strings.Join(untagged, ", "), tagSuperseded, err)
+		}
+		s.res.Superseded = untagged
+		s.log.Info("older generations tagged superseded", keyStep, "superseded", "volumes", strings.Join(untagged, ","))
+	}
+	for _, v := range doomed {
+		_, err := s.c.EC2.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(v.ID)})
+		switch {
+		case hasCode(err, codeVolumeNotFound):
+		case hasCode(err, codeVolumeInUse, codeIncorrectState):
+			// Attached (or being attached) since we looked: keep it.
+			s.log.Warn("superseded volume is in use now; keeping it", keyStep, "superseded", keyVolume, v.ID)
+			continue
+		case err != nil:
+			return fmt.Errorf("delete superseded volume %s: %w", v.ID, err)
+		}
+		s.res.Deleted = append(s.res.Deleted, v.ID)
+		s.log.Info("superseded volume deleted (--delete-superseded)", keyStep, "superseded", keyVolume, v.ID, "generation", v.Generation)
+	}
+	return nil
+}
+
+// pause waits d or until ctx ends.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,518 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/handover/handover/imds"
+)
+
+// `handover up` converges this instance: identity, lock, Auto Scaling policy check, Elastic IP, volumes,
+// filesystems and mounts, launch lifecycle hook. Every step observes first and acts only on the
+// difference, so a rerun after a crash or after success is safe (after success it makes no mutating
+// call at all).
+
+func init() {
+	register(command{name: "up", summary: "converge this instance: Elastic IP, volumes, filesystems, mounts, launch hook", run: runUp})
+}
+
+// volumeShape is what a volume handover creates looks like. Existing volumes are never modified.
+type volumeShape struct {
+	SizeGiB    int // grow only: a snapshot larger than this restores at its own size
+	Type       string
+	IOPS       int // 0: the type's default
+	Throughput int // MiB/s, gp3 only; 0: the default
+	Encrypted  bool
+	KMSKeyID   string
+}
+
+// upConfig is `handover up`'s configuration after flags, environment and instance tags.
+type upConfig struct {
+	Volumes          volumeSpecs
+	Shape            volumeShape
+	FS               string
+	RequireData      bool
+	Takeover         bool
+	NetworkInterface string
+	PrivateIP        string
+	LaunchHook       string
+	NoComplete       bool
+	NoMount          bool
+	DeleteSuperseded bool
+	LockFile         string
+	Timeout          time.Duration
+	ReleaseTimeout   time.Duration
+	UnitDir          string // "none": do not persist mounts
+	DevDir, SysDir   string
+}
+
+// unitDirNone turns off writing mount units (for users who manage fstab themselves).
+const unitDirNone = "none"
+
+// register declares up's flags on f. `handover status` declares them too, so that the plan it shows is the
+// one `up` would follow with the same environment and tags.
+func (c *upConfig) register(f *flags) {
+	fs := f.fs
+	fs.Var(&c.Volumes, "volume", "SLOT:DEVICE:MOUNTPOINT[:options], repeatable (default data:/dev/sdf:/data)")
+	fs.IntVar(&c.Shape.SizeGiB, "size", 10, "GiB of a volume handover creates; grow only: a larger snapshot restores at its own size")
+	fs.StringVar(&c.Shape.Type, "type", "gp3", "EBS volume type of a volume handover creates: gp3, gp2, io1, io2, st1, sc1 or standard")
+	fs.IntVar(&c.Shape.IOPS, "iops", 0, "provisioned IOPS of a volume handover creates (gp3, io1, io2; 0: the type's default)")
+	fs.IntVar(&c.Shape.Throughput, "throughput", 0, "throughput in MiB/s of a gp3 volume handover creates (0: the default)")
+	fs.BoolVar(&c.Shape.Encrypted, "encrypted", false, "encrypt volumes handover creates (restores of encrypted snapshots are always encrypted)")
+	fs.StringVar(&c.Shape.KMSKeyID, "kms-key-id", "", "KMS key for encrypted volumes handover creates (needs --encrypted; default: the account's EBS key)")
+	fs.StringVar(&c.FS, "fs", "ext4", "filesystem to make on a volume handover created blank: ext4 or xfs")
+	fs.BoolVar(&c.RequireData, "require-data", false, "refuse to create a blank volume when the slot has no volume and no snapshot (exit 3)")
+	fs.BoolVar(&c.Takeover, "takeover", false, "take the Elastic IP from a live instance, and restore the newest snapshot when a live instance holds the volume")
+	fs.StringVar(&c.NetworkInterface, "network-interface", "", "associate the Elastic IP with this network interface (eni-...) instead of the primary one")
+	fs.StringVar(&c.PrivateIP, "private-ip", "", "associate the Elastic IP with this private IPv4 address of the interface")
+	fs.StringVar(&c.LaunchHook, "launch-hook", "", "name of the group's launch lifecycle hook to heartbeat and complete")
+	fs.BoolVar(&c.NoComplete, "no-complete", false, "heartbeat the launch hook but do not complete it")
+	fs.BoolVar(&c.NoMount, "no-mount", false, "attach volumes but do not wait for devices, make filesystems or mount")
+	fs.BoolVar(&c.DeleteSuperseded, "delete-superseded", false, "delete the slot's volumes of older generations once they are detached (never attached ones)")
+	fs.StringVar(&c.LockFile, "lock-file", defaultLockFile, "lock that serialises up and down on this instance")
+	fs.DurationVar(&c.Timeout, "timeout", 30*time.Minute, "bound on the whole command")
+	fs.DurationVar(&c.ReleaseTimeout, "release-timeout", 5*time.Minute, "how long to wait for another instance to release the Elastic IP or the volume (then exit 4)")
+	fs.StringVar(&c.UnitDir, "unit-dir", "/etc/systemd/system", "where to write the systemd mount unit of each volume, or \"none\"")
+	fs.StringVar(&c.DevDir, "dev-dir", "/dev", "device directory holding disk/by-id (the simulator points it elsewhere)")
+	fs.StringVar(&c.SysDir, "sys-dir", "/sys", "sysfs directory holding class/block/*/device/serial")
+}
+
+var (
+	launchHookRE = regexp.MustCompile(`^[A-Za-z0-9\-_/]{1,255}$`)
+	eniRE        = regexp.MustCompile(`^eni-[0-9a-f]{8}([0-9a-f]{9})?$`)
+)
+
+// minSizeGiB is the smallest volume of each type; the largest sizes have grown over the years, so EBS
+// itself judges those. https://docs.aws.amazon.com/ebs/latest/userguide/ebs-volume-types.html
+var minSizeGiB = map[string]int{"gp3": 1, "gp2": 1, "io1": 4, "io2": 4, "st1": 125, "sc1": 125, "standard": 1}
+
+// validate checks up's options in one place; every error names the flag to fix. It does not require the
+// group, which may still come from the instance's tags.
+func (c *upConfig) validate() error {
+	s := c.Shape
+	minSize, ok := minSizeGiB[s.Type]
+	if !ok {
+		return usageErr(fmt.Sprintf("--type %q: want gp3, gp2, io1, io2, st1, sc1 or standard", s.Type))
+	}
+	if s.SizeGiB < minSize || s.SizeGiB > 65536 {
+		return usageErr(fmt.Sprintf("--size %d: a %s volume takes %d to 65536 GiB", s.SizeGiB, s.Type, minSize))
+	}
+	switch {
+	case s.IOPS < 0:
+		return usageErr(fmt.Sprintf("--iops %d: must be positive", s.IOPS))
+	case s.IOPS > 0 && s.Type != "gp3" && s.Type != "io1" && s.Type != "io2":
+		return usageErr(fmt.Sprintf("--iops: %s volumes have no provisioned IOPS (use --type gp3, io1 or io2)", s.Type))
+	case s.IOPS == 0 && (s.Type == "io1" || s.Type == "io2"):
+		return usageErr(fmt.Sprintf("--type %s needs --iops", s.Type))
+	case s.Throughput < 0:
+		return usageErr(fmt.Sprintf("--throughput %d: must be positive", s.Throughput))
+	case s.Throughput > 0 && s.Type != "gp3":
+		return usageErr(fmt.Sprintf("--throughput: only gp3 volumes take it, not %s", s.Type))
+	case s.KMSKeyID != "" && !s.Encrypted:
+		return usageErr("--kms-key-id needs --encrypted")
+	}
+	if c.FS != "ext4" && c.FS != "xfs" {
+		return usageErr(fmt.Sprintf("--fs %q: want ext4 or xfs", c.FS))
+	}
+	if c.LaunchHook != "" && !launchHookRE.MatchString(c.LaunchHook) {
+		return usageErr(fmt.Sprintf("--launch-hook %q: a lifecycle hook name uses letters, digits, '-', '_' and '/'", c.LaunchHook))
+	}
+	if c.NetworkInterface != "" && !eniRE.MatchString(c.NetworkInterface) {
+		return usageErr(fmt.Sprintf("--network-interface %q: want a network interface ID such as eni-0123456789abcdef0", c.NetworkInterface))
+	}
+	if c.PrivateIP != "" {
+		if ip := net.ParseIP(c.PrivateIP); ip == nil || ip.To4() == nil {
+			return usageErr(fmt.Sprintf("--private-ip %q: want an IPv4 address", c.PrivateIP))
+		}
+	}
+	if c.Timeout <= 0 {
+		return usageErr(fmt.Sprintf("--timeout %s: must be positive", c.Timeout))
+	}
+	if c.ReleaseTimeout <= 0 {
+		return usageErr(fmt.Sprintf("--release-timeout %s: must be positive", c.ReleaseTimeout))
+	}
+	for name, p := range map[string]string{"--lock-file": c.LockFile, "--dev-dir": c.DevDir, "--sys-dir": c.SysDir} {
+		if !filepath.IsAbs(p) {
+			return usageErr(fmt.Sprintf("%s %q: must be an absolute path", name, p))
+		}
+	}
+	if c.UnitDir != unitDirNone && !filepath.IsAbs(c.UnitDir) {
+		return usageErr(fmt.Sprintf("--unit-dir %q: must be an absolute path, or none", c.UnitDir))
+	}
+	return nil
+}
+
+// clientFactory builds the AWS clients; tests substitute one that wraps them.
+type clientFactory func(ctx context.Context, getenv func(string) string, region string) (*Clients, error)
+
+func runUp(ctx context.Context, e Env, args []string) error { return up(ctx, e, args, newClients) }
+
+// upRun is one run of `handover up`: what it was given and what it has found so far.
+type upRun struct {
+	cfg     upConfig
+	group   string
+	dryRun  bool
+	log     *slog.Logger
+	clients *Clients
+	me      imds.Identity
+	start   time.Time
+
+	mu   sync.Mutex // guards step, shared by the slots' goroutines for messages
+	step string
+}
+
+// stepDone logs the one line each step ends with.
+func (r *upRun) stepDone(step string, attrs ...any) {
+	r.log.Info(step+" done", append([]any{keyStep, step, keyElapsed, time.Since(r.start).Round(time.Millisecond).String()}, attrs...)...)
+}
+
+func (r *upRun) enter(step string) {
+	r.mu.Lock()
+	r.step = step
+	r.mu.Unlock()
+}
+
+func (r *upRun) current() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.step
+}
+
+// upResult is what the final summary reports.
+type upResult struct {
+	InstanceID string
+	AZ         string
+	Group      string
+	Address    claimResult
+	Slots      []slotResult
+	Lifecycle  string
+	Took       time.Duration
+}
+
+func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
+	f := newFlags("up", e.Getenv, e.Stderr, 60*time.Second)
+	f.dryRun()
+	var cfg upConfig
+	cfg.register(f)
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	// Flags and environment are checked before anything waits on the network, so a typo fails at once.
+	if err := f.Common.validate(); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	r := &upRun{cfg: cfg, dryRun: f.Common.DryRun, log: newLogger(e.Stderr, f.Common), start: time.Now()}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+
+	r.enter("identity")
+	if err := r.identify(ctx, f, e.Getenv, newC); err != nil {
+		return r.explain(parent, err)
+	}
+	if r.dryRun {
+		return r.explain(parent, r.plan(ctx, e.Stdout))
+	}
+
+	r.enter("lock")
+	lock, err := lockInstance(ctx, r.cfg.LockFile, time.Until(deadline(ctx)))
+	if err != nil {
+		return r.explain(parent, err)
+	}
+	defer lock.unlock()
+	r.stepDone("lock", "path", r.cfg.LockFile)
+
+	r.enter("lifecycle")
+	hook, err := r.launchAction(ctx)
+	if err != nil {
+		return r.explain(parent, err)
+	}
+	if hook != nil {
+		// Heartbeats cover everything from here on: address waits, snapshot waits, restores. 10 s is a
+		// third of the shortest heartbeat timeout a hook can have (30 s).
+		stop := hook.keepAlive(ctx, 10*time.Second)
+		defer stop()
+	}
+	res, err := r.converge(ctx)
+	res.Took = time.Since(r.start)
+	if err != nil {
+		err = r.explain(parent, err)
+		if hook != nil && !r.cfg.NoComplete && parent.Err() == nil {
+			// ABANDON makes the group replace this instance. A run stopped from outside (parent
+			// cancelled) is interrupted rather than failed: the hook's own timeout decides then.
+			actx, acancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
+			if _, cerr := hook.complete(actx, hookAbandon); cerr != nil {
+				r.log.Error("could not abandon the launch lifecycle action", keyStep, "lifecycle", "error", cerr.Error())
+			}
+			acancel()
+		}
+		return err
+	}
+	res.Lifecycle = "no launch lifecycle action pending"
+	if hook != nil {
+		r.enter("lifecycle")
+		switch {
+		case r.cfg.NoComplete:
+			res.Lifecycle = fmt.Sprintf("hook %s left pending (--no-complete)", hook.hook)
+		default:
+			active, err := hook.complete(ctx, hookContinue)
+			if err != nil {
+				return r.explain(parent, err)
+			}
+			res.Lifecycle = fmt.Sprintf("hook %s completed with CONTINUE", hook.hook)
+			if !active {
+				res.Lifecycle = fmt.Sprintf("hook %s had no active action (already completed or timed out)", hook.hook)
+			}
+		}
+		r.stepDone("lifecycle", "hook", hook.hook)
+	}
+	res.Took = time.Since(r.start)
+	r.log.Info("up done", keyStep, "up", keyElapsed, res.Took.Round(time.Millisecond).String())
+	printUpResult(e.Stdout, res)
+	return nil
+}
+
+// deadline returns ctx's deadline (every up context has one).
+func deadline(ctx context.Context) time.Time {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return time.Now().Add(time.Hour)
+	}
+	return d
+}
+
+// explain turns the command's own deadline running out into a line that names the step and the flag.
+func (r *upRun) explain(parent context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) && parent.Err() == nil {
+		return &Error{Code: ExitFailed, Msg: fmt.Sprintf("up did not finish within --timeout %s (it was at step %q); rerun to carry on, or raise --timeout", r.cfg.Timeout, r.current()), Err: err}
+	}
+	return err
+}
+
+// identify reads who and where this instance is, its tags (retried for a few seconds while the group tag
+// has not propagated yet), builds the AWS clients, and settles the configuration.
+func (r *upRun) identify(ctx context.Context, f *flags, getenv func(string) string, newC clientFactory) error {
+	md := newIMDS(getenv)
+	id, err := identify(ctx, r.log, md, f.Common.IMDSTimeout)
+	if err != nil {
+		return err
+	}
+	r.me = id
+	clients, err := newC(ctx, getenv, id.Region)
+	if err != nil {
+		return err
+	}
+	r.clients = clients
+	ec2c := func() (EC2, error) { return clients.EC2, nil }
+	// Auto Scaling tags the instance as it launches it, and instance metadata can lag the tags by a few
+	// seconds at boot, so a missing group tag is read again before it is an error.
+	// https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-tagging.html
+	var tags map[string]string
+	var from string
+	err = poll(ctx, r.log, waitSpec{What: "instance tag " + tagGroup, Bound: 15 * time.Second, Step: "identity"}, func(ctx context.Context) (bool, string, error) {
+		t, src, err := instanceTags(ctx, md, ec2c, id.InstanceID)
+		if err != nil {
+			return false, "", err
+		}
+		tags, from = t, src
+		return f.isSet("group") || t[tagGroup] != "", "no " + tagGroup + " tag yet", nil
+	})
+	if err != nil && !errors.Is(err, errWaitTimeout) {
+		return err
+	}
+	if err := f.applyTags(tags); err != nil {
+		return err
+	}
+	if f.Common.Group == "" {
+		return preconditionErr(fmt.Sprintf("instance %s has no %s tag (read from %s) and no --group was given: tag the group's instances (a group tag with PropagateAtLaunch) or pass --group", id.InstanceID, tagGroup, from), nil)
+	}
+	if err := f.Common.validate(); err != nil {
+		return err
+	}
+	if err := r.cfg.validate(); err != nil {
+		return err
+	}
+	r.group = f.Common.Group
+	r.cfg.Volumes = r.cfg.Volumes.orDefault()
+	r.log = r.log.With(keyInstance, id.InstanceID, keyAZ, id.AvailabilityZone, "group", r.group)
+	r.log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
+	r.stepDone("identity", "tags_from", from)
+	return nil
+}
+
+// launchAction looks this instance up in Auto Scaling, checks the group's maintenance policy, and returns
+// the launch lifecycle action to heartbeat and complete, or nil when there is none.
+func (r *upRun) launchAction(ctx context.Context) (*lifecycleAction, error) {
+	m, err := asgMembership(ctx, r.clients.AutoScaling, r.me.InstanceID)
+	if err != nil {
+		return nil, err
+	}
+	var hook *lifecycleAction
+	if m.ASGName != "" && m.LifecycleState == "Pending:Wait" {
+		if r.cfg.LaunchHook != "" {
+			hook = &lifecycleAction{as: r.clients.AutoScaling, log: r.log, asgName: m.ASGName, hook: r.cfg.LaunchHook, instanceID: r.me.InstanceID}
+		} else {
+			r.log.Warn("this instance waits in Pending:Wait but no --launch-hook was given: the group waits for the hook's timeout", keyStep, "lifecycle", "asg", m.ASGName)
+		}
+	}
+	r.stepDone("lifecycle", "asg", orDash(m.ASGName), "lifecycle_state", orDash(m.LifecycleState), "hook_pending", hook != nil)
+	if m.ASGName == "" {
+		return nil, nil
+	}
+	r.enter("asg-policy")
+	if err := checkMaintenancePolicy(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
+		if hook != nil && !r.cfg.NoComplete {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			if _, cerr := hook.complete(actx, hookAbandon); cerr != nil {
+				r.log.Error("could not abandon the launch lifecycle action", keyStep, "lifecycle", "error", cerr.Error())
+			}
+			cancel()
+		}
+		return nil, err
+	}
+	r.stepDone("asg-policy", "asg", m.ASGName)
+	return hook, nil
+}
+
+// converge claims the address, then brings every slot's volume here, each slot in its own goroutine (a
+// restore is mostly waiting on EBS, and slots do not depend on each other).
+func (r *upRun) converge(ctx context.Context) (upResult, error) {
+	res := upResult{InstanceID: r.me.InstanceID, AZ: r.me.AvailabilityZone, Group: r.group}
+	r.enter("address")
+	claim, err := claimAddress(ctx, r.log, r.clients, claimSpec{
+		Group: r.group, InstanceID: r.me.InstanceID,
+		NetworkInterfaceID: r.cfg.NetworkInterface, PrivateIP: r.cfg.PrivateIP,
+		Takeover: r.cfg.Takeover, Wait: r.cfg.ReleaseTimeout,
+	})
+	res.Address = claim
+	if err != nil {
+		return res, err
+	}
+	r.stepDone("address", keyAllocation, claim.Address.AllocationID, "public_ip", claim.Address.PublicIP, "action", claim.Action)
+
+	r.enter("volumes")
+	res.Slots = make([]slotResult, len(r.cfg.Volumes))
+	errs := make([]error, len(r.cfg.Volumes))
+	var wg sync.WaitGroup
+	for i, spec := range r.cfg.Volumes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res.Slots[i], errs[i] = r.bringSlot(ctx, spec)
+		}()
+	}
+	wg.Wait()
+	return res, firstError(errs)
+}
+
+// firstError returns the first non-nil error, keeping its exit code; the others are joined in its text.
+func firstError(errs []error) error {
+	var first error
+	var rest []string
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case first == nil:
+			first = err
+		default:
+			rest = append(rest, err.Error())
+		}
+	}
+	if first == nil || len(rest) == 0 {
+		return first
+	}
+	return &Error{Code: ExitCode(first), Msg: first.Error() + "; also: " + strings.Join(rest, "; "), Err: first}
+}
+
+// bringSlot makes one slot's volume attached, mounted and persisted here, then marks older generations.
+func (r *upRun) bringSlot(ctx context.Context, spec volumeSpec) (slotResult, error) {
+	log := r.log.With("slot", spec.Slot)
+	s := &slotRun{
+		c: r.clients, log: log, instanceID: r.me.InstanceID, az: r.me.AvailabilityZone, group: r.group,
+		spec: spec, shape: r.cfg.Shape, takeover: r.cfg.Takeover, requireData: r.cfg.RequireData,
+		releaseTimeout: r.cfg.ReleaseTimeout,
+	}
+	if err := s.converge(ctx); err != nil {
+		return s.res, err
+	}
+	r.stepDone("volume", "slot", spec.Slot, keyVolume, s.res.Volume.ID, "how", s.res.How)
+	if !r.cfg.NoMount {
+		dev, err := waitForDevice(ctx, log, r.cfg.DevDir, r.cfg.SysDir, s.res.Volume.ID, deviceBound)
+		if err != nil {
+			return s.res, err
+		}
+		s.res.Device = dev
+		r.stepDone("device", "slot", spec.Slot, keyVolume, s.res.Volume.ID, "device", dev)
+		fsr, err := prepareFilesystem(ctx, log, fsRequest{
+			Device: dev, Volume: s.res.Volume, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
+		})
+		s.res.FS = fsr
+		if err != nil {
+			return s.res, err
+		}
+		r.stepDone("mount", "slot", spec.Slot, keyVolume, s.res.Volume.ID, "mount_point", spec.MountPoint, "fs", fsr.Type, "uuid", fsr.UUID)
+	}
+	if err := s.retire(ctx, r.cfg.DeleteSuperseded); err != nil {
+		return s.res, err
+	}
+	if len(s.res.Superseded)+len(s.res.Deleted) > 0 {
+		r.stepDone("superseded", "slot", spec.Slot, "tagged", strings.Join(s.res.Superseded, ","), "deleted", strings.Join(s.res.Deleted, ","))
+	}
+	return s.res, nil
+}
+
+// printUpResult writes the final summary: what an operator checks after a recovery.
+func printUpResult(w io.Writer, res upResult) {
+	fmt.Fprintf(w, "handover up: done in %s\n", res.Took.Round(10*time.Millisecond))
+	fmt.Fprintf(w, "  instance   %s (%s), group %s\n", res.InstanceID, res.AZ, res.Group)
+	a := res.Address
+	addr := fmt.Sprintf("%s %s: %s", a.Address.PublicIP, a.Address.AllocationID, a.Action)
+	if a.Previous != "" {
+		addr += " from " + a.Previous
+	}
+	fmt.Fprintf(w, "  address    %s\n", addr)
+	for _, s := range res.Slots {
+		v := s.Volume
+		fmt.Fprintf(w, "  volume     %s: %s (generation %d, %d GiB %s, %s) %s", s.Slot, v.ID, v.Generation, v.SizeGiB, v.VolumeType, v.AZ, s.How)
+		if s.Snapshot != "" {
+			fmt.Fprintf(w, " %s", s.Snapshot)
+		}
+		fmt.Fprintln(w)
+		if s.Device != "" {
+			fs := s.FS
+			line := fmt.Sprintf("%s %s UUID=%s at %s", s.Device, fs.Type, fs.UUID, fs.MountPoint)
+			if fs.Formatted {
+				line += ", formatted (created blank)"
+			}
+			if fs.Grown != "" {
+				line += ", " + fs.Grown
+			}
+			if fs.Unit != "" {
+				line += ", unit " + fs.Unit
+			}
+			fmt.Fprintf(w, "  mount      %s: %s\n", s.Slot, line)
+		}
+		if len(s.Superseded) > 0 {
+			fmt.Fprintf(w, "  superseded %s: %s\n", s.Slot, strings.Join(s.Superseded, ", "))
+		}
+		if len(s.Deleted) > 0 {
+			fmt.Fprintf(w, "  deleted    %s: %s\n", s.Slot, strings.Join(s.Deleted, ", "))
+		}
+	}
+	fmt.Fprintf(w, "  lifecycle  %s\n", res.Lifecycle)
+}

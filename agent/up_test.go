@@ -1,0 +1,457 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"golang.org/x/sys/unix"
+
+	"github.com/handover/handover/sim"
+)
+
+// Tests of `handover up` against the simulated region, with the real agent code run in process as each
+// instance. Those that mount need root (loop devices, mkfs, mount): they fail under CI=true without it
+// and are skipped elsewhere.
+
+const testGroup = "orders"
+
+var groupTags = map[string]string{tagGroup: testGroup}
+
+// requireRoot fails the test in CI and skips it elsewhere when not run as root.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("this test needs root (loop devices, mkfs, mount); CI runs the suite as root")
+	}
+	t.Skip("needs root (loop devices, mkfs, mount)")
+}
+
+// mountPoint is where instance id mounts the default slot in these tests.
+func (w *testRegion) mountPoint(id string) string { return filepath.Join(w.dir, "mnt", id, "data") }
+
+// unitDir is where instance id writes its mount units in these tests.
+func (w *testRegion) unitDir(id string) string { return filepath.Join(w.dir, "units", id) }
+
+// upArgs is `up` for instance id with a 1 GiB default slot mounted under the test directory.
+func (w *testRegion) upArgs(id string, extra ...string) []string {
+	args := []string{"up", "--size", "1", "--volume", "data:/dev/sdf:" + w.mountPoint(id), "--unit-dir", w.unitDir(id)}
+	return append(args, extra...)
+}
+
+// unmountOnCleanup unmounts whatever the test mounted under its directory, before the simulator detaches
+// the loop devices.
+func (w *testRegion) unmountOnCleanup() {
+	w.t.Cleanup(func() {
+		mounts, err := readMountInfo(mountInfoPath)
+		if err != nil {
+			return
+		}
+		for i := len(mounts) - 1; i >= 0; i-- {
+			if strings.HasPrefix(mounts[i].MountPoint, w.dir) {
+				_ = unix.Unmount(mounts[i].MountPoint, unix.MNT_DETACH)
+			}
+		}
+	})
+}
+
+// unmount unmounts a mount point the way a clean shutdown would.
+func (w *testRegion) unmount(dir string) {
+	w.t.Helper()
+	unix.Sync()
+	if err := unix.Unmount(dir, 0); err != nil {
+		w.t.Fatalf("unmount %s: %v", dir, err)
+	}
+}
+
+// writeData writes a random file of n bytes under dir and syncs it to the device.
+func (w *testRegion) writeData(dir, name string, n int) []byte {
+	w.t.Helper()
+	data := make([]byte, n)
+	_, _ = rand.Read(data)
+	if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+		w.t.Fatalf("write test data: %v", err)
+	}
+	unix.Sync()
+	return data
+}
+
+// slotVolumes lists the default slot's volumes (deleted ones excluded), oldest first.
+func (w *testRegion) slotVolumes() []ec2types.Volume {
+	w.t.Helper()
+	out, err := w.ec2.DescribeVolumes(w.ctx(), &ec2.DescribeVolumesInput{Filters: slotFilters(testGroup, defaultSlot)})
+	if err != nil {
+		w.t.Fatalf("DescribeVolumes: %v", err)
+	}
+	return out.Volumes
+}
+
+// createSlotVolume makes a volume of the default slot through the API and waits for it to be available.
+func (w *testRegion) createSlotVolume(az string, generation int, extraTags map[string]string) string {
+	w.t.Helper()
+	tags := map[string]string{tagGroup: testGroup, tagSlot: defaultSlot, tagGeneration: strconv.Itoa(generation)}
+	for k, v := range extraTags {
+		tags[k] = v
+	}
+	out, err := w.ec2.CreateVolume(w.ctx(), &ec2.CreateVolumeInput{
+		AvailabilityZone: aws.String(az), Size: aws.Int32(1), VolumeType: ec2types.VolumeTypeGp3,
+		TagSpecifications: tagSpec(ec2types.ResourceTypeVolume, tags),
+	})
+	if err != nil {
+		w.t.Fatalf("CreateVolume: %v", err)
+	}
+	id := aws.ToString(out.VolumeId)
+	w.waitVolumeState(id, "available")
+	return id
+}
+
+func (w *testRegion) waitVolumeState(id, want string) ec2types.Volume {
+	w.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		out, err := w.ec2.DescribeVolumes(w.ctx(), &ec2.DescribeVolumesInput{VolumeIds: []string{id}})
+		if err == nil && len(out.Volumes) == 1 && string(out.Volumes[0].State) == want {
+			return out.Volumes[0]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	w.t.Fatalf("volume %s did not become %s", id, want)
+	return ec2types.Volume{}
+}
+
+// snapshot snapshots a volume of the default slot the way `down` tags it, and waits for it to complete
+// when wait is true.
+func (w *testRegion) snapshot(volumeID string, generation int, consistent, wait bool) string {
+	w.t.Helper()
+	tags := map[string]string{tagGroup: testGroup, tagSlot: defaultSlot, tagGeneration: strconv.Itoa(generation),
+		tagSourceVolume: volumeID}
+	if consistent {
+		tags[tagConsistent] = "true"
+	}
+	out, err := w.ec2.CreateSnapshot(w.ctx(), &ec2.CreateSnapshotInput{
+		VolumeId: aws.String(volumeID), TagSpecifications: tagSpec(ec2types.ResourceTypeSnapshot, tags),
+	})
+	if err != nil {
+		w.t.Fatalf("CreateSnapshot: %v", err)
+	}
+	id := aws.ToString(out.SnapshotId)
+	if wait {
+		w.waitSnapshotState(id, "completed")
+	}
+	return id
+}
+
+func (w *testRegion) waitSnapshotState(id, want string) {
+	w.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		out, err := w.ec2.DescribeSnapshots(w.ctx(), &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
+		if err == nil && len(out.Snapshots) == 1 && string(out.Snapshots[0].State) == want {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	w.t.Fatalf("snapshot %s did not become %s", id, want)
+}
+
+// terminate terminates an instance through the API and waits until it is gone.
+func (w *testRegion) terminate(id string) {
+	w.t.Helper()
+	if _, err := w.ec2.TerminateInstances(w.ctx(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+		w.t.Fatalf("TerminateInstances: %v", err)
+	}
+	w.waitInstanceState(id, "terminated")
+}
+
+// calls counts the simulator's successful calls of action since the last ResetCalls.
+func (w *testRegion) calls(action string) int {
+	n := 0
+	for _, c := range w.sim.Calls() {
+		if c.Action == action && c.Code == "" {
+			n++
+		}
+	}
+	return n
+}
+
+func tagOf(tags []ec2types.Tag, key string) string {
+	for _, t := range tags {
+		if aws.ToString(t.Key) == key {
+			return aws.ToString(t.Value)
+		}
+	}
+	return ""
+}
+
+// mustSucceed fails the test unless the run exited 0.
+func mustSucceed(t *testing.T, res agentResult) {
+	t.Helper()
+	if res.code != ExitOK {
+		t.Fatalf("up exited %d\nstdout:\n%s\nstderr:\n%s", res.code, res.stdout, res.stderr)
+	}
+}
+
+// mustExit fails the test unless the run exited with code and said want on its last stderr line.
+func mustExit(t *testing.T, res agentResult, code int, want ...string) {
+	t.Helper()
+	if res.code != code {
+		t.Fatalf("up exited %d, want %d\nstdout:\n%s\nstderr:\n%s", res.code, code, res.stdout, res.stderr)
+	}
+	lines := strings.Split(strings.TrimRight(res.stderr, "\n"), "\n")
+	last := lines[len(lines)-1]
+	for _, s := range want {
+		if !strings.Contains(last, s) {
+			t.Errorf("error line lacks %q:\n%s", s, last)
+		}
+	}
+}
+
+// blkidType is the filesystem type blkid finds on a device ("" for none).
+func blkidType(t *testing.T, dev string) string {
+	t.Helper()
+	out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "TYPE", dev).Output()
+	var exit *exec.ExitError
+	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 2) {
+		t.Fatalf("blkid %s: %v", dev, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func TestUpFirstBootMakesBlankVolumeFilesystemAndMount(t *testing.T) {
+	requireRoot(t)
+	w := newTestRegion(t)
+	w.unmountOnCleanup()
+	alloc := w.allocateAddress(testGroup)
+	id := w.runInstance("us-east-1a", groupTags, true)
+
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id)...)
+	mustSucceed(t, res)
+
+	vols := w.slotVolumes()
+	if len(vols) != 1 {
+		t.Fatalf("%d volumes in the slot, want 1", len(vols))
+	}
+	v := vols[0]
+	if tagOf(v.Tags, tagCreatedBlank) != "true" || tagOf(v.Tags, tagGeneration) != "1" || aws.ToString(v.AvailabilityZone) != "us-east-1a" {
+		t.Errorf("first volume: tags %v, AZ %s; want created-blank, generation 1, us-east-1a", tagMap(v.Tags), aws.ToString(v.AvailabilityZone))
+	}
+	if len(v.Attachments) != 1 || aws.ToString(v.Attachments[0].InstanceId) != id || aws.ToString(v.Attachments[0].Device) != "/dev/sdf" {
+		t.Errorf("attachments %+v, want %s at /dev/sdf", v.Attachments, id)
+	}
+	if got := w.addressHolder(alloc); got != id {
+		t.Errorf("address holder %q, want %s", got, id)
+	}
+	m, ok, err := mountedAt(w.mountPoint(id))
+	if err != nil || !ok || m.FSType != "ext4" {
+		t.Fatalf("mount at %s: %+v %v %v, want ext4", w.mountPoint(id), m, ok, err)
+	}
+	unit, err := os.ReadFile(filepath.Join(w.unitDir(id), systemdEscapePath(w.mountPoint(id))+".mount"))
+	if err != nil {
+		t.Fatalf("mount unit: %v", err)
+	}
+	for _, want := range []string{"Where=" + w.mountPoint(id), "Type=ext4", "Options=nofail", "What=/dev/disk/by-uuid/"} {
+		if !bytes.Contains(unit, []byte(want)) {
+			t.Errorf("unit lacks %q:\n%s", want, unit)
+		}
+	}
+	for _, want := range []string{"created blank", "formatted", alloc} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("summary lacks %q:\n%s", want, res.stdout)
+		}
+	}
+}
+
+// TestUpRerunAfterSuccessChangesNothing: a second run finds everything in place and makes no mutating
+// API call (the simulator's call log), and leaves the mount unit file untouched.
+func TestUpRerunAfterSuccessChangesNothing(t *testing.T) {
+	requireRoot(t)
+	w := newTestRegion(t)
+	w.unmountOnCleanup()
+	w.allocateAddress(testGroup)
+	id := w.runInstance("us-east-1a", groupTags, true)
+	mustSucceed(t, w.runAgent(w.ctx(), id, nil, w.upArgs(id)...))
+	unitPath := filepath.Join(w.unitDir(id), systemdEscapePath(w.mountPoint(id))+".mount")
+	before, err := os.Stat(unitPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	w.sim.ResetCalls()
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id)...)
+	mustSucceed(t, res)
+	if m := w.mutatingCalls(); len(m) != 0 {
+		t.Errorf("rerun made mutating calls %v, want none", m)
+	}
+	if !strings.Contains(res.stdout, "already attached") {
+		t.Errorf("summary does not say the volume was already attached:\n%s", res.stdout)
+	}
+	after, err := os.Stat(unitPath)
+	if err != nil || !after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("mount unit rewritten on rerun (%v)", err)
+	}
+}
+
+// TestUpSameAZReattach: the instance dies (after a clean unmount), its replacement in the same AZ starts
+// `up` while the old one is still shutting down: up waits for the volume to be released and reattaches
+// the same volume, data and all, without creating a new one.
+func TestUpSameAZReattach(t *testing.T) {
+	requireRoot(t)
+	w := newTestRegion(t, func(o *sim.Options) { o.Delays.InstanceTerminate = 50 * time.Second }) // 0.5 s at test speed
+	w.unmountOnCleanup()
+	alloc := w.allocateAddress(testGroup)
+	old := w.runInstance("us-east-1a", groupTags, true)
+	mustSucceed(t, w.runAgent(w.ctx(), old, nil, w.upArgs(old)...))
+	data := w.writeData(w.mountPoint(old), "orders.db", 1<<20)
+	w.unmount(w.mountPoint(old))
+	first := w.slotVolumes()[0]
+
+	if _, err := w.ec2.TerminateInstances(w.ctx(), &ec2.TerminateInstancesInput{InstanceIds: []string{old}}); err != nil {
+		t.Fatal(err)
+	}
+	w.sim.ResetCalls()
+	id := w.runInstance("us-east-1a", groupTags, true)
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id)...)
+	mustSucceed(t, res)
+
+	vols := w.slotVolumes()
+	if len(vols) != 1 || aws.ToString(vols[0].VolumeId) != aws.ToString(first.VolumeId) {
+		t.Fatalf("slot volumes %d (first %s), want the one volume %s reattached", len(vols), aws.ToString(vols[0].VolumeId), aws.ToString(first.VolumeId))
+	}
+	if n := w.calls("CreateVolume"); n != 0 {
+		t.Errorf("%d CreateVolume calls, want 0", n)
+	}
+	if !strings.Contains(res.stderr, "on its way out") {
+		t.Errorf("up did not say it waited for the dying instance to release the volume:\n%s", res.stderr)
+	}
+	got, err := os.ReadFile(filepath.Join(w.mountPoint(id), "orders.db"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("data after reattach: %d bytes, err %v; want the %d bytes written", len(got), err, len(data))
+	}
+	if h := w.addressHolder(alloc); h != id {
+		t.Errorf("address holder %s, want %s", h, id)
+	}
+}
+
+// TestUpCrossAZRestoreByteForByte: data written in AZ a, snapshotted through the API, comes back byte
+// for byte on a new instance in AZ b, in a new volume of the next generation; the old volume is tagged
+// superseded.
+func TestUpCrossAZRestoreByteForByte(t *testing.T) {
+	requireRoot(t)
+	w := newTestRegion(t)
+	w.unmountOnCleanup()
+	alloc := w.allocateAddress(testGroup)
+	old := w.runInstance("us-east-1a", groupTags, true)
+	mustSucceed(t, w.runAgent(w.ctx(), old, nil, w.upArgs(old)...))
+	data := w.writeData(w.mountPoint(old), "orders.db", 3<<20+17)
+	w.unmount(w.mountPoint(old))
+	first := aws.ToString(w.slotVolumes()[0].VolumeId)
+	snap := w.snapshot(first, 1, true, true)
+	w.terminate(old)
+
+	id := w.runInstance("us-east-1b", groupTags, true)
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--size", "2")...)
+	mustSucceed(t, res)
+
+	got, err := os.ReadFile(filepath.Join(w.mountPoint(id), "orders.db"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("restored data: %d bytes, err %v; want the %d bytes written in us-east-1a", len(got), err, len(data))
+	}
+	var restored, superseded ec2types.Volume
+	for _, v := range w.slotVolumes() {
+		if aws.ToString(v.VolumeId) == first {
+			superseded = v
+		} else {
+			restored = v
+		}
+	}
+	if aws.ToString(restored.AvailabilityZone) != "us-east-1b" || aws.ToString(restored.SnapshotId) != snap ||
+		tagOf(restored.Tags, tagGeneration) != "2" || tagOf(restored.Tags, tagCreatedBlank) != "" || aws.ToInt32(restored.Size) != 2 {
+		t.Errorf("restored volume: AZ %s, snapshot %s, size %d, tags %v; want us-east-1b, %s, 2 GiB, generation 2, not created blank",
+			aws.ToString(restored.AvailabilityZone), aws.ToString(restored.SnapshotId), aws.ToInt32(restored.Size), tagMap(restored.Tags), snap)
+	}
+	if tagOf(superseded.Tags, tagSuperseded) != "true" {
+		t.Errorf("old volume %s not tagged %s=true: %v", first, tagSuperseded, tagMap(superseded.Tags))
+	}
+	if h := w.addressHolder(alloc); h != id {
+		t.Errorf("address holder %s, want %s", h, id)
+	}
+	if !strings.Contains(res.stdout, "restored from "+snap) {
+		t.Errorf("summary does not name the snapshot:\n%s", res.stdout)
+	}
+	// The restore asked for 2 GiB, the snapshot was of 1 GiB: the filesystem grew with the volume.
+	var st unix.Statfs_t
+	if err := unix.Statfs(w.mountPoint(id), &st); err != nil || int64(st.Blocks)*st.Bsize < 3<<29 {
+		t.Errorf("filesystem after restore into 2 GiB: %d bytes (%v), want about 2 GiB", int64(st.Blocks)*st.Bsize, err)
+	}
+}
+
+// TestUpWaitsForPendingSnapshot: a newer snapshot still pending is waited for, not passed over for the
+// older completed one.
+func TestUpWaitsForPendingSnapshot(t *testing.T) {
+	w := newTestRegion(t, func(o *sim.Options) { o.Delays.Snapshot = 150 * time.Second }) // 1.5 s at test speed
+	w.allocateAddress(testGroup)
+	vol := w.createSlotVolume("us-east-1a", 1, nil)
+	older := w.snapshot(vol, 1, true, true)
+	newer := w.snapshot(vol, 1, true, false)
+
+	id := w.runInstance("us-east-1b", groupTags, true)
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
+	mustSucceed(t, res)
+	var restored ec2types.Volume
+	for _, v := range w.slotVolumes() {
+		if aws.ToString(v.VolumeId) != vol {
+			restored = v
+		}
+	}
+	if got := aws.ToString(restored.SnapshotId); got != newer {
+		t.Errorf("restored from %q, want the pending-then-completed %s (not the older %s)", got, newer, older)
+	}
+	if !strings.Contains(res.stderr, "waiting for it rather than restoring older data") || !strings.Contains(res.stderr, "progress=") {
+		t.Errorf("the log does not show the wait for the pending snapshot with progress:\n%s", res.stderr)
+	}
+}
+
+// TestUpRefusesToFormatRestoredVolume: a snapshot of a volume without a filesystem restores into a volume
+// without one; up refuses with exit 3 and leaves it unformatted.
+func TestUpRefusesToFormatRestoredVolume(t *testing.T) {
+	requireRoot(t)
+	w := newTestRegion(t)
+	w.unmountOnCleanup()
+	w.allocateAddress(testGroup)
+	vol := w.createSlotVolume("us-east-1a", 1, nil) // made by hand: no filesystem, not created blank by handover
+	w.snapshot(vol, 1, true, true)
+
+	id := w.runInstance("us-east-1b", groupTags, true)
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id)...)
+	mustExit(t, res, ExitPrecondition, "no filesystem", "refusing to format")
+
+	var restored ec2types.Volume
+	for _, v := range w.slotVolumes() {
+		if aws.ToString(v.VolumeId) != vol {
+			restored = v
+		}
+	}
+	dev, _, err := findVolumeDevice(w.agentEnv(id, nil)("HANDOVER_DEV_DIR"), w.agentEnv(id, nil)("HANDOVER_SYS_DIR"), aws.ToString(restored.VolumeId))
+	if err != nil || dev == "" {
+		t.Fatalf("device of the restored volume: %q, %v", dev, err)
+	}
+	if typ := blkidType(t, dev); typ != "" {
+		t.Errorf("the restored volume now holds %q: it was formatted", typ)
+	}
+	if _, ok, _ := mountedAt(w.mountPoint(id)); ok {
+		t.Errorf("something is mounted at %s", w.mountPoint(id))
+	}
+}
