@@ -284,7 +284,11 @@ func (r downReport) print(w io.Writer) {
 	}
 	for _, s := range r.Slots {
 		if s.Snapshot.ID == "" {
-			fmt.Fprintf(w, "slot %s: %s %s\n", s.Spec.Slot, orDash(s.Volume.ID), s.Note)
+			note := s.Note
+			if note == "" {
+				note = "no snapshot taken"
+			}
+			fmt.Fprintf(w, "slot %s: %s: %s\n", s.Spec.Slot, orDash(s.Volume.ID), note)
 			continue
 		}
 		how := "new"
@@ -653,7 +657,11 @@ func (in *thisInstance) releaseAndSnapshot(ctx context.Context, log *slog.Logger
 				Consistent: s.Consistent, Description: s.description(occ, in.id.InstanceID),
 			})
 			if err != nil {
-				return fmt.Errorf("snapshot of %s (slot %s) failed; the filesystem is thawed and the volume stays attached; rerun down: %w", s.Volume.ID, s.Spec.Slot, err)
+				bound := ""
+				if errors.Is(err, context.DeadlineExceeded) && len(toFreeze) > 0 {
+					bound = fmt.Sprintf(" within --freeze-timeout %s", cfg.FreezeTimeout)
+				}
+				return fmt.Errorf("snapshot of %s (slot %s) failed%s; the filesystem is thawed and the volume stays attached; rerun down: %w", s.Volume.ID, s.Spec.Slot, bound, err)
 			}
 			s.Snapshot = snap
 			log.Info("snapshot created", keyStep, "snapshot", keyVolume, s.Volume.ID, "slot", s.Spec.Slot, "snapshot_id", snap.ID,

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"golang.org/x/sys/unix"
@@ -588,4 +590,382 @@ func (w *downWorld) calls(action, instance string) []sim.Call {
 		}
 	}
 	return out
+}
+
+// terminateHook is the termination lifecycle hook the tests' group has.
+const terminateHook = "handover-terminate"
+
+// autoScalingGroup creates a launch template (IMDSv2, tags in metadata, handover:group) and a group of one
+// instance over two zones with a termination hook of heartbeatTimeout seconds (scaled by the simulator's
+// speed), and returns the group name and its instance once InService.
+func (w *downWorld) autoScalingGroup(heartbeatTimeout int32) (asgName, instance string) {
+	w.t.Helper()
+	asgName = w.group + "-asg"
+	_, err := w.ec2.CreateLaunchTemplate(w.ctx(), &ec2.CreateLaunchTemplateInput{
+		LaunchTemplateName: aws.String(asgName),
+		LaunchTemplateData: &ec2types.RequestLaunchTemplateData{
+			ImageId:      aws.String("ami-0123456789abcdef0"),
+			InstanceType: ec2types.InstanceTypeM6iLarge,
+			MetadataOptions: &ec2types.LaunchTemplateInstanceMetadataOptionsRequest{
+				HttpTokens:           ec2types.LaunchTemplateHttpTokensStateRequired,
+				InstanceMetadataTags: ec2types.LaunchTemplateInstanceMetadataTagsStateEnabled,
+			},
+			TagSpecifications: []ec2types.LaunchTemplateTagSpecificationRequest{{
+				ResourceType: ec2types.ResourceTypeInstance,
+				Tags:         []ec2types.Tag{{Key: aws.String(tagGroup), Value: aws.String(w.group)}},
+			}},
+		},
+	})
+	if err != nil {
+		w.t.Fatalf("CreateLaunchTemplate: %v", err)
+	}
+	_, err = w.as.CreateAutoScalingGroup(w.ctx(), &autoscaling.CreateAutoScalingGroupInput{
+		AutoScalingGroupName: aws.String(asgName),
+		LaunchTemplate:       &astypes.LaunchTemplateSpecification{LaunchTemplateName: aws.String(asgName)},
+		MinSize:              aws.Int32(1), MaxSize: aws.Int32(1), DesiredCapacity: aws.Int32(1),
+		AvailabilityZones: []string{"us-east-1a", "us-east-1b"},
+		LifecycleHookSpecificationList: []astypes.LifecycleHookSpecification{{
+			LifecycleHookName:   aws.String(terminateHook),
+			LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_TERMINATING"),
+			HeartbeatTimeout:    aws.Int32(heartbeatTimeout),
+			DefaultResult:       aws.String("CONTINUE"),
+		}},
+	})
+	if err != nil {
+		w.t.Fatalf("CreateAutoScalingGroup: %v", err)
+	}
+	instance = w.waitLifecycle(asgName, "", func(state string) bool { return state == "InService" })
+	return asgName, instance
+}
+
+// waitLifecycle waits until an instance of the group (instance, or any when "") is in a lifecycle state
+// that ok accepts, and returns that instance. An instance the group forgot counts as "Terminated".
+func (w *downWorld) waitLifecycle(asgName, instance string, ok func(string) bool) string {
+	w.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := w.as.DescribeAutoScalingGroups(w.ctx(), &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{asgName}})
+		if err != nil || len(out.AutoScalingGroups) != 1 {
+			w.t.Fatalf("DescribeAutoScalingGroups: %v", err)
+		}
+		found := false
+		for _, i := range out.AutoScalingGroups[0].Instances {
+			id := aws.ToString(i.InstanceId)
+			if instance != "" && id != instance {
+				continue
+			}
+			found = true
+			if ok(string(i.LifecycleState)) {
+				return id
+			}
+		}
+		if instance != "" && !found && ok("Terminated") {
+			return instance
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("group %s: instance %q never reached the wanted lifecycle state: %+v", asgName, instance, out.AutoScalingGroups[0].Instances)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// agentRun is handover running in the background as an instance, with logs readable while it runs.
+type agentRun struct {
+	cancel         context.CancelFunc
+	done           chan int
+	stdout, stderr *syncBuffer
+}
+
+// startAgent runs `handover args...` as instance in the background until stop.
+func (w *downWorld) startAgent(instance string, args ...string) *agentRun {
+	w.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &agentRun{cancel: cancel, done: make(chan int, 1), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	env := w.agentEnv(instance, nil)
+	go func() { r.done <- Main(ctx, args, Env{Getenv: env, Stdout: r.stdout, Stderr: r.stderr}) }()
+	w.t.Cleanup(func() { r.stop(w.t) })
+	return r
+}
+
+// stop cancels the run (as SIGTERM does) and returns its exit code.
+func (r *agentRun) stop(t testing.TB) int {
+	r.cancel()
+	select {
+	case code, ok := <-r.done:
+		if ok {
+			close(r.done)
+			if testing.Verbose() {
+				t.Logf("background handover -> %d\nstdout:\n%s\nstderr:\n%s", code, r.stdout.String(), r.stderr.String())
+			}
+			return code
+		}
+		return -1
+	case <-time.After(60 * time.Second):
+		t.Fatalf("handover did not stop within 60s of its context ending\n%s", r.stderr.String())
+		return -1
+	}
+}
+
+// waitLog waits until the run's log contains s.
+func (r *agentRun) waitLog(t testing.TB, s string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(r.stderr.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log never showed %q:\n%s", s, r.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestWatchLifecycleTerminatedRunsOneDown: the group terminates the instance (a termination hook holds it
+// in Terminating:Wait); watch sees target-lifecycle-state Terminated and runs down once: the slow pre-stop
+// command outlasts the heartbeat interval, so heartbeats are sent; the snapshot is consistent (service
+// stopped, filesystem unmounted); the volume is detached; the hook is completed.
+func TestWatchLifecycleTerminatedRunsOneDown(t *testing.T) {
+	mustBeRoot(t)
+	w := newDownWorld(t)
+	asgName, inst := w.autoScalingGroup(300) // 3 s at the test speed: heartbeats keep it from timing out
+	az := w.instanceAZ(inst)
+	vol := w.volume(az, "data", 1, "")
+	w.attach(vol, inst)
+	mp := w.mountNew(inst, vol, "written before termination")
+	state := filepath.Join(w.dir, "watch.json")
+
+	run := w.startAgent(inst, "watch", "--state-file", state, "--poll-interval", "50ms",
+		"--terminate-hook", terminateHook, "--heartbeat-interval", "100ms",
+		"--pre-stop", "sleep 1", "--volume", "data:/dev/sdf:"+mp)
+	run.waitLog(t, "watching instance metadata")
+	if _, err := w.as.TerminateInstanceInAutoScalingGroup(w.ctx(), &autoscaling.TerminateInstanceInAutoScalingGroupInput{
+		InstanceId: aws.String(inst), ShouldDecrementDesiredCapacity: aws.Bool(false),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitLifecycle(asgName, inst, func(s string) bool { return s != "InService" && s != "Terminating" && s != "Terminating:Wait" })
+	run.waitLog(t, "hand-over done for this event")
+	if code := run.stop(t); code != ExitOK {
+		t.Errorf("watch exit %d after SIGTERM, want 0", code)
+	}
+
+	if n := len(w.calls("CreateSnapshot", inst)); n != 1 {
+		t.Errorf("%d CreateSnapshot calls, want exactly one down", n)
+	}
+	if n := len(w.calls("RecordLifecycleActionHeartbeat", inst)); n == 0 {
+		t.Error("no RecordLifecycleActionHeartbeat while the 1 s pre-stop command outlasted the 100 ms interval")
+	}
+	if n := len(w.calls("CompleteLifecycleAction", inst)); n != 1 {
+		t.Errorf("%d CompleteLifecycleAction calls, want 1", n)
+	}
+	if n := len(w.calls("DetachVolume", inst)); n != 1 {
+		t.Errorf("%d DetachVolume calls, want 1", n)
+	}
+	snaps := w.slotSnapshots("data")
+	if len(snaps) != 1 {
+		t.Fatalf("%d snapshots, want 1", len(snaps))
+	}
+	s := snaps[0]
+	want := map[string]string{tagGroup: w.group, tagSlot: "data", tagGeneration: "1", tagSourceVolume: vol, tagSourceInstance: inst, tagConsistent: "true"}
+	for k, v := range want {
+		if s.Tags[k] != v {
+			t.Errorf("snapshot tag %s = %q, want %q (all: %v)", k, s.Tags[k], v, s.Tags)
+		}
+	}
+	if _, mounted, _ := mountedAt(mp); mounted {
+		t.Errorf("%s is still mounted after down", mp)
+	}
+	out := run.stdout.String()
+	if !strings.Contains(out, "consistent, unmounted") || !strings.Contains(out, "detached") || !strings.Contains(out, "completed "+terminateHook) {
+		t.Errorf("down's summary is missing a step:\n%s", out)
+	}
+	// The volume ends up available in its zone for a replacement there.
+	w.waitVolume(vol, func(v ec2types.Volume) bool { return v.State == ec2types.VolumeStateAvailable })
+}
+
+func (w *downWorld) instanceAZ(id string) string {
+	w.t.Helper()
+	out, err := w.ec2.DescribeInstances(w.ctx(), &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil || len(out.Reservations) == 0 || len(out.Reservations[0].Instances) == 0 {
+		w.t.Fatalf("DescribeInstances %s: %v", id, err)
+	}
+	return aws.ToString(out.Reservations[0].Instances[0].Placement.AvailabilityZone)
+}
+
+// instanceWithMountedVolume runs an instance in us-east-1a with a mounted ext4 volume of slot data and
+// returns the instance, the volume and the mount point.
+func (w *downWorld) instanceWithMountedVolume(content string) (inst, vol, mp string) {
+	w.t.Helper()
+	inst = w.runInstance("us-east-1a", map[string]string{tagGroup: w.group}, true)
+	vol = w.volume("us-east-1a", "data", 1, "")
+	w.attach(vol, inst)
+	return inst, vol, w.mountNew(inst, vol, content)
+}
+
+// TestWatchSpotNoticeAndRestart: a Spot interruption notice makes watch run down (no hook; freeze, since
+// no pre-stop command); a watcher restarted afterwards on the same state file does not run it again.
+func TestWatchSpotNoticeAndRestart(t *testing.T) {
+	mustBeRoot(t)
+	w := newDownWorld(t)
+	inst, vol, mp := w.instanceWithMountedVolume("spot data")
+	state := filepath.Join(w.dir, "watch.json")
+	args := []string{"watch", "--state-file", state, "--poll-interval", "50ms", "--volume", "data:/dev/sdf:" + mp}
+
+	run := w.startAgent(inst, args...)
+	run.waitLog(t, "watching instance metadata")
+	if err := w.sim.SetSpotAction(inst, "terminate", time.Now().Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	run.waitLog(t, "hand-over done for this event")
+	if code := run.stop(t); code != ExitOK {
+		t.Errorf("watch exit %d, want 0", code)
+	}
+	if !strings.Contains(run.stderr.String(), "Spot interruption scheduled: working inside the budget") {
+		t.Errorf("down did not work under the Spot budget:\n%s", run.stderr.String())
+	}
+	snaps := w.slotSnapshots("data")
+	if len(snaps) != 1 || !snaps[0].Consistent || snaps[0].SourceVolume != vol {
+		t.Fatalf("snapshots after the Spot notice = %+v, want one consistent snapshot of %s", snaps, vol)
+	}
+	assertWritable(t, mp) // frozen for the call only
+
+	again := w.startAgent(inst, args...)
+	again.waitLog(t, "event already handed over; not running down again")
+	if code := again.stop(t); code != ExitOK {
+		t.Errorf("restarted watch exit %d, want 0", code)
+	}
+	if n := len(w.calls("CreateSnapshot", inst)); n != 1 {
+		t.Errorf("%d CreateSnapshot calls after a restart, want 1", n)
+	}
+	if strings.Contains(again.stdout.String(), "snapshot") {
+		t.Errorf("the restarted watcher ran down:\n%s", again.stdout.String())
+	}
+}
+
+// TestDownThawsWhenCreateSnapshotFails: every CreateSnapshot fails (injected); down freezes, gives up at
+// the freeze bound, thaws, fails with exit 1 and leaves the volume attached; the filesystem is writable.
+// Once the API heals, a rerun converges.
+func TestDownThawsWhenCreateSnapshotFails(t *testing.T) {
+	mustBeRoot(t)
+	w := newDownWorld(t)
+	inst, vol, mp := w.instanceWithMountedVolume("precious")
+	w.sim.SetFaults(sim.Faults{ErrorRate: map[string]float64{"CreateSnapshot": 1}})
+	args := []string{"down", "--release", "freeze", "--freeze-timeout", "500ms", "--volume", "data:/dev/sdf:" + mp}
+	res := w.runAgent(w.ctx(), inst, nil, args...)
+	if res.code != ExitFailed {
+		t.Fatalf("exit %d, want 1\n%s", res.code, res.stderr)
+	}
+	if !strings.Contains(res.stderr, "msg=frozen") || !strings.Contains(res.stderr, "msg=thawed") {
+		t.Errorf("the log does not show freeze then thaw:\n%s", res.stderr)
+	}
+	assertWritable(t, mp)
+	if len(w.slotSnapshots("data")) != 0 {
+		t.Error("a snapshot exists although every CreateSnapshot failed")
+	}
+	if v := w.describeVolume(vol); len(v.Attachments) != 1 || v.Attachments[0].State != ec2types.VolumeAttachmentStateAttached {
+		t.Errorf("volume after the failed down: %+v, want still attached", v.Attachments)
+	}
+
+	w.sim.SetFaults(sim.Faults{})
+	res = w.runAgent(w.ctx(), inst, nil, args...)
+	if res.code != ExitOK {
+		t.Fatalf("rerun exit %d\n%s", res.code, res.stderr)
+	}
+	if snaps := w.slotSnapshots("data"); len(snaps) != 1 || !snaps[0].Consistent {
+		t.Errorf("after the rerun: %+v, want one consistent snapshot", snaps)
+	}
+	assertWritable(t, mp)
+}
+
+// TestDownPreStopFailingOrHanging: a pre-stop command that fails or hangs is bounded and logged; the
+// snapshot is still taken, but not tagged consistent, and down exits 1 saying so.
+func TestDownPreStopFailingOrHanging(t *testing.T) {
+	mustBeRoot(t)
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantLog string
+	}{
+		{"failing", []string{"--pre-stop", "false"}, "pre-stop command failed"},
+		{"hanging", []string{"--pre-stop", "sleep 600", "--pre-stop-timeout", "300ms"}, "pre-stop command timed out"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newDownWorld(t)
+			inst, vol, mp := w.instanceWithMountedVolume("x")
+			res := w.runAgent(w.ctx(), inst, nil, append([]string{"down", "--volume", "data:/dev/sdf:" + mp}, tc.args...)...)
+			if res.code != ExitFailed {
+				t.Fatalf("exit %d, want 1\n%s", res.code, res.stderr)
+			}
+			if !strings.Contains(res.stderr, tc.wantLog) || !strings.Contains(res.stderr, "no snapshot is marked consistent") {
+				t.Errorf("stderr does not say what went wrong:\n%s", res.stderr)
+			}
+			snaps := w.slotSnapshots("data")
+			if len(snaps) != 1 || snaps[0].SourceVolume != vol {
+				t.Fatalf("snapshots = %+v, want one of %s", snaps, vol)
+			}
+			if v, ok := snaps[0].Tags[tagConsistent]; ok {
+				t.Errorf("snapshot tagged %s=%s after a failed pre-stop command", tagConsistent, v)
+			}
+			if !strings.Contains(res.stdout, "NOT consistent") {
+				t.Errorf("summary does not flag the snapshot:\n%s", res.stdout)
+			}
+		})
+	}
+}
+
+// TestDownRerunConverges: a second down takes no second snapshot and makes no second detach; in freeze
+// mode (volume left attached) the snapshot of the first run is found by its description.
+func TestDownRerunConverges(t *testing.T) {
+	mustBeRoot(t)
+	t.Run("unmount", func(t *testing.T) {
+		w := newDownWorld(t)
+		inst, _, mp := w.instanceWithMountedVolume("x")
+		args := []string{"down", "--pre-stop", "true", "--volume", "data:/dev/sdf:" + mp}
+		for i := range 2 {
+			if res := w.runAgent(w.ctx(), inst, nil, args...); res.code != ExitOK {
+				t.Fatalf("run %d: exit %d\n%s", i+1, res.code, res.stderr)
+			}
+		}
+		if c, d := len(w.calls("CreateSnapshot", inst)), len(w.calls("DetachVolume", inst)); c != 1 || d != 1 {
+			t.Errorf("CreateSnapshot %d, DetachVolume %d after two downs; want 1 and 1", c, d)
+		}
+	})
+	t.Run("freeze", func(t *testing.T) {
+		w := newDownWorld(t)
+		inst, _, mp := w.instanceWithMountedVolume("x")
+		args := []string{"down", "--volume", "data:/dev/sdf:" + mp}
+		first := w.runAgent(w.ctx(), inst, nil, args...)
+		second := w.runAgent(w.ctx(), inst, nil, args...)
+		if first.code != ExitOK || second.code != ExitOK {
+			t.Fatalf("exits %d, %d\n%s\n%s", first.code, second.code, first.stderr, second.stderr)
+		}
+		if n := len(w.calls("CreateSnapshot", inst)); n != 1 {
+			t.Errorf("%d CreateSnapshot calls after two downs, want 1", n)
+		}
+		if !strings.Contains(second.stdout, "already taken") {
+			t.Errorf("the rerun does not report the earlier snapshot:\n%s", second.stdout)
+		}
+		assertWritable(t, mp)
+	})
+}
+
+// TestDownDryRun prints the plan and changes nothing.
+func TestDownDryRun(t *testing.T) {
+	mustBeRoot(t)
+	w := newDownWorld(t)
+	inst, vol, mp := w.instanceWithMountedVolume("x")
+	w.sim.ResetCalls()
+	res := w.runAgent(w.ctx(), inst, nil, "down", "--dry-run", "--pre-stop", "systemctl stop app", "--release-eip", "--volume", "data:/dev/sdf:"+mp)
+	if res.code != ExitOK {
+		t.Fatalf("exit %d\n%s", res.code, res.stderr)
+	}
+	for _, want := range []string{"pre-stop command \"systemctl stop app\"", "unmount " + mp, vol, "disassociate the group's Elastic IP"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("plan lacks %q:\n%s", want, res.stdout)
+		}
+	}
+	if m := w.mutatingCalls(); len(m) != 0 {
+		t.Errorf("dry run made mutating calls: %v", m)
+	}
+	if _, mounted, _ := mountedAt(mp); !mounted {
+		t.Error("dry run unmounted the filesystem")
+	}
 }
