@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/cenkalti/backoff/v4"
 
 	"github.com/handover/handover/imds"
 )
@@ -62,6 +60,7 @@ type downConfig struct {
 	SnapshotTimeout   time.Duration
 	ReleaseEIP        bool
 	SpotBudget        time.Duration
+	DevDir, SysDir    string
 }
 
 // addFlags declares down's flags on f.
@@ -79,6 +78,24 @@ func (c *downConfig) addFlags(f *flags) {
 	f.fs.DurationVar(&c.SnapshotTimeout, "snapshot-timeout", 30*time.Minute, "bound on --wait-snapshot")
 	f.fs.BoolVar(&c.ReleaseEIP, "release-eip", false, "disassociate the group's Elastic IP (by default the replacement takes it over)")
 	f.fs.DurationVar(&c.SpotBudget, "spot-budget", defaultSpotBudget, "time down may take after a Spot interruption notice (capped by the interruption time)")
+	addDeviceDirFlags(f, &c.DevDir, &c.SysDir)
+}
+
+// addDeviceDirFlags declares --dev-dir and --sys-dir as `up` does, so HANDOVER_DEV_DIR and HANDOVER_SYS_DIR
+// (the simulator sets them) point every command at the same devices.
+func addDeviceDirFlags(f *flags, devDir, sysDir *string) {
+	f.fs.StringVar(devDir, "dev-dir", "/dev", "device directory holding disk/by-id (the simulator points it elsewhere)")
+	f.fs.StringVar(sysDir, "sys-dir", "/sys", "sysfs directory holding class/block/*/device/serial")
+}
+
+// checkDeviceDirs validates --dev-dir and --sys-dir.
+func checkDeviceDirs(devDir, sysDir string) error {
+	for name, p := range map[string]string{"--dev-dir": devDir, "--sys-dir": sysDir} {
+		if !filepath.IsAbs(p) {
+			return usageErr(fmt.Sprintf("%s %q: must be an absolute path", name, p))
+		}
+	}
+	return nil
 }
 
 // validate checks down's configuration in one place, after flags, environment and tags are applied.
@@ -112,6 +129,9 @@ func (c *downConfig) validate(f *flags) error {
 	if c.LockFile == "" || !filepath.IsAbs(c.LockFile) {
 		return usageErr(fmt.Sprintf("--lock-file %q: must be an absolute path", c.LockFile))
 	}
+	if err := checkDeviceDirs(c.DevDir, c.SysDir); err != nil {
+		return err
+	}
 	c.Volumes = c.Volumes.orDefault()
 	return nil
 }
@@ -122,8 +142,8 @@ type thisInstance struct {
 	md      *imds.Client
 	clients *Clients
 	group   string
-	devDir  string // where block devices appear (HANDOVER_DEV_DIR, default /dev)
-	sysDir  string // sysfs (HANDOVER_SYS_DIR, default /sys)
+	devDir  string // --dev-dir: where block devices appear
+	sysDir  string // --sys-dir
 }
 
 // openThisInstance reads the identity and tags from metadata, applies the tags to f, checks the common
@@ -152,11 +172,7 @@ func openThisInstance(ctx context.Context, log *slog.Logger, e Env, f *flags) (*
 		return nil, preconditionErr(fmt.Sprintf("instance %s has no %s tag: tag it through the group's launch template, or pass --group", id.InstanceID, tagGroup), nil)
 	}
 	log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
-	return &thisInstance{
-		id: id, md: md, clients: clients, group: f.Common.Group,
-		devDir: firstNonEmpty(e.Getenv("HANDOVER_DEV_DIR"), "/dev"),
-		sysDir: firstNonEmpty(e.Getenv("HANDOVER_SYS_DIR"), "/sys"),
-	}, nil
+	return &thisInstance{id: id, md: md, clients: clients, group: f.Common.Group}, nil
 }
 
 func runDown(ctx context.Context, e Env, args []string) error {
@@ -178,6 +194,7 @@ func runDown(ctx context.Context, e Env, args []string) error {
 	if err := cfg.validate(f); err != nil {
 		return err
 	}
+	in.devDir, in.sysDir = cfg.DevDir, cfg.SysDir
 	occ := occasionFromMetadata(ctx, log, in.md, in.id.InstanceID)
 	rep, err := in.down(ctx, log, cfg, occ, f.Common.DryRun)
 	rep.print(e.Stdout)
@@ -496,10 +513,17 @@ func (in *thisInstance) findSlotVolumes(ctx context.Context, log *slog.Logger, s
 			vlog.Info("volume already being detached: handed over by an earlier run", keyStep, "volumes")
 			continue
 		}
-		dev, err := deviceOfVolume(in.devDir, in.sysDir, s.Volume.ID, spec.Device)
-		if err != nil {
-			vlog.Warn("block device not found; judging the mount by the mount point", keyStep, "volumes", "error", err.Error())
-		} else if mounts, err := mountsOfDevice(dev); err != nil {
+		dev, seen, err := findVolumeDevice(in.devDir, in.sysDir, s.Volume.ID)
+		switch {
+		case err != nil:
+			vlog.Warn("block device not usable; treating it as not visible", keyStep, "volumes", "error", err.Error())
+		case dev == "":
+			vlog.Warn("block device not visible", keyStep, "volumes", "seen", seen)
+		}
+		if dev == "" {
+			continue
+		}
+		if mounts, err := mountsOfDevice(dev); err != nil {
 			vlog.Warn("cannot tell where the device is mounted; treating it as not visible", keyStep, "volumes", "device", dev, "error", err.Error())
 		} else {
 			s.Device, s.Mounts = dev, mounts
@@ -752,51 +776,20 @@ func waitSnapshotsDone(ctx context.Context, log *slog.Logger, c EC2, slots []*sl
 	return nil
 }
 
-// waitSnapshotCompleted polls a snapshot until it is completed; a snapshot in error fails the wait.
+// waitSnapshotCompleted waits, at most bound, until a snapshot is no longer pending (restore.go's wait),
+// and fails when it ended in error.
 func waitSnapshotCompleted(ctx context.Context, log *slog.Logger, c EC2, id string, bound time.Duration) error {
-	return poll(ctx, log.With(keyStep, "snapshot"), waitSpec{What: "snapshot " + id + " completed", Bound: bound, Step: "snapshot", Max: 5 * time.Second},
-		func(ctx context.Context) (bool, string, error) {
-			s, err := describeSnapshot(ctx, c, id)
-			if err != nil {
-				return false, "", err
-			}
-			switch s.State {
-			case string(ec2types.SnapshotStateCompleted):
-				return true, s.Progress, nil
-			case string(ec2types.SnapshotStateError):
-				return false, "", backoff.Permanent(fmt.Errorf("snapshot %s failed (state error): take a new one with `handover snapshot` or rerun down", id))
-			}
-			return false, s.Progress, nil
-		})
-}
-
-// nvmeLinkPrefix is how udev names an EBS volume's NVMe device by its serial ("vol" + the ID's hex).
-// https://docs.aws.amazon.com/ebs/latest/userguide/identify-nvme-ebs-device.html
-const nvmeLinkPrefix = "nvme-Amazon_Elastic_Block_Store_"
-
-// deviceOfVolume finds the block device of an attached EBS volume: the udev link
-// disk/by-id/nvme-Amazon_Elastic_Block_Store_volXXXX (Nitro), checked against the device's serial so a
-// stale link to another volume's device is not trusted, or else the device name given at attach time
-// (Xen instances name /dev/sdf /dev/xvdf).
-func deviceOfVolume(devDir, sysDir, volumeID, attachDevice string) (string, error) {
-	serial := strings.ReplaceAll(volumeID, "-", "")
-	link := filepath.Join(devDir, "disk", "by-id", nvmeLinkPrefix+serial)
-	if dev, err := filepath.EvalSymlinks(link); err == nil {
-		b, err := os.ReadFile(filepath.Join(sysDir, "class", "block", filepath.Base(dev), "device", "serial"))
-		switch {
-		case err == nil && strings.TrimSpace(string(b)) != serial:
-			return "", fmt.Errorf("%s points to %s, whose serial is %q, not %s: a stale link", link, dev, strings.TrimSpace(string(b)), serial)
-		case err != nil && !errors.Is(err, os.ErrNotExist):
-			return "", fmt.Errorf("read serial of %s: %w", dev, err)
-		}
-		return dev, nil
+	wctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	if err := waitSnapshot(wctx, log.With(keyStep, "snapshot"), c, id); err != nil {
+		return err
 	}
-	name := strings.TrimPrefix(attachDevice, "/dev/")
-	for _, n := range []string{name, "xvd" + strings.TrimPrefix(name, "sd")} {
-		p := filepath.Join(devDir, n)
-		if _, err := os.Stat(p); err == nil {
-			return filepath.EvalSymlinks(p)
-		}
+	s, err := describeSnapshot(ctx, c, id)
+	if err != nil {
+		return err
 	}
-	return "", fmt.Errorf("no device for %s: neither %s nor %s exists", volumeID, link, attachDevice)
+	if s.State != string(ec2types.SnapshotStateCompleted) {
+		return fmt.Errorf("snapshot %s ended %s: take a new one with `handover snapshot`, or rerun down", id, s.State)
+	}
+	return nil
 }

@@ -494,9 +494,9 @@ func (w *downWorld) attach(vol, instance string) {
 func (w *downWorld) device(instance, vol string) string {
 	w.t.Helper()
 	env := w.agentEnv(instance, nil)
-	dev, err := deviceOfVolume(env("HANDOVER_DEV_DIR"), env("HANDOVER_SYS_DIR"), vol, "/dev/sdf")
-	if err != nil {
-		w.t.Fatalf("device of %s: %v", vol, err)
+	dev, seen, err := findVolumeDevice(env("HANDOVER_DEV_DIR"), env("HANDOVER_SYS_DIR"), vol)
+	if err != nil || dev == "" {
+		w.t.Fatalf("device of %s: %v (%s)", vol, err, seen)
 	}
 	return dev
 }

@@ -80,6 +80,8 @@ type snapshotConfig struct {
 	LockFile      string
 	FreezeTimeout time.Duration
 	Keep          int
+	DevDir        string
+	SysDir        string
 }
 
 func runSnapshot(ctx context.Context, e Env, args []string) error {
@@ -90,6 +92,7 @@ func runSnapshot(ctx context.Context, e Env, args []string) error {
 	f.fs.StringVar(&cfg.LockFile, "lock-file", defaultLockFile, "lock shared with up and down, so that a snapshot never runs in the middle of them")
 	f.fs.DurationVar(&cfg.FreezeTimeout, "freeze-timeout", 30*time.Second, "longest a filesystem stays frozen waiting for CreateSnapshot; then it is thawed and the run fails")
 	f.fs.IntVar(&cfg.Keep, "keep", 0, "after the snapshot, delete the slot's oldest completed snapshots beyond this many (0: delete nothing)")
+	addDeviceDirFlags(f, &cfg.DevDir, &cfg.SysDir)
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -110,6 +113,10 @@ func runSnapshot(ctx context.Context, e Env, args []string) error {
 	if !filepath.IsAbs(cfg.LockFile) {
 		return usageErr(fmt.Sprintf("--lock-file %q: must be an absolute path", cfg.LockFile))
 	}
+	if err := checkDeviceDirs(cfg.DevDir, cfg.SysDir); err != nil {
+		return err
+	}
+	in.devDir, in.sysDir = cfg.DevDir, cfg.SysDir
 	cfg.Volumes = cfg.Volumes.orDefault()
 	return in.snapshotNow(ctx, log, e.Stdout, cfg, f.Common.DryRun)
 }

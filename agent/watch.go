@@ -151,6 +151,7 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 	if err := cfg.Down.validate(f); err != nil {
 		return err
 	}
+	in.devDir, in.sysDir = cfg.Down.DevDir, cfg.Down.SysDir
 	if cfg.PollInterval <= 0 {
 		return usageErr(fmt.Sprintf("--poll-interval %s: must be positive", cfg.PollInterval))
 	}
