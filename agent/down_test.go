@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -23,18 +24,6 @@ import (
 	"github.com/handover/handover/sim"
 )
 
-// mustBeRoot skips a test that needs root (loop devices, mkfs, mount), except in CI, where it must run.
-func mustBeRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("CI must run this test as root (loop devices, mkfs.ext4, mount)")
-	}
-	t.Skip("needs root: loop devices, mkfs.ext4, mount")
-}
-
 // testLogger logs to the test's output when verbose.
 func testLogger(t *testing.T) *slog.Logger {
 	if testing.Verbose() {
@@ -55,7 +44,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // removes all of it when the test ends. It returns the mount point and the loop device.
 func mountScratchExt4(t *testing.T) (mountPoint, loop string) {
 	t.Helper()
-	mustBeRoot(t)
+	requireRoot(t)
 	dir := t.TempDir()
 	img := filepath.Join(dir, "fs.img")
 	if err := os.Truncate(mustCreate(t, img), 64<<20); err != nil {
@@ -427,30 +416,24 @@ type downWorld struct {
 
 func newDownWorld(t *testing.T, opts ...func(*sim.Options)) *downWorld {
 	t.Helper()
-	return &downWorld{testRegion: newTestRegion(t, opts...), group: "db"}
+	return &downWorld{testRegion: newTestRegion(t, opts...), group: testGroup}
 }
 
-// volume creates a volume of the group's slot in az (from snapshot when not empty) and waits until it is
-// available.
-func (w *downWorld) volume(az, slot string, generation int, snapshot string) string {
+// volumeFromSnapshot restores a snapshot into a new volume of the default slot in az and waits until it
+// is available.
+func (w *downWorld) volumeFromSnapshot(az string, generation int, snapshot string) string {
 	w.t.Helper()
-	in := &ec2.CreateVolumeInput{
-		AvailabilityZone: aws.String(az),
-		Size:             aws.Int32(1),
-		VolumeType:       ec2types.VolumeTypeGp3,
+	out, err := w.ec2.CreateVolume(w.ctx(), &ec2.CreateVolumeInput{
+		AvailabilityZone: aws.String(az), Size: aws.Int32(1), VolumeType: ec2types.VolumeTypeGp3, SnapshotId: aws.String(snapshot),
 		TagSpecifications: tagSpec(ec2types.ResourceTypeVolume, map[string]string{
-			tagGroup: w.group, tagSlot: slot, tagGeneration: strconv.Itoa(generation),
+			tagGroup: w.group, tagSlot: defaultSlot, tagGeneration: strconv.Itoa(generation),
 		}),
-	}
-	if snapshot != "" {
-		in.SnapshotId = aws.String(snapshot)
-	}
-	out, err := w.ec2.CreateVolume(w.ctx(), in)
+	})
 	if err != nil {
 		w.t.Fatalf("CreateVolume: %v", err)
 	}
 	id := aws.ToString(out.VolumeId)
-	w.waitVolume(id, func(v ec2types.Volume) bool { return v.State == ec2types.VolumeStateAvailable })
+	w.waitVolumeState(id, "available")
 	return id
 }
 
@@ -463,7 +446,7 @@ func (w *downWorld) describeVolume(id string) ec2types.Volume {
 	return out.Volumes[0]
 }
 
-func (w *downWorld) waitVolume(id string, ok func(ec2types.Volume) bool) ec2types.Volume {
+func (w *downWorld) waitVolumeUntil(id string, ok func(ec2types.Volume) bool) ec2types.Volume {
 	w.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -485,7 +468,7 @@ func (w *downWorld) attach(vol, instance string) {
 	if _, err := w.ec2.AttachVolume(w.ctx(), &ec2.AttachVolumeInput{VolumeId: aws.String(vol), InstanceId: aws.String(instance), Device: aws.String("/dev/sdf")}); err != nil {
 		w.t.Fatalf("AttachVolume: %v", err)
 	}
-	w.waitVolume(vol, func(v ec2types.Volume) bool {
+	w.waitVolumeUntil(vol, func(v ec2types.Volume) bool {
 		return len(v.Attachments) == 1 && v.Attachments[0].State == ec2types.VolumeAttachmentStateAttached
 	})
 }
@@ -529,21 +512,6 @@ func (w *downWorld) mountNew(instance, vol, content string) string {
 	return mp
 }
 
-// snapshot takes a snapshot of vol with the slot's tags (consistent as given) and returns its ID.
-func (w *downWorld) snapshot(vol, slot string, generation int, consistent bool) string {
-	w.t.Helper()
-	tags := map[string]string{tagGroup: w.group, tagSlot: slot, tagGeneration: strconv.Itoa(generation), tagSourceVolume: vol}
-	if consistent {
-		tags[tagConsistent] = "true"
-	}
-	out, err := w.ec2.CreateSnapshot(w.ctx(), &ec2.CreateSnapshotInput{VolumeId: aws.String(vol), TagSpecifications: tagSpec(ec2types.ResourceTypeSnapshot, tags)})
-	if err != nil {
-		w.t.Fatalf("CreateSnapshot: %v", err)
-	}
-	time.Sleep(3 * time.Millisecond) // distinct start times, in creation order
-	return aws.ToString(out.SnapshotId)
-}
-
 func (w *downWorld) describeSnapshot(id string) (ec2types.Snapshot, bool) {
 	w.t.Helper()
 	out, err := w.ec2.DescribeSnapshots(w.ctx(), &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
@@ -556,21 +524,6 @@ func (w *downWorld) describeSnapshot(id string) (ec2types.Snapshot, bool) {
 	return out.Snapshots[0], true
 }
 
-func (w *downWorld) waitSnapshotState(id string, want ec2types.SnapshotState) {
-	w.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		s, ok := w.describeSnapshot(id)
-		if ok && s.State == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("snapshot %s did not become %s (last %s)", id, want, s.State)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // slotSnapshots lists the slot's snapshots, newest first.
 func (w *downWorld) slotSnapshots(slot string) []slotSnapshot {
 	w.t.Helper()
@@ -581,8 +534,8 @@ func (w *downWorld) slotSnapshots(slot string) []slotSnapshot {
 	return snaps
 }
 
-// calls lists the successful calls of action made by instance ("" for any caller).
-func (w *downWorld) calls(action, instance string) []sim.Call {
+// callsBy lists the successful calls of action made by instance ("" for any caller).
+func (w *downWorld) callsBy(action, instance string) []sim.Call {
 	var out []sim.Call
 	for _, c := range w.sim.Calls() {
 		if c.Action == action && c.Code == "" && (instance == "" || strings.Contains(c.Caller, strings.ReplaceAll(instance, "-", ""))) {
@@ -723,11 +676,11 @@ func (r *agentRun) waitLog(t testing.TB, s string) {
 // command outlasts the heartbeat interval, so heartbeats are sent; the snapshot is consistent (service
 // stopped, filesystem unmounted); the volume is detached; the hook is completed.
 func TestWatchLifecycleTerminatedRunsOneDown(t *testing.T) {
-	mustBeRoot(t)
+	requireRoot(t)
 	w := newDownWorld(t)
 	asgName, inst := w.autoScalingGroup(300) // 3 s at the test speed: heartbeats keep it from timing out
 	az := w.instanceAZ(inst)
-	vol := w.volume(az, "data", 1, "")
+	vol := w.createSlotVolume(az, 1, nil)
 	w.attach(vol, inst)
 	mp := w.mountNew(inst, vol, "written before termination")
 	state := filepath.Join(w.dir, "watch.json")
@@ -747,16 +700,16 @@ func TestWatchLifecycleTerminatedRunsOneDown(t *testing.T) {
 		t.Errorf("watch exit %d after SIGTERM, want 0", code)
 	}
 
-	if n := len(w.calls("CreateSnapshot", inst)); n != 1 {
+	if n := len(w.callsBy("CreateSnapshot", inst)); n != 1 {
 		t.Errorf("%d CreateSnapshot calls, want exactly one down", n)
 	}
-	if n := len(w.calls("RecordLifecycleActionHeartbeat", inst)); n == 0 {
+	if n := len(w.callsBy("RecordLifecycleActionHeartbeat", inst)); n == 0 {
 		t.Error("no RecordLifecycleActionHeartbeat while the 1 s pre-stop command outlasted the 100 ms interval")
 	}
-	if n := len(w.calls("CompleteLifecycleAction", inst)); n != 1 {
+	if n := len(w.callsBy("CompleteLifecycleAction", inst)); n != 1 {
 		t.Errorf("%d CompleteLifecycleAction calls, want 1", n)
 	}
-	if n := len(w.calls("DetachVolume", inst)); n != 1 {
+	if n := len(w.callsBy("DetachVolume", inst)); n != 1 {
 		t.Errorf("%d DetachVolume calls, want 1", n)
 	}
 	snaps := w.slotSnapshots("data")
@@ -778,7 +731,7 @@ func TestWatchLifecycleTerminatedRunsOneDown(t *testing.T) {
 		t.Errorf("down's summary is missing a step:\n%s", out)
 	}
 	// The volume ends up available in its zone for a replacement there.
-	w.waitVolume(vol, func(v ec2types.Volume) bool { return v.State == ec2types.VolumeStateAvailable })
+	w.waitVolumeState(vol, "available")
 }
 
 func (w *downWorld) instanceAZ(id string) string {
@@ -795,7 +748,7 @@ func (w *downWorld) instanceAZ(id string) string {
 func (w *downWorld) instanceWithMountedVolume(content string) (inst, vol, mp string) {
 	w.t.Helper()
 	inst = w.runInstance("us-east-1a", map[string]string{tagGroup: w.group}, true)
-	vol = w.volume("us-east-1a", "data", 1, "")
+	vol = w.createSlotVolume("us-east-1a", 1, nil)
 	w.attach(vol, inst)
 	return inst, vol, w.mountNew(inst, vol, content)
 }
@@ -803,7 +756,7 @@ func (w *downWorld) instanceWithMountedVolume(content string) (inst, vol, mp str
 // TestWatchSpotNoticeAndRestart: a Spot interruption notice makes watch run down (no hook; freeze, since
 // no pre-stop command); a watcher restarted afterwards on the same state file does not run it again.
 func TestWatchSpotNoticeAndRestart(t *testing.T) {
-	mustBeRoot(t)
+	requireRoot(t)
 	w := newDownWorld(t)
 	inst, vol, mp := w.instanceWithMountedVolume("spot data")
 	state := filepath.Join(w.dir, "watch.json")
@@ -832,7 +785,7 @@ func TestWatchSpotNoticeAndRestart(t *testing.T) {
 	if code := again.stop(t); code != ExitOK {
 		t.Errorf("restarted watch exit %d, want 0", code)
 	}
-	if n := len(w.calls("CreateSnapshot", inst)); n != 1 {
+	if n := len(w.callsBy("CreateSnapshot", inst)); n != 1 {
 		t.Errorf("%d CreateSnapshot calls after a restart, want 1", n)
 	}
 	if strings.Contains(again.stdout.String(), "snapshot") {
@@ -844,7 +797,7 @@ func TestWatchSpotNoticeAndRestart(t *testing.T) {
 // the freeze bound, thaws, fails with exit 1 and leaves the volume attached; the filesystem is writable.
 // Once the API heals, a rerun converges.
 func TestDownThawsWhenCreateSnapshotFails(t *testing.T) {
-	mustBeRoot(t)
+	requireRoot(t)
 	w := newDownWorld(t)
 	inst, vol, mp := w.instanceWithMountedVolume("precious")
 	w.sim.SetFaults(sim.Faults{ErrorRate: map[string]float64{"CreateSnapshot": 1}})
@@ -878,7 +831,7 @@ func TestDownThawsWhenCreateSnapshotFails(t *testing.T) {
 // TestDownPreStopFailingOrHanging: a pre-stop command that fails or hangs is bounded and logged; the
 // snapshot is still taken, but not tagged consistent, and down exits 1 saying so.
 func TestDownPreStopFailingOrHanging(t *testing.T) {
-	mustBeRoot(t)
+	requireRoot(t)
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -914,7 +867,7 @@ func TestDownPreStopFailingOrHanging(t *testing.T) {
 // TestDownRerunConverges: a second down takes no second snapshot and makes no second detach; in freeze
 // mode (volume left attached) the snapshot of the first run is found by its description.
 func TestDownRerunConverges(t *testing.T) {
-	mustBeRoot(t)
+	requireRoot(t)
 	t.Run("unmount", func(t *testing.T) {
 		w := newDownWorld(t)
 		inst, _, mp := w.instanceWithMountedVolume("x")
@@ -924,7 +877,7 @@ func TestDownRerunConverges(t *testing.T) {
 				t.Fatalf("run %d: exit %d\n%s", i+1, res.code, res.stderr)
 			}
 		}
-		if c, d := len(w.calls("CreateSnapshot", inst)), len(w.calls("DetachVolume", inst)); c != 1 || d != 1 {
+		if c, d := len(w.callsBy("CreateSnapshot", inst)), len(w.callsBy("DetachVolume", inst)); c != 1 || d != 1 {
 			t.Errorf("CreateSnapshot %d, DetachVolume %d after two downs; want 1 and 1", c, d)
 		}
 	})
@@ -937,7 +890,7 @@ func TestDownRerunConverges(t *testing.T) {
 		if first.code != ExitOK || second.code != ExitOK {
 			t.Fatalf("exits %d, %d\n%s\n%s", first.code, second.code, first.stderr, second.stderr)
 		}
-		if n := len(w.calls("CreateSnapshot", inst)); n != 1 {
+		if n := len(w.callsBy("CreateSnapshot", inst)); n != 1 {
 			t.Errorf("%d CreateSnapshot calls after two downs, want 1", n)
 		}
 		if !strings.Contains(second.stdout, "already taken") {
@@ -949,7 +902,7 @@ func TestDownRerunConverges(t *testing.T) {
 
 // TestDownDryRun prints the plan and changes nothing.
 func TestDownDryRun(t *testing.T) {
-	mustBeRoot(t)
+	requireRoot(t)
 	w := newDownWorld(t)
 	inst, vol, mp := w.instanceWithMountedVolume("x")
 	w.sim.ResetCalls()
@@ -967,5 +920,108 @@ func TestDownDryRun(t *testing.T) {
 	}
 	if _, mounted, _ := mountedAt(mp); !mounted {
 		t.Error("dry run unmounted the filesystem")
+	}
+}
+
+// downArgs is `down` for instance id with the default slot where upArgs mounts it.
+func (w *downWorld) downArgs(id string, extra ...string) []string {
+	return append([]string{"down", "--volume", "data:/dev/sdf:" + w.mountPoint(id)}, extra...)
+}
+
+// TestDownThenSameAZReplacementReattaches: down unmounts and detaches the volume; a replacement in the same
+// zone reattaches it with no snapshot restore (no CreateVolume at all) and finds the data; the Elastic IP
+// that down released (--release-eip) goes to the replacement.
+func TestDownThenSameAZReplacementReattaches(t *testing.T) {
+	requireRoot(t)
+	w := newDownWorld(t)
+	w.unmountOnCleanup()
+	alloc := w.allocateAddress(w.group)
+	old := w.runInstance("us-east-1a", map[string]string{tagGroup: w.group}, true)
+	mustSucceed(t, w.runAgent(w.ctx(), old, nil, w.upArgs(old)...))
+	data := w.writeData(w.mountPoint(old), "orders.db", 256<<10)
+
+	res := w.runAgent(w.ctx(), old, nil, w.downArgs(old, "--pre-stop", "true", "--release-eip")...)
+	if res.code != ExitOK {
+		t.Fatalf("down exit %d\n%s", res.code, res.stderr)
+	}
+	if h := w.addressHolder(alloc); h != "" {
+		t.Errorf("address still on %s after down --release-eip", h)
+	}
+
+	repl := w.runInstance("us-east-1a", map[string]string{tagGroup: w.group}, true)
+	w.sim.ResetCalls()
+	res = w.runAgent(w.ctx(), repl, nil, w.upArgs(repl)...)
+	mustSucceed(t, res)
+	if n := w.calls("CreateVolume"); n != 0 {
+		t.Errorf("the replacement made %d CreateVolume calls; the detached volume should have been reattached", n)
+	}
+	if n := w.calls("AttachVolume"); n != 1 {
+		t.Errorf("%d AttachVolume calls, want 1", n)
+	}
+	got, err := os.ReadFile(filepath.Join(w.mountPoint(repl), "orders.db"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("data on the replacement differs (%d bytes, err %v)", len(got), err)
+	}
+	if h := w.addressHolder(alloc); h != repl {
+		t.Errorf("address holder %q, want the replacement %s", h, repl)
+	}
+}
+
+// TestUpPrefersTheSnapshotDownMade: a periodic snapshot exists, then more data is written and down takes
+// its snapshot; a replacement in another zone waits for down's snapshot while it is pending and restores
+// it, not the older periodic one, so the last write survives.
+func TestUpPrefersTheSnapshotDownMade(t *testing.T) {
+	requireRoot(t)
+	w := newDownWorld(t, func(o *sim.Options) { o.Delays.Snapshot = 300 * time.Second }) // 3 s at the test speed
+	w.unmountOnCleanup()
+	alloc := w.allocateAddress(w.group)
+	old := w.runInstance("us-east-1a", map[string]string{tagGroup: w.group}, true)
+	mustSucceed(t, w.runAgent(w.ctx(), old, nil, w.upArgs(old)...))
+	w.writeData(w.mountPoint(old), "early.db", 64<<10)
+
+	periodic := w.runAgent(w.ctx(), old, nil, "snapshot", "--volume", "data:/dev/sdf:"+w.mountPoint(old))
+	mustSucceed(t, periodic)
+	snaps := w.slotSnapshots(defaultSlot)
+	if len(snaps) != 1 {
+		t.Fatalf("%d snapshots after `handover snapshot`, want 1", len(snaps))
+	}
+	w.waitSnapshotState(snaps[0].ID, "completed")
+	late := w.writeData(w.mountPoint(old), "late.db", 64<<10)
+
+	res := w.runAgent(w.ctx(), old, nil, w.downArgs(old, "--pre-stop", "true", "--release-eip")...)
+	if res.code != ExitOK {
+		t.Fatalf("down exit %d\n%s", res.code, res.stderr)
+	}
+	var downSnap slotSnapshot
+	for _, s := range w.slotSnapshots(defaultSlot) {
+		if s.ID != snaps[0].ID {
+			downSnap = s
+		}
+	}
+	if downSnap.ID == "" || downSnap.State != "pending" || !downSnap.Consistent {
+		t.Fatalf("down's snapshot = %+v, want a pending consistent one", downSnap)
+	}
+
+	repl := w.runInstance("us-east-1b", map[string]string{tagGroup: w.group}, true)
+	res = w.runAgent(w.ctx(), repl, nil, w.upArgs(repl)...)
+	mustSucceed(t, res)
+	var restored ec2types.Volume
+	for _, v := range w.slotVolumes() {
+		if aws.ToString(v.AvailabilityZone) == "us-east-1b" {
+			restored = v
+		}
+	}
+	if got := aws.ToString(restored.SnapshotId); got != downSnap.ID {
+		t.Errorf("the replacement restored %q, want down's snapshot %s (not the periodic %s)", got, downSnap.ID, snaps[0].ID)
+	}
+	if !strings.Contains(res.stderr, downSnap.ID) || !strings.Contains(res.stderr, "progress=") {
+		t.Errorf("up's log does not show it waiting for %s:\n%s", downSnap.ID, res.stderr)
+	}
+	got, err := os.ReadFile(filepath.Join(w.mountPoint(repl), "late.db"))
+	if err != nil || !bytes.Equal(got, late) {
+		t.Fatalf("the write made after the periodic snapshot is lost on the replacement (err %v)", err)
+	}
+	if h := w.addressHolder(alloc); h != repl {
+		t.Errorf("address holder %q, want %s", h, repl)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/handover/handover/sim"
 )
@@ -96,21 +95,26 @@ func TestSnapshotCommandRetention(t *testing.T) {
 	// Snapshots take 3 s here, so the one the command takes is surely still pending when retention runs.
 	w := newDownWorld(t, func(o *sim.Options) { o.Delays.Snapshot = 300 * time.Second })
 	inst := w.runInstance("us-east-1a", map[string]string{tagGroup: w.group}, true)
-	v1 := w.volume("us-east-1a", "data", 1, "")
-	old := w.snapshot(v1, "data", 1, true)
-	src := w.snapshot(v1, "data", 1, true)
-	w.waitSnapshotState(src, ec2types.SnapshotStateCompleted)
-	v2 := w.volume("us-east-1a", "data", 2, src)
+	v1 := w.createSlotVolume("us-east-1a", 1, nil)
+	// Start times order the slot's snapshots; the pauses keep them distinct at the API's millisecond.
+	snapshot := func(vol string, generation int) string {
+		time.Sleep(3 * time.Millisecond)
+		return w.snapshot(vol, generation, true, false)
+	}
+	old := snapshot(v1, 1)
+	src := snapshot(v1, 1)
+	w.waitSnapshotState(src, "completed")
+	v2 := w.volumeFromSnapshot("us-east-1a", 2, src)
 	w.attach(v2, inst)
-	p1 := w.snapshot(v2, "data", 2, true)
-	late := w.snapshot(v1, "data", 1, true)
-	bad := w.snapshot(v2, "data", 2, true)
-	p2 := w.snapshot(v2, "data", 2, true)
+	p1 := snapshot(v2, 2)
+	late := snapshot(v1, 1)
+	bad := snapshot(v2, 2)
+	p2 := snapshot(v2, 2)
 	if err := w.sim.FailSnapshot(bad); err != nil {
 		t.Fatal(err)
 	}
-	w.waitSnapshotState(p2, ec2types.SnapshotStateCompleted)
-	w.waitSnapshotState(late, ec2types.SnapshotStateCompleted)
+	w.waitSnapshotState(p2, "completed")
+	w.waitSnapshotState(late, "completed")
 
 	dry := w.runAgent(w.ctx(), inst, nil, "snapshot", "--keep", "1", "--dry-run")
 	if dry.code != ExitOK {
@@ -121,7 +125,7 @@ func TestSnapshotCommandRetention(t *testing.T) {
 			t.Errorf("dry run does not announce deleting %s:\n%s", id, dry.stdout)
 		}
 	}
-	if n := len(w.calls("DeleteSnapshot", "")) + len(w.calls("CreateSnapshot", inst)); n != 0 {
+	if n := len(w.callsBy("DeleteSnapshot", "")) + len(w.callsBy("CreateSnapshot", inst)); n != 0 {
 		t.Fatalf("dry run made %d mutating calls", n)
 	}
 
@@ -129,7 +133,7 @@ func TestSnapshotCommandRetention(t *testing.T) {
 	if res.code != ExitOK {
 		t.Fatalf("exit %d: %s", res.code, res.stderr)
 	}
-	creates := w.calls("CreateSnapshot", inst)
+	creates := w.callsBy("CreateSnapshot", inst)
 	if len(creates) != 1 {
 		t.Fatalf("%d CreateSnapshot calls by the instance, want 1", len(creates))
 	}
@@ -158,7 +162,7 @@ func TestSnapshotCommandRetention(t *testing.T) {
 			t.Errorf("%s was deleted; it must be kept: %s", id, why)
 		}
 	}
-	if got := len(w.calls("DeleteSnapshot", inst)); got != 3 {
+	if got := len(w.callsBy("DeleteSnapshot", inst)); got != 3 {
 		t.Errorf("%d DeleteSnapshot calls, want 3", got)
 	}
 }
@@ -166,10 +170,10 @@ func TestSnapshotCommandRetention(t *testing.T) {
 // TestSnapshotCommandFreezesAMountedVolume: a mounted volume is frozen for the call (so the snapshot is
 // tagged consistent) and writable afterwards.
 func TestSnapshotCommandFreezesAMountedVolume(t *testing.T) {
-	mustBeRoot(t)
+	requireRoot(t)
 	w := newDownWorld(t)
 	inst := w.runInstance("us-east-1a", map[string]string{tagGroup: w.group}, true)
-	vol := w.volume("us-east-1a", "data", 1, "")
+	vol := w.createSlotVolume("us-east-1a", 1, nil)
 	w.attach(vol, inst)
 	mp := w.mountNew(inst, vol, "hello")
 	res := w.runAgent(w.ctx(), inst, nil, "snapshot", "--volume", "data:/dev/sdf:"+mp)
@@ -193,7 +197,7 @@ func TestSnapshotCommandFreezesAMountedVolume(t *testing.T) {
 	if res.code != ExitPrecondition || !strings.Contains(res.stderr, "handover up") {
 		t.Errorf("snapshot of a slot with no volume: exit %d, stderr %q; want exit 3 saying to run up", res.code, res.stderr)
 	}
-	if got := len(w.calls("CreateSnapshot", inst)); got != 1 {
+	if got := len(w.callsBy("CreateSnapshot", inst)); got != 1 {
 		t.Errorf("%d CreateSnapshot calls, want 1", got)
 	}
 }
