@@ -162,6 +162,7 @@ type upRun struct {
 	group   string
 	dryRun  bool
 	log     *slog.Logger
+	addrLog *slog.Logger // log without the instance key, which claimAddress adds
 	clients *Clients
 	me      imds.Identity
 	start   time.Time
@@ -349,7 +350,9 @@ func (r *upRun) identify(ctx context.Context, f *flags, getenv func(string) stri
 	}
 	r.group = f.Common.Group
 	r.cfg.Volumes = r.cfg.Volumes.orDefault()
-	r.log = r.log.With(keyInstance, id.InstanceID, keyAZ, id.AvailabilityZone, "group", r.group)
+	// claimAddress adds the instance itself; everything else gets it here.
+	r.addrLog = r.log.With(keyAZ, id.AvailabilityZone, "group", r.group)
+	r.log = r.addrLog.With(keyInstance, id.InstanceID)
 	r.log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
 	r.stepDone("identity", "tags_from", from)
 	return nil
@@ -394,7 +397,7 @@ func (r *upRun) launchAction(ctx context.Context) (*lifecycleAction, error) {
 func (r *upRun) converge(ctx context.Context) (upResult, error) {
 	res := upResult{InstanceID: r.me.InstanceID, AZ: r.me.AvailabilityZone, Group: r.group}
 	r.enter("address")
-	claim, err := claimAddress(ctx, r.log, r.clients, claimSpec{
+	claim, err := claimAddress(ctx, r.addrLog, r.clients, claimSpec{
 		Group: r.group, InstanceID: r.me.InstanceID,
 		NetworkInterfaceID: r.cfg.NetworkInterface, PrivateIP: r.cfg.PrivateIP,
 		Takeover: r.cfg.Takeover, Wait: r.cfg.ReleaseTimeout,

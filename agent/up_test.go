@@ -2,8 +2,11 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +16,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"golang.org/x/sys/unix"
@@ -453,5 +458,406 @@ func TestUpRefusesToFormatRestoredVolume(t *testing.T) {
 	}
 	if _, ok, _ := mountedAt(w.mountPoint(id)); ok {
 		t.Errorf("something is mounted at %s", w.mountPoint(id))
+	}
+}
+
+// TestUpElasticIP: the address is free, held by a stopped instance, held by a live one (refused without
+// --takeover, exit 4, before any volume is touched; taken with it), or ambiguous (exit 3).
+func TestUpElasticIP(t *testing.T) {
+	t.Run("free", func(t *testing.T) {
+		w := newTestRegion(t)
+		alloc := w.allocateAddress(testGroup)
+		id := w.runInstance("us-east-1a", groupTags, true)
+		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
+		mustSucceed(t, res)
+		if h := w.addressHolder(alloc); h != id {
+			t.Errorf("holder %s, want %s", h, id)
+		}
+		if !strings.Contains(res.stdout, alloc+": associated") {
+			t.Errorf("summary:\n%s", res.stdout)
+		}
+	})
+	t.Run("held by a stopped instance", func(t *testing.T) {
+		w := newTestRegion(t)
+		alloc := w.allocateAddress(testGroup)
+		old := w.runInstance("us-east-1a", groupTags, true)
+		w.associate(alloc, old)
+		if _, err := w.ec2.StopInstances(w.ctx(), &ec2.StopInstancesInput{InstanceIds: []string{old}}); err != nil {
+			t.Fatal(err)
+		}
+		w.waitInstanceState(old, "stopped")
+		id := w.runInstance("us-east-1b", groupTags, true)
+		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
+		mustSucceed(t, res)
+		if h := w.addressHolder(alloc); h != id {
+			t.Errorf("holder %s, want %s", h, id)
+		}
+		if !strings.Contains(res.stdout, "taken-over from "+old) {
+			t.Errorf("summary:\n%s", res.stdout)
+		}
+	})
+	t.Run("held by a running instance", func(t *testing.T) {
+		w := newTestRegion(t)
+		alloc := w.allocateAddress(testGroup)
+		live := w.runInstance("us-east-1a", groupTags, true)
+		w.associate(alloc, live)
+		id := w.runInstance("us-east-1b", groupTags, true)
+		w.sim.ResetCalls()
+		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--release-timeout", "1s")...)
+		mustExit(t, res, ExitFenced, live, "--takeover")
+		if h := w.addressHolder(alloc); h != live {
+			t.Errorf("holder %s after a refused claim, want %s", h, live)
+		}
+		if m := w.mutatingCalls(); len(m) != 0 {
+			t.Errorf("a fenced up made mutating calls %v (no volume may be touched before the address is ours)", m)
+		}
+
+		res = w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--takeover")...)
+		mustSucceed(t, res)
+		if h := w.addressHolder(alloc); h != id {
+			t.Errorf("holder %s after --takeover, want %s", h, id)
+		}
+	})
+	t.Run("several tagged", func(t *testing.T) {
+		w := newTestRegion(t)
+		a1, a2 := w.allocateAddress(testGroup), w.allocateAddress(testGroup)
+		id := w.runInstance("us-east-1a", groupTags, true)
+		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
+		mustExit(t, res, ExitPrecondition, a1, a2, "exactly one")
+		if len(w.slotVolumes()) != 0 {
+			t.Error("a volume was created although the address was ambiguous")
+		}
+	})
+}
+
+// associate puts an address on an instance through the API.
+func (w *testRegion) associate(alloc, instanceID string) {
+	w.t.Helper()
+	if _, err := w.ec2.AssociateAddress(w.ctx(), &ec2.AssociateAddressInput{AllocationId: aws.String(alloc), InstanceId: aws.String(instanceID)}); err != nil {
+		w.t.Fatalf("AssociateAddress: %v", err)
+	}
+}
+
+// crashAfterCreateVolume is the EC2 API of a run that dies right after CreateVolume returned, before it
+// could record or attach the volume.
+type crashAfterCreateVolume struct {
+	EC2
+	crash context.CancelFunc
+}
+
+func (c crashAfterCreateVolume) CreateVolume(ctx context.Context, in *ec2.CreateVolumeInput, opts ...func(*ec2.Options)) (*ec2.CreateVolumeOutput, error) {
+	out, err := c.EC2.CreateVolume(ctx, in, opts...)
+	c.crash()
+	return out, err
+}
+
+// TestUpCrashAfterCreateVolumeThenRerun: a run dies right after CreateVolume; the rerun starts before
+// DescribeVolumes shows the new volume (EC2's eventual consistency, 1 s here), plans the same generation,
+// sends the same ClientToken and gets the same volume back: one volume, not two.
+func TestUpCrashAfterCreateVolumeThenRerun(t *testing.T) {
+	const lag = time.Second
+	w := newTestRegion(t)
+	w.allocateAddress(testGroup)
+	vol := w.createSlotVolume("us-east-1a", 1, nil)
+	snap := w.snapshot(vol, 1, true, true)
+	id := w.runInstance("us-east-1b", groupTags, true)
+	time.Sleep(lag) // the world built above must be visible; only what the runs create lags
+	w.sim.SetFaults(sim.Faults{ConsistencyDelay: lag})
+	w.sim.ResetCalls()
+
+	ctx, crash := context.WithCancel(w.ctx())
+	defer crash()
+	crashing := func(ctx context.Context, getenv func(string) string, region string) (*Clients, error) {
+		c, err := newClients(ctx, getenv, region)
+		if err != nil {
+			return nil, err
+		}
+		c.EC2 = crashAfterCreateVolume{EC2: c.EC2, crash: crash}
+		return c, nil
+	}
+	var stderr bytes.Buffer
+	err := up(ctx, Env{Getenv: w.agentEnv(id, nil), Stdout: io.Discard, Stderr: &stderr}, w.upArgs(id, "--no-mount")[1:], crashing)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("crashed run returned %v, want context.Canceled\n%s", err, stderr.String())
+	}
+	if n := w.calls("CreateVolume"); n != 1 {
+		t.Fatalf("%d CreateVolume calls before the crash, want 1", n)
+	}
+
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
+	mustSucceed(t, res)
+	w.sim.SetFaults(sim.Faults{})
+	time.Sleep(lag) // let DescribeVolumes catch up before counting
+	var made []string
+	for _, v := range w.slotVolumes() {
+		if aws.ToString(v.VolumeId) != vol {
+			made = append(made, aws.ToString(v.VolumeId))
+			if aws.ToString(v.SnapshotId) != snap || len(v.Attachments) != 1 || aws.ToString(v.Attachments[0].InstanceId) != id {
+				t.Errorf("restored volume %s: snapshot %s, attachments %+v", aws.ToString(v.VolumeId), aws.ToString(v.SnapshotId), v.Attachments)
+			}
+		}
+	}
+	if len(made) != 1 {
+		t.Fatalf("volumes made by the crashed run and the rerun: %v, want exactly one", made)
+	}
+	if n := w.calls("CreateVolume"); n != 2 {
+		t.Errorf("%d CreateVolume calls, want 2 (the rerun's returned the first run's volume by its token)", n)
+	}
+}
+
+// TestUpConvergesUnderThrottling: with 30% of every API call failing with RequestLimitExceeded or
+// InternalError, a cross-AZ restore still converges, to one volume.
+func TestUpConvergesUnderThrottling(t *testing.T) {
+	w := newTestRegion(t)
+	alloc := w.allocateAddress(testGroup)
+	vol := w.createSlotVolume("us-east-1a", 1, nil)
+	w.snapshot(vol, 1, true, true)
+	id := w.runInstance("us-east-1b", groupTags, true)
+	w.sim.ResetCalls()
+	w.sim.SetFaults(sim.Faults{ErrorRate: map[string]float64{"*": 0.3}})
+
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
+	w.sim.SetFaults(sim.Faults{})
+	mustSucceed(t, res)
+	failed := 0
+	for _, c := range w.sim.Calls() {
+		if c.Code == "RequestLimitExceeded" || c.Code == "InternalError" {
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Fatal("no call failed: the fault injection did not happen, the test proves nothing")
+	}
+	if n := len(w.slotVolumes()); n != 2 {
+		t.Errorf("%d volumes in the slot, want 2 (the original and one restore)", n)
+	}
+	if h := w.addressHolder(alloc); h != id {
+		t.Errorf("holder %s, want %s", h, id)
+	}
+	t.Logf("%d of %d calls failed and were retried", failed, len(w.sim.Calls()))
+}
+
+// launchGroup creates a launch template and an Auto Scaling group of one in us-east-1a with a launch hook
+// named "launch" (heartbeat timeout 7200 s, 72 s at test speed), and returns the instance the group
+// launched once it runs.
+func (w *testRegion) launchGroup(name string, policy *astypes.InstanceMaintenancePolicy) string {
+	w.t.Helper()
+	lt, err := w.ec2.CreateLaunchTemplate(w.ctx(), &ec2.CreateLaunchTemplateInput{
+		LaunchTemplateName: aws.String(name),
+		LaunchTemplateData: &ec2types.RequestLaunchTemplateData{
+			ImageId: aws.String("ami-0123456789abcdef0"), InstanceType: ec2types.InstanceTypeM6iLarge,
+			MetadataOptions: &ec2types.LaunchTemplateInstanceMetadataOptionsRequest{
+				HttpTokens: ec2types.LaunchTemplateHttpTokensStateRequired, InstanceMetadataTags: ec2types.LaunchTemplateInstanceMetadataTagsStateEnabled,
+			},
+		},
+	})
+	if err != nil {
+		w.t.Fatalf("CreateLaunchTemplate: %v", err)
+	}
+	_, err = w.as.CreateAutoScalingGroup(w.ctx(), &autoscaling.CreateAutoScalingGroupInput{
+		AutoScalingGroupName: aws.String(name),
+		LaunchTemplate:       &astypes.LaunchTemplateSpecification{LaunchTemplateId: lt.LaunchTemplate.LaunchTemplateId, Version: aws.String("$Latest")},
+		MinSize:              aws.Int32(1), MaxSize: aws.Int32(1), DesiredCapacity: aws.Int32(1),
+		AvailabilityZones:         []string{"us-east-1a"},
+		InstanceMaintenancePolicy: policy,
+		Tags:                      []astypes.Tag{{Key: aws.String(tagGroup), Value: aws.String(testGroup), PropagateAtLaunch: aws.Bool(true)}},
+		LifecycleHookSpecificationList: []astypes.LifecycleHookSpecification{{
+			LifecycleHookName: aws.String("launch"), LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_LAUNCHING"),
+			HeartbeatTimeout: aws.Int32(7200), DefaultResult: aws.String("ABANDON"),
+		}},
+	})
+	if err != nil {
+		w.t.Fatalf("CreateAutoScalingGroup: %v", err)
+	}
+	out, err := w.as.DescribeAutoScalingGroups(w.ctx(), &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{name}})
+	if err != nil || len(out.AutoScalingGroups) != 1 || len(out.AutoScalingGroups[0].Instances) != 1 {
+		w.t.Fatalf("the group launched no instance: %v", err)
+	}
+	id := aws.ToString(out.AutoScalingGroups[0].Instances[0].InstanceId)
+	w.waitInstanceState(id, "running")
+	return id
+}
+
+// lifecycleState is the instance's Auto Scaling lifecycle state, "" once the group has let it go.
+func (w *testRegion) lifecycleState(id string) string {
+	w.t.Helper()
+	out, err := w.as.DescribeAutoScalingInstances(w.ctx(), &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		w.t.Fatalf("DescribeAutoScalingInstances: %v", err)
+	}
+	for _, i := range out.AutoScalingInstances {
+		return aws.ToString(i.LifecycleState)
+	}
+	return ""
+}
+
+// TestUpLaunchHook: up completes the launch lifecycle action with CONTINUE when it succeeds (the instance
+// goes in service) and with ABANDON when it fails (the group terminates it).
+func TestUpLaunchHook(t *testing.T) {
+	t.Run("CONTINUE on success", func(t *testing.T) {
+		w := newTestRegion(t)
+		w.allocateAddress(testGroup)
+		id := w.launchGroup("orders-asg", nil)
+		if s := w.lifecycleState(id); s != "Pending:Wait" {
+			t.Fatalf("lifecycle state before up: %s, want Pending:Wait", s)
+		}
+		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--launch-hook", "launch")...)
+		mustSucceed(t, res)
+		if s := w.lifecycleState(id); s != "InService" && s != "Pending:Proceed" {
+			t.Errorf("lifecycle state after up: %s, want Pending:Proceed or InService", s)
+		}
+		if !strings.Contains(res.stdout, "hook launch completed with CONTINUE") {
+			t.Errorf("summary:\n%s", res.stdout)
+		}
+	})
+	t.Run("ABANDON on failure", func(t *testing.T) {
+		w := newTestRegion(t)
+		w.allocateAddress(testGroup)
+		id := w.launchGroup("orders-asg", nil)
+		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--launch-hook", "launch", "--require-data")...)
+		mustExit(t, res, ExitPrecondition, "--require-data")
+		if s := w.lifecycleState(id); s != "" && !strings.HasPrefix(s, "Terminating") {
+			t.Errorf("lifecycle state after a failed up: %s, want Terminating (abandoned)", s)
+		}
+		if !strings.Contains(res.stderr, "result=ABANDON") {
+			t.Errorf("the log does not show the ABANDON:\n%s", res.stderr)
+		}
+	})
+	t.Run("--no-complete leaves it pending", func(t *testing.T) {
+		w := newTestRegion(t)
+		w.allocateAddress(testGroup)
+		id := w.launchGroup("orders-asg", nil)
+		mustSucceed(t, w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--launch-hook", "launch", "--no-complete")...))
+		if s := w.lifecycleState(id); s != "Pending:Wait" {
+			t.Errorf("lifecycle state after up --no-complete: %s, want Pending:Wait", s)
+		}
+	})
+}
+
+// TestUpRefusesLaunchBeforeTerminate: a group whose maintenance policy launches before terminating would
+// deadlock; up says which setting to change (exit 3) and touches neither the address nor a volume.
+func TestUpRefusesLaunchBeforeTerminate(t *testing.T) {
+	w := newTestRegion(t)
+	alloc := w.allocateAddress(testGroup)
+	id := w.launchGroup("orders-asg", &astypes.InstanceMaintenancePolicy{MinHealthyPercentage: aws.Int32(100), MaxHealthyPercentage: aws.Int32(200)})
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--launch-hook", "launch")...)
+	mustExit(t, res, ExitPrecondition, "MinHealthyPercentage=100", "update-auto-scaling-group", "MinHealthyPercentage=0")
+	if h := w.addressHolder(alloc); h != "" {
+		t.Errorf("the address went to %s", h)
+	}
+	if len(w.slotVolumes()) != 0 {
+		t.Error("a volume was created")
+	}
+}
+
+// TestUpBadFlags: each bad value is exit 2 with one line naming the flag, before anything waits on the
+// network.
+func TestUpBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--fs", "btrfs"}, "--fs"},
+		{[]string{"--type", "gp9"}, "--type"},
+		{[]string{"--size", "0"}, "--size"},
+		{[]string{"--type", "st1", "--size", "10"}, "--size"},
+		{[]string{"--iops", "3000", "--type", "gp2"}, "--iops"},
+		{[]string{"--type", "io2"}, "--iops"},
+		{[]string{"--throughput", "250", "--type", "io1", "--iops", "1000"}, "--throughput"},
+		{[]string{"--kms-key-id", "alias/x"}, "--encrypted"},
+		{[]string{"--volume", "data:/dev/sda1:/data"}, "device"},
+		{[]string{"--volume", "data:/dev/sdf:relative"}, "mount point"},
+		{[]string{"--launch-hook", "bad hook"}, "--launch-hook"},
+		{[]string{"--network-interface", "eth0"}, "--network-interface"},
+		{[]string{"--private-ip", "10.0.0"}, "--private-ip"},
+		{[]string{"--timeout", "0s"}, "--timeout"},
+		{[]string{"--unit-dir", "etc"}, "--unit-dir"},
+		{[]string{"--group", "a b"}, "--group"},
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"extra"}, "unexpected argument"},
+	} {
+		var stdout, stderr bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		code := Main(ctx, append([]string{"up"}, tc.args...), Env{Getenv: mapEnv(nil), Stdout: &stdout, Stderr: &stderr})
+		cancel()
+		msg := strings.TrimRight(stderr.String(), "\n")
+		if code != ExitUsage || strings.Contains(msg, "\n") || !strings.Contains(msg, tc.want) {
+			t.Errorf("up %v: exit %d, stderr %q; want exit 2 and one line naming %s", tc.args, code, msg, tc.want)
+		}
+	}
+	// From the environment, the error names the variable.
+	var stderr bytes.Buffer
+	code := Main(context.Background(), []string{"up"}, Env{Getenv: mapEnv(map[string]string{"HANDOVER_FS": "zfs"}), Stdout: io.Discard, Stderr: &stderr})
+	if code != ExitUsage || !strings.Contains(stderr.String(), "--fs") {
+		t.Errorf("HANDOVER_FS=zfs: exit %d, %q", code, stderr.String())
+	}
+}
+
+// TestUpDryRunChangesNothing: the dry run prints the plan and makes no mutating call.
+func TestUpDryRunChangesNothing(t *testing.T) {
+	w := newTestRegion(t)
+	w.allocateAddress(testGroup)
+	vol := w.createSlotVolume("us-east-1a", 1, nil)
+	snap := w.snapshot(vol, 1, true, true)
+	id := w.runInstance("us-east-1b", groupTags, true)
+	w.sim.ResetCalls()
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--dry-run")...)
+	mustSucceed(t, res)
+	if m := w.mutatingCalls(); len(m) != 0 {
+		t.Errorf("dry run made mutating calls %v", m)
+	}
+	for _, want := range []string{"associate (free)", "restore consistent snapshot " + snap, "generation 2", "mount at " + w.mountPoint(id)} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("plan lacks %q:\n%s", want, res.stdout)
+		}
+	}
+	if len(w.slotVolumes()) != 1 {
+		t.Error("the dry run created a volume")
+	}
+}
+
+// TestStatusShowsEC2SideAndPlan: after up, status shows who holds the address, the slot's volumes and
+// snapshots, and that up has nothing left to do.
+func TestStatusShowsEC2SideAndPlan(t *testing.T) {
+	w := newTestRegion(t)
+	alloc := w.allocateAddress(testGroup)
+	vol := w.createSlotVolume("us-east-1a", 1, nil)
+	snap := w.snapshot(vol, 1, true, true)
+	id := w.runInstance("us-east-1b", groupTags, true)
+	mustSucceed(t, w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...))
+
+	res := w.runAgent(w.ctx(), id, nil, "status", "--json", "--volume", "data:/dev/sdf:"+w.mountPoint(id))
+	if res.code != ExitOK {
+		t.Fatalf("status exited %d: %s", res.code, res.stderr)
+	}
+	var st struct {
+		Group string `json:"group"`
+		EC2   struct {
+			Address struct {
+				AllocationID string `json:"allocation_id"`
+				InstanceID   string `json:"instance_id"`
+			} `json:"address"`
+			Slots []struct {
+				Action    string `json:"action"`
+				Volumes   []volumeReport
+				Snapshots []snapshotReport
+			} `json:"slots"`
+		} `json:"ec2"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, res.stdout)
+	}
+	if st.EC2.Address.AllocationID != alloc || st.EC2.Address.InstanceID != id {
+		t.Errorf("address %+v, want %s on %s", st.EC2.Address, alloc, id)
+	}
+	if len(st.EC2.Slots) != 1 || st.EC2.Slots[0].Action != "done" || len(st.EC2.Slots[0].Volumes) != 2 ||
+		len(st.EC2.Slots[0].Snapshots) != 1 || st.EC2.Slots[0].Snapshots[0].ID != snap {
+		t.Errorf("slots %+v, want one slot, done, two volumes and snapshot %s", st.EC2.Slots, snap)
+	}
+	res = w.runAgent(w.ctx(), id, nil, "status", "--volume", "data:/dev/sdf:"+w.mountPoint(id))
+	for _, want := range []string{"held by " + id + " (this instance)", "us-east-1a vol-", "us-east-1b vol-", "snapshot " + snap, "plan     " + "vol-"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("status text lacks %q:\n%s", want, res.stdout)
+		}
 	}
 }
