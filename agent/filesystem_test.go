@@ -1,0 +1,144 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestSystemdEscapePath(t *testing.T) {
+	// Expected values are what `systemd-escape --path` prints.
+	for in, want := range map[string]string{
+		"/data":         "data",
+		"/var/lib/pg":   "var-lib-pg",
+		"/srv/my-data":  `srv-my\x2ddata`,
+		"/mnt/a b":      `mnt-a\x20b`,
+		"/.hidden/x":    `\x2ehidden-x`,
+		"/data/":        "data",
+		"/srv/db.v2/x_": "srv-db.v2-x_",
+	} {
+		if got := systemdEscapePath(in); got != want {
+			t.Errorf("systemdEscapePath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestWriteMountUnitIsIdempotent(t *testing.T) {
+	dir := t.TempDir()
+	u := mountUnit{Group: "orders", Slot: "data", UUID: "0b1c2d3e-1111-2222-3333-444455556666", MountPoint: "/srv/my-data", Type: "xfs", Options: "noatime"}
+	path, err := writeMountUnit(dir, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(path) != `srv-my\x2ddata.mount` {
+		t.Errorf("unit file %s: systemd requires the escaped mount point as the name", path)
+	}
+	b, _ := os.ReadFile(path)
+	for _, want := range []string{"What=/dev/disk/by-uuid/0b1c2d3e-1111-2222-3333-444455556666", "Where=/srv/my-data", "Type=xfs",
+		"Options=nofail,noatime", "WantedBy=local-fs.target"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("unit lacks %q:\n%s", want, b)
+		}
+	}
+	link := filepath.Join(dir, "local-fs.target.wants", filepath.Base(path))
+	if target, err := os.Readlink(link); err != nil || filepath.Join(filepath.Dir(link), target) != path {
+		t.Errorf("enable link %s -> %q (%v), want the unit", link, target, err)
+	}
+	st1, _ := os.Stat(path)
+	if _, err := writeMountUnit(dir, u); err != nil {
+		t.Fatal(err)
+	}
+	st2, _ := os.Stat(path)
+	if !os.SameFile(st1, st2) || !st1.ModTime().Equal(st2.ModTime()) {
+		t.Error("an unchanged unit was rewritten")
+	}
+	u.Options = ""
+	if _, err := writeMountUnit(dir, u); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); !strings.Contains(string(b), "Options=nofail\n") {
+		t.Errorf("changed options not written:\n%s", b)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("temporary file %s left behind", e.Name())
+		}
+	}
+}
+
+func TestParseFilesystemSizes(t *testing.T) {
+	dump := "Filesystem volume name:   <none>\nBlock count:              262144\nReserved block count:     13107\nBlock size:               4096\n"
+	if n, err := parseExtSize(dump); err != nil || n != 1<<30 {
+		t.Errorf("ext size %d, %v; want 1 GiB", n, err)
+	}
+	info := `meta-data=/dev/nvme1n1           isize=512    agcount=4, agsize=65536 blks
+         =                       sectsz=512   attr=2, projid32bit=1
+data     =                       bsize=4096   blocks=524288, imaxpct=25
+         =                       sunit=0      swidth=0 blks
+naming   =version 2              bsize=4096   ascii-ci=0, ftype=1
+`
+	if n, err := parseXFSSize(info); err != nil || n != 2<<30 {
+		t.Errorf("xfs size %d, %v; want 2 GiB", n, err)
+	}
+	if _, err := parseExtSize("garbage"); err == nil {
+		t.Error("garbage parsed as an ext size")
+	}
+}
+
+// TestFindVolumeDevice: the by-id link is followed only to a block device whose serial is the volume's; a
+// stale link (serial of another volume) is not accepted, a link to a regular file is an error.
+func TestFindVolumeDevice(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	devDir, sysDir := filepath.Join(dir, "dev"), filepath.Join(dir, "sys")
+	const vol = "vol-0123456789abcdef0"
+	node := filepath.Join(dir, "nvme1n1")
+	if err := unix.Mknod(node, unix.S_IFBLK|0o600, int(unix.Mkdev(259, 77))); err != nil {
+		t.Fatalf("mknod: %v", err)
+	}
+	if d, seen, err := findVolumeDevice(devDir, sysDir, vol); d != "" || err != nil || !strings.Contains(seen, "no nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0") {
+		t.Errorf("no link: %q %q %v", d, seen, err)
+	}
+	link := deviceLink(devDir, vol)
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(node, link); err != nil {
+		t.Fatal(err)
+	}
+	serial := filepath.Join(sysDir, "class", "block", "nvme1n1", "device", "serial")
+	if err := os.MkdirAll(filepath.Dir(serial), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if d, seen, err := findVolumeDevice(devDir, sysDir, vol); d != "" || err != nil || !strings.Contains(seen, "no serial") {
+		t.Errorf("no serial yet: %q %q %v", d, seen, err)
+	}
+	if err := os.WriteFile(serial, []byte("vol0fffffffffffffff1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if d, seen, err := findVolumeDevice(devDir, sysDir, vol); d != "" || err != nil || !strings.Contains(seen, "stale link") {
+		t.Errorf("stale link accepted: %q %q %v", d, seen, err)
+	}
+	if err := os.WriteFile(serial, []byte("vol0123456789abcdef0 \n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if d, _, err := findVolumeDevice(devDir, sysDir, vol); d != node || err != nil {
+		t.Errorf("matching serial: %q %v, want %s", d, err, node)
+	}
+	// A link to a regular file is never a device, however long one waits.
+	file := filepath.Join(dir, "image")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(link)
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := findVolumeDevice(devDir, sysDir, vol); err == nil {
+		t.Error("a link to a regular file was accepted")
+	}
+}
