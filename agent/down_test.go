@@ -414,7 +414,7 @@ type downWorld struct {
 	group string
 }
 
-func newDownWorld(t *testing.T, opts ...func(*sim.Options)) *downWorld {
+func newDownWorld(t testing.TB, opts ...func(*sim.Options)) *downWorld {
 	t.Helper()
 	return &downWorld{testRegion: newTestRegion(t, opts...), group: testGroup}
 }
@@ -1024,4 +1024,105 @@ func TestUpPrefersTheSnapshotDownMade(t *testing.T) {
 	if h := w.addressHolder(alloc); h != repl {
 		t.Errorf("address holder %q, want %s", h, repl)
 	}
+}
+
+// BenchmarkHandoverAtDefaultDelays measures the whole hand-over in the simulator at AWS-like delays
+// (sim.DefaultDelays, Speed 1): the group terminates the instance, watch sees target-lifecycle-state
+// Terminated and runs down (unmount, snapshot, detach, complete the hook), the group's replacement comes up
+// in the other zone and `up` restores the snapshot and claims the Elastic IP. It reports the time from the
+// trigger seen by watch to the replacement having the data and the address, against the simulator's
+// delays on the critical path plus 2 s:
+//
+//	max(InstanceStart, Snapshot) + CreateVolumeFromSnapshot + Attach
+//
+// (the replacement launches as soon as the old instance is marked for replacement, so its start runs
+// alongside down and the snapshot). Each iteration takes about a minute; run it with
+//
+//	sudo go test ./agent -run '^$' -bench HandoverAtDefaultDelays -benchtime 1x
+func BenchmarkHandoverAtDefaultDelays(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root (loop devices, mkfs, mount)")
+	}
+	d := sim.DefaultDelays
+	critical := max(d.InstanceStart, d.Snapshot) + d.CreateVolumeFromSnapshot + d.Attach
+	budget := critical + 2*time.Second
+	var total time.Duration
+	for range b.N {
+		b.StopTimer()
+		seen, done := handoverOnce(b)
+		b.StartTimer()
+		took := done.Sub(seen)
+		total += took
+		b.Logf("trigger seen -> replacement has data and EIP: %s (critical path %s, budget %s)", took.Round(time.Millisecond), critical, budget)
+		if took > budget {
+			b.Errorf("hand-over took %s, over the budget of %s", took.Round(time.Millisecond), budget)
+		}
+	}
+	// The benchmark timer would count the setup; the hand-over itself is what ns/op reports.
+	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/op")
+	b.ReportMetric(total.Seconds()/float64(b.N), "s/handover")
+	b.ReportMetric(critical.Seconds(), "s-critical-path")
+}
+
+// handoverOnce sets up a group with data and plays one hand-over; it returns when watch saw the trigger and
+// when the replacement's up finished with the data and the address in place.
+func handoverOnce(b *testing.B) (seen, done time.Time) {
+	w := newDownWorld(b, func(o *sim.Options) { o.Speed = 1 })
+	w.unmountOnCleanup()
+	alloc := w.allocateAddress(w.group)
+	asgName, old := w.autoScalingGroup(300)
+	if res := w.runAgent(w.ctx(), old, nil, w.upArgs(old)...); res.code != ExitOK {
+		b.Fatalf("up on %s: exit %d\n%s", old, res.code, res.stderr)
+	}
+	data := w.writeData(w.mountPoint(old), "orders.db", 1<<20)
+	watch := w.startAgent(old, "watch", "--volume", "data:/dev/sdf:"+w.mountPoint(old), "--pre-stop", "true",
+		"--terminate-hook", terminateHook, "--state-file", filepath.Join(w.dir, "watch.json"), "--poll-interval", "100ms")
+	watch.waitLog(b, "watching instance metadata")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := w.as.TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
+		InstanceId: aws.String(old), ShouldDecrementDesiredCapacity: aws.Bool(false),
+	}); err != nil {
+		b.Fatal(err)
+	}
+	watch.waitLog(b, "hand-over triggered")
+	seen = time.Now()
+	repl := w.replacementOf(asgName, old)
+	w.waitInstanceState(repl, "running")
+	res := w.runAgent(ctx, repl, nil, w.upArgs(repl)...)
+	done = time.Now()
+	if res.code != ExitOK {
+		b.Fatalf("up on the replacement: exit %d\n%s", res.code, res.stderr)
+	}
+	watch.waitLog(b, "hand-over done for this event")
+	watch.stop(b)
+	got, err := os.ReadFile(filepath.Join(w.mountPoint(repl), "orders.db"))
+	if err != nil || !bytes.Equal(got, data) {
+		b.Fatalf("data on the replacement differs (err %v)", err)
+	}
+	if h := w.addressHolder(alloc); h != repl {
+		b.Fatalf("address on %q, want the replacement %s", h, repl)
+	}
+	return seen, done
+}
+
+// replacementOf waits for the group to launch an instance other than old and returns it.
+func (w *downWorld) replacementOf(asgName, old string) string {
+	w.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		out, err := w.as.DescribeAutoScalingGroups(w.ctx(), &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{asgName}})
+		if err != nil || len(out.AutoScalingGroups) != 1 {
+			w.t.Fatalf("DescribeAutoScalingGroups: %v", err)
+		}
+		for _, i := range out.AutoScalingGroups[0].Instances {
+			if id := aws.ToString(i.InstanceId); id != old {
+				return id
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	w.t.Fatalf("group %s launched no replacement for %s", asgName, old)
+	return ""
 }
