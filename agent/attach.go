@@ -72,10 +72,12 @@ func volumeTransition(v slotVolume, self string) string {
 	return a.State + " on " + a.InstanceID
 }
 
-// waitVolume polls one volume until still reports false. EBS state changes of small volumes take one to
-// ten seconds, so the schedule starts at 250 ms and caps at 500 ms: a wait overshoots the change by a
-// fraction of a second (the SDK waiters poll every 15 s), and one Describe every half second is far
-// below the non-mutating request bucket (refill 20 a second).
+// waitVolume polls one volume until still reports false. EBS state changes (creating, attaching,
+// detaching) take one to ten seconds and sit on the recovery's critical path, so this wait polls every
+// 250 ms (±20% jitter): it overshoots the change by 125 ms on average, where the SDK waiters' 15 s
+// minimum would add seconds to every recovery, and four Describe calls a second stay far below the
+// non-mutating request bucket (refill 20 a second). Waits that take minutes (snapshots, other instances)
+// use poll's slower schedule.
 // https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html
 //
 // A volume just created may be missing from DescribeVolumes for a while (eventual consistency); that
@@ -84,7 +86,7 @@ func volumeTransition(v slotVolume, self string) string {
 func waitVolume(ctx context.Context, log *slog.Logger, c EC2, id, what string, still func(slotVolume) bool) error {
 	var missingSince time.Time
 	return poll(ctx, log, waitSpec{What: "volume " + id + " " + what, Bound: volumeTransitionBound, Step: "volume",
-		Initial: 250 * time.Millisecond, Max: 500 * time.Millisecond},
+		Initial: 250 * time.Millisecond, Max: 250 * time.Millisecond},
 		func(ctx context.Context) (bool, string, error) {
 			v, err := describeVolume(ctx, c, id)
 			if hasCode(err, codeVolumeNotFound) {
