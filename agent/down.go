@@ -356,7 +356,9 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 		spot = true
 		budget := min(cfg.SpotBudget, time.Until(occ.Deadline))
 		if budget <= 0 {
-			budget = cfg.SpotBudget / 4 // the notice time passed: EC2 is late; be quick but try
+			// The interruption time has passed and the instance still runs: EC2 is late, not gone. Try
+			// within the configured budget.
+			budget = cfg.SpotBudget
 		}
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, budget)
@@ -365,26 +367,33 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 	}
 	log.Info("down starting", keyStep, "down", "occasion", occ.Kind, "group", in.group)
 
-	// Observe: the instance's place in its Auto Scaling group and each slot's volume.
+	// Observe: the instance's place in its Auto Scaling group, then (under the lock, so that no `up`
+	// changes them meanwhile) each slot's volume, its mounts and any snapshot this down took already.
 	member, memberErr := asgMembership(ctx, in.clients.AutoScaling, self)
 	if memberErr != nil {
 		log.Warn("could not read the Auto Scaling state; going on, and trying again before completing the hook", keyStep, "lifecycle", "error", memberErr.Error())
 	}
-	slots, err := in.findSlotVolumes(ctx, log, cfg.Volumes)
-	if err != nil {
-		return rep, err
-	}
-	for _, s := range slots {
-		if s.Volume.ID == "" || s.Note != "" {
-			continue
+	observe := func() ([]*slotRelease, error) {
+		slots, err := in.findSlotVolumes(ctx, log, cfg.Volumes)
+		if err != nil {
+			return nil, err
 		}
-		if s.Existing, err = findDownSnapshot(ctx, in.clients.EC2, in.group, s.Spec.Slot, s.Volume.ID, self, s.description(occ, self)); err != nil {
+		for _, s := range slots {
+			if s.Volume.ID == "" || s.Note != "" {
+				continue
+			}
+			if s.Existing, err = findDownSnapshot(ctx, in.clients.EC2, in.group, s.Spec.Slot, s.Volume.ID, self, s.description(occ, self)); err != nil {
+				return nil, err
+			}
+		}
+		return slots, nil
+	}
+	if dryRun {
+		slots, err := observe()
+		if err != nil {
 			return rep, err
 		}
-	}
-	rep.Slots = slots
-	if dryRun {
-		rep.Plan = in.downPlan(cfg, occ, member, slots)
+		rep.Slots, rep.Plan = slots, in.downPlan(cfg, occ, member, slots)
 		return rep, nil
 	}
 
@@ -409,6 +418,11 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 		return rep, err
 	}
 	defer lock.unlock()
+	slots, err := observe()
+	if err != nil {
+		return rep, err
+	}
+	rep.Slots = slots
 
 	// Stop the writer, then flush.
 	if cfg.PreStop != "" {
@@ -636,6 +650,14 @@ func (in *thisInstance) releaseAndSnapshot(ctx context.Context, log *slog.Logger
 			continue
 		}
 		vlog := log.With(keyVolume, s.Volume.ID, "slot", s.Spec.Slot)
+		if s.Device != "" {
+			// Read the mounts again: the pre-stop command may have unmounted the filesystem itself.
+			mounts, err := mountsOfDevice(s.Device)
+			if err != nil {
+				return err
+			}
+			s.Mounts = mounts
+		}
 		mps := mountPointsOf(s)
 		switch {
 		case s.Device == "":

@@ -1126,3 +1126,23 @@ func (w *downWorld) replacementOf(asgName, old string) string {
 	w.t.Fatalf("group %s launched no replacement for %s", asgName, old)
 	return ""
 }
+
+// TestFreezeRefusesADirectoryThatIsNotAMountPoint: freezing a plain directory would freeze the filesystem
+// it is on (here the test's temporary directory, on a real system the root filesystem).
+func TestFreezeRefusesADirectoryThatIsNotAMountPoint(t *testing.T) {
+	requireRoot(t)
+	mp, _ := mountScratchExt4(t)
+	dir := filepath.Join(mp, "sub")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	z, err := freezeFS(dir)
+	if err == nil {
+		_ = z.thaw()
+		t.Fatal("froze a directory that is not a mount point")
+	}
+	if !strings.Contains(err.Error(), "not a mount point") {
+		t.Errorf("err = %v, want it to say it is not a mount point", err)
+	}
+	assertWritable(t, mp)
+}

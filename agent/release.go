@@ -310,6 +310,21 @@ func freezeFS(mountPoint string) (*frozenFS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("freeze %s: %w", mountPoint, err)
 	}
+	// FIFREEZE freezes whatever filesystem the directory is on: a directory that is no longer a mount
+	// point (its filesystem was unmounted meanwhile) would freeze its parent, the root filesystem.
+	var st, parent unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("freeze %s: %w", mountPoint, err)
+	}
+	if err := unix.Stat(filepath.Join(mountPoint, ".."), &parent); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("freeze %s: %w", mountPoint, err)
+	}
+	if st.Dev == parent.Dev {
+		f.Close()
+		return nil, fmt.Errorf("freeze %s: not a mount point (on the same filesystem as its parent); refusing to freeze that filesystem", mountPoint)
+	}
 	if err := unix.IoctlSetInt(int(f.Fd()), ioctlFIFREEZE, 0); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EBUSY) {
