@@ -229,6 +229,9 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 
 	r.enter("lock")
 	lock, err := lockInstance(ctx, r.cfg.LockFile, time.Until(deadline(ctx)))
+	if errors.Is(err, context.DeadlineExceeded) && parent.Err() == nil {
+		return &Error{Code: ExitFailed, Msg: fmt.Sprintf("another handover up or down held %s for all of --timeout %s; let it finish, then rerun", r.cfg.LockFile, r.cfg.Timeout), Err: err}
+	}
 	if err != nil {
 		return r.explain(parent, err)
 	}
@@ -305,6 +308,9 @@ func (r *upRun) explain(parent context.Context, err error) error {
 	return err
 }
 
+// groupTagBound is how long a missing group tag is read again at boot before it is an error.
+const groupTagBound = 10 * time.Second
+
 // identify reads who and where this instance is, its tags (retried for a few seconds while the group tag
 // has not propagated yet), builds the AWS clients, and settles the configuration.
 func (r *upRun) identify(ctx context.Context, f *flags, getenv func(string) string, newC clientFactory) error {
@@ -325,7 +331,7 @@ func (r *upRun) identify(ctx context.Context, f *flags, getenv func(string) stri
 	// https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-tagging.html
 	var tags map[string]string
 	var from string
-	err = poll(ctx, r.log, waitSpec{What: "instance tag " + tagGroup, Bound: 15 * time.Second, Step: "identity"}, func(ctx context.Context) (bool, string, error) {
+	err = poll(ctx, r.log, waitSpec{What: "instance tag " + tagGroup, Bound: groupTagBound, Step: "identity"}, func(ctx context.Context) (bool, string, error) {
 		t, src, err := instanceTags(ctx, md, ec2c, id.InstanceID)
 		if err != nil {
 			return false, "", err

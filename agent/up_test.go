@@ -861,3 +861,135 @@ func TestStatusShowsEC2SideAndPlan(t *testing.T) {
 		}
 	}
 }
+
+// TestUpReadsTagsThroughDescribeTagsAndWaitsForTheGroupTag: with instance tags not in metadata, up reads
+// them with ec2:DescribeTags, and when the group tag arrives a moment after boot it waits for it.
+func TestUpReadsTagsThroughDescribeTagsAndWaitsForTheGroupTag(t *testing.T) {
+	w := newTestRegion(t)
+	w.allocateAddress(testGroup)
+	id := w.runInstance("us-east-1a", nil, false)
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		_, _ = w.ec2.CreateTags(context.Background(), &ec2.CreateTagsInput{Resources: []string{id},
+			Tags: []ec2types.Tag{{Key: aws.String(tagGroup), Value: aws.String(testGroup)}}})
+	}()
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
+	mustSucceed(t, res)
+	if !strings.Contains(res.stderr, "tags_from=ec2:DescribeTags") || !strings.Contains(res.stderr, "no handover:group tag yet") {
+		t.Errorf("the log does not show tags read through DescribeTags after a wait for the group tag:\n%s", res.stderr)
+	}
+}
+
+// TestUpWithoutGroup: no group tag and no --group is exit 3 naming both.
+func TestUpWithoutGroup(t *testing.T) {
+	w := newTestRegion(t)
+	id := w.runInstance("us-east-1a", map[string]string{"Name": "db"}, true)
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
+	mustExit(t, res, ExitPrecondition, tagGroup, "--group")
+}
+
+// TestUpWaitsForTheInstanceLock: while another up or down holds the lock, up waits; past --timeout it
+// gives up naming the lock, having changed nothing.
+func TestUpWaitsForTheInstanceLock(t *testing.T) {
+	w := newTestRegion(t)
+	w.allocateAddress(testGroup)
+	id := w.runInstance("us-east-1a", groupTags, true)
+	lockPath := w.agentEnv(id, nil)("HANDOVER_LOCK_FILE")
+	held, err := lockInstance(context.Background(), lockPath, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.sim.ResetCalls()
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--timeout", "1s")...)
+	mustExit(t, res, ExitFailed, lockPath)
+	if m := w.mutatingCalls(); len(m) != 0 {
+		t.Errorf("up made mutating calls %v without the lock", m)
+	}
+	held.unlock()
+	mustSucceed(t, w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...))
+}
+
+// TestUpSeveralSlots: two --volume slots come up side by side, each with its own volume and mount.
+func TestUpSeveralSlots(t *testing.T) {
+	requireRoot(t)
+	w := newTestRegion(t)
+	w.unmountOnCleanup()
+	w.allocateAddress(testGroup)
+	id := w.runInstance("us-east-1a", groupTags, true)
+	data, logs := filepath.Join(w.dir, "mnt", "data"), filepath.Join(w.dir, "mnt", "logs")
+	res := w.runAgent(w.ctx(), id, nil, "up", "--size", "1", "--unit-dir", w.unitDir(id),
+		"--volume", "data:/dev/sdf:"+data, "--volume", "logs:/dev/sdg:"+logs+":noatime")
+	mustSucceed(t, res)
+	for _, mp := range []string{data, logs} {
+		if _, ok, _ := mountedAt(mp); !ok {
+			t.Errorf("nothing mounted at %s", mp)
+		}
+	}
+	out, err := w.ec2.DescribeVolumes(w.ctx(), &ec2.DescribeVolumesInput{Filters: []ec2types.Filter{{Name: aws.String("tag:" + tagGroup), Values: []string{testGroup}}}})
+	if err != nil || len(out.Volumes) != 2 {
+		t.Fatalf("%d volumes for the group, want 2 (%v)", len(out.Volumes), err)
+	}
+	devices := map[string]string{}
+	for _, v := range out.Volumes {
+		devices[tagOf(v.Tags, tagSlot)] = aws.ToString(v.Attachments[0].Device)
+	}
+	if devices["data"] != "/dev/sdf" || devices["logs"] != "/dev/sdg" {
+		t.Errorf("slots attached at %v, want data at /dev/sdf and logs at /dev/sdg", devices)
+	}
+	if m, _, _ := mountedAt(logs); !strings.Contains(res.stdout, "data: vol-") || !strings.Contains(res.stdout, "logs: vol-") || m.FSType != "ext4" {
+		t.Errorf("summary or logs mount:\n%s", res.stdout)
+	}
+}
+
+// TestUpDeleteSuperseded: --delete-superseded deletes an older generation that is detached, and never
+// one that is attached (here to a stopped instance, which keeps it).
+func TestUpDeleteSuperseded(t *testing.T) {
+	w := newTestRegion(t)
+	w.allocateAddress(testGroup)
+	detached := w.createSlotVolume("us-east-1a", 1, nil)
+	kept := w.createSlotVolume("us-east-1a", 2, nil)
+	stopped := w.runInstance("us-east-1a", nil, true)
+	if _, err := w.ec2.AttachVolume(w.ctx(), &ec2.AttachVolumeInput{VolumeId: aws.String(kept), InstanceId: aws.String(stopped), Device: aws.String("/dev/sdf")}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitVolumeState(kept, "in-use")
+	if _, err := w.ec2.StopInstances(w.ctx(), &ec2.StopInstancesInput{InstanceIds: []string{stopped}}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitInstanceState(stopped, "stopped")
+	snap := w.snapshot(kept, 2, true, true)
+
+	id := w.runInstance("us-east-1b", groupTags, true)
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--delete-superseded")...)
+	mustSucceed(t, res)
+	left := map[string]ec2types.Volume{}
+	for _, v := range w.slotVolumes() {
+		left[aws.ToString(v.VolumeId)] = v
+	}
+	if _, ok := left[detached]; ok {
+		t.Errorf("detached generation 1 %s was not deleted", detached)
+	}
+	if v, ok := left[kept]; !ok || tagOf(v.Tags, tagSuperseded) != "true" || len(v.Attachments) != 1 {
+		t.Errorf("generation 2 %s, attached to stopped %s: present %v, tags %v; want kept, attached and tagged superseded", kept, stopped, ok, tagMap(v.Tags))
+	}
+	if len(left) != 2 || !strings.Contains(res.stdout, "restored from "+snap) || !strings.Contains(res.stderr, "stays attached to stopped") {
+		t.Errorf("volumes left %d, want the restore and %s\nstdout:\n%s\nstderr:\n%s", len(left), kept, res.stdout, res.stderr)
+	}
+}
+
+// TestUpNetworkInterface: --network-interface associates the address with that interface.
+func TestUpNetworkInterface(t *testing.T) {
+	w := newTestRegion(t)
+	alloc := w.allocateAddress(testGroup)
+	id := w.runInstance("us-east-1a", groupTags, true)
+	out, err := w.ec2.DescribeInstances(w.ctx(), &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eni := aws.ToString(out.Reservations[0].Instances[0].NetworkInterfaces[0].NetworkInterfaceId)
+	mustSucceed(t, w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--network-interface", eni)...))
+	addrs, err := w.ec2.DescribeAddresses(w.ctx(), &ec2.DescribeAddressesInput{AllocationIds: []string{alloc}})
+	if err != nil || aws.ToString(addrs.Addresses[0].NetworkInterfaceId) != eni || aws.ToString(addrs.Addresses[0].InstanceId) != id {
+		t.Errorf("address %+v (%v), want it on %s of %s", addrs.Addresses, err, eni, id)
+	}
+}
