@@ -871,10 +871,14 @@ func TestDownRerunConverges(t *testing.T) {
 	t.Run("unmount", func(t *testing.T) {
 		w := newDownWorld(t)
 		inst, _, mp := w.instanceWithMountedVolume("x")
-		args := []string{"down", "--pre-stop", "true", "--volume", "data:/dev/sdf:" + mp}
+		// --wait-snapshot: down returns only once its snapshot is completed.
+		args := []string{"down", "--pre-stop", "true", "--wait-snapshot", "--volume", "data:/dev/sdf:" + mp}
 		for i := range 2 {
 			if res := w.runAgent(w.ctx(), inst, nil, args...); res.code != ExitOK {
 				t.Fatalf("run %d: exit %d\n%s", i+1, res.code, res.stderr)
+			}
+			if snaps := w.slotSnapshots(defaultSlot); len(snaps) != 1 || snaps[0].State != "completed" {
+				t.Fatalf("after run %d with --wait-snapshot: %+v, want one completed snapshot", i+1, snaps)
 			}
 		}
 		if c, d := len(w.callsBy("CreateSnapshot", inst)), len(w.callsBy("DetachVolume", inst)); c != 1 || d != 1 {
