@@ -118,6 +118,14 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, req fsRequest) (fs
 		return res, preconditionErr(fmt.Sprintf("%s (%s) has no filesystem and handover did not create it blank (no %s=true tag): refusing to format it; check the snapshot it came from, or make the filesystem yourself if it really is empty",
 			req.Volume.ID, req.Device, tagCreatedBlank), nil)
 	case sig.Type == "":
+		// Tagged blank is not enough: a blank volume that has since been used and lost its superblock must
+		// not be formatted either. A volume EBS made empty reads as zeros.
+		if used, err := holdsData(req.Device); err != nil {
+			return res, err
+		} else if used != "" {
+			return res, preconditionErr(fmt.Sprintf("%s (%s) was created blank by handover but holds data (%s) and no filesystem signature: refusing to format it; inspect it by hand",
+				req.Volume.ID, req.Device, used), nil)
+		}
 		if err := makeFilesystem(ctx, log, req.Device, req.FS); err != nil {
 			return res, err
 		}
@@ -197,6 +205,37 @@ func checkMountState(dev, mountPoint, volumeID string) (bool, error) {
 			mountPoint, m.Source, m.FSType, volumeID), nil)
 	}
 	return false, nil
+}
+
+// blankProbe is how much of each end of a device holdsData reads: every filesystem handover makes writes
+// its superblock and first metadata within the first MiB, xfs and GPT also near the end.
+const blankProbe = 1 << 20
+
+// holdsData reports where a device has a non-zero byte in its first or last MiB ("" when both are all
+// zeros, as on a volume EBS created empty).
+func holdsData(dev string) (string, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", dev, err)
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return "", fmt.Errorf("size of %s: %w", dev, err)
+	}
+	buf := make([]byte, blankProbe)
+	for _, off := range []int64{0, max(0, size-blankProbe)} {
+		n, err := f.ReadAt(buf, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("read %s: %w", dev, err)
+		}
+		for i, b := range buf[:n] {
+			if b != 0 {
+				return fmt.Sprintf("non-zero byte at offset %d", off+int64(i)), nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // makeFilesystem formats a blank volume. No force flag: mkfs.xfs refuses a device with any signature, and

@@ -142,3 +142,32 @@ func TestFindVolumeDevice(t *testing.T) {
 		t.Error("a link to a regular file was accepted")
 	}
 }
+
+func TestHoldsData(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "disk")
+	if err := os.WriteFile(path, make([]byte, 3<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if used, err := holdsData(path); err != nil || used != "" {
+		t.Errorf("all zeros: %q %v", used, err)
+	}
+	for _, off := range []int64{4096, 3<<20 - 10} {
+		f, _ := os.OpenFile(path, os.O_WRONLY, 0)
+		_, _ = f.WriteAt([]byte{1}, off)
+		f.Close()
+		if used, err := holdsData(path); err != nil || !strings.Contains(used, "offset") {
+			t.Errorf("a byte at %d: %q %v", off, used, err)
+		}
+		f, _ = os.OpenFile(path, os.O_WRONLY, 0)
+		_, _ = f.WriteAt([]byte{0}, off)
+		f.Close()
+	}
+	// In the middle, past both probes: data a filesystem would never put there alone.
+	f, _ := os.OpenFile(path, os.O_WRONLY, 0)
+	_, _ = f.WriteAt([]byte{1}, 3<<19)
+	f.Close()
+	if used, _ := holdsData(path); used != "" {
+		t.Errorf("a byte in the middle was seen (%q): the probe reads only both ends", used)
+	}
+}

@@ -368,14 +368,25 @@ func planSlot(in planInput) slotPlan {
 	if haveLive && live.AZ != in.AZ {
 		p.Why += fmt.Sprintf("; the newest volume %s is in %s", live.ID, live.AZ)
 	}
+	if haveLive && best.Generation < live.Generation {
+		p.Warn = joinWarn(p.Warn, fmt.Sprintf("the newest volume %s (generation %d) has no snapshot of its own: what was written to it since it was made is not in this restore of generation %d",
+			live.ID, live.Generation, best.Generation))
+	}
 	for _, s := range usable[1:] {
 		if s.Generation == best.Generation && !s.Consistent && s.StartTime.After(best.StartTime) {
-			p.Warn = strings.TrimPrefix(p.Warn+"; ", "; ") + fmt.Sprintf("newer crash-consistent snapshot %s (%s) passed over for consistent %s",
-				s.ID, s.StartTime.UTC().Format(time.RFC3339), best.ID)
+			p.Warn = joinWarn(p.Warn, fmt.Sprintf("newer crash-consistent snapshot %s (%s) passed over for consistent %s",
+				s.ID, s.StartTime.UTC().Format(time.RFC3339), best.ID))
 			break
 		}
 	}
 	return p
+}
+
+func joinWarn(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }
 
 // volumeClientToken is CreateVolume's idempotency token for one generation of a slot: a rerun after a

@@ -104,6 +104,8 @@ func TestPlanSlot(t *testing.T) {
 			snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, want: planRestore, wantSnap: "snap-1", wantGen: 5},
 		{name: "same generation twice: the one attached here wins", vols: []slotVolume{vol("vol-a", there, "available", 3), vol("vol-b", here, "", 3, att(me, "attached"))},
 			want: planDone, wantVol: "vol-b"},
+		{name: "the newest volume was never snapshotted: restore the older generation, say what is lost", vols: []slotVolume{vol("vol-2", there, "available", 4)},
+			snaps: []slotSnapshot{snap("snap-g3", "completed", 3, true, 0)}, want: planRestore, wantSnap: "snap-g3", wantGen: 5, wantInWhy: "no snapshot of its own"},
 		{name: "a spent generation is skipped", vols: []slotVolume{vol("vol-1", there, "available", 3)},
 			snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, minGen: 5, want: planRestore, wantGen: 5},
 	}

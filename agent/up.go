@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -243,13 +244,14 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	if err != nil {
 		return r.explain(parent, err)
 	}
+	stopHeartbeats := func() {}
 	if hook != nil {
 		// Heartbeats cover everything from here on: address waits, snapshot waits, restores. 10 s is a
 		// third of the shortest heartbeat timeout a hook can have (30 s).
-		stop := hook.keepAlive(ctx, 10*time.Second)
-		defer stop()
+		stopHeartbeats = hook.keepAlive(ctx, 10*time.Second)
 	}
 	res, err := r.converge(ctx)
+	stopHeartbeats() // before the completion, so no heartbeat races it
 	res.Took = time.Since(r.start)
 	if err != nil {
 		err = r.explain(parent, err)
@@ -398,8 +400,10 @@ func (r *upRun) launchAction(ctx context.Context) (*lifecycleAction, error) {
 	return hook, nil
 }
 
-// converge claims the address, then brings every slot's volume here, each slot in its own goroutine (a
-// restore is mostly waiting on EBS, and slots do not depend on each other).
+// converge claims the address, then brings every slot's volume here: the volumes in parallel, one
+// goroutine per slot (a restore is mostly waiting on EBS, and slots do not depend on each other); then
+// the filesystems one after the other, parents first, so that a mount point inside another slot's
+// mount point is mounted on top of it, not hidden under it.
 func (r *upRun) converge(ctx context.Context) (upResult, error) {
 	res := upResult{InstanceID: r.me.InstanceID, AZ: r.me.AvailabilityZone, Group: r.group}
 	r.enter("address")
@@ -415,17 +419,40 @@ func (r *upRun) converge(ctx context.Context) (upResult, error) {
 	r.stepDone("address", keyAllocation, claim.Address.AllocationID, "public_ip", claim.Address.PublicIP, "action", claim.Action)
 
 	r.enter("volumes")
-	res.Slots = make([]slotResult, len(r.cfg.Volumes))
-	errs := make([]error, len(r.cfg.Volumes))
+	n := len(r.cfg.Volumes)
+	slots := make([]*slotRun, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i, spec := range r.cfg.Volumes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res.Slots[i], errs[i] = r.bringSlot(ctx, spec)
+			slots[i], errs[i] = r.bringVolume(ctx, spec)
 		}()
 	}
 	wg.Wait()
+
+	r.enter("filesystems")
+	order := make([]int, 0, n)
+	for i := range slots {
+		if errs[i] == nil {
+			order = append(order, i)
+		}
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		pa, pb := r.cfg.Volumes[order[a]].MountPoint, r.cfg.Volumes[order[b]].MountPoint
+		if da, db := strings.Count(pa, "/"), strings.Count(pb, "/"); da != db {
+			return da < db
+		}
+		return pa < pb
+	})
+	for _, i := range order {
+		errs[i] = r.finishSlot(ctx, slots[i])
+	}
+	res.Slots = make([]slotResult, n)
+	for i, s := range slots {
+		res.Slots[i] = s.res
+	}
 	return res, firstError(errs)
 }
 
@@ -448,41 +475,49 @@ func firstError(errs []error) error {
 	return &Error{Code: ExitCode(first), Msg: first.Error() + "; also: " + strings.Join(rest, "; "), Err: first}
 }
 
-// bringSlot makes one slot's volume attached, mounted and persisted here, then marks older generations.
-func (r *upRun) bringSlot(ctx context.Context, spec volumeSpec) (slotResult, error) {
-	log := r.log.With("slot", spec.Slot)
+// bringVolume makes one slot's volume attached here and, unless --no-mount, waits for its device.
+func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*slotRun, error) {
 	s := &slotRun{
-		c: r.clients, log: log, instanceID: r.me.InstanceID, az: r.me.AvailabilityZone, group: r.group,
+		c: r.clients, log: r.log.With("slot", spec.Slot), instanceID: r.me.InstanceID, az: r.me.AvailabilityZone, group: r.group,
 		spec: spec, shape: r.cfg.Shape, takeover: r.cfg.Takeover, requireData: r.cfg.RequireData,
 		releaseTimeout: r.cfg.ReleaseTimeout,
 	}
 	if err := s.converge(ctx); err != nil {
-		return s.res, err
+		return s, err
 	}
 	r.stepDone("volume", "slot", spec.Slot, keyVolume, s.res.Volume.ID, "how", s.res.How)
+	if r.cfg.NoMount {
+		return s, nil
+	}
+	dev, err := waitForDevice(ctx, s.log, r.cfg.DevDir, r.cfg.SysDir, s.res.Volume.ID, deviceBound)
+	if err != nil {
+		return s, err
+	}
+	s.res.Device = dev
+	r.stepDone("device", "slot", spec.Slot, keyVolume, s.res.Volume.ID, "device", dev)
+	return s, nil
+}
+
+// finishSlot makes the slot's filesystem mounted and persisted, then marks its older generations.
+func (r *upRun) finishSlot(ctx context.Context, s *slotRun) error {
+	spec := s.spec
 	if !r.cfg.NoMount {
-		dev, err := waitForDevice(ctx, log, r.cfg.DevDir, r.cfg.SysDir, s.res.Volume.ID, deviceBound)
-		if err != nil {
-			return s.res, err
-		}
-		s.res.Device = dev
-		r.stepDone("device", "slot", spec.Slot, keyVolume, s.res.Volume.ID, "device", dev)
-		fsr, err := prepareFilesystem(ctx, log, fsRequest{
-			Device: dev, Volume: s.res.Volume, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
+		fsr, err := prepareFilesystem(ctx, s.log, fsRequest{
+			Device: s.res.Device, Volume: s.res.Volume, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
 		})
 		s.res.FS = fsr
 		if err != nil {
-			return s.res, err
+			return err
 		}
 		r.stepDone("mount", "slot", spec.Slot, keyVolume, s.res.Volume.ID, "mount_point", spec.MountPoint, "fs", fsr.Type, "uuid", fsr.UUID)
 	}
 	if err := s.retire(ctx, r.cfg.DeleteSuperseded); err != nil {
-		return s.res, err
+		return err
 	}
 	if len(s.res.Superseded)+len(s.res.Deleted) > 0 {
 		r.stepDone("superseded", "slot", spec.Slot, "tagged", strings.Join(s.res.Superseded, ","), "deleted", strings.Join(s.res.Deleted, ","))
 	}
-	return s.res, nil
+	return nil
 }
 
 // printUpResult writes the final summary: what an operator checks after a recovery.

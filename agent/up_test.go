@@ -909,16 +909,18 @@ func TestUpWaitsForTheInstanceLock(t *testing.T) {
 	mustSucceed(t, w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...))
 }
 
-// TestUpSeveralSlots: two --volume slots come up side by side, each with its own volume and mount.
+// TestUpSeveralSlots: two --volume slots come up side by side, each with its own volume and mount; the
+// second mount point lies inside the first and is given first, and still ends up mounted on top of it.
 func TestUpSeveralSlots(t *testing.T) {
 	requireRoot(t)
 	w := newTestRegion(t)
 	w.unmountOnCleanup()
 	w.allocateAddress(testGroup)
 	id := w.runInstance("us-east-1a", groupTags, true)
-	data, logs := filepath.Join(w.dir, "mnt", "data"), filepath.Join(w.dir, "mnt", "logs")
+	data := filepath.Join(w.dir, "mnt", "data")
+	logs := filepath.Join(data, "logs")
 	res := w.runAgent(w.ctx(), id, nil, "up", "--size", "1", "--unit-dir", w.unitDir(id),
-		"--volume", "data:/dev/sdf:"+data, "--volume", "logs:/dev/sdg:"+logs+":noatime")
+		"--volume", "logs:/dev/sdg:"+logs+":noatime", "--volume", "data:/dev/sdf:"+data)
 	mustSucceed(t, res)
 	for _, mp := range []string{data, logs} {
 		if _, ok, _ := mountedAt(mp); !ok {
@@ -936,8 +938,60 @@ func TestUpSeveralSlots(t *testing.T) {
 	if devices["data"] != "/dev/sdf" || devices["logs"] != "/dev/sdg" {
 		t.Errorf("slots attached at %v, want data at /dev/sdf and logs at /dev/sdg", devices)
 	}
-	if m, _, _ := mountedAt(logs); !strings.Contains(res.stdout, "data: vol-") || !strings.Contains(res.stdout, "logs: vol-") || m.FSType != "ext4" {
-		t.Errorf("summary or logs mount:\n%s", res.stdout)
+	if !strings.Contains(res.stdout, "data: vol-") || !strings.Contains(res.stdout, "logs: vol-") {
+		t.Errorf("summary:\n%s", res.stdout)
+	}
+	// The logs mount is visible through the data mount: a file written there lands on the logs volume.
+	env := w.agentEnv(id, nil)
+	for _, v := range out.Volumes {
+		dev, _, err := findVolumeDevice(env("HANDOVER_DEV_DIR"), env("HANDOVER_SYS_DIR"), aws.ToString(v.VolumeId))
+		if err != nil || dev == "" {
+			t.Fatalf("device of %s: %q %v", aws.ToString(v.VolumeId), dev, err)
+		}
+		mounts, err := mountsOfDevice(dev)
+		want := map[string]string{"data": data, "logs": logs}[tagOf(v.Tags, tagSlot)]
+		if err != nil || len(mounts) != 1 || mounts[0].MountPoint != want {
+			t.Errorf("slot %s (%s) mounted at %+v (%v), want %s", tagOf(v.Tags, tagSlot), dev, mounts, err, want)
+		}
+	}
+	var stData, stLogs unix.Stat_t
+	if err := unix.Stat(data, &stData); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(logs, &stLogs); err != nil {
+		t.Fatal(err)
+	}
+	if stData.Dev == stLogs.Dev {
+		t.Errorf("%s is not a mount of its own on top of %s: the child was mounted before its parent", logs, data)
+	}
+}
+
+// TestUpRefusesUsedBlankVolumeWithoutFilesystem: a volume handover created blank that holds data but has
+// lost its filesystem signature is not formatted (exit 3).
+func TestUpRefusesUsedBlankVolumeWithoutFilesystem(t *testing.T) {
+	requireRoot(t)
+	w := newTestRegion(t)
+	w.unmountOnCleanup()
+	w.allocateAddress(testGroup)
+	vol := w.createSlotVolume("us-east-1a", 1, map[string]string{tagCreatedBlank: "true"})
+	img, err := os.OpenFile(filepath.Join(w.dir, "sim", "volumes", vol+".img"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatalf("the simulator's image of %s: %v", vol, err)
+	}
+	if _, err := img.WriteAt([]byte("rows of orders, no superblock"), 8192); err != nil {
+		t.Fatal(err)
+	}
+	img.Close()
+	id := w.runInstance("us-east-1a", groupTags, true)
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id)...)
+	mustExit(t, res, ExitPrecondition, vol, "holds data", "refusing to format")
+	env := w.agentEnv(id, nil)
+	dev, _, err := findVolumeDevice(env("HANDOVER_DEV_DIR"), env("HANDOVER_SYS_DIR"), vol)
+	if err != nil || dev == "" {
+		t.Fatalf("device of %s: %q %v", vol, dev, err)
+	}
+	if typ := blkidType(t, dev); typ != "" {
+		t.Errorf("%s was formatted (%s)", vol, typ)
 	}
 }
 
