@@ -66,7 +66,7 @@ type downConfig struct {
 // addFlags declares down's flags on f.
 func (c *downConfig) addFlags(f *flags) {
 	f.fs.Var(&c.Volumes, "volume", "SLOT:DEVICE:MOUNTPOINT[:options], repeatable (default data:/dev/sdf:/data)")
-	f.fs.StringVar(&c.LockFile, "lock-file", defaultLockFile, "lock shared with `up`, so that up and down never run at once")
+	f.fs.StringVar(&c.LockFile, "lock-file", defaultLockFile, "lock shared with up and snapshot, so that they never run at once")
 	f.fs.StringVar(&c.PreStop, "pre-stop", "", "command that stops the service writing the data, e.g. 'systemctl stop postgresql' (split on spaces, no shell)")
 	f.fs.BoolVar(&c.PreStopShell, "pre-stop-shell", false, "run --pre-stop through /bin/sh -c (for quoting, pipes, &&)")
 	f.fs.DurationVar(&c.PreStopTimeout, "pre-stop-timeout", time.Minute, "bound on the pre-stop command; then its process group is killed and the snapshot is not marked consistent")
@@ -437,7 +437,8 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 	}
 	syncAll(ctx, log)
 
-	if err := in.releaseAndSnapshot(ctx, log, cfg, occ, slots, rep.PreStopErr); err != nil {
+	st := stillness{Release: cfg.Release, FreezeTimeout: cfg.FreezeTimeout, PreStop: cfg.PreStop != "", PreStopErr: rep.PreStopErr, Rerun: "down"}
+	if err := in.snapshotStill(ctx, log, slots, st, func(s *slotRelease) string { return s.description(occ, self) }); err != nil {
 		return rep, err
 	}
 
@@ -637,11 +638,22 @@ func mountPointsOf(s *slotRelease) []string {
 	return mps
 }
 
-// releaseAndSnapshot keeps each volume's data still and snapshots it: unmount (falling back to a freeze
-// when something still holds the filesystem) or freeze, then CreateSnapshot, thawing right after.
-func (in *thisInstance) releaseAndSnapshot(ctx context.Context, log *slog.Logger, cfg downConfig, occ occasion, slots []*slotRelease, preStopErr error) error {
-	preStopOK := cfg.PreStop != "" && preStopErr == nil
-	preStopFailed := cfg.PreStop != "" && preStopErr != nil
+// stillness is how a run keeps the data still for its snapshots.
+type stillness struct {
+	Release       string // releaseUnmount or releaseFreeze
+	FreezeTimeout time.Duration
+	PreStop       bool   // a pre-stop command was configured
+	PreStopErr    error  // and how it ended
+	Rerun         string // what to tell the operator to rerun when a snapshot fails ("down", "snapshot")
+}
+
+// snapshotStill keeps each slot's volume still and snapshots it: unmount (falling back to a freeze when
+// something still holds the filesystem) or freeze, then CreateSnapshot, thawing right after. A slot with an
+// Existing snapshot (down's rerun) keeps it unless the new one would be consistent and it is not.
+// describe gives each snapshot's description. down and snapshot share it.
+func (in *thisInstance) snapshotStill(ctx context.Context, log *slog.Logger, slots []*slotRelease, st stillness, describe func(*slotRelease) string) error {
+	preStopOK := st.PreStop && st.PreStopErr == nil
+	preStopFailed := st.PreStop && st.PreStopErr != nil
 	var toFreeze []string
 	freezeOf := map[*slotRelease]string{}
 	var work []*slotRelease
@@ -666,7 +678,7 @@ func (in *thisInstance) releaseAndSnapshot(ctx context.Context, log *slog.Logger
 			vlog.Warn("block device not visible: snapshot without unmount or freeze", keyStep, "release")
 		case len(mps) == 0:
 			s.Still = "not mounted"
-		case cfg.Release == releaseUnmount:
+		case st.Release == releaseUnmount:
 			if err := unmountAll(vlog, s.Mounts); err != nil {
 				vlog.Warn("could not unmount; freezing for the snapshot instead, and leaving the volume attached", keyStep, "release", "error", err.Error())
 				freezeOf[s] = mps[0]
@@ -676,7 +688,7 @@ func (in *thisInstance) releaseAndSnapshot(ctx context.Context, log *slog.Logger
 		default:
 			freezeOf[s] = mps[0]
 		}
-		// Would a new snapshot be consistent? If a snapshot from this down exists and is no worse, keep it.
+		// Would a new snapshot be consistent? If one from this down exists and is no worse, keep it.
 		wouldBe := !preStopFailed && (preStopOK || s.Still != "" || freezeOf[s] != "")
 		if s.Existing != nil && (s.Existing.Consistent || !wouldBe) {
 			s.Snapshot, s.Reused, s.Consistent = *s.Existing, true, s.Existing.Consistent
@@ -692,7 +704,7 @@ func (in *thisInstance) releaseAndSnapshot(ctx context.Context, log *slog.Logger
 	if len(work) == 0 {
 		return nil
 	}
-	return whileFrozen(ctx, log, toFreeze, cfg.FreezeTimeout, func(ctx context.Context, frozen map[string]bool) error {
+	return whileFrozen(ctx, log, toFreeze, st.FreezeTimeout, func(ctx context.Context, frozen map[string]bool) error {
 		for _, s := range work {
 			if mp := freezeOf[s]; mp != "" && frozen[mp] {
 				s.Still = "frozen"
@@ -700,14 +712,15 @@ func (in *thisInstance) releaseAndSnapshot(ctx context.Context, log *slog.Logger
 			s.Consistent = !preStopFailed && (preStopOK || s.Still != "")
 			snap, err := createSlotSnapshot(ctx, in.clients.EC2, snapshotRequest{
 				Group: in.group, Slot: s.Spec.Slot, Volume: s.Volume, InstanceID: in.id.InstanceID,
-				Consistent: s.Consistent, Description: s.description(occ, in.id.InstanceID),
+				Consistent: s.Consistent, Description: describe(s),
 			})
 			if err != nil {
 				bound := ""
 				if errors.Is(err, context.DeadlineExceeded) && len(toFreeze) > 0 {
-					bound = fmt.Sprintf(" within --freeze-timeout %s", cfg.FreezeTimeout)
+					bound = fmt.Sprintf(" within --freeze-timeout %s", st.FreezeTimeout)
 				}
-				return fmt.Errorf("snapshot of %s (slot %s) failed%s; the filesystem is thawed and the volume stays attached; rerun down: %w", s.Volume.ID, s.Spec.Slot, bound, err)
+				return fmt.Errorf("snapshot of %s (slot %s) failed%s; the filesystem is thawed and the volume stays attached; rerun %s: %w",
+					s.Volume.ID, s.Spec.Slot, bound, st.Rerun, err)
 			}
 			s.Snapshot = snap
 			log.Info("snapshot created", keyStep, "snapshot", keyVolume, s.Volume.ID, "slot", s.Spec.Slot, "snapshot_id", snap.ID,

@@ -137,50 +137,27 @@ func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out i
 	if err != nil {
 		return err
 	}
-	var freeze []string
 	var work []*slotRelease
 	for _, s := range slots {
 		if s.Volume.ID == "" || s.Note != "" {
 			return preconditionErr(fmt.Sprintf("slot %s: %s; run `handover up` first, or drop the slot from --volume", s.Spec.Slot, orDash(s.Note)), nil)
 		}
 		work = append(work, s)
-		mps := mountPointsOf(s)
-		switch {
-		case s.Device == "":
-			log.Warn("block device not visible: the snapshot is crash-consistent only", keyVolume, s.Volume.ID, keyStep, "snapshot")
-		case len(mps) == 0:
-			s.Still = "not mounted"
-		default:
-			freeze = append(freeze, mps[0])
-		}
 		if dryRun {
-			how := s.Still
-			if len(mps) > 0 {
+			how := "not mounted"
+			switch mps := mountPointsOf(s); {
+			case s.Device == "":
+				how = "device not visible: crash-consistent only"
+			case len(mps) > 0:
 				how = "freeze " + mps[0] + " for the call"
 			}
-			fmt.Fprintf(out, "would snapshot slot %s: %s (generation %d), %s\n", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, orDash(how))
+			fmt.Fprintf(out, "would snapshot slot %s: %s (generation %d), %s\n", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, how)
 		}
 	}
 	if !dryRun {
-		err := whileFrozen(ctx, log, freeze, cfg.FreezeTimeout, func(ctx context.Context, frozen map[string]bool) error {
-			for _, s := range work {
-				if mps := mountPointsOf(s); len(mps) > 0 && frozen[mps[0]] {
-					s.Still = "frozen"
-				}
-				s.Consistent = s.Still != ""
-				snap, err := createSlotSnapshot(ctx, in.clients.EC2, snapshotRequest{
-					Group: in.group, Slot: s.Spec.Slot, Volume: s.Volume, InstanceID: self, Consistent: s.Consistent,
-					Description: fmt.Sprintf("handover snapshot: %s of %s", s.Volume.ID, self),
-				})
-				if err != nil {
-					return fmt.Errorf("snapshot of %s (slot %s) failed; the filesystem is thawed: %w", s.Volume.ID, s.Spec.Slot, err)
-				}
-				s.Snapshot = snap
-				log.Info("snapshot created", keyStep, "snapshot", keyVolume, s.Volume.ID, "slot", s.Spec.Slot, "snapshot_id", snap.ID, "consistent", s.Consistent)
-			}
-			return nil
-		})
-		if err != nil {
+		st := stillness{Release: releaseFreeze, FreezeTimeout: cfg.FreezeTimeout, Rerun: "snapshot"}
+		describe := func(s *slotRelease) string { return fmt.Sprintf("handover snapshot: %s of %s", s.Volume.ID, self) }
+		if err := in.snapshotStill(ctx, log, work, st, describe); err != nil {
 			return err
 		}
 		for _, s := range work {
