@@ -98,18 +98,11 @@ func checkDeviceDirs(devDir, sysDir string) error {
 	return nil
 }
 
-// validate checks down's configuration in one place, after flags, environment and tags are applied.
-func (c *downConfig) validate(f *flags) error {
-	if err := f.Common.validate(); err != nil {
-		return err
-	}
-	if c.Release == "" {
-		c.Release = releaseFreeze
-		if c.PreStop != "" {
-			c.Release = releaseUnmount
-		}
-	}
-	if c.Release != releaseUnmount && c.Release != releaseFreeze {
+// validate checks down's configuration in one place. openThisInstance runs it twice: on flags and
+// environment before reaching for metadata (a bad flag fails at once, exit 2), and again once the
+// instance's tags are applied. It changes nothing; applyDefaults then fills what depends on other options.
+func (c *downConfig) validate() error {
+	if c.Release != "" && c.Release != releaseUnmount && c.Release != releaseFreeze {
 		return usageErr(fmt.Sprintf("--release %q: want unmount or freeze", c.Release))
 	}
 	if c.PreStopShell && c.PreStop == "" {
@@ -126,14 +119,23 @@ func (c *downConfig) validate(f *flags) error {
 			return usageErr(fmt.Sprintf("--%s %s: must be positive", d.name, d.v))
 		}
 	}
-	if c.LockFile == "" || !filepath.IsAbs(c.LockFile) {
+	if !filepath.IsAbs(c.LockFile) {
 		return usageErr(fmt.Sprintf("--lock-file %q: must be an absolute path", c.LockFile))
 	}
-	if err := checkDeviceDirs(c.DevDir, c.SysDir); err != nil {
-		return err
+	return checkDeviceDirs(c.DevDir, c.SysDir)
+}
+
+// applyDefaults fills the defaults that depend on other options: --release is unmount when a pre-stop
+// command stops the service (nothing holds the filesystem any more), else freeze (the service keeps
+// running, so it cannot be unmounted).
+func (c *downConfig) applyDefaults() {
+	if c.Release == "" {
+		c.Release = releaseFreeze
+		if c.PreStop != "" {
+			c.Release = releaseUnmount
+		}
 	}
 	c.Volumes = c.Volumes.orDefault()
-	return nil
 }
 
 // thisInstance is what down, watch and snapshot know about the instance they run on.
@@ -146,33 +148,47 @@ type thisInstance struct {
 	sysDir  string // --sys-dir
 }
 
-// openThisInstance reads the identity and tags from metadata, applies the tags to f, checks the common
-// options and that a group is known, and builds the API clients.
-func openThisInstance(ctx context.Context, log *slog.Logger, e Env, f *flags) (*thisInstance, error) {
+// openThisInstance starts down, watch and snapshot: it parses args into f, checks the options (validate,
+// the command's own check), builds the logger, reads the identity and tags from metadata, applies the tags
+// to f and checks the options again, makes sure a group is known, and builds the API clients.
+func openThisInstance(ctx context.Context, e Env, f *flags, args []string, validate func() error) (*slog.Logger, *thisInstance, error) {
+	if err := f.parse(args); err != nil {
+		return nil, nil, err
+	}
+	if err := f.Common.validate(); err != nil {
+		return nil, nil, err
+	}
+	if err := validate(); err != nil {
+		return nil, nil, err
+	}
+	log := newLogger(e.Stderr, f.Common)
 	md := newIMDS(e.Getenv)
 	id, err := identify(ctx, log, md, f.Common.IMDSTimeout)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	clients, err := newClients(ctx, e.Getenv, id.Region)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tags, _, err := instanceTags(ctx, md, func() (EC2, error) { return clients.EC2, nil }, id.InstanceID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := f.applyTags(tags); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := f.Common.validate(); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if err := validate(); err != nil {
+		return nil, nil, err
 	}
 	if f.Common.Group == "" {
-		return nil, preconditionErr(fmt.Sprintf("instance %s has no %s tag: tag it through the group's launch template, or pass --group", id.InstanceID, tagGroup), nil)
+		return nil, nil, preconditionErr(fmt.Sprintf("instance %s has no %s tag: tag it through the group's launch template, or pass --group", id.InstanceID, tagGroup), nil)
 	}
 	log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
-	return &thisInstance{id: id, md: md, clients: clients, group: f.Common.Group}, nil
+	return log, &thisInstance{id: id, md: md, clients: clients, group: f.Common.Group}, nil
 }
 
 func runDown(ctx context.Context, e Env, args []string) error {
@@ -180,20 +196,11 @@ func runDown(ctx context.Context, e Env, args []string) error {
 	f.dryRun()
 	var cfg downConfig
 	cfg.addFlags(f)
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.Common.validate(); err != nil {
-		return err
-	}
-	log := newLogger(e.Stderr, f.Common)
-	in, err := openThisInstance(ctx, log, e, f)
+	log, in, err := openThisInstance(ctx, e, f, args, cfg.validate)
 	if err != nil {
 		return err
 	}
-	if err := cfg.validate(f); err != nil {
-		return err
-	}
+	cfg.applyDefaults()
 	in.devDir, in.sysDir = cfg.DevDir, cfg.SysDir
 	occ := occasionFromMetadata(ctx, log, in.md, in.id.InstanceID)
 	rep, err := in.down(ctx, log, cfg, occ, f.Common.DryRun)

@@ -234,7 +234,11 @@ func TestDownConfigValidate(t *testing.T) {
 		if err := f.parse(args); err != nil {
 			return nil, err
 		}
-		return &c, c.validate(f)
+		if err := c.validate(); err != nil {
+			return nil, err
+		}
+		c.applyDefaults()
+		return &c, nil
 	}
 	tests := []struct {
 		args        []string
@@ -1149,4 +1153,23 @@ func TestFreezeRefusesADirectoryThatIsNotAMountPoint(t *testing.T) {
 		t.Errorf("err = %v, want it to say it is not a mount point", err)
 	}
 	assertWritable(t, mp)
+}
+
+// TestUsageErrorsFailBeforeMetadata: a bad flag is exit 2 at once, without waiting for instance metadata
+// (here unreachable, which would be exit 3 after --imds-timeout).
+func TestUsageErrorsFailBeforeMetadata(t *testing.T) {
+	env := mapEnv(map[string]string{"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:1"})
+	for _, args := range [][]string{
+		{"down", "--release", "eject"},
+		{"down", "--pre-stop-shell"},
+		{"watch", "--poll-interval", "0s"},
+		{"watch", "--state-file", "relative.json"},
+		{"snapshot", "--keep", "-1"},
+	} {
+		var stderr bytes.Buffer
+		code := Main(context.Background(), append(args, "--imds-timeout", "1m"), Env{Getenv: env, Stdout: io.Discard, Stderr: &stderr})
+		if code != ExitUsage || strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
+			t.Errorf("handover %s: exit %d, stderr %q; want exit 2 and one line", strings.Join(args, " "), code, stderr.String())
+		}
+	}
 }

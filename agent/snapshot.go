@@ -84,6 +84,20 @@ type snapshotConfig struct {
 	SysDir        string
 }
 
+// validate checks snapshot's options in one place.
+func (c *snapshotConfig) validate() error {
+	if c.Keep < 0 {
+		return usageErr(fmt.Sprintf("--keep %d: must be 0 (keep everything) or more", c.Keep))
+	}
+	if c.FreezeTimeout <= 0 {
+		return usageErr(fmt.Sprintf("--freeze-timeout %s: must be positive", c.FreezeTimeout))
+	}
+	if !filepath.IsAbs(c.LockFile) {
+		return usageErr(fmt.Sprintf("--lock-file %q: must be an absolute path", c.LockFile))
+	}
+	return checkDeviceDirs(c.DevDir, c.SysDir)
+}
+
 func runSnapshot(ctx context.Context, e Env, args []string) error {
 	f := newFlags("snapshot", e.Getenv, e.Stderr, 10*time.Second)
 	f.dryRun()
@@ -93,27 +107,8 @@ func runSnapshot(ctx context.Context, e Env, args []string) error {
 	f.fs.DurationVar(&cfg.FreezeTimeout, "freeze-timeout", 30*time.Second, "longest a filesystem stays frozen waiting for CreateSnapshot; then it is thawed and the run fails")
 	f.fs.IntVar(&cfg.Keep, "keep", 0, "after the snapshot, delete the slot's oldest completed snapshots beyond this many (0: delete nothing)")
 	addDeviceDirFlags(f, &cfg.DevDir, &cfg.SysDir)
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.Common.validate(); err != nil {
-		return err
-	}
-	log := newLogger(e.Stderr, f.Common)
-	in, err := openThisInstance(ctx, log, e, f)
+	log, in, err := openThisInstance(ctx, e, f, args, cfg.validate)
 	if err != nil {
-		return err
-	}
-	if cfg.Keep < 0 {
-		return usageErr(fmt.Sprintf("--keep %d: must be 0 (keep everything) or more", cfg.Keep))
-	}
-	if cfg.FreezeTimeout <= 0 {
-		return usageErr(fmt.Sprintf("--freeze-timeout %s: must be positive", cfg.FreezeTimeout))
-	}
-	if !filepath.IsAbs(cfg.LockFile) {
-		return usageErr(fmt.Sprintf("--lock-file %q: must be an absolute path", cfg.LockFile))
-	}
-	if err := checkDeviceDirs(cfg.DevDir, cfg.SysDir); err != nil {
 		return err
 	}
 	in.devDir, in.sysDir = cfg.DevDir, cfg.SysDir

@@ -128,6 +128,20 @@ type watchConfig struct {
 	StateFile    string
 }
 
+// validate checks watch's options and down's, which it runs.
+func (c *watchConfig) validate() error {
+	if err := c.Down.validate(); err != nil {
+		return err
+	}
+	if c.PollInterval <= 0 {
+		return usageErr(fmt.Sprintf("--poll-interval %s: must be positive", c.PollInterval))
+	}
+	if !filepath.IsAbs(c.StateFile) {
+		return usageErr(fmt.Sprintf("--state-file %q: must be an absolute path", c.StateFile))
+	}
+	return nil
+}
+
 func runWatch(ctx context.Context, e Env, args []string) error {
 	// Started at boot: the network, and so IMDS, may not be up yet.
 	f := newFlags("watch", e.Getenv, e.Stderr, 5*time.Minute)
@@ -137,27 +151,12 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 	f.fs.DurationVar(&cfg.PollInterval, "poll-interval", 5*time.Second, "how often to read the notices from instance metadata")
 	f.fs.BoolVar(&cfg.OnRebalance, "on-rebalance", false, "also hand over on an EC2 rebalance recommendation (Spot)")
 	f.fs.StringVar(&cfg.StateFile, "state-file", defaultWatchStateFile, "where the events already handed over are recorded")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.Common.validate(); err != nil {
-		return err
-	}
-	log := newLogger(e.Stderr, f.Common)
-	in, err := openThisInstance(ctx, log, e, f)
+	log, in, err := openThisInstance(ctx, e, f, args, cfg.validate)
 	if err != nil {
 		return err
 	}
-	if err := cfg.Down.validate(f); err != nil {
-		return err
-	}
+	cfg.Down.applyDefaults()
 	in.devDir, in.sysDir = cfg.Down.DevDir, cfg.Down.SysDir
-	if cfg.PollInterval <= 0 {
-		return usageErr(fmt.Sprintf("--poll-interval %s: must be positive", cfg.PollInterval))
-	}
-	if !filepath.IsAbs(cfg.StateFile) {
-		return usageErr(fmt.Sprintf("--state-file %q: must be an absolute path", cfg.StateFile))
-	}
 	state, err := loadWatchState(log, cfg.StateFile, in.id.InstanceID)
 	if err != nil {
 		return err
