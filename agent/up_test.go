@@ -1047,3 +1047,34 @@ func TestUpNetworkInterface(t *testing.T) {
 		t.Errorf("address %+v (%v), want it on %s of %s", addrs.Addresses, err, eni, id)
 	}
 }
+
+// TestUpDetachesFromStoppedInstance: the slot's volume is attached to a stopped instance in this AZ (its
+// OS is not running); up detaches it and attaches it here, the same volume, nothing restored.
+func TestUpDetachesFromStoppedInstance(t *testing.T) {
+	w := newTestRegion(t)
+	w.allocateAddress(testGroup)
+	vol := w.createSlotVolume("us-east-1a", 1, nil)
+	old := w.runInstance("us-east-1a", nil, true)
+	if _, err := w.ec2.AttachVolume(w.ctx(), &ec2.AttachVolumeInput{VolumeId: aws.String(vol), InstanceId: aws.String(old), Device: aws.String("/dev/sdf")}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitVolumeState(vol, "in-use")
+	if _, err := w.ec2.StopInstances(w.ctx(), &ec2.StopInstancesInput{InstanceIds: []string{old}}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitInstanceState(old, "stopped")
+	id := w.runInstance("us-east-1a", groupTags, true)
+	w.sim.ResetCalls()
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
+	mustSucceed(t, res)
+	if w.calls("DetachVolume") != 1 || w.calls("CreateVolume") != 0 {
+		t.Errorf("DetachVolume %d, CreateVolume %d calls; want 1 and 0", w.calls("DetachVolume"), w.calls("CreateVolume"))
+	}
+	v := w.waitVolumeState(vol, "in-use")
+	if len(v.Attachments) != 1 || aws.ToString(v.Attachments[0].InstanceId) != id {
+		t.Errorf("%s attached to %+v, want %s", vol, v.Attachments, id)
+	}
+	if !strings.Contains(res.stdout, vol) || !strings.Contains(res.stdout, "reattached") {
+		t.Errorf("summary:\n%s", res.stdout)
+	}
+}
