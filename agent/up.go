@@ -239,7 +239,7 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	defer lock.unlock()
 	r.stepDone("lock", "path", r.cfg.LockFile)
 
-	r.enter("lifecycle")
+	r.enter("asg")
 	hook, err := r.launchAction(ctx)
 	if err != nil {
 		return r.explain(parent, err)
@@ -378,10 +378,10 @@ func (r *upRun) launchAction(ctx context.Context) (*lifecycleAction, error) {
 		if r.cfg.LaunchHook != "" {
 			hook = &lifecycleAction{as: r.clients.AutoScaling, log: r.log, asgName: m.ASGName, hook: r.cfg.LaunchHook, instanceID: r.me.InstanceID}
 		} else {
-			r.log.Warn("this instance waits in Pending:Wait but no --launch-hook was given: the group waits for the hook's timeout", keyStep, "lifecycle", "asg", m.ASGName)
+			r.log.Warn("this instance waits in Pending:Wait but no --launch-hook was given: the group waits for the hook's timeout", keyStep, "asg", "asg", m.ASGName)
 		}
 	}
-	r.stepDone("lifecycle", "asg", orDash(m.ASGName), "lifecycle_state", orDash(m.LifecycleState), "hook_pending", hook != nil)
+	r.stepDone("asg", "asg", orDash(m.ASGName), "lifecycle_state", orDash(m.LifecycleState), "hook_pending", hook != nil)
 	if m.ASGName == "" {
 		return nil, nil
 	}
