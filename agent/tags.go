@@ -13,8 +13,5 @@ const (
 	tagSuperseded     = "handover:superseded"
 	tagRole           = "handover:role"
 
-	// tagASGName is set by Auto Scaling on the instances it launches.
-	tagASGName = "aws:autoscaling:groupName"
-
 	defaultSlot = "data"
 )
