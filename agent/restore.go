@@ -223,8 +223,13 @@ func attachedTo(v slotVolume, instanceID string) bool {
 	return false
 }
 
-// rankSnapshots orders the usable snapshots best first: newest generation, then consistent before
-// crash-consistent (a snapshot `down` took with the service stopped or the filesystem frozen), then newest.
+// rankSnapshots orders the usable snapshots best first: newest generation, then newest, and between two
+// taken at the same instant the consistent one (taken with the service stopped or the filesystem frozen).
+//
+// Newest wins over consistent on purpose: a crash-consistent snapshot is what a power loss leaves, which a
+// journaling filesystem and a database with a write-ahead log recover from, while restoring an older
+// consistent snapshot silently drops every write made since it. A crash-consistent snapshot only exists
+// when `down`'s pre-stop command or freeze failed, so the restore says so in a warning.
 // Snapshots in the error state are returned apart.
 func rankSnapshots(snaps []slotSnapshot) (usable, failed []slotSnapshot) {
 	for _, s := range snaps {
@@ -239,10 +244,10 @@ func rankSnapshots(snaps []slotSnapshot) (usable, failed []slotSnapshot) {
 		if a.Generation != b.Generation {
 			return a.Generation > b.Generation
 		}
-		if a.Consistent != b.Consistent {
-			return a.Consistent
+		if !a.StartTime.Equal(b.StartTime) {
+			return a.StartTime.After(b.StartTime)
 		}
-		return a.StartTime.After(b.StartTime)
+		return a.Consistent && !b.Consistent
 	})
 	return usable, failed
 }
@@ -372,12 +377,8 @@ func planSlot(in planInput) slotPlan {
 		p.Warn = joinWarn(p.Warn, fmt.Sprintf("the newest volume %s (generation %d) has no snapshot of its own: what was written to it since it was made is not in this restore of generation %d",
 			live.ID, live.Generation, best.Generation))
 	}
-	for _, s := range usable[1:] {
-		if s.Generation == best.Generation && !s.Consistent && s.StartTime.After(best.StartTime) {
-			p.Warn = joinWarn(p.Warn, fmt.Sprintf("newer crash-consistent snapshot %s (%s) passed over for consistent %s",
-				s.ID, s.StartTime.UTC().Format(time.RFC3339), best.ID))
-			break
-		}
+	if !best.Consistent {
+		p.Warn = joinWarn(p.Warn, fmt.Sprintf("snapshot %s is crash-consistent (taken without the service stopped or the filesystem frozen): the filesystem replays its journal and the service recovers as after a power loss", best.ID))
 	}
 	return p
 }
