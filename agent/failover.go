@@ -247,18 +247,9 @@ func judgePrimary(ctx context.Context, c *Clients, holder string) (healthy bool,
 	if v.mayTake {
 		return false, v.why, nil
 	}
-	out, err := c.EC2.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{holder}})
+	system, instance, err := statusChecks(ctx, c.EC2, holder)
 	if err != nil {
-		return false, "", fmt.Errorf("describe status checks of %s: %w", holder, err)
-	}
-	system, instance := "unknown", "unknown"
-	for _, s := range out.InstanceStatuses {
-		if s.SystemStatus != nil {
-			system = string(s.SystemStatus.Status)
-		}
-		if s.InstanceStatus != nil {
-			instance = string(s.InstanceStatus.Status)
-		}
+		return false, "", err
 	}
 	if system == string(ec2types.SummaryStatusOk) && instance == string(ec2types.SummaryStatusOk) {
 		return true, fmt.Sprintf("%s is running and its status checks pass", holder), nil
@@ -547,22 +538,32 @@ func ensureRunning(ctx context.Context, log *slog.Logger, c EC2, id string, boun
 	return started, err
 }
 
+// statusChecks returns the system and instance status check summaries of an instance ("ok", "impaired",
+// "initializing", ...; "unknown" when EC2 reports none, as for an instance that is not running).
+func statusChecks(ctx context.Context, c EC2, id string) (system, instance string, err error) {
+	out, err := c.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{id}, IncludeAllInstances: aws.Bool(true)})
+	if err != nil {
+		return "", "", fmt.Errorf("describe status checks of %s: %w", id, err)
+	}
+	system, instance = "unknown", "unknown"
+	for _, s := range out.InstanceStatuses {
+		if s.SystemStatus != nil {
+			system = string(s.SystemStatus.Status)
+		}
+		if s.InstanceStatus != nil {
+			instance = string(s.InstanceStatus.Status)
+		}
+	}
+	return system, instance, nil
+}
+
 // waitStatusOK waits until both status checks of a running instance pass.
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeInstanceStatus.html
 func waitStatusOK(ctx context.Context, log *slog.Logger, c EC2, id string, bound time.Duration) error {
 	check := func(ctx context.Context) (bool, string, error) {
-		out, err := c.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{id}, IncludeAllInstances: aws.Bool(true)})
+		system, instance, err := statusChecks(ctx, c, id)
 		if err != nil {
-			return false, "", fmt.Errorf("describe status checks of %s: %w", id, err)
-		}
-		system, instance := "unknown", "unknown"
-		for _, s := range out.InstanceStatuses {
-			if s.SystemStatus != nil {
-				system = string(s.SystemStatus.Status)
-			}
-			if s.InstanceStatus != nil {
-				instance = string(s.InstanceStatus.Status)
-			}
+			return false, "", err
 		}
 		done := system == string(ec2types.SummaryStatusOk) && instance == string(ec2types.SummaryStatusOk)
 		return done, "system " + system + ", instance " + instance, nil
