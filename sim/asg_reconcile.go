@@ -164,7 +164,11 @@ func (r *Region) launchForGroupLocked(g *group, healthy []*instance, now time.Ti
 			s.Tags[t.Key] = t.Value
 		}
 	}
+	// EC2 tags what it launches from a template with the template and the version it resolved.
+	// https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html (aws: prefixed tags)
 	s.Tags["aws:autoscaling:groupName"] = g.Name
+	s.Tags["aws:ec2launchtemplate:id"] = g.TemplateID
+	s.Tags["aws:ec2launchtemplate:version"] = launchedTemplateVersion(g)
 	in := r.launchLocked(s, now, newID("r"))
 	in.Group, in.Lifecycle, in.Health = g.Name, "Pending", "Healthy"
 	r.log.Info("group launched instance", "group", g.Name, "instance", in.ID, "az", az)

@@ -230,6 +230,21 @@ func (r *Region) groupTemplateNode(g *group) node {
 	return el("LaunchTemplate", tx("LaunchTemplateId", g.TemplateID), tx("LaunchTemplateName", g.TemplateName), tx("Version", g.TemplateVersion))
 }
 
+// instanceTemplateNode is the template an instance was launched with: unlike the group's, its version is
+// the one "$Latest" or "$Default" resolved to at launch, as AWS reports it.
+func (r *Region) instanceTemplateNode(g *group) node {
+	return el("LaunchTemplate", tx("LaunchTemplateId", g.TemplateID), tx("LaunchTemplateName", g.TemplateName), tx("Version", launchedTemplateVersion(g)))
+}
+
+// launchedTemplateVersion resolves the group's template version. Simulated templates have one version.
+func launchedTemplateVersion(g *group) string {
+	switch g.TemplateVersion {
+	case "", "$Latest", "$Default":
+		return "1"
+	}
+	return g.TemplateVersion
+}
+
 func (r *Region) describeAutoScalingGroups(c *reqCtx) ([]node, *apiError) {
 	names := c.p.members("AutoScalingGroupNames")
 	var groups []*group
@@ -264,7 +279,7 @@ func (r *Region) describeAutoScalingGroups(c *reqCtx) ([]node, *apiError) {
 		var ins, tags []node
 		for _, in := range r.groupMembers(g) {
 			ins = append(ins, el("", tx("InstanceId", in.ID), tx("InstanceType", in.Type), tx("AvailabilityZone", in.AZ),
-				tx("LifecycleState", in.Lifecycle), tx("HealthStatus", in.Health), r.groupTemplateNode(g),
+				tx("LifecycleState", in.Lifecycle), tx("HealthStatus", in.Health), r.instanceTemplateNode(g),
 				boolean("ProtectedFromScaleIn", false)))
 		}
 		for _, t := range g.Tags {
@@ -317,7 +332,7 @@ func (r *Region) describeAutoScalingInstances(c *reqCtx) ([]node, *apiError) {
 		g := r.w.Groups[in.Group]
 		items = append(items, el("", tx("InstanceId", in.ID), tx("InstanceType", in.Type), tx("AutoScalingGroupName", g.Name),
 			tx("AvailabilityZone", in.AZ), tx("LifecycleState", in.Lifecycle), tx("HealthStatus", strings.ToUpper(in.Health)),
-			r.groupTemplateNode(g), boolean("ProtectedFromScaleIn", false)))
+			r.instanceTemplateNode(g), boolean("ProtectedFromScaleIn", false)))
 	}
 	return []node{list("AutoScalingInstances", "member", items), opt("NextToken", next)}, nil
 }

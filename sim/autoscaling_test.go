@@ -281,3 +281,26 @@ func TestGroupValidation(t *testing.T) {
 		t.Fatalf("two instances over two zones: %+v", ins)
 	}
 }
+
+// An instance launched by a group reports the template version "$Latest" resolved to, and EC2's
+// aws:ec2launchtemplate tags, as AWS does; the group itself keeps "$Latest".
+func TestGroupInstanceTemplateVersion(t *testing.T) {
+	r := startRegion(t, Options{})
+	makeGroup(t, r, nil)
+	idle(t, r)
+	ins := groupInstances(t, r)
+	if len(ins) != 1 || ins[0].LaunchTemplate == nil || aws.ToString(ins[0].LaunchTemplate.Version) != "1" {
+		t.Fatalf("instance launch template: %+v", ins)
+	}
+	out, err := ec2Client(r).DescribeInstances(ctxT(t), &ec2.DescribeInstancesInput{InstanceIds: []string{*ins[0].InstanceId}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := map[string]string{}
+	for _, tg := range out.Reservations[0].Instances[0].Tags {
+		tags[*tg.Key] = *tg.Value
+	}
+	if tags["aws:ec2launchtemplate:version"] != "1" || tags["aws:ec2launchtemplate:id"] == "" || tags["aws:autoscaling:groupName"] != "web" {
+		t.Errorf("instance tags: %v", tags)
+	}
+}
