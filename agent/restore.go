@@ -661,9 +661,11 @@ func (s *slotRun) waitHolder(ctx context.Context, p slotPlan) (slotPlan, error) 
 
 // waitSnapshot waits for a pending snapshot to complete (or fail), logging its progress. EBS reports
 // progress in percent; a first snapshot of a large volume can take hours, so this wait is bounded by the
-// command's --timeout only.
+// command's --timeout only. The wait sits on the recovery's critical path (restore starts the moment the
+// snapshot completes), so it polls at most every second rather than the default 2 s cap: a DescribeSnapshots
+// a second is far inside EC2's non-mutating request budget.
 func waitSnapshot(ctx context.Context, log *slog.Logger, c EC2, id string) error {
-	return poll(ctx, log, waitSpec{What: "snapshot " + id + " to complete", Bound: time.Until(deadline(ctx)), Step: "volume"},
+	return poll(ctx, log, waitSpec{What: "snapshot " + id + " to complete", Bound: time.Until(deadline(ctx)), Step: "volume", Max: time.Second},
 		func(ctx context.Context) (bool, string, error) {
 			s, err := describeSnapshot(ctx, c, id)
 			if hasCode(err, codeSnapshotNotFound) {

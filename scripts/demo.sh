@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The README's demo: builds handover-sim (which carries the real agent code) and plays handover's story
 # against the simulated region: an Auto Scaling group of one launches an instance in us-east-1a, whose
-# `handover up` makes a blank volume, a filesystem, a mount and claims the Elastic IP; the service writes
-# a file; a snapshot is taken; us-east-1a fails; the replacement in us-east-1b runs `handover up`, which
-# restores the volume there; the file and the Elastic IP are back. It prints a timeline.
+# `handover up` makes a blank volume, a filesystem and a mount and claims the Elastic IP; `handover watch`
+# runs beside the service, which writes a file; the group terminates the instance; watch sees it and
+# `handover down` stops the service, unmounts, snapshots, detaches and completes the termination hook; the
+# replacement in us-east-1b runs `handover up`, which restores down's snapshot there; the file and the
+# Elastic IP are back. It prints a timeline.
 #
 #   sudo scripts/demo.sh              # AWS delays divided by 10, about 10 s
 #   sudo scripts/demo.sh --speed 1    # real EC2 and EBS timings, about a minute

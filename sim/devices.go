@@ -117,7 +117,9 @@ func probeLoop() bool {
 
 // addDeviceLocked makes an attached volume visible to its running instance.
 func (r *Region) addDeviceLocked(v *volume) {
-	if v.Attachment == nil {
+	// After Close no device may appear: a request still being served would attach a loop device that
+	// nothing detaches any more.
+	if v.Attachment == nil || r.closed {
 		return
 	}
 	id := v.Attachment.InstanceID
