@@ -2,8 +2,8 @@
 # Installs the third-party tools the tests compare against into ./.tools/bin (idempotent):
 # - amazon-ec2-metadata-mock v1.13.0, AWS's IMDS mock, the reference for metadata behaviour.
 # - xfsprogs (Debian package), for the xfs filesystem tests, when missing and run as root.
-# The AWS CLI and moto_server are expected on the machine (preinstalled); when they are missing this
-# installs them with pip, and in CI a failure to do so fails the run with a clear message.
+# The AWS CLI and moto_server are expected on the machine (preinstalled Python tools): .ci/run checks for
+# them and says what to install; outside CI the tests that need them skip with the same message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .tools/bin
