@@ -48,7 +48,8 @@ var DefaultDelays = Delays{
 type Faults struct {
 	// ErrorRate maps an action name ("AttachVolume") or "*" to the
 	// probability that a call fails with a retryable error
-	// (RequestLimitExceeded 503 or InternalError 500).
+	// (EC2: RequestLimitExceeded 503 or InternalError 500; Auto Scaling:
+	// Throttling 400 or InternalFailure 500).
 	ErrorRate map[string]float64
 	// Latency is added to every API call.
 	Latency time.Duration
@@ -69,7 +70,7 @@ type Options struct {
 	Delays   Delays   // zero fields take DefaultDelays
 	Speed    float64  // divides every delay (default 1)
 	Jitter   float64  // +- fraction applied to each delay
-	Throttle bool     // EC2 request token buckets
+	Throttle bool     // EC2 request and resource token buckets, Auto Scaling's shared bucket (see throttle.go)
 	Faults   Faults
 	Logger   *slog.Logger // nil discards
 	Seed     int64        // jitter and fault randomness
@@ -393,7 +394,8 @@ func (r *Region) currentFaults() Faults {
 	return r.faults
 }
 
-// SetThrottle switches EC2 request throttling on (with full buckets) or off.
+// SetThrottle switches throttling (EC2 and Auto Scaling) on, with full
+// buckets, or off.
 func (r *Region) SetThrottle(on bool) {
 	r.cfgMu.Lock()
 	defer r.cfgMu.Unlock()

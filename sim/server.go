@@ -43,7 +43,11 @@ func (r *Region) serveAPI(w http.ResponseWriter, req *http.Request) {
 	caller := callerFromRequest(req)
 	mutating := isMutating(action)
 	call := Call{Time: start, Action: action, Caller: caller, Mutating: mutating}
+	var refund func() // resource tokens to give back if the call fails
 	fail := func(e *apiError) {
+		if refund != nil {
+			refund()
+		}
 		call.Code = e.Code
 		r.recordCall(call)
 		r.log.Debug("api call failed", "action", action, "caller", caller, "code", e.Code, "msg", e.Message)
@@ -87,11 +91,12 @@ func (r *Region) serveAPI(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	p := params{req.Form}
-	if !isASG && !r.allowThrottled(action, mutating, p) {
-		fail(errf(http.StatusServiceUnavailable, "RequestLimitExceeded", "Request limit exceeded."))
+	var throttleErr *apiError
+	if refund, throttleErr = r.throttled(action, isASG, mutating, p); throttleErr != nil {
+		fail(throttleErr)
 		return
 	}
-	if e := r.injectedError(faults, action); e != nil {
+	if e := r.injectedError(faults, action, isASG); e != nil {
 		fail(e)
 		return
 	}
@@ -123,8 +128,9 @@ func (r *Region) serveAPI(w http.ResponseWriter, req *http.Request) {
 	}
 }
 
-// injectedError draws a retryable error for action from the fault rates.
-func (r *Region) injectedError(f Faults, action string) *apiError {
+// injectedError draws a retryable error for action from the fault rates:
+// the service's throttling error or an internal error.
+func (r *Region) injectedError(f Faults, action string, isASG bool) *apiError {
 	rate, ok := f.ErrorRate[action]
 	if !ok {
 		rate = f.ErrorRate["*"]
@@ -132,10 +138,15 @@ func (r *Region) injectedError(f Faults, action string) *apiError {
 	if rate <= 0 || r.random() >= rate {
 		return nil
 	}
-	if r.random() < 0.5 {
-		return errf(http.StatusServiceUnavailable, "RequestLimitExceeded", "Request limit exceeded. (injected fault)")
+	switch throttle := r.random() < 0.5; {
+	case throttle && isASG:
+		return badRequest("Throttling", "Rate exceeded (injected fault)")
+	case isASG:
+		return errf(http.StatusInternalServerError, "InternalFailure", "An internal error has occurred. (injected fault)")
+	case !throttle:
+		return errf(http.StatusInternalServerError, "InternalError", "An internal error has occurred. (injected fault)")
 	}
-	return errf(http.StatusInternalServerError, "InternalError", "An internal error has occurred. (injected fault)")
+	return errf(http.StatusServiceUnavailable, "RequestLimitExceeded", "Request limit exceeded. (injected fault)")
 }
 
 // isMutating follows EC2's throttling categories: Describe*, Get*, List* and

@@ -105,7 +105,7 @@ func serveFlags(args []string, stderr io.Writer) (sim.Options, string, string, e
 	fs.DurationVar(&d.ModifyVolume, "delay-modify-volume", d.ModifyVolume, "volume modification modifying -> completed")
 	fs.Float64Var(&o.Speed, "speed", 1, "divide every delay by this")
 	fs.Float64Var(&o.Jitter, "jitter", 0, "random +- fraction applied to each delay")
-	fs.BoolVar(&o.Throttle, "throttle", false, "EC2 request token buckets (RequestLimitExceeded)")
+	fs.BoolVar(&o.Throttle, "throttle", false, "EC2 request and resource token buckets (RequestLimitExceeded), Auto Scaling bucket (Throttling)")
 	rates := faultRates{}
 	fs.Var(rates, "fault-rate", "ACTION=P: probability of a retryable error for ACTION (or *); repeatable")
 	fs.DurationVar(&o.Faults.Latency, "fault-latency", 0, "latency added to every API call")
