@@ -115,7 +115,10 @@ func TestThrottlingRequestLimitExceeded(t *testing.T) {
 	}
 	// Other actions have their own buckets; DescribeAvailabilityZones is not
 	// on the page's unfiltered list, so it has 100 tokens.
-	az := func() error { _, err := c.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{}); return err }
+	az := func() error {
+		_, err := c.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{})
+		return err
+	}
 	if n, _ := drain(t, 200, az); n != 100 {
 		t.Fatalf("%d DescribeAvailabilityZones passed, want 100", n)
 	}
