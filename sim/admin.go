@@ -7,13 +7,15 @@ import (
 )
 
 // serveAdmin drives what the AWS API cannot: Spot notices, rebalance
-// recommendations, abrupt instance death, failed snapshots, and reading the
+// recommendations, abrupt instance death, failing status checks, failed
+// snapshots, and reading the
 // call log or an instance's environment. handover-sim's subcommands and
 // shell scripts use it.
 //
 //	POST /sim/spot?instance=i-..&action=terminate[&in=2m]   ("" action clears)
 //	POST /sim/rebalance?instance=i-..[&clear=true]
 //	POST /sim/kill?instance=i-..
+//	POST /sim/status-checks?instance=i-..&system=impaired&instance-status=ok ("" = automatic)
 //	POST /sim/fail-snapshot?snapshot=snap-..
 //	GET  /sim/calls            (JSON list of Call)
 //	POST /sim/calls/reset
@@ -39,6 +41,8 @@ func (r *Region) serveAdmin(w http.ResponseWriter, req *http.Request) {
 		err = r.SetRebalance(id, at)
 	case "/sim/kill":
 		err = r.KillInstance(id)
+	case "/sim/status-checks":
+		err = r.SetInstanceStatus(id, q.Get("system"), q.Get("instance-status"))
 	case "/sim/fail-snapshot":
 		err = r.FailSnapshot(q.Get("snapshot"))
 	case "/sim/calls":

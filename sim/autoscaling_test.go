@@ -304,3 +304,18 @@ func TestGroupInstanceTemplateVersion(t *testing.T) {
 		t.Errorf("instance tags: %v", tags)
 	}
 }
+
+func TestGroupReplacesImpairedInstance(t *testing.T) {
+	r := startRegion(t, Options{})
+	makeGroup(t, r, nil)
+	idle(t, r)
+	id := *groupInstances(t, r)[0].InstanceId
+	if err := r.SetInstanceStatus(id, "", "impaired"); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	ins := groupInstances(t, r)
+	if len(ins) != 1 || *ins[0].InstanceId == id || ins[0].LifecycleState != "InService" {
+		t.Fatalf("an impaired member should be replaced: %+v", ins)
+	}
+}

@@ -464,7 +464,9 @@ func (r *Region) terminateInstances(c *reqCtx) ([]node, *apiError) {
 
 // describeInstanceStatus reports status checks: "initializing" for a while
 // after the instance runs, then "ok"; "not-applicable" when not running.
+// SetInstanceStatus overrides either check of a running instance.
 // Without IncludeAllInstances only running instances are listed, as on AWS.
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceStatusSummary.html
 func (r *Region) describeInstanceStatus(c *reqCtx) ([]node, *apiError) {
 	ins, aerr := r.selectInstances(c)
 	if aerr != nil {
@@ -484,27 +486,66 @@ func (r *Region) describeInstanceStatus(c *reqCtx) ([]node, *apiError) {
 	}
 	var items []node
 	for _, in := range pg {
-		status := "not-applicable"
+		auto := "not-applicable"
 		if in.State == "running" {
-			status = "initializing"
+			auto = "initializing"
 			if c.now.Sub(in.RunningSince) >= initTime {
-				status = "ok"
+				auto = "ok"
 			}
 		}
-		check := func(name string) node {
-			detail := "initializing"
+		check := func(name, forced string) node {
+			status := auto
+			if forced != "" && in.State == "running" {
+				status = forced
+			}
+			var detail node
 			switch status {
-			case "ok":
-				detail = "passed"
 			case "not-applicable":
 				return el(name, tx("status", status))
+			case "ok":
+				detail = el("", tx("name", "reachability"), tx("status", "passed"))
+			case "impaired":
+				detail = el("", tx("name", "reachability"), tx("status", "failed"), ts("impairedSince", in.StatusSince))
+			default: // initializing, insufficient-data
+				detail = el("", tx("name", "reachability"), tx("status", status))
 			}
-			return el(name, tx("status", status), list("details", "item", []node{el("", tx("name", "reachability"), tx("status", detail))}))
+			return el(name, tx("status", status), list("details", "item", []node{detail}))
 		}
 		items = append(items, el("", tx("instanceId", in.ID), tx("availabilityZone", in.AZ), stateNode("instanceState", in.State),
-			check("systemStatus"), check("instanceStatus"), list("eventsSet", "item", nil)))
+			check("systemStatus", in.SystemStatus), check("instanceStatus", in.InstanceStatus), list("eventsSet", "item", nil)))
 	}
 	return []node{list("instanceStatusSet", "item", items), opt("nextToken", next)}, nil
+}
+
+// statusCheckValues are what SetInstanceStatus accepts ("" = automatic).
+var statusCheckValues = map[string]bool{"": true, "ok": true, "impaired": true, "insufficient-data": true, "initializing": true}
+
+// SetInstanceStatus forces the system and the instance status check of an
+// instance, as DescribeInstanceStatus reports them while it runs: "ok",
+// "impaired", "insufficient-data" or "initializing"; "" gives that check
+// back to the automatic behaviour (initializing shortly after start, then
+// ok). An impaired Auto Scaling group member in service turns Unhealthy and
+// is replaced, as with the group's EC2 health checks
+// (https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-health-checks.html).
+func (r *Region) SetInstanceStatus(instanceID, system, instance string) error {
+	if !statusCheckValues[system] || !statusCheckValues[instance] {
+		return fmt.Errorf("sim: status checks %q/%q: each must be ok, impaired, insufficient-data, initializing or empty", system, instance)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	in := r.w.Instances[instanceID]
+	if in == nil {
+		return fmt.Errorf("sim: no instance %s", instanceID)
+	}
+	if in.SystemStatus != system || in.InstanceStatus != instance {
+		in.StatusSince = time.Now().UTC().Truncate(time.Second)
+	}
+	in.SystemStatus, in.InstanceStatus = system, instance
+	if (system == "impaired" || instance == "impaired") && in.Group != "" && in.Lifecycle == "InService" {
+		in.Health, in.Replace = "Unhealthy", true
+	}
+	r.afterChangeLocked()
+	return nil
 }
 
 // KillInstance makes an instance die abruptly, like a hardware failure: it

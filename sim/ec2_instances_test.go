@@ -155,3 +155,76 @@ func TestUnknownActionAndCaller(t *testing.T) {
 		t.Fatalf("calls: %+v", calls)
 	}
 }
+
+func TestSetInstanceStatusImpairsStatusChecks(t *testing.T) {
+	r := startRegion(t, Options{})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	id := runInstance(t, r, "us-east-1a", nil)
+	checks := func() (system, instance ec2types.InstanceStatusSummary) {
+		t.Helper()
+		out, err := c.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{id}, IncludeAllInstances: aws.Bool(true)})
+		if err != nil || len(out.InstanceStatuses) != 1 {
+			t.Fatalf("DescribeInstanceStatus: %v %v", out, err)
+		}
+		return *out.InstanceStatuses[0].SystemStatus, *out.InstanceStatuses[0].InstanceStatus
+	}
+	eventually(t, "status checks ok", func() bool {
+		s, i := checks()
+		return s.Status == ec2types.SummaryStatusOk && i.Status == ec2types.SummaryStatusOk
+	})
+
+	if err := r.SetInstanceStatus(id, "impaired", ""); err != nil {
+		t.Fatal(err)
+	}
+	s, i := checks()
+	if s.Status != ec2types.SummaryStatusImpaired || i.Status != ec2types.SummaryStatusOk {
+		t.Fatalf("system %s instance %s, want impaired/ok", s.Status, i.Status)
+	}
+	if d := s.Details; len(d) != 1 || d[0].Status != ec2types.StatusTypeFailed || d[0].ImpairedSince == nil {
+		t.Fatalf("impaired details: %+v", d)
+	}
+	if err := r.SetInstanceStatus(id, "", "insufficient-data"); err != nil {
+		t.Fatal(err)
+	}
+	if s, i := checks(); s.Status != ec2types.SummaryStatusOk || i.Status != ec2types.SummaryStatusInsufficientData {
+		t.Fatalf("system %s instance %s, want ok/insufficient-data", s.Status, i.Status)
+	}
+	if err := r.SetInstanceStatus(id, "initializing", "impaired"); err != nil {
+		t.Fatal(err)
+	}
+	if s, i := checks(); s.Status != ec2types.SummaryStatusInitializing || i.Status != ec2types.SummaryStatusImpaired {
+		t.Fatalf("system %s instance %s, want initializing/impaired", s.Status, i.Status)
+	}
+	// A stopped instance reports not-applicable whatever was forced.
+	if _, err := c.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	if s, i := checks(); s.Status != ec2types.SummaryStatusNotApplicable || i.Status != ec2types.SummaryStatusNotApplicable {
+		t.Fatalf("stopped: system %s instance %s", s.Status, i.Status)
+	}
+	if err := r.SetInstanceStatus(id, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetInstanceStatus(id, "broken", ""); err == nil {
+		t.Fatal("a bad status was accepted")
+	}
+	if err := r.SetInstanceStatus("i-0123456789abcdef0", "ok", "ok"); err == nil {
+		t.Fatal("an unknown instance was accepted")
+	}
+
+	// Through the admin path, as handover-sim status-checks does.
+	if _, err := c.StartInstances(ctx, &ec2.StartInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	resp, err := http.Post(r.Endpoint()+"/sim/status-checks?instance="+id+"&system=ok&instance-status=impaired", "", nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("admin: %v %v", resp, err)
+	}
+	_ = resp.Body.Close()
+	if s, i := checks(); s.Status != ec2types.SummaryStatusOk || i.Status != ec2types.SummaryStatusImpaired {
+		t.Fatalf("after admin: system %s instance %s", s.Status, i.Status)
+	}
+}

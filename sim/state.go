@@ -94,6 +94,10 @@ type instance struct {
 	StateReason   string            `json:"stateReason,omitempty"`
 	TemplateID    string            `json:"templateId,omitempty"`
 	Reservation   string            `json:"reservation"`
+	// Status checks forced by SetInstanceStatus ("" = automatic).
+	SystemStatus   string    `json:"systemStatus,omitempty"`
+	InstanceStatus string    `json:"instanceStatus,omitempty"`
+	StatusSince    time.Time `json:"statusSince,omitzero"`
 
 	// Auto Scaling membership.
 	Group     string      `json:"group,omitempty"`

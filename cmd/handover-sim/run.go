@@ -23,22 +23,24 @@ import (
 const usage = `usage: handover-sim <command> [flags]
 
 commands:
-  serve      run the simulated region (EC2 + Auto Scaling API, IMDS per instance)
-  env        print the export lines that make a program act as an instance
-  spot       publish a Spot interruption notice (and carry it out when due)
-  rebalance  publish a rebalance recommendation
-  kill       make an instance die abruptly (hardware failure)
-  calls      print the API call log as JSON
+  serve          run the simulated region (EC2 + Auto Scaling API, IMDS per instance)
+  env            print the export lines that make a program act as an instance
+  spot           publish a Spot interruption notice (and carry it out when due)
+  rebalance      publish a rebalance recommendation
+  kill           make an instance die abruptly (hardware failure)
+  status-checks  force an instance's status checks (--system/--instance impaired, ok, ...)
+  calls          print the API call log as JSON
 `
 
 // subcommands is extended by other files (e.g. demo.go) through init.
 var subcommands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) int{
-	"serve":     serve,
-	"env":       env,
-	"spot":      spot,
-	"rebalance": rebalance,
-	"kill":      kill,
-	"calls":     calls,
+	"serve":         serve,
+	"env":           env,
+	"spot":          spot,
+	"rebalance":     rebalance,
+	"kill":          kill,
+	"status-checks": statusChecks,
+	"calls":         calls,
 }
 
 // run dispatches a command line and returns the exit code: 0 done, 1
@@ -356,6 +358,26 @@ func kill(ctx context.Context, args []string, _, stderr io.Writer) int {
 	}
 	if err := admin(ctx, http.MethodPost, endpoint, "/sim/kill", url.Values{"instance": {id}}, nil); err != nil {
 		fmt.Fprintln(stderr, "handover-sim kill:", err)
+		return 1
+	}
+	return 0
+}
+
+func statusChecks(ctx context.Context, args []string, _, stderr io.Writer) int {
+	var system, instance string
+	fs, endpoint, err := adminFlags("status-checks", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&system, "system", "", "system status check: ok, impaired, insufficient-data, initializing; empty = automatic")
+		fs.StringVar(&instance, "instance", "", "instance status check: ok, impaired, insufficient-data, initializing; empty = automatic")
+	})
+	if err != nil {
+		return 2
+	}
+	id, ok := oneInstance(fs, stderr, "status-checks")
+	if !ok {
+		return 2
+	}
+	if err := admin(ctx, http.MethodPost, endpoint, "/sim/status-checks", url.Values{"instance": {id}, "system": {system}, "instance-status": {instance}}, nil); err != nil {
+		fmt.Fprintln(stderr, "handover-sim status-checks:", err)
 		return 1
 	}
 	return 0

@@ -71,6 +71,12 @@ func TestServeEnvKillCalls(t *testing.T) {
 	if code := run(ctx, []string{"rebalance", id, "--endpoint", endpoint}, &stdout, &stderr); code != 0 {
 		t.Fatalf("rebalance: %s", stderr.String())
 	}
+	if code := run(ctx, []string{"status-checks", id, "--endpoint", endpoint, "--system", "impaired"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("status-checks: %s", stderr.String())
+	}
+	if code := run(ctx, []string{"status-checks", id, "--endpoint", endpoint, "--instance", "broken"}, &stdout, &stderr); code != 1 {
+		t.Fatalf("status-checks with a bad value should fail")
+	}
 	if code := run(ctx, []string{"kill", id, "--endpoint", endpoint}, &stdout, &stderr); code != 0 {
 		t.Fatalf("kill: %s", stderr.String())
 	}
