@@ -145,6 +145,12 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 	log = log.With(keyStep, "address", keyInstance, spec.InstanceID)
 	var res claimResult
 	var lastWhy string
+	// What the address was associated with when we associated it (AssociationId, "" when free), and when:
+	// DescribeAddresses is eventually consistent, so for a while after our AssociateAddress it may still
+	// show that old association. Only a different association proves that another claimant won.
+	// https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
+	var beforeAssoc string
+	var associatedAt time.Time
 	check := func(ctx context.Context) (bool, string, error) {
 		a, err := findGroupAddress(ctx, c.EC2, spec.Group)
 		if err != nil {
@@ -159,7 +165,11 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 			return true, "", nil
 		}
 		if res.Action == "associated" || res.Action == "taken-over" {
-			// We associated it and a fresh Describe shows someone else: they won.
+			if a.AssociationID == beforeAssoc && time.Since(associatedAt) < tokenVisibilityBound {
+				// The association we replaced (or none): a stale read, not a race lost. Look again.
+				return false, "verifying: the association is not visible yet", nil
+			}
+			// We associated it and a fresh Describe shows another association: another claimant won.
 			return false, "", backoff.Permanent(fencedErr(fmt.Sprintf(
 				"associated %s (%s) but %s holds it now: another instance won the race; it keeps the address",
 				a.AllocationID, a.PublicIP, orDash(a.InstanceID)), nil))
@@ -207,6 +217,7 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 			}
 			return false, "", backoff.Permanent(fmt.Errorf("associate %s with %s: %w", a.AllocationID, spec.InstanceID, err))
 		}
+		beforeAssoc, associatedAt = a.AssociationID, time.Now()
 		res.Action = "associated"
 		if reassociate {
 			res.Action = "taken-over"
@@ -219,6 +230,10 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 		bound = time.Minute
 	}
 	err := poll(ctx, log, waitSpec{What: "Elastic IP of group " + spec.Group, Bound: bound}, check)
+	if errors.Is(err, errWaitTimeout) && (res.Action == "associated" || res.Action == "taken-over") {
+		return res, &Error{Code: ExitFailed, Msg: fmt.Sprintf("associated %s (%s) but DescribeAddresses did not show it on %s within %s; rerun to check",
+			res.Address.AllocationID, res.Address.PublicIP, spec.InstanceID, bound), Err: err}
+	}
 	if errors.Is(err, errWaitTimeout) {
 		return res, fencedErr(fmt.Sprintf("Elastic IP %s (%s) is held by a live instance: %s; stop it, wait for its group to terminate it, or pass %s",
 			res.Address.AllocationID, res.Address.PublicIP, lastWhy, spec.takeoverFlag()), nil)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -1078,5 +1079,84 @@ func TestUpDetachesFromStoppedInstance(t *testing.T) {
 	}
 	if !strings.Contains(res.stdout, vol) || !strings.Contains(res.stdout, "reattached") {
 		t.Errorf("summary:\n%s", res.stdout)
+	}
+}
+
+// staleAddressAfterAssociate is the EC2 API as seen from a region whose DescribeAddresses lags a
+// successful AssociateAddress (EC2's eventual consistency): the first reads after it still show the
+// address as it was before.
+type staleAddressAfterAssociate struct {
+	EC2
+	mu     *sync.Mutex
+	before *ec2.DescribeAddressesOutput // the last answer before AssociateAddress
+	stale  *int                         // reads left that answer before
+}
+
+func (c staleAddressAfterAssociate) DescribeAddresses(ctx context.Context, in *ec2.DescribeAddressesInput, opts ...func(*ec2.Options)) (*ec2.DescribeAddressesOutput, error) {
+	c.mu.Lock()
+	if *c.stale > 0 && c.before != nil {
+		*c.stale--
+		out := c.before
+		c.mu.Unlock()
+		return out, nil
+	}
+	c.mu.Unlock()
+	out, err := c.EC2.DescribeAddresses(ctx, in, opts...)
+	if err == nil {
+		c.mu.Lock()
+		*c.before = *out
+		c.mu.Unlock()
+	}
+	return out, err
+}
+
+func (c staleAddressAfterAssociate) AssociateAddress(ctx context.Context, in *ec2.AssociateAddressInput, opts ...func(*ec2.Options)) (*ec2.AssociateAddressOutput, error) {
+	out, err := c.EC2.AssociateAddress(ctx, in, opts...)
+	if err == nil {
+		c.mu.Lock()
+		*c.stale = 2
+		c.mu.Unlock()
+	}
+	return out, err
+}
+
+// TestUpElasticIPVerifyToleratesAStaleDescribe: right after AssociateAddress succeeds, DescribeAddresses
+// may still show the address free or on its old holder. That is a stale read, not a lost race: up must
+// look again until its own association shows, not exit 4 (and abandon the launch) holding the address.
+func TestUpElasticIPVerifyToleratesAStaleDescribe(t *testing.T) {
+	for _, held := range []bool{false, true} {
+		name := "free"
+		if held {
+			name = "held by a stopped instance"
+		}
+		t.Run(name, func(t *testing.T) {
+			w := newTestRegion(t)
+			alloc := w.allocateAddress(testGroup)
+			if held {
+				old := w.runInstance("us-east-1a", groupTags, true)
+				w.associate(alloc, old)
+				if _, err := w.ec2.StopInstances(w.ctx(), &ec2.StopInstancesInput{InstanceIds: []string{old}}); err != nil {
+					t.Fatal(err)
+				}
+				w.waitInstanceState(old, "stopped")
+			}
+			id := w.runInstance("us-east-1b", groupTags, true)
+			lagging := func(ctx context.Context, getenv func(string) string, region string) (*Clients, error) {
+				c, err := newClients(ctx, getenv, region)
+				if err != nil {
+					return nil, err
+				}
+				c.EC2 = staleAddressAfterAssociate{EC2: c.EC2, mu: &sync.Mutex{}, before: &ec2.DescribeAddressesOutput{}, stale: new(int)}
+				return c, nil
+			}
+			var stdout, stderr bytes.Buffer
+			err := up(w.ctx(), Env{Getenv: w.agentEnv(id, nil), Stdout: &stdout, Stderr: &stderr}, w.upArgs(id, "--no-mount")[1:], lagging)
+			if err != nil {
+				t.Fatalf("up: exit %d: %v\n%s", ExitCode(err), err, stderr.String())
+			}
+			if h := w.addressHolder(alloc); h != id {
+				t.Errorf("holder %s, want %s", h, id)
+			}
+		})
 	}
 }
