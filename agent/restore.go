@@ -377,6 +377,19 @@ func planSlot(in planInput) slotPlan {
 		p.Warn = joinWarn(p.Warn, fmt.Sprintf("the newest volume %s (generation %d) has no snapshot of its own: what was written to it since it was made is not in this restore of generation %d",
 			live.ID, live.Generation, best.Generation))
 	}
+	for _, f := range failed {
+		// rankSnapshots' order: a failed snapshot of a newer generation, or of the same one taken later,
+		// held writes that this restore does not carry (down's final snapshot, typically).
+		if f.Generation > best.Generation || (f.Generation == best.Generation && f.StartTime.After(best.StartTime)) {
+			where := ""
+			if f.SourceVolume != "" {
+				where = fmt.Sprintf("; its volume %s may still hold them: snapshot it again and rerun to restore them instead", f.SourceVolume)
+			}
+			p.Warn = joinWarn(p.Warn, fmt.Sprintf("newer snapshot %s (generation %d, %s) ended in error: writes made after %s are not in this restore%s",
+				f.ID, f.Generation, f.StartTime.UTC().Format(time.RFC3339), best.StartTime.UTC().Format(time.RFC3339), where))
+			break
+		}
+	}
 	if !best.Consistent {
 		p.Warn = joinWarn(p.Warn, fmt.Sprintf("snapshot %s is crash-consistent (taken without the service stopped or the filesystem frozen): the filesystem replays its journal and the service recovers as after a power loss", best.ID))
 	}
