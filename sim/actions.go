@@ -24,12 +24,15 @@ var ec2Actions = map[string]actionFunc{
 	"DetachVolume":              func(r *Region, c *reqCtx) ([]node, *apiError) { return r.detachVolume(c) },
 	"DeleteVolume":              func(r *Region, c *reqCtx) ([]node, *apiError) { return r.deleteVolume(c) },
 	"ModifyVolume":              func(r *Region, c *reqCtx) ([]node, *apiError) { return r.modifyVolume(c) },
-	"CreateSnapshot":            func(r *Region, c *reqCtx) ([]node, *apiError) { return r.createSnapshot(c) },
-	"DescribeSnapshots":         func(r *Region, c *reqCtx) ([]node, *apiError) { return r.describeSnapshots(c) },
-	"DeleteSnapshot":            func(r *Region, c *reqCtx) ([]node, *apiError) { return r.deleteSnapshot(c) },
-	"CreateLaunchTemplate":      func(r *Region, c *reqCtx) ([]node, *apiError) { return r.createLaunchTemplate(c) },
-	"DescribeLaunchTemplates":   func(r *Region, c *reqCtx) ([]node, *apiError) { return r.describeLaunchTemplates(c) },
-	"DeleteLaunchTemplate":      func(r *Region, c *reqCtx) ([]node, *apiError) { return r.deleteLaunchTemplate(c) },
+	"DescribeVolumesModifications": func(r *Region, c *reqCtx) ([]node, *apiError) {
+		return r.describeVolumesModifications(c)
+	},
+	"CreateSnapshot":          func(r *Region, c *reqCtx) ([]node, *apiError) { return r.createSnapshot(c) },
+	"DescribeSnapshots":       func(r *Region, c *reqCtx) ([]node, *apiError) { return r.describeSnapshots(c) },
+	"DeleteSnapshot":          func(r *Region, c *reqCtx) ([]node, *apiError) { return r.deleteSnapshot(c) },
+	"CreateLaunchTemplate":    func(r *Region, c *reqCtx) ([]node, *apiError) { return r.createLaunchTemplate(c) },
+	"DescribeLaunchTemplates": func(r *Region, c *reqCtx) ([]node, *apiError) { return r.describeLaunchTemplates(c) },
+	"DeleteLaunchTemplate":    func(r *Region, c *reqCtx) ([]node, *apiError) { return r.deleteLaunchTemplate(c) },
 }
 
 // asgActions are the Auto Scaling actions the simulator implements.

@@ -19,6 +19,43 @@ var volumeSizeLimits = map[string][2]int{
 	"st1": {125, 16384}, "sc1": {125, 16384}, "standard": {1, 1024},
 }
 
+// volumePerformance checks the IOPS and throughput asked for a volume of
+// type vt and size GiB (0 = not asked) and fills in the defaults: gp3 3000
+// IOPS and 125 MiB/s, gp2 its baseline of 3 IOPS per GiB (100..16000).
+// CreateVolume and ModifyVolume share these rules.
+func volumePerformance(vt string, size, iops, throughput int) (int, int, *apiError) {
+	switch vt {
+	case "gp3":
+		if iops == 0 {
+			iops = 3000
+		}
+		if throughput == 0 {
+			throughput = 125
+		}
+		if iops < 3000 || iops > 16000 {
+			return 0, 0, badRequest("InvalidParameterValue", "gp3 volumes support 3000 to 16000 IOPS.")
+		}
+		if throughput < 125 || throughput > 1000 {
+			return 0, 0, badRequest("InvalidParameterValue", "gp3 volumes support a throughput of 125 to 1000 MiB/s.")
+		}
+	case "io1", "io2":
+		if iops == 0 {
+			return 0, 0, badRequest("MissingParameter", fmt.Sprintf("The parameter iops must be specified for %s volumes.", vt))
+		}
+	default:
+		if iops != 0 {
+			return 0, 0, badRequest("InvalidParameterCombination", fmt.Sprintf("The parameter iops is not supported for %s volumes.", vt))
+		}
+		if vt == "gp2" {
+			iops = min(16000, max(100, 3*size))
+		}
+	}
+	if throughput != 0 && vt != "gp3" {
+		return 0, 0, badRequest("InvalidParameterCombination", fmt.Sprintf("The parameter throughput is not supported for %s volumes.", vt))
+	}
+	return iops, throughput, nil
+}
+
 func (r *Region) invisible(created time.Time, c *reqCtx) bool {
 	return c.cfg.ConsistencyDelay > 0 && c.now.Sub(created) < c.cfg.ConsistencyDelay
 }
@@ -108,34 +145,8 @@ func (r *Region) createVolume(c *reqCtx) ([]node, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	switch vt {
-	case "gp3":
-		if iops == 0 {
-			iops = 3000
-		}
-		if throughput == 0 {
-			throughput = 125
-		}
-		if iops < 3000 || iops > 16000 {
-			return nil, badRequest("InvalidParameterValue", "gp3 volumes support 3000 to 16000 IOPS.")
-		}
-		if throughput < 125 || throughput > 1000 {
-			return nil, badRequest("InvalidParameterValue", "gp3 volumes support a throughput of 125 to 1000 MiB/s.")
-		}
-	case "io1", "io2":
-		if iops == 0 {
-			return nil, badRequest("MissingParameter", fmt.Sprintf("The parameter iops must be specified for %s volumes.", vt))
-		}
-	default:
-		if iops != 0 {
-			return nil, badRequest("InvalidParameterCombination", fmt.Sprintf("The parameter iops is not supported for %s volumes.", vt))
-		}
-		if vt == "gp2" {
-			iops = min(16000, max(100, 3*size))
-		}
-	}
-	if throughput != 0 && vt != "gp3" {
-		return nil, badRequest("InvalidParameterCombination", fmt.Sprintf("The parameter throughput is not supported for %s volumes.", vt))
+	if iops, throughput, aerr = volumePerformance(vt, size, iops, throughput); aerr != nil {
+		return nil, aerr
 	}
 	encrypted := p.boolean("Encrypted") || (snap != nil && snap.Encrypted)
 	kms := p.get("KmsKeyId")
@@ -440,16 +451,20 @@ func (r *Region) deleteVolume(c *reqCtx) ([]node, *apiError) {
 }
 
 // modifyVolume applies Elastic Volumes changes
-// (https://docs.aws.amazon.com/ebs/latest/userguide/ebs-modify-volume.html):
-// the new size is usable at once (the image and loop device grow), the
-// modification itself stays "modifying" for the ModifyVolume delay.
+// (https://docs.aws.amazon.com/ebs/latest/userguide/ebs-modify-volume.html,
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ModifyVolume.html):
+// the new size is usable at once (the image and loop device grow); the
+// modification is "modifying", then "optimizing", then "completed" over the
+// ModifyVolume delay. IOPS and throughput follow CreateVolume's rules; when
+// not given they keep their value if the type stays (gp3, io1, io2), else
+// take the new type's default (io1/io2: 3000).
 func (r *Region) modifyVolume(c *reqCtx) ([]node, *apiError) {
 	p := c.p
 	v, aerr := r.findVolume(p.get("VolumeId"))
 	if aerr != nil {
 		return nil, aerr
 	}
-	if v.Modifying {
+	if v.Mod != nil && v.Mod.State != "completed" {
 		return nil, badRequest("IncorrectModificationState", fmt.Sprintf("Volume %s is already being modified.", v.ID))
 	}
 	if v.State == "creating" {
@@ -466,30 +481,172 @@ func (r *Region) modifyVolume(c *reqCtx) ([]node, *apiError) {
 	if vt == "" {
 		vt = v.Type
 	}
-	if _, ok := volumeSizeLimits[vt]; !ok {
+	limits, ok := volumeSizeLimits[vt]
+	if !ok {
 		return nil, badRequest("InvalidParameterValue", fmt.Sprintf("Value (%s) for parameter volumeType is invalid.", vt))
 	}
-	iops, aerr := p.integer("Iops", v.Iops)
+	if size < limits[0] || size > limits[1] {
+		return nil, badRequest("InvalidParameterValue", fmt.Sprintf("Volume of %dGiB is not in the range %d-%d for %s volumes.", size, limits[0], limits[1], vt))
+	}
+	keepIops := 0
+	if vt == v.Type && (vt == "gp3" || vt == "io1" || vt == "io2") {
+		keepIops = v.Iops
+	} else if vt == "io1" || vt == "io2" {
+		keepIops = 3000
+	}
+	keepThroughput := 0
+	if vt == v.Type && vt == "gp3" {
+		keepThroughput = v.Throughput
+	}
+	iops, aerr := p.integer("Iops", keepIops)
 	if aerr != nil {
 		return nil, aerr
 	}
-	throughput, aerr := p.integer("Throughput", v.Throughput)
+	throughput, aerr := p.integer("Throughput", keepThroughput)
 	if aerr != nil {
 		return nil, aerr
 	}
-	v.OrigSize, v.OrigType = v.Size, v.Type
-	v.Size, v.Type, v.Iops, v.Throughput = size, vt, iops, throughput
-	v.Modifying, v.ModifyStart = true, c.now
-	if v.Size > v.OrigSize {
+	if iops, throughput, aerr = volumePerformance(vt, size, iops, throughput); aerr != nil {
+		return nil, aerr
+	}
+	m := &modification{State: "modifying", Start: c.now, Duration: r.delay(r.opts.Delays.ModifyVolume),
+		OrigSize: v.Size, OrigType: v.Type, OrigIops: v.Iops, OrigThroughput: v.Throughput}
+	grow := size > v.Size
+	v.Size, v.Type, v.Iops, v.Throughput, v.Mod = size, vt, iops, throughput, m
+	if grow {
 		if err := os.Truncate(r.volumeImage(v.ID), int64(v.Size)*gib); err != nil {
 			return nil, errf(500, "InternalError", err.Error())
 		}
 		r.resizeDeviceLocked(v)
 	}
-	r.scheduleLocked("modify/"+v.ID, r.delay(r.opts.Delays.ModifyVolume), true, func() { v.Modifying = false })
-	return []node{el("volumeModification",
-		tx("volumeId", v.ID), tx("modificationState", "modifying"),
-		num("targetSize", v.Size), tx("targetVolumeType", v.Type), num("targetIops", v.Iops), num("targetThroughput", v.Throughput),
-		num("originalSize", v.OrigSize), tx("originalVolumeType", v.OrigType),
-		num("progress", 0), ts("startTime", v.ModifyStart))}, nil
+	r.scheduleModificationLocked(v)
+	return []node{el("volumeModification", modificationFields(v, c.now)...)}, nil
+}
+
+// scheduleModificationLocked moves v's modification on at its recorded
+// times: optimizing halfway through, completed at the end.
+func (r *Region) scheduleModificationLocked(v *volume) {
+	m := v.Mod
+	var next string
+	var at time.Time
+	switch m.State {
+	case "modifying":
+		next, at = "optimizing", m.Start.Add(m.Duration/2)
+	case "optimizing":
+		next, at = "completed", m.Start.Add(m.Duration)
+	default:
+		return
+	}
+	r.scheduleLocked("modify/"+v.ID, max(0, time.Until(at)), true, func() {
+		if v.Mod == m {
+			m.State = next
+			r.scheduleModificationLocked(v)
+		}
+	})
+}
+
+// progress grows from 0 to 100 over the modification's duration.
+func (m *modification) progress(now time.Time) int {
+	if m.State == "completed" {
+		return 100
+	}
+	if m.Duration <= 0 {
+		return 99
+	}
+	return min(99, max(0, int(100*now.Sub(m.Start)/m.Duration)))
+}
+
+// modificationFields are the elements of a VolumeModification, shared by
+// ModifyVolume and DescribeVolumesModifications. AWS leaves out IOPS for
+// types without them and throughput for types other than gp3.
+func modificationFields(v *volume, now time.Time) []node {
+	m := v.Mod
+	out := []node{tx("volumeId", v.ID), tx("modificationState", m.State),
+		num("targetSize", v.Size), tx("targetVolumeType", v.Type)}
+	if v.Iops > 0 {
+		out = append(out, num("targetIops", v.Iops))
+	}
+	if v.Throughput > 0 {
+		out = append(out, num("targetThroughput", v.Throughput))
+	}
+	out = append(out, boolean("targetMultiAttachEnabled", false), num("originalSize", m.OrigSize), tx("originalVolumeType", m.OrigType))
+	if m.OrigIops > 0 {
+		out = append(out, num("originalIops", m.OrigIops))
+	}
+	if m.OrigThroughput > 0 {
+		out = append(out, num("originalThroughput", m.OrigThroughput))
+	}
+	out = append(out, boolean("originalMultiAttachEnabled", false), num("progress", m.progress(now)), ts("startTime", m.Start))
+	if m.State == "completed" {
+		out = append(out, ts("endTime", m.Start.Add(m.Duration)))
+	}
+	return out
+}
+
+// describeVolumesModifications lists the latest modification of each volume
+// (VolumeId.N: each must exist and have one), filtered and paginated.
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeVolumesModifications.html
+func (r *Region) describeVolumesModifications(c *reqCtx) ([]node, *apiError) {
+	var vols []*volume
+	if ids := c.p.list("VolumeId"); len(ids) > 0 {
+		for _, id := range ids {
+			v, aerr := r.findVolume(id)
+			if aerr != nil {
+				return nil, aerr
+			}
+			if v.Mod == nil {
+				return nil, badRequest("InvalidVolumeModification.NotFound", fmt.Sprintf("Modification for volume '%s' does not exist.", id))
+			}
+			vols = append(vols, v)
+		}
+	} else {
+		for _, v := range r.w.Volumes {
+			if v.Mod != nil {
+				vols = append(vols, v)
+			}
+		}
+		sortByCreation(vols, func(v *volume) (time.Time, string) { return v.Mod.Start, v.ID })
+	}
+	var matched []*volume
+	for _, v := range vols {
+		ok, aerr := matchFilters(c.p.filters(), nil, modificationField(v))
+		if aerr != nil {
+			return nil, aerr
+		}
+		if ok {
+			matched = append(matched, v)
+		}
+	}
+	pg, next, aerr := page(c.p, matched, 1, 500)
+	if aerr != nil {
+		return nil, aerr
+	}
+	var items []node
+	for _, v := range pg {
+		items = append(items, el("", modificationFields(v, c.now)...))
+	}
+	return []node{list("volumeModificationSet", "item", items), opt("nextToken", next)}, nil
+}
+
+func modificationField(v *volume) fieldFunc {
+	return func(name string) ([]string, bool) {
+		m := v.Mod
+		switch name {
+		case "volume-id":
+			return []string{v.ID}, true
+		case "modification-state":
+			return []string{m.State}, true
+		case "target-size":
+			return []string{strconv.Itoa(v.Size)}, true
+		case "target-volume-type":
+			return []string{v.Type}, true
+		case "original-size":
+			return []string{strconv.Itoa(m.OrigSize)}, true
+		case "original-volume-type":
+			return []string{m.OrigType}, true
+		case "start-time":
+			return []string{awsTime(m.Start)}, true
+		}
+		return nil, false
+	}
 }

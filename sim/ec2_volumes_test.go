@@ -246,3 +246,136 @@ func TestConsistencyDelayHidesNewVolumes(t *testing.T) {
 		return err == nil
 	})
 }
+
+func TestModifyVolumeOmitsThroughputOutsideGp3(t *testing.T) {
+	r := startRegion(t, Options{})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	out, err := c.CreateVolume(ctx, &ec2.CreateVolumeInput{AvailabilityZone: aws.String("us-east-1a"), Size: aws.Int32(10), VolumeType: ec2types.VolumeTypeGp2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	mod, err := c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: out.VolumeId, Size: aws.Int32(20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mod.VolumeModification
+	if m.TargetThroughput != nil || m.OriginalThroughput != nil {
+		t.Errorf("gp2 modification reports throughput: target %v original %v", m.TargetThroughput, m.OriginalThroughput)
+	}
+	if m.TargetIops == nil || *m.TargetIops != 100 || m.OriginalIops == nil || *m.OriginalIops != 100 {
+		t.Errorf("gp2 IOPS: target %v original %v, want the baseline 100", m.TargetIops, m.OriginalIops)
+	}
+	idle(t, r)
+	// gp2 -> gp3 without IOPS or throughput takes gp3's defaults, which then appear.
+	mod, err = c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: out.VolumeId, VolumeType: ec2types.VolumeTypeGp3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = mod.VolumeModification
+	if m.TargetThroughput == nil || *m.TargetThroughput != 125 || *m.TargetIops != 3000 || m.OriginalThroughput != nil {
+		t.Errorf("gp2 -> gp3: %+v", m)
+	}
+	idle(t, r)
+	// st1 has neither IOPS nor throughput to report.
+	mod, err = c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: out.VolumeId, VolumeType: ec2types.VolumeTypeSt1, Size: aws.Int32(125)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m = mod.VolumeModification; m.TargetThroughput != nil || m.TargetIops != nil || *m.OriginalThroughput != 125 {
+		t.Errorf("gp3 -> st1: %+v", m)
+	}
+}
+
+func TestModifyVolumeChecksCreateVolumeRules(t *testing.T) {
+	r := startRegion(t, Options{})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	id := createVolume(t, r, "us-east-1a", 10, nil) // gp3
+	idle(t, r)
+	for _, tc := range []struct {
+		name string
+		in   ec2.ModifyVolumeInput
+		code string
+	}{
+		{"gp3 IOPS below 3000", ec2.ModifyVolumeInput{Iops: aws.Int32(2999)}, "InvalidParameterValue"},
+		{"gp3 IOPS above 16000", ec2.ModifyVolumeInput{Iops: aws.Int32(16001)}, "InvalidParameterValue"},
+		{"gp3 throughput below 125", ec2.ModifyVolumeInput{Throughput: aws.Int32(124)}, "InvalidParameterValue"},
+		{"gp3 throughput above 1000", ec2.ModifyVolumeInput{Throughput: aws.Int32(1001)}, "InvalidParameterValue"},
+		{"throughput on gp2", ec2.ModifyVolumeInput{VolumeType: ec2types.VolumeTypeGp2, Throughput: aws.Int32(200)}, "InvalidParameterCombination"},
+		{"IOPS on gp2", ec2.ModifyVolumeInput{VolumeType: ec2types.VolumeTypeGp2, Iops: aws.Int32(3000)}, "InvalidParameterCombination"},
+		{"size out of range for st1", ec2.ModifyVolumeInput{VolumeType: ec2types.VolumeTypeSt1}, "InvalidParameterValue"},
+	} {
+		in := tc.in
+		in.VolumeId = aws.String(id)
+		_, err := c.ModifyVolume(ctx, &in)
+		if err == nil {
+			t.Fatalf("%s: accepted", tc.name)
+		}
+		wantCode(t, err, tc.code)
+	}
+	// In range: accepted; a later IOPS-only change keeps the throughput.
+	if _, err := c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: aws.String(id), Iops: aws.Int32(16000), Throughput: aws.Int32(1000)}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	mod, err := c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: aws.String(id), Iops: aws.Int32(4000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := mod.VolumeModification; *m.TargetIops != 4000 || *m.TargetThroughput != 1000 || *m.OriginalIops != 16000 {
+		t.Fatalf("IOPS-only change: %+v", m)
+	}
+	idle(t, r)
+	if v := describeVolume(t, r, id); *v.Iops != 4000 || *v.Throughput != 1000 {
+		t.Fatalf("volume after the change: iops %d throughput %d", *v.Iops, *v.Throughput)
+	}
+}
+
+func TestDescribeVolumesModifications(t *testing.T) {
+	// Speed 1: the modification lasts the default 2 s, 1 s modifying and 1 s optimizing.
+	r := startRegion(t, Options{Speed: 1, Delays: Delays{CreateVolume: time.Millisecond}})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	id := createVolume(t, r, "us-east-1a", 1, nil)
+	other := createVolume(t, r, "us-east-1a", 1, nil)
+	idle(t, r)
+	_, err := c.DescribeVolumesModifications(ctx, &ec2.DescribeVolumesModificationsInput{VolumeIds: []string{id}})
+	wantCode(t, err, "InvalidVolumeModification.NotFound")
+	_, err = c.DescribeVolumesModifications(ctx, &ec2.DescribeVolumesModificationsInput{VolumeIds: []string{"vol-0123456789abcdef0"}})
+	wantCode(t, err, "InvalidVolume.NotFound")
+
+	if _, err := c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: aws.String(id), Size: aws.Int32(2)}); err != nil {
+		t.Fatal(err)
+	}
+	describe := func(in *ec2.DescribeVolumesModificationsInput) []ec2types.VolumeModification {
+		t.Helper()
+		out, err := c.DescribeVolumesModifications(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.VolumesModifications
+	}
+	ms := describe(&ec2.DescribeVolumesModificationsInput{})
+	if len(ms) != 1 || *ms[0].VolumeId != id || ms[0].ModificationState != ec2types.VolumeModificationStateModifying ||
+		*ms[0].TargetSize != 2 || *ms[0].OriginalSize != 1 || ms[0].StartTime == nil || ms[0].EndTime != nil || *ms[0].Progress > 50 {
+		t.Fatalf("modifying: %+v", ms)
+	}
+	eventually(t, "optimizing", func() bool {
+		ms := describe(&ec2.DescribeVolumesModificationsInput{VolumeIds: []string{id}})
+		return ms[0].ModificationState == ec2types.VolumeModificationStateOptimizing && *ms[0].Progress >= 50
+	})
+	_, err = c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: aws.String(id), Size: aws.Int32(3)})
+	wantCode(t, err, "IncorrectModificationState")
+	idle(t, r)
+	ms = describe(&ec2.DescribeVolumesModificationsInput{Filters: []ec2types.Filter{{Name: aws.String("modification-state"), Values: []string{"completed"}}}})
+	if len(ms) != 1 || *ms[0].Progress != 100 || ms[0].EndTime == nil {
+		t.Fatalf("completed: %+v", ms)
+	}
+	if ms := describe(&ec2.DescribeVolumesModificationsInput{Filters: []ec2types.Filter{{Name: aws.String("volume-id"), Values: []string{other}}}}); len(ms) != 0 {
+		t.Fatalf("unmodified volume listed: %+v", ms)
+	}
+	_, err = c.DescribeVolumesModifications(ctx, &ec2.DescribeVolumesModificationsInput{Filters: []ec2types.Filter{{Name: aws.String("bogus"), Values: []string{"x"}}}})
+	wantCode(t, err, "InvalidParameterValue")
+}

@@ -28,7 +28,7 @@ type Delays struct {
 	InstanceStart            time.Duration // pending -> running
 	InstanceStop             time.Duration // stopping -> stopped
 	InstanceTerminate        time.Duration // shutting-down -> terminated
-	ModifyVolume             time.Duration // modifying -> completed
+	ModifyVolume             time.Duration // modifying -> optimizing (half-way) -> completed
 }
 
 // DefaultDelays are used for every zero field of Options.Delays.

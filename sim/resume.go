@@ -4,8 +4,8 @@ import "time"
 
 // resumeLocked rebuilds what a restart lost: IMDS servers and block devices
 // of live instances, and the timers of every transition that was under way
-// (restarted with their full delay, except snapshots and lifecycle actions,
-// which keep their recorded deadlines).
+// (restarted with their full delay, except snapshots, volume modifications
+// and lifecycle actions, which keep their recorded deadlines).
 func (r *Region) resumeLocked() {
 	for _, in := range r.w.Instances {
 		switch in.State {
@@ -37,8 +37,8 @@ func (r *Region) resumeLocked() {
 			}
 			r.scheduleVolumeCreated(v, r.delay(d))
 		}
-		if v.Modifying {
-			r.scheduleLocked("modify/"+v.ID, r.delay(r.opts.Delays.ModifyVolume), true, func() { v.Modifying = false })
+		if v.Mod != nil {
+			r.scheduleModificationLocked(v)
 		}
 		if a := v.Attachment; a != nil {
 			in := r.w.Instances[a.InstanceID]

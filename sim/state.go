@@ -33,23 +33,33 @@ type clientToken struct {
 }
 
 type volume struct {
-	ID          string            `json:"id"`
-	AZ          string            `json:"az"`
-	Size        int               `json:"size"`
-	Type        string            `json:"type"`
-	Iops        int               `json:"iops,omitempty"`
-	Throughput  int               `json:"throughput,omitempty"`
-	Encrypted   bool              `json:"encrypted,omitempty"`
-	KmsKeyID    string            `json:"kmsKeyId,omitempty"`
-	SnapshotID  string            `json:"snapshotId,omitempty"`
-	State       string            `json:"state"`
-	Created     time.Time         `json:"created"`
-	Tags        map[string]string `json:"tags,omitempty"`
-	Attachment  *attachment       `json:"attachment,omitempty"`
-	Modifying   bool              `json:"modifying,omitempty"`
-	ModifyStart time.Time         `json:"modifyStart,omitzero"`
-	OrigSize    int               `json:"origSize,omitempty"`
-	OrigType    string            `json:"origType,omitempty"`
+	ID         string            `json:"id"`
+	AZ         string            `json:"az"`
+	Size       int               `json:"size"`
+	Type       string            `json:"type"`
+	Iops       int               `json:"iops,omitempty"`
+	Throughput int               `json:"throughput,omitempty"`
+	Encrypted  bool              `json:"encrypted,omitempty"`
+	KmsKeyID   string            `json:"kmsKeyId,omitempty"`
+	SnapshotID string            `json:"snapshotId,omitempty"`
+	State      string            `json:"state"`
+	Created    time.Time         `json:"created"`
+	Tags       map[string]string `json:"tags,omitempty"`
+	Attachment *attachment       `json:"attachment,omitempty"`
+	Mod        *modification     `json:"modification,omitempty"` // the latest ModifyVolume
+}
+
+// modification is a volume's latest Elastic Volumes change, as
+// DescribeVolumesModifications reports it: modifying for the first half of
+// Duration, optimizing for the second, then completed.
+type modification struct {
+	State          string        `json:"state"` // modifying, optimizing, completed
+	Start          time.Time     `json:"start"`
+	Duration       time.Duration `json:"duration"`
+	OrigSize       int           `json:"origSize"`
+	OrigType       string        `json:"origType"`
+	OrigIops       int           `json:"origIops,omitempty"`
+	OrigThroughput int           `json:"origThroughput,omitempty"`
 }
 
 type attachment struct {

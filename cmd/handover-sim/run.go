@@ -104,7 +104,7 @@ func serveFlags(args []string, stderr io.Writer) (sim.Options, string, string, e
 	fs.DurationVar(&d.InstanceStart, "delay-instance-start", d.InstanceStart, "instance pending -> running")
 	fs.DurationVar(&d.InstanceStop, "delay-instance-stop", d.InstanceStop, "instance stopping -> stopped")
 	fs.DurationVar(&d.InstanceTerminate, "delay-instance-terminate", d.InstanceTerminate, "instance shutting-down -> terminated")
-	fs.DurationVar(&d.ModifyVolume, "delay-modify-volume", d.ModifyVolume, "volume modification modifying -> completed")
+	fs.DurationVar(&d.ModifyVolume, "delay-modify-volume", d.ModifyVolume, "volume modification: modifying, then optimizing (half each), then completed")
 	fs.Float64Var(&o.Speed, "speed", 1, "divide every delay by this")
 	fs.Float64Var(&o.Jitter, "jitter", 0, "random +- fraction applied to each delay")
 	fs.BoolVar(&o.Throttle, "throttle", false, "EC2 request and resource token buckets (RequestLimitExceeded), Auto Scaling bucket (Throttling)")
