@@ -693,9 +693,17 @@ func waitSnapshot(ctx context.Context, log *slog.Logger, c EC2, id string) error
 
 // retire tags the slot's volumes of older generations handover:superseded=true, and with
 // --delete-superseded deletes those that are detached. A volume that is attached anywhere is never
-// deleted: its instance may still be writing to it.
+// deleted: its instance may still be writing to it. Nor is one of a newer generation than the snapshot
+// the current volume was cut from: its writes were never snapshotted (planSlot warned that this restore
+// does not carry them), and it is their only copy.
 func (s *slotRun) retire(ctx context.Context, deleteThem bool) error {
 	cur := s.res.Volume
+	cutFrom := cur.Generation - 1 // a blank volume, or a source snapshot no longer listed
+	for _, sn := range s.view.Snapshots {
+		if cur.SnapshotID != "" && sn.ID == cur.SnapshotID {
+			cutFrom = sn.Generation
+		}
+	}
 	var untagged []string
 	var doomed []slotVolume
 	for _, v := range s.view.Volumes {
@@ -705,9 +713,15 @@ func (s *slotRun) retire(ctx context.Context, deleteThem bool) error {
 		if !v.Superseded {
 			untagged = append(untagged, v.ID)
 		}
-		if deleteThem && v.State == string(ec2types.VolumeStateAvailable) && len(v.Attachments) == 0 {
-			doomed = append(doomed, v)
+		if !deleteThem || v.State != string(ec2types.VolumeStateAvailable) || len(v.Attachments) > 0 {
+			continue
 		}
+		if v.Generation > cutFrom {
+			s.log.Warn("superseded volume is newer than the snapshot this volume was restored from, and holds writes no snapshot has: keeping it",
+				keyStep, "superseded", keyVolume, v.ID, "generation", v.Generation, "restored_generation", cutFrom)
+			continue
+		}
+		doomed = append(doomed, v)
 	}
 	if len(untagged) > 0 {
 		_, err := s.c.EC2.CreateTags(ctx, &ec2.CreateTagsInput{

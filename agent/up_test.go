@@ -1160,3 +1160,31 @@ func TestUpElasticIPVerifyToleratesAStaleDescribe(t *testing.T) {
 		})
 	}
 }
+
+// TestUpDeleteSupersededKeepsNewerData: the slot's newest volume (generation 2, detached in the other AZ)
+// was never snapshotted, so up restores generation 1's snapshot and warns that generation 2's writes are
+// not carried over. --delete-superseded must then not delete generation 2: it is the only copy of them.
+func TestUpDeleteSupersededKeepsNewerData(t *testing.T) {
+	w := newTestRegion(t)
+	w.allocateAddress(testGroup)
+	old := w.createSlotVolume("us-east-1a", 1, nil)
+	snap := w.snapshot(old, 1, true, true)
+	newer := w.createSlotVolume("us-east-1a", 2, nil)
+
+	id := w.runInstance("us-east-1b", groupTags, true)
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--delete-superseded")...)
+	mustSucceed(t, res)
+	if !strings.Contains(res.stdout, "restored from "+snap) {
+		t.Fatalf("summary:\n%s", res.stdout)
+	}
+	left := map[string]bool{}
+	for _, v := range w.slotVolumes() {
+		left[aws.ToString(v.VolumeId)] = true
+	}
+	if !left[newer] {
+		t.Errorf("generation 2 %s, newer than the snapshot restored and never snapshotted, was deleted", newer)
+	}
+	if left[old] {
+		t.Errorf("generation 1 %s, the restored snapshot's source, was not deleted", old)
+	}
+}

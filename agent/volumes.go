@@ -25,6 +25,7 @@ type slotVolume struct {
 	CreateTime   time.Time
 	Attachments  []volumeAttachment
 	Tags         map[string]string
+	SnapshotID   string // the snapshot it was created from; "" when created blank
 }
 
 // volumeAttachment is where a volume is attached.
@@ -112,6 +113,7 @@ func toSlotVolume(v ec2types.Volume) slotVolume {
 		Superseded:   tags[tagSuperseded] == "true",
 		CreateTime:   aws.ToTime(v.CreateTime),
 		Tags:         tags,
+		SnapshotID:   aws.ToString(v.SnapshotId),
 	}
 	for _, a := range v.Attachments {
 		sv.Attachments = append(sv.Attachments, volumeAttachment{
