@@ -41,9 +41,22 @@ const (
 	// A Spot instance gets a two-minute warning before it is interrupted.
 	// https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html
 	defaultSpotBudget = 2 * time.Minute
-	// downLockBound is how long down waits for an `up` in progress to finish.
-	downLockBound = 10 * time.Minute
+	// defaultDownTimeout bounds a whole down (and snapshot), so that a hung device cannot hold it
+	// forever: sync, unmount and FIFREEZE then block in the kernel and no signal ends them. The
+	// termination hook is not what limits it: each heartbeat renews the hook's heartbeat timeout, up to
+	// 48 hours or 100 heartbeat timeouts, whichever is smaller (50 minutes at the shortest heartbeat
+	// timeout a hook can have, 30 s). What should limit it is the replacement, which waits for the
+	// volume or the snapshot. A healthy down takes seconds plus its pre-stop command (bounded by
+	// --pre-stop-timeout, 1 minute by default); 10 minutes leaves room for a slow service stop and a
+	// throttled API, and fits inside any hook's life.
+	// https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_LifecycleHook.html (GlobalTimeout)
+	defaultDownTimeout = 10 * time.Minute
 )
+
+// finalReserve is the part of a down's (or snapshot's) bound kept for what must still happen when a step
+// before the snapshot hangs: a crash-consistent snapshot and completing the lifecycle hook. A quarter of
+// the bound, at most a minute: the two calls take well under a second each when the API answers.
+func finalReserve(bound time.Duration) time.Duration { return min(bound/4, time.Minute) }
 
 // downConfig is down's configuration; watch takes the same flags, because it runs down.
 type downConfig struct {
@@ -60,6 +73,7 @@ type downConfig struct {
 	SnapshotTimeout   time.Duration
 	ReleaseEIP        bool
 	SpotBudget        time.Duration
+	Timeout           time.Duration
 	DevDir, SysDir    string
 }
 
@@ -78,6 +92,7 @@ func (c *downConfig) addFlags(f *flags) {
 	f.fs.DurationVar(&c.SnapshotTimeout, "snapshot-timeout", 30*time.Minute, "bound on --wait-snapshot")
 	f.fs.BoolVar(&c.ReleaseEIP, "release-eip", false, "disassociate the group's Elastic IP (by default the replacement takes it over)")
 	f.fs.DurationVar(&c.SpotBudget, "spot-budget", defaultSpotBudget, "time down may take after a Spot interruption notice (capped by the interruption time)")
+	f.fs.DurationVar(&c.Timeout, "timeout", defaultDownTimeout, "bound on the whole down; past it down takes a crash-consistent snapshot if it can, completes the hook with CONTINUE and exits 1")
 	addDeviceDirFlags(f, &c.DevDir, &c.SysDir)
 }
 
@@ -113,7 +128,7 @@ func (c *downConfig) validate() error {
 		v    time.Duration
 	}{
 		{"pre-stop-timeout", c.PreStopTimeout}, {"freeze-timeout", c.FreezeTimeout},
-		{"heartbeat-interval", c.HeartbeatInterval}, {"snapshot-timeout", c.SnapshotTimeout}, {"spot-budget", c.SpotBudget},
+		{"heartbeat-interval", c.HeartbeatInterval}, {"snapshot-timeout", c.SnapshotTimeout}, {"spot-budget", c.SpotBudget}, {"timeout", c.Timeout},
 	} {
 		if d.v <= 0 {
 			return usageErr(fmt.Sprintf("--%s %s: must be positive", d.name, d.v))
@@ -146,6 +161,7 @@ type thisInstance struct {
 	group   string
 	devDir  string // --dev-dir: where block devices appear
 	sysDir  string // --sys-dir
+	fsys    fsCalls
 }
 
 // openThisInstance starts down, watch and snapshot: it parses args into f, checks the options (validate,
@@ -188,10 +204,15 @@ func openThisInstance(ctx context.Context, e Env, f *flags, args []string, valid
 		return nil, nil, preconditionErr(fmt.Sprintf("instance %s has no %s tag: tag it through the group's launch template, or pass --group", id.InstanceID, tagGroup), nil)
 	}
 	log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
-	return log, &thisInstance{id: id, md: md, clients: clients, group: f.Common.Group}, nil
+	return log, &thisInstance{id: id, md: md, clients: clients, group: f.Common.Group, fsys: hostFSCalls}, nil
 }
 
 func runDown(ctx context.Context, e Env, args []string) error {
+	return downCommand(ctx, e, args, hostFSCalls)
+}
+
+// downCommand is `handover down` with the filesystem calls fsys (tests substitute ones that block).
+func downCommand(ctx context.Context, e Env, args []string, fsys fsCalls) error {
 	f := newFlags("down", e.Getenv, e.Stderr, 10*time.Second)
 	f.dryRun()
 	var cfg downConfig
@@ -201,7 +222,7 @@ func runDown(ctx context.Context, e Env, args []string) error {
 		return err
 	}
 	cfg.applyDefaults()
-	in.devDir, in.sysDir = cfg.DevDir, cfg.SysDir
+	in.devDir, in.sysDir, in.fsys = cfg.DevDir, cfg.SysDir, fsys
 	occ := occasionFromMetadata(ctx, log, in.md, in.id.InstanceID)
 	rep, err := in.down(ctx, log, cfg, occ, f.Common.DryRun)
 	rep.print(e.Stdout)
@@ -343,8 +364,18 @@ func (r downReport) print(w io.Writer) {
 	}
 }
 
+// hookCompleteBound bounds CompleteLifecycleAction after down ran past its bound: the group should not
+// wait for the hook's heartbeat timeout as well.
+const hookCompleteBound = 30 * time.Second
+
 // down runs the hand-over. A pre-stop failure does not stop it (the snapshot is still taken, without the
 // consistent tag): it is reported in the report, and the caller decides the exit code.
+//
+// Every step is bounded by --timeout (or, for a Spot interruption, by the budget if that is shorter). The
+// steps up to the snapshot must end finalReserve before the bound; one that does not (a lock held by a hung
+// run, a pre-stop command, sync, unmount or FIFREEZE on a hung device) is given up on, and down still
+// takes a crash-consistent snapshot when that is safe, completes the termination hook with CONTINUE (the
+// termination goes ahead anyway) and fails with one line naming the step (pastBound).
 func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConfig, occ occasion, dryRun bool) (downReport, error) {
 	start := time.Now()
 	self := in.id.InstanceID
@@ -359,6 +390,7 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 			occ.Deadline = a.Time
 		}
 	}
+	bound, within := cfg.Timeout, "--timeout "+cfg.Timeout.String()
 	if !occ.Deadline.IsZero() {
 		spot = true
 		budget := min(cfg.SpotBudget, time.Until(occ.Deadline))
@@ -367,20 +399,26 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 			// within the configured budget.
 			budget = cfg.SpotBudget
 		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, budget)
-		defer cancel()
+		if budget < bound {
+			bound, within = budget, "the Spot budget "+budget.Round(time.Second).String()
+		}
 		log.Info("Spot interruption scheduled: working inside the budget", keyStep, "down", "budget", budget.Round(time.Second).String(), "interruption", occ.Deadline.UTC().Format(time.RFC3339))
 	}
-	log.Info("down starting", keyStep, "down", "occasion", occ.Kind, "group", in.group)
+	parent := ctx
+	ctx, cancel := context.WithTimeout(parent, bound)
+	defer cancel()
+	// work bounds the steps up to the snapshot; the rest of the bound is kept for pastBound.
+	work, cancelWork := context.WithTimeout(ctx, bound-finalReserve(bound))
+	defer cancelWork()
+	log.Info("down starting", keyStep, "down", "occasion", occ.Kind, "group", in.group, "timeout", bound.String())
 
 	// Observe: the instance's place in its Auto Scaling group, then (under the lock, so that no `up`
 	// changes them meanwhile) each slot's volume, its mounts and any snapshot this down took already.
-	member, memberErr := asgMembership(ctx, in.clients.AutoScaling, self)
+	member, memberErr := asgMembership(work, in.clients.AutoScaling, self)
 	if memberErr != nil {
 		log.Warn("could not read the Auto Scaling state; going on, and trying again before completing the hook", keyStep, "lifecycle", "error", memberErr.Error())
 	}
-	observe := func() ([]*slotRelease, error) {
+	observe := func(ctx context.Context) ([]*slotRelease, error) {
 		slots, err := in.findSlotVolumes(ctx, log, cfg.Volumes)
 		if err != nil {
 			return nil, err
@@ -396,7 +434,7 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 		return slots, nil
 	}
 	if dryRun {
-		slots, err := observe()
+		slots, err := observe(ctx)
 		if err != nil {
 			return rep, err
 		}
@@ -420,79 +458,215 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 	}
 	defer stopHeartbeat()
 
-	lock, err := lockInstance(ctx, cfg.LockFile, downLockBound)
+	// completeHook lets the group go on: CONTINUE, after reading the group membership again when the
+	// first read failed.
+	completeHook := func(ctx context.Context) error {
+		if memberErr != nil {
+			m, err := asgMembership(ctx, in.clients.AutoScaling, self)
+			if err != nil {
+				return err
+			}
+			member, memberErr = m, nil
+			hookActive = member.LifecycleState == "Terminating:Wait"
+			if hookActive && cfg.TerminateHook != "" {
+				action = &lifecycleAction{as: in.clients.AutoScaling, log: log, asgName: member.ASGName, hook: cfg.TerminateHook, instanceID: self}
+			}
+		}
+		stopHeartbeat()
+		switch {
+		case action != nil:
+			active, err := action.complete(ctx, hookContinue)
+			if err != nil {
+				return err
+			}
+			rep.Hook = fmt.Sprintf("completed %s in %s with CONTINUE", cfg.TerminateHook, member.ASGName)
+			if !active {
+				rep.Hook = fmt.Sprintf("no active lifecycle action for %s in %s (already completed or timed out)", cfg.TerminateHook, member.ASGName)
+			}
+		case hookActive:
+			rep.Hook = "Terminating:Wait, but no --terminate-hook to complete"
+		case member.ASGName != "":
+			rep.Hook = fmt.Sprintf("%s in %s: no termination hook waiting", orDash(member.LifecycleState), member.ASGName)
+		}
+		return nil
+	}
+
+	var slots []*slotRelease
+	describe := func(s *slotRelease) string { return s.description(occ, self) }
+	// failed ends down after a failing step. A step that ran into the work bound (not a signal) is given
+	// up on: down then takes a crash-consistent snapshot when that is safe, which it is once down holds
+	// the lock and knows the volumes, and the failure is not in CreateSnapshot itself; it completes the
+	// hook with CONTINUE (with a bound of its own: the group should not wait for the heartbeat timeout
+	// too), and fails with one line naming the step.
+	failed := func(step string, err error) (downReport, error) {
+		if work.Err() == nil || parent.Err() != nil {
+			return rep, err
+		}
+		var unfinished *unfinishedError
+		if errors.As(err, &unfinished) {
+			step = unfinished.Step
+		}
+		log.Error("step did not finish within the bound; giving up on it", keyStep, step, "bound", within, "error", err.Error())
+		var outcomes []string
+		if slots != nil && (step == "pre-stop" || step == "sync" || step == "unmount" || step == "freeze") {
+			if serr := in.snapshotCrashConsistent(ctx, log, slots, describe); serr != nil {
+				outcomes = append(outcomes, "crash-consistent snapshot failed: "+serr.Error())
+			}
+		}
+		outcomes = append(outcomes, snapshotsSummary(slots))
+		if cfg.TerminateHook != "" && (action != nil || memberErr != nil) {
+			log.Warn("completing the termination hook with CONTINUE anyway: the termination goes ahead", keyStep, "lifecycle", "hook", cfg.TerminateHook)
+		}
+		hctx, hcancel := context.WithTimeout(context.WithoutCancel(parent), hookCompleteBound)
+		defer hcancel()
+		switch herr := completeHook(hctx); {
+		case herr != nil:
+			log.Error("could not complete the termination hook; its heartbeat timeout ends it with its default result", keyStep, "lifecycle", "error", herr.Error())
+			outcomes = append(outcomes, "could not complete the termination hook ("+herr.Error()+"): its heartbeat timeout ends it")
+		case action != nil:
+			outcomes = append(outcomes, rep.Hook+": the termination goes ahead")
+		case rep.Hook != "":
+			outcomes = append(outcomes, rep.Hook)
+		}
+		rep.Elapsed = time.Since(start)
+		return rep, pastBound(overrun{Command: "down", Within: within, Step: step, Cause: err}, outcomes,
+			"the replacement restores the newest snapshot; look for a hung device (dmesg) on this instance")
+	}
+
+	lock, err := lockInstance(work, cfg.LockFile, bound)
 	if err != nil {
-		return rep, err
+		return failed("lock", err)
 	}
 	defer lock.unlock()
-	slots, err := observe()
-	if err != nil {
-		return rep, err
+	if slots, err = observe(work); err != nil {
+		return failed("observe", err)
 	}
 	rep.Slots = slots
 
 	// Stop the writer, then flush.
 	if cfg.PreStop != "" {
 		ptimeout := cfg.PreStopTimeout
-		if dl, ok := ctx.Deadline(); ok && spot {
+		if dl, ok := work.Deadline(); ok && spot {
 			ptimeout = min(ptimeout, time.Until(dl)/2) // leave the other half for the snapshot
 		}
-		rep.PreStopErr = runPreStop(ctx, log, preStopSpec{Command: cfg.PreStop, Shell: cfg.PreStopShell, Timeout: ptimeout})
-		if rep.PreStopErr != nil && ctx.Err() != nil {
-			return rep, rep.PreStopErr
+		rep.PreStopErr = runPreStop(work, log, preStopSpec{Command: cfg.PreStop, Shell: cfg.PreStopShell, Timeout: ptimeout})
+		if rep.PreStopErr != nil && work.Err() != nil {
+			return failed("pre-stop", rep.PreStopErr)
 		}
 	}
-	syncAll(ctx, log)
+	if err := syncAll(work, log, in.fsys); err != nil {
+		return failed("sync", err)
+	}
 
 	st := stillness{Release: cfg.Release, FreezeTimeout: cfg.FreezeTimeout, PreStop: cfg.PreStop != "", PreStopErr: rep.PreStopErr, Rerun: "down"}
-	if err := in.snapshotStill(ctx, log, slots, st, func(s *slotRelease) string { return s.description(occ, self) }); err != nil {
-		return rep, err
+	if err := in.snapshotStill(work, log, slots, st, describe); err != nil {
+		return failed("snapshot", err)
 	}
 
 	// Optional from here on: the data is in the snapshots.
-	in.detachReleased(ctx, log, slots)
+	in.detachReleased(work, log, slots)
 	if cfg.ReleaseEIP {
-		rep.Address, err = releaseGroupAddress(ctx, log, in.clients.EC2, in.group, self)
+		rep.Address, err = releaseGroupAddress(work, log, in.clients.EC2, in.group, self)
 		if err != nil {
-			return rep, err
+			return failed("release-eip", err)
 		}
 	}
 	if cfg.WaitSnapshot {
 		if spot {
 			log.Info("not waiting for the snapshots to complete: Spot interruption (they complete on their own)", keyStep, "snapshot")
-		} else if err := waitSnapshotsDone(ctx, log, in.clients.EC2, slots, cfg.SnapshotTimeout); err != nil {
-			return rep, err
+		} else if err := waitSnapshotsDone(work, log, in.clients.EC2, slots, cfg.SnapshotTimeout); err != nil {
+			return failed("wait-snapshot", err)
 		}
 	}
 
 	// Let the group go on.
-	if memberErr != nil {
-		if member, err = asgMembership(ctx, in.clients.AutoScaling, self); err == nil {
-			hookActive = member.LifecycleState == "Terminating:Wait"
-			if hookActive && cfg.TerminateHook != "" {
-				action = &lifecycleAction{as: in.clients.AutoScaling, log: log, asgName: member.ASGName, hook: cfg.TerminateHook, instanceID: self}
-			}
-		}
-	}
-	stopHeartbeat()
-	switch {
-	case action != nil:
-		active, err := action.complete(ctx, hookContinue)
-		if err != nil {
-			return rep, err
-		}
-		rep.Hook = fmt.Sprintf("completed %s in %s with CONTINUE", cfg.TerminateHook, member.ASGName)
-		if !active {
-			rep.Hook = fmt.Sprintf("no active lifecycle action for %s in %s (already completed or timed out)", cfg.TerminateHook, member.ASGName)
-		}
-	case hookActive:
-		rep.Hook = "Terminating:Wait, but no --terminate-hook to complete"
-	case member.ASGName != "":
-		rep.Hook = fmt.Sprintf("%s in %s: no termination hook waiting", orDash(member.LifecycleState), member.ASGName)
+	if err := completeHook(ctx); err != nil {
+		return failed("lifecycle", err)
 	}
 	rep.Elapsed = time.Since(start)
 	log.Info("down done", keyStep, "down", keyElapsed, rep.Elapsed.Round(time.Millisecond).String())
 	return rep, nil
+}
+
+// overrun is a step of down or snapshot that ran past the command's bound.
+type overrun struct {
+	Command string // "down", "snapshot"
+	Within  string // the bound as the operator set it: "--timeout 10m0s"
+	Step    string // the step given up on: "lock", "pre-stop", "sync", "unmount", "freeze", "snapshot", ...
+	Cause   error
+}
+
+// pastBound is the one line a command fails with (exit 1) when a step ran past its bound: the bound, the
+// step and why, what the command still did (outcomes), and what to do.
+func pastBound(o overrun, outcomes []string, advice string) error {
+	why := o.Cause.Error()
+	var unfinished *unfinishedError
+	if errors.As(o.Cause, &unfinished) {
+		why = unfinished.What + " did not return"
+	}
+	if o.Step == "lock" {
+		why = "another handover up, down or snapshot held the lock"
+	}
+	parts := []string{fmt.Sprintf("%s did not finish within %s: step %q timed out (%s)", o.Command, o.Within, o.Step, why)}
+	for _, s := range outcomes {
+		if s != "" {
+			parts = append(parts, s)
+		}
+	}
+	return &Error{Code: ExitFailed, Msg: strings.Join(append(parts, advice), "; ")}
+}
+
+// snapshotCrashConsistent is what down and snapshot still do after a step before the snapshot (pre-stop,
+// sync, unmount, freeze) ran past their bound: snapshot each slot's volume that has no snapshot yet,
+// without keeping it still, and not tagged consistent (the writes the hung step was flushing may not be
+// on the volume). A snapshot an earlier run of the same down took is kept instead.
+func (in *thisInstance) snapshotCrashConsistent(ctx context.Context, log *slog.Logger, slots []*slotRelease, describe func(*slotRelease) string) error {
+	var errs []error
+	for _, s := range slots {
+		if s.Volume.ID == "" || s.Note != "" || s.Snapshot.ID != "" {
+			continue
+		}
+		vlog := log.With(keyStep, "snapshot", keyVolume, s.Volume.ID, "slot", s.Spec.Slot)
+		if s.Existing != nil {
+			s.Snapshot, s.Reused, s.Consistent = *s.Existing, true, s.Existing.Consistent
+			vlog.Info("snapshot already taken by this down", "snapshot_id", s.Snapshot.ID, "state", s.Snapshot.State)
+			continue
+		}
+		s.Consistent = false
+		snap, err := createSlotSnapshot(ctx, in.clients.EC2, snapshotRequest{
+			Group: in.group, Slot: s.Spec.Slot, Volume: s.Volume, InstanceID: in.id.InstanceID, Description: describe(s),
+		})
+		if err != nil {
+			vlog.Error("crash-consistent snapshot failed", "error", err.Error())
+			errs = append(errs, err)
+			continue
+		}
+		s.Snapshot = snap
+		vlog.Warn("crash-consistent snapshot created past the bound (not tagged consistent)", "snapshot_id", snap.ID)
+	}
+	return errors.Join(errs...)
+}
+
+// snapshotsSummary says which snapshots a run has, for the line it fails with.
+func snapshotsSummary(slots []*slotRelease) string {
+	var have []string
+	for _, s := range slots {
+		if s.Snapshot.ID == "" {
+			continue
+		}
+		how := "consistent"
+		switch {
+		case s.Reused:
+			how = "from an earlier run"
+		case !s.Consistent:
+			how = "crash-consistent, not tagged consistent"
+		}
+		have = append(have, fmt.Sprintf("snapshot %s of %s (%s)", s.Snapshot.ID, s.Volume.ID, how))
+	}
+	if len(have) == 0 {
+		return "no snapshot taken"
+	}
+	return "took " + strings.Join(have, ", ")
 }
 
 // findSlotVolumes finds, for each slot, the group's volume attached to this instance, its block device
@@ -583,7 +757,9 @@ func findDownSnapshot(ctx context.Context, c EC2, group, slot, volumeID, instanc
 func (in *thisInstance) downPlan(cfg downConfig, occ occasion, member groupMembership, slots []*slotRelease) []string {
 	var plan []string
 	if occ.Kind == "spot" {
-		plan = append(plan, fmt.Sprintf("Spot interruption at %s: everything below within %s", occ.Deadline.UTC().Format(time.RFC3339), cfg.SpotBudget))
+		plan = append(plan, fmt.Sprintf("Spot interruption at %s: everything below within %s", occ.Deadline.UTC().Format(time.RFC3339), min(cfg.SpotBudget, cfg.Timeout)))
+	} else {
+		plan = append(plan, fmt.Sprintf("everything below within --timeout %s (past it: a crash-consistent snapshot if the volumes are known, the hook completed with CONTINUE, exit 1)", cfg.Timeout))
 	}
 	if member.LifecycleState == "Terminating:Wait" && cfg.TerminateHook != "" {
 		plan = append(plan, fmt.Sprintf("heartbeat lifecycle hook %s of %s every %s while working", cfg.TerminateHook, member.ASGName, cfg.HeartbeatInterval))
@@ -686,7 +862,10 @@ func (in *thisInstance) snapshotStill(ctx context.Context, log *slog.Logger, slo
 		case len(mps) == 0:
 			s.Still = "not mounted"
 		case st.Release == releaseUnmount:
-			if err := unmountAll(vlog, s.Mounts); err != nil {
+			var unfinished *unfinishedError
+			if err := unmountAll(ctx, vlog, in.fsys, s.Mounts); errors.As(err, &unfinished) {
+				return err
+			} else if err != nil {
 				vlog.Warn("could not unmount; freezing for the snapshot instead, and leaving the volume attached", keyStep, "release", "error", err.Error())
 				freezeOf[s] = mps[0]
 			} else {
@@ -711,7 +890,7 @@ func (in *thisInstance) snapshotStill(ctx context.Context, log *slog.Logger, slo
 	if len(work) == 0 {
 		return nil
 	}
-	return whileFrozen(ctx, log, toFreeze, st.FreezeTimeout, func(ctx context.Context, frozen map[string]bool) error {
+	return whileFrozen(ctx, log, in.fsys, toFreeze, st.FreezeTimeout, func(ctx context.Context, frozen map[string]bool) error {
 		for _, s := range work {
 			if mp := freezeOf[s]; mp != "" && frozen[mp] {
 				s.Still = "frozen"

@@ -309,7 +309,7 @@ func TestWhileFrozenAlwaysThaws(t *testing.T) {
 		_ = z.thaw()
 	}
 	t.Run("fn sees it frozen", func(t *testing.T) {
-		err := whileFrozen(context.Background(), log, []string{mp}, time.Minute, func(ctx context.Context, frozen map[string]bool) error {
+		err := whileFrozen(context.Background(), log, hostFSCalls, []string{mp}, time.Minute, func(ctx context.Context, frozen map[string]bool) error {
 			if !frozen[mp] {
 				t.Error("frozen map does not list the mount point")
 			}
@@ -326,7 +326,7 @@ func TestWhileFrozenAlwaysThaws(t *testing.T) {
 	})
 	t.Run("error", func(t *testing.T) {
 		boom := errors.New("CreateSnapshot failed")
-		err := whileFrozen(context.Background(), log, []string{mp}, time.Minute, func(context.Context, map[string]bool) error { return boom })
+		err := whileFrozen(context.Background(), log, hostFSCalls, []string{mp}, time.Minute, func(context.Context, map[string]bool) error { return boom })
 		if !errors.Is(err, boom) {
 			t.Fatalf("err = %v, want fn's error", err)
 		}
@@ -340,13 +340,13 @@ func TestWhileFrozenAlwaysThaws(t *testing.T) {
 					t.Error("the panic did not propagate")
 				}
 			}()
-			_ = whileFrozen(context.Background(), log, []string{mp}, time.Minute, func(context.Context, map[string]bool) error { panic("bug") })
+			_ = whileFrozen(context.Background(), log, hostFSCalls, []string{mp}, time.Minute, func(context.Context, map[string]bool) error { panic("bug") })
 		}()
 		assertWritable(t, mp)
 	})
 	t.Run("context cancelled while frozen", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
-		err := whileFrozen(ctx, log, []string{mp}, time.Minute, func(ctx context.Context, _ map[string]bool) error {
+		err := whileFrozen(ctx, log, hostFSCalls, []string{mp}, time.Minute, func(ctx context.Context, _ map[string]bool) error {
 			cancel() // SIGTERM
 			<-ctx.Done()
 			return ctx.Err()
@@ -357,7 +357,7 @@ func TestWhileFrozenAlwaysThaws(t *testing.T) {
 		assertWritable(t, mp)
 	})
 	t.Run("bound", func(t *testing.T) {
-		err := whileFrozen(context.Background(), log, []string{mp}, 100*time.Millisecond, func(ctx context.Context, _ map[string]bool) error {
+		err := whileFrozen(context.Background(), log, hostFSCalls, []string{mp}, 100*time.Millisecond, func(ctx context.Context, _ map[string]bool) error {
 			<-ctx.Done() // an API call that never answers
 			return ctx.Err()
 		})
@@ -369,7 +369,7 @@ func TestWhileFrozenAlwaysThaws(t *testing.T) {
 	t.Run("cannot freeze", func(t *testing.T) {
 		notMounted := t.TempDir() // a directory on the test's filesystem may not support freezing; nonexistent never does
 		called := false
-		err := whileFrozen(context.Background(), log, []string{filepath.Join(notMounted, "missing")}, time.Minute, func(_ context.Context, frozen map[string]bool) error {
+		err := whileFrozen(context.Background(), log, hostFSCalls, []string{filepath.Join(notMounted, "missing")}, time.Minute, func(_ context.Context, frozen map[string]bool) error {
 			called = true
 			if len(frozen) != 0 {
 				t.Errorf("frozen = %v, want none", frozen)
@@ -396,18 +396,18 @@ func TestMountsOfDeviceAndUnmount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := unmountAll(testLogger(t), mounts); !errors.Is(err, errBusy) {
+	if err := unmountAll(context.Background(), testLogger(t), hostFSCalls, mounts); !errors.Is(err, errBusy) {
 		t.Fatalf("unmount with an open file: %v, want errBusy", err)
 	}
 	f.Close()
-	if err := unmountAll(testLogger(t), mounts); err != nil {
+	if err := unmountAll(context.Background(), testLogger(t), hostFSCalls, mounts); err != nil {
 		t.Fatalf("unmount: %v", err)
 	}
 	if m, _ := mountsOfDevice(loop); len(m) != 0 {
 		t.Fatalf("still mounted: %+v", m)
 	}
 	// Already unmounted counts as done.
-	if err := unmountAll(testLogger(t), mounts); err != nil {
+	if err := unmountAll(context.Background(), testLogger(t), hostFSCalls, mounts); err != nil {
 		t.Fatalf("second unmount: %v", err)
 	}
 }
@@ -1162,6 +1162,8 @@ func TestUsageErrorsFailBeforeMetadata(t *testing.T) {
 	for _, args := range [][]string{
 		{"down", "--release", "eject"},
 		{"down", "--pre-stop-shell"},
+		{"down", "--timeout", "0s"},
+		{"snapshot", "--timeout", "-1m"},
 		{"watch", "--poll-interval", "0s"},
 		{"watch", "--state-file", "relative.json"},
 		{"snapshot", "--keep", "-1"},

@@ -125,21 +125,19 @@ func (t *tailBuffer) String() string {
 }
 
 // syncAll flushes every filesystem's dirty data to its device (sync(2)), waiting at most until ctx ends:
-// sync cannot be interrupted, so it runs in its own goroutine and a slow device does not stall down past
-// its bound (unmount and FIFREEZE flush the filesystem again anyway).
-func syncAll(ctx context.Context, log *slog.Logger) {
-	done := make(chan struct{})
+// sync cannot be interrupted, so it runs in its own goroutine (callBounded) and a hung device does not
+// hold down past its bound.
+func syncAll(ctx context.Context, log *slog.Logger, fsys fsCalls) error {
 	start := time.Now()
-	go func() {
-		unix.Sync()
-		close(done)
-	}()
-	select {
-	case <-done:
-		log.Info("synced", keyStep, "sync", keyElapsed, time.Since(start).Round(time.Millisecond).String())
-	case <-ctx.Done():
-		log.Warn("sync still running; going on (unmount or freeze flushes the filesystem too)", keyStep, "sync")
+	_, err := callBounded(ctx, "sync", "sync(2)", func() (struct{}, error) {
+		fsys.sync()
+		return struct{}{}, nil
+	}, nil)
+	if err != nil {
+		return err
 	}
+	log.Info("synced", keyStep, "sync", keyElapsed, time.Since(start).Round(time.Millisecond).String())
+	return nil
 }
 
 // mountEntry is one line of /proc/self/mountinfo.
@@ -266,14 +264,20 @@ func unescapeMountInfo(s string) string {
 
 // unmountAll unmounts every mount of a device, the most recent first (a bind mount on top of the data
 // goes before the data). A mount point that is already gone counts as done. EBUSY (something still has
-// files open there) is returned as errBusy so that the caller can freeze instead.
-func unmountAll(log *slog.Logger, mounts []mountEntry) error {
+// files open there) is returned as errBusy so that the caller can freeze instead. Each umount(2) is waited
+// for at most until ctx ends (an *unfinishedError then): on a hung device it does not return.
+func unmountAll(ctx context.Context, log *slog.Logger, fsys fsCalls, mounts []mountEntry) error {
 	for i := len(mounts) - 1; i >= 0; i-- {
 		mp := mounts[i].MountPoint
-		err := unix.Unmount(mp, 0)
+		_, err := callBounded(ctx, "unmount", "unmount "+mp, func() (struct{}, error) {
+			return struct{}{}, fsys.unmount(mp)
+		}, nil)
+		var unfinished *unfinishedError
 		switch {
 		case err == nil:
 			log.Info("unmounted", keyStep, "release", "mount_point", mp)
+		case errors.As(err, &unfinished):
+			return err
 		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
 			log.Info("already unmounted", keyStep, "release", "mount_point", mp)
 		case errors.Is(err, unix.EBUSY):
@@ -350,34 +354,69 @@ func (z *frozenFS) thaw() error {
 	return z.thawErr
 }
 
+// thawBound is how long handover waits for FITHAW. A thaw that does not return in time stays in flight
+// and thaws the filesystem once the device answers; handover reports it and goes on.
+const thawBound = 30 * time.Second
+
 // whileFrozen freezes every mount point in mountPoints, calls fn, and thaws every filesystem it froze
 // right after fn returns: also when fn fails, when it panics (the deferred thaw runs while the panic
 // unwinds), and when ctx ends (SIGTERM cancels ctx, the API call in fn returns, then the thaw runs).
 // fn gets a context bounded by bound, so a throttled or unreachable API cannot keep writers blocked: when
 // the bound passes, fn's call fails and the filesystems thaw. frozen tells fn which mount points are
 // frozen; one that cannot be frozen is logged and left out, and fn decides what that means.
-func whileFrozen(ctx context.Context, log *slog.Logger, mountPoints []string, bound time.Duration,
+//
+// Each FIFREEZE is waited for at most until ctx ends: then whileFrozen thaws what it froze and returns an
+// *unfinishedError without calling fn, and the goroutine left in FIFREEZE thaws the filesystem itself as
+// soon as the freeze completes.
+func whileFrozen(ctx context.Context, log *slog.Logger, fsys fsCalls, mountPoints []string, bound time.Duration,
 	fn func(ctx context.Context, frozen map[string]bool) error,
 ) (err error) {
-	var held []*frozenFS
+	type held struct {
+		mountPoint string
+		z          thawer
+	}
+	var holds []held
 	defer func() {
-		for _, z := range held {
-			if terr := z.thaw(); terr != nil {
-				log.Error("thaw failed", keyStep, "release", "mount_point", z.mountPoint, "error", terr.Error())
+		for _, h := range holds {
+			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), thawBound)
+			_, terr := callBounded(tctx, "thaw", "thaw "+h.mountPoint, func() (struct{}, error) { return struct{}{}, h.z.thaw() }, nil)
+			cancel()
+			var unfinished *unfinishedError
+			if errors.As(terr, &unfinished) {
+				terr = fmt.Errorf("%w within %s; it stays in flight: if writes to %s still block, run `fsfreeze -u %s`",
+					terr, thawBound, h.mountPoint, h.mountPoint)
+			}
+			if terr != nil {
+				log.Error("thaw failed", keyStep, "release", "mount_point", h.mountPoint, "error", terr.Error())
 				err = errors.Join(err, terr)
 				continue
 			}
-			log.Info("thawed", keyStep, "release", "mount_point", z.mountPoint)
+			log.Info("thawed", keyStep, "release", "mount_point", h.mountPoint)
 		}
 	}()
 	frozen := map[string]bool{}
 	for _, mp := range mountPoints {
-		z, ferr := freezeFS(mp)
+		z, ferr := callBounded(ctx, "freeze", "freeze "+mp, func() (thawer, error) { return fsys.freeze(mp) },
+			func(z thawer, err error) {
+				if err != nil {
+					return // the freeze failed late: nothing is frozen
+				}
+				if terr := z.thaw(); terr != nil {
+					log.Error("a freeze handover had stopped waiting for completed, and thawing it failed", keyStep, "release", "mount_point", mp, "error", terr.Error())
+					return
+				}
+				log.Warn("a freeze handover had stopped waiting for completed; thawed it at once", keyStep, "release", "mount_point", mp)
+			})
+		var unfinished *unfinishedError
+		if errors.As(ferr, &unfinished) {
+			log.Error("freeze did not return; giving up on it (the filesystem is thawed as soon as it does)", keyStep, "release", "mount_point", mp)
+			return ferr
+		}
 		if ferr != nil {
 			log.Warn("could not freeze the filesystem", keyStep, "release", "mount_point", mp, "error", ferr.Error())
 			continue
 		}
-		held = append(held, z)
+		holds = append(holds, held{mountPoint: mp, z: z})
 		frozen[mp] = true
 		log.Info("frozen", keyStep, "release", "mount_point", mp)
 	}

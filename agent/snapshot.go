@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -80,6 +81,7 @@ type snapshotConfig struct {
 	LockFile      string
 	FreezeTimeout time.Duration
 	Keep          int
+	Timeout       time.Duration
 	DevDir        string
 	SysDir        string
 }
@@ -92,6 +94,9 @@ func (c *snapshotConfig) validate() error {
 	if c.FreezeTimeout <= 0 {
 		return usageErr(fmt.Sprintf("--freeze-timeout %s: must be positive", c.FreezeTimeout))
 	}
+	if c.Timeout <= 0 {
+		return usageErr(fmt.Sprintf("--timeout %s: must be positive", c.Timeout))
+	}
 	if !filepath.IsAbs(c.LockFile) {
 		return usageErr(fmt.Sprintf("--lock-file %q: must be an absolute path", c.LockFile))
 	}
@@ -99,6 +104,11 @@ func (c *snapshotConfig) validate() error {
 }
 
 func runSnapshot(ctx context.Context, e Env, args []string) error {
+	return snapshotCommand(ctx, e, args, hostFSCalls)
+}
+
+// snapshotCommand is `handover snapshot` with the filesystem calls fsys (tests substitute ones that block).
+func snapshotCommand(ctx context.Context, e Env, args []string, fsys fsCalls) error {
 	f := newFlags("snapshot", e.Getenv, e.Stderr, 10*time.Second)
 	f.dryRun()
 	var cfg snapshotConfig
@@ -106,38 +116,69 @@ func runSnapshot(ctx context.Context, e Env, args []string) error {
 	f.fs.StringVar(&cfg.LockFile, "lock-file", defaultLockFile, "lock shared with up and down, so that a snapshot never runs in the middle of them")
 	f.fs.DurationVar(&cfg.FreezeTimeout, "freeze-timeout", 30*time.Second, "longest a filesystem stays frozen waiting for CreateSnapshot; then it is thawed and the run fails")
 	f.fs.IntVar(&cfg.Keep, "keep", 0, "after the snapshot, delete the slot's oldest completed snapshots beyond this many (0: delete nothing)")
+	f.fs.DurationVar(&cfg.Timeout, "timeout", defaultDownTimeout, "bound on the whole snapshot; past it a freeze that hangs is given up on, a crash-consistent snapshot taken and the run fails")
 	addDeviceDirFlags(f, &cfg.DevDir, &cfg.SysDir)
 	log, in, err := openThisInstance(ctx, e, f, args, cfg.validate)
 	if err != nil {
 		return err
 	}
-	in.devDir, in.sysDir = cfg.DevDir, cfg.SysDir
+	in.devDir, in.sysDir, in.fsys = cfg.DevDir, cfg.SysDir, fsys
 	cfg.Volumes = cfg.Volumes.orDefault()
 	return in.snapshotNow(ctx, log, e.Stdout, cfg, f.Common.DryRun)
 }
 
 // snapshotNow snapshots each slot's volume attached to this instance, frozen for the call, then applies
-// retention to each slot.
+// retention to each slot. Like down, it is bounded by --timeout, with finalReserve of it kept for a
+// crash-consistent snapshot when the freeze hangs; then it skips retention and fails naming the step.
 func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out io.Writer, cfg snapshotConfig, dryRun bool) error {
 	self := in.id.InstanceID
 	log = log.With(keyInstance, self)
-	if !dryRun {
-		lock, err := lockInstance(ctx, cfg.LockFile, downLockBound)
-		if err != nil {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(parent, cfg.Timeout)
+	defer cancel()
+	work, cancelWork := context.WithTimeout(ctx, cfg.Timeout-finalReserve(cfg.Timeout))
+	defer cancelWork()
+	var slots []*slotRelease
+	describe := func(s *slotRelease) string { return fmt.Sprintf("handover snapshot: %s of %s", s.Volume.ID, self) }
+	failed := func(step string, err error) error {
+		if work.Err() == nil || parent.Err() != nil {
 			return err
+		}
+		var unfinished *unfinishedError
+		if errors.As(err, &unfinished) {
+			step = unfinished.Step
+		}
+		log.Error("step did not finish within the bound; giving up on it", keyStep, step, "bound", "--timeout "+cfg.Timeout.String(), "error", err.Error())
+		var outcomes []string
+		if slots != nil && (step == "unmount" || step == "freeze") {
+			if serr := in.snapshotCrashConsistent(ctx, log, slots, describe); serr != nil {
+				outcomes = append(outcomes, "crash-consistent snapshot failed: "+serr.Error())
+			}
+		}
+		outcomes = append(outcomes, snapshotsSummary(slots))
+		if cfg.Keep > 0 {
+			outcomes = append(outcomes, "retention skipped")
+		}
+		return pastBound(overrun{Command: "snapshot", Within: "--timeout " + cfg.Timeout.String(), Step: step, Cause: err}, outcomes,
+			"look for a hung device (dmesg), then rerun handover snapshot")
+	}
+
+	if !dryRun {
+		lock, err := lockInstance(work, cfg.LockFile, cfg.Timeout)
+		if err != nil {
+			return failed("lock", err)
 		}
 		defer lock.unlock()
 	}
-	slots, err := in.findSlotVolumes(ctx, log, cfg.Volumes)
+	found, err := in.findSlotVolumes(work, log, cfg.Volumes)
 	if err != nil {
-		return err
+		return failed("observe", err)
 	}
-	var work []*slotRelease
-	for _, s := range slots {
+	for _, s := range found {
 		if s.Volume.ID == "" || s.Note != "" {
 			return preconditionErr(fmt.Sprintf("slot %s: %s; run `handover up` first, or drop the slot from --volume", s.Spec.Slot, orDash(s.Note)), nil)
 		}
-		work = append(work, s)
+		slots = append(slots, s)
 		if dryRun {
 			how := "not mounted"
 			switch mps := mountPointsOf(s); {
@@ -151,11 +192,10 @@ func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out i
 	}
 	if !dryRun {
 		st := stillness{Release: releaseFreeze, FreezeTimeout: cfg.FreezeTimeout, Rerun: "snapshot"}
-		describe := func(s *slotRelease) string { return fmt.Sprintf("handover snapshot: %s of %s", s.Volume.ID, self) }
-		if err := in.snapshotStill(ctx, log, work, st, describe); err != nil {
-			return err
+		if err := in.snapshotStill(work, log, slots, st, describe); err != nil {
+			return failed("snapshot", err)
 		}
-		for _, s := range work {
+		for _, s := range slots {
 			cons := "consistent"
 			if !s.Consistent {
 				cons = "NOT consistent"
@@ -166,9 +206,9 @@ func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out i
 	if cfg.Keep == 0 {
 		return nil
 	}
-	for _, s := range work {
-		if err := in.applyRetention(ctx, log, out, s.Spec.Slot, cfg.Keep, dryRun); err != nil {
-			return err
+	for _, s := range slots {
+		if err := in.applyRetention(work, log, out, s.Spec.Slot, cfg.Keep, dryRun); err != nil {
+			return failed("retention", err)
 		}
 	}
 	return nil

@@ -1,0 +1,230 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"golang.org/x/sys/unix"
+)
+
+// hungDevice makes one of the filesystem calls (sync, unmount or freeze) block, as it does on a hung
+// device, until the test ends or release is called; the others go to the host. A freeze that is released
+// then really freezes the filesystem, late, so the test sees whether handover thaws it.
+type hungDevice struct {
+	entered  chan struct{} // closed when the blocking call starts
+	released chan struct{}
+	froze    chan struct{} // closed when a released freeze has frozen the filesystem
+	thawed   chan struct{} // closed when that freeze is thawed
+	once     sync.Once
+}
+
+func newHungDevice(t *testing.T, block string) (*hungDevice, fsCalls) {
+	h := &hungDevice{entered: make(chan struct{}), released: make(chan struct{}), froze: make(chan struct{}), thawed: make(chan struct{})}
+	t.Cleanup(h.release)
+	var entered sync.Once
+	hang := func() {
+		entered.Do(func() { close(h.entered) })
+		<-h.released
+	}
+	fsys := hostFSCalls
+	switch block {
+	case "sync":
+		fsys.sync = hang
+	case "unmount":
+		fsys.unmount = func(mp string) error {
+			hang()
+			return hostFSCalls.unmount(mp)
+		}
+	case "freeze":
+		fsys.freeze = func(mp string) (thawer, error) {
+			hang()
+			z, err := hostFSCalls.freeze(mp)
+			close(h.froze)
+			if err != nil {
+				return nil, err
+			}
+			return &thawSignal{thawer: z, thawed: h.thawed}, nil
+		}
+	default:
+		t.Fatalf("hungDevice: no call %q", block)
+	}
+	return h, fsys
+}
+
+func (h *hungDevice) release() { h.once.Do(func() { close(h.released) }) }
+
+// thawSignal closes thawed when the filesystem is thawed.
+type thawSignal struct {
+	thawer
+	thawed chan struct{}
+	once   sync.Once
+}
+
+func (z *thawSignal) thaw() error {
+	err := z.thawer.thaw()
+	z.once.Do(func() { close(z.thawed) })
+	return err
+}
+
+// TestDownTimeoutGivesUpOnAHungDevice: sync, unmount or FIFREEZE never returns (a hung device). down
+// stops waiting at --timeout, still takes a crash-consistent snapshot (not tagged consistent), completes
+// the termination hook with CONTINUE, and fails with exit 1 and one line naming the step. A freeze that
+// completes after down gave up is thawed at once.
+func TestDownTimeoutGivesUpOnAHungDevice(t *testing.T) {
+	requireRoot(t)
+	for _, tc := range []struct {
+		step string
+		args []string
+	}{
+		{"sync", []string{"--release", "freeze"}},
+		{"unmount", []string{"--pre-stop", "true", "--release", "unmount"}},
+		{"freeze", []string{"--release", "freeze"}},
+	} {
+		t.Run(tc.step, func(t *testing.T) {
+			w := newDownWorld(t)
+			asgName, inst := w.autoScalingGroup(7200) // 72 s at the test speed: only down can end the wait
+			vol := w.createSlotVolume(w.instanceAZ(inst), 1, nil)
+			w.attach(vol, inst)
+			mp := w.mountNew(inst, vol, "written before termination")
+			if _, err := w.as.TerminateInstanceInAutoScalingGroup(w.ctx(), &autoscaling.TerminateInstanceInAutoScalingGroupInput{
+				InstanceId: aws.String(inst), ShouldDecrementDesiredCapacity: aws.Bool(false),
+			}); err != nil {
+				t.Fatal(err)
+			}
+			w.waitLifecycle(asgName, inst, func(s string) bool { return s == "Terminating:Wait" })
+			hung, fsys := newHungDevice(t, tc.step)
+
+			args := append([]string{"--timeout", "4s", "--terminate-hook", terminateHook, "--volume", "data:/dev/sdf:" + mp}, tc.args...)
+			var stdout, stderr bytes.Buffer
+			done := make(chan error, 1)
+			go func() {
+				done <- downCommand(context.Background(), Env{Getenv: w.agentEnv(inst, nil), Stdout: &stdout, Stderr: &stderr}, args, fsys)
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(60 * time.Second):
+				t.Fatalf("down did not return with the %s call hung", tc.step)
+			}
+			select {
+			case <-hung.entered:
+			default:
+				t.Fatalf("down never made the %s call; err %v\n%s", tc.step, err, stderr.String())
+			}
+			if code := ExitCode(err); code != ExitFailed {
+				t.Fatalf("exit %d (%v), want 1\n%s", code, err, stderr.String())
+			}
+			line := oneLine(err.Error())
+			t.Logf("handover down: %s\nstdout:\n%s\nstderr:\n%s", line, stdout.String(), stderr.String())
+			for _, want := range []string{`step "` + tc.step + `" timed out`, "--timeout 4s", "crash-consistent, not tagged consistent", "completed " + terminateHook, "the termination goes ahead"} {
+				if !strings.Contains(line, want) {
+					t.Errorf("error line lacks %q:\n%s", want, line)
+				}
+			}
+			if !strings.Contains(stderr.String(), "completing the termination hook with CONTINUE anyway: the termination goes ahead") {
+				t.Errorf("the log does not say the termination goes ahead:\n%s", stderr.String())
+			}
+			snaps := w.slotSnapshots(defaultSlot)
+			if len(snaps) != 1 || snaps[0].SourceVolume != vol {
+				t.Fatalf("snapshots = %+v, want one crash-consistent snapshot of %s", snaps, vol)
+			}
+			if v, ok := snaps[0].Tags[tagConsistent]; ok {
+				t.Errorf("snapshot taken past the bound is tagged %s=%s", tagConsistent, v)
+			}
+			if !strings.Contains(stdout.String(), "NOT consistent") {
+				t.Errorf("summary does not flag the snapshot:\n%s", stdout.String())
+			}
+			if n := len(w.callsBy("CompleteLifecycleAction", inst)); n != 1 {
+				t.Errorf("%d CompleteLifecycleAction calls, want 1", n)
+			}
+			w.waitLifecycle(asgName, inst, func(s string) bool { return s != "Terminating:Wait" })
+
+			if tc.step != "freeze" {
+				return
+			}
+			// The freeze completes after down gave up on it: the goroutine left in it thaws at once.
+			hung.release()
+			<-hung.froze
+			select {
+			case <-hung.thawed:
+			case <-time.After(60 * time.Second):
+				t.Fatal("a freeze that completed after down gave up was not thawed")
+			}
+			assertWritable(t, mp)
+			if z, err := freezeFS(mp); err != nil {
+				t.Errorf("%s is still frozen: %v", mp, err)
+			} else {
+				_ = z.thaw()
+			}
+		})
+	}
+}
+
+// TestSnapshotTimeoutGivesUpOnAHungFreeze: `handover snapshot` whose FIFREEZE never returns stops waiting
+// at --timeout, takes a crash-consistent snapshot, skips retention and fails naming the step.
+func TestSnapshotTimeoutGivesUpOnAHungFreeze(t *testing.T) {
+	requireRoot(t)
+	w := newDownWorld(t)
+	inst, vol, mp := w.instanceWithMountedVolume("x")
+	_, fsys := newHungDevice(t, "freeze")
+	var stdout, stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- snapshotCommand(context.Background(), Env{Getenv: w.agentEnv(inst, nil), Stdout: &stdout, Stderr: &stderr},
+			[]string{"--timeout", "4s", "--keep", "1", "--volume", "data:/dev/sdf:" + mp}, fsys)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("snapshot did not return with FIFREEZE hung")
+	}
+	if code := ExitCode(err); code != ExitFailed {
+		t.Fatalf("exit %d (%v), want 1\n%s", code, err, stderr.String())
+	}
+	line := oneLine(err.Error())
+	for _, want := range []string{`step "freeze" timed out`, "crash-consistent, not tagged consistent", "retention skipped"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("error line lacks %q:\n%s", want, line)
+		}
+	}
+	snaps := w.slotSnapshots(defaultSlot)
+	if len(snaps) != 1 || snaps[0].SourceVolume != vol || snaps[0].Consistent {
+		t.Fatalf("snapshots = %+v, want one crash-consistent snapshot of %s", snaps, vol)
+	}
+}
+
+// TestCallBoundedHandsALateResultOver: a call that returns after its caller gave up goes to late.
+func TestCallBoundedHandsALateResultOver(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	release := make(chan struct{})
+	late := make(chan int, 1)
+	cancel()
+	_, err := callBounded(ctx, "freeze", "freeze /data", func() (int, error) {
+		<-release
+		return 7, nil
+	}, func(v int, _ error) { late <- v })
+	var unfinished *unfinishedError
+	if !errors.As(err, &unfinished) || unfinished.Step != "freeze" {
+		t.Fatalf("err = %v, want an unfinished freeze", err)
+	}
+	close(release)
+	select {
+	case v := <-late:
+		if v != 7 {
+			t.Errorf("late got %d, want 7", v)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the late result was never handed over")
+	}
+	if v, err := callBounded(context.Background(), "sync", "sync", func() (int, error) { return 1, unix.EIO }, nil); v != 1 || err != unix.EIO {
+		t.Errorf("a call that returns in time: %d, %v; want 1, EIO", v, err)
+	}
+}
