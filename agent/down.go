@@ -451,7 +451,7 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 		if cfg.TerminateHook == "" {
 			log.Warn("instance is in Terminating:Wait but --terminate-hook is not set: the group waits for the hook's heartbeat timeout", keyStep, "lifecycle", "asg", member.ASGName)
 		} else {
-			action = &lifecycleAction{as: in.clients.AutoScaling, log: log, asgName: member.ASGName, hook: cfg.TerminateHook, instanceID: self}
+			action = &lifecycleAction{as: in.clients.AutoScaling, log: log, kind: terminateHookKind, asgName: member.ASGName, hook: cfg.TerminateHook, instanceID: self}
 			stopHeartbeat = action.keepAlive(ctx, cfg.HeartbeatInterval)
 			log.Info("sending lifecycle heartbeats while working", keyStep, "lifecycle", "asg", member.ASGName, "hook", cfg.TerminateHook, "every", cfg.HeartbeatInterval.String())
 		}
@@ -469,19 +469,19 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 			member, memberErr = m, nil
 			hookActive = member.LifecycleState == "Terminating:Wait"
 			if hookActive && cfg.TerminateHook != "" {
-				action = &lifecycleAction{as: in.clients.AutoScaling, log: log, asgName: member.ASGName, hook: cfg.TerminateHook, instanceID: self}
+				action = &lifecycleAction{as: in.clients.AutoScaling, log: log, kind: terminateHookKind, asgName: member.ASGName, hook: cfg.TerminateHook, instanceID: self}
 			}
 		}
 		stopHeartbeat()
 		switch {
 		case action != nil:
-			active, err := action.complete(ctx, hookContinue)
+			inactive, err := action.complete(ctx, hookContinue)
 			if err != nil {
 				return err
 			}
 			rep.Hook = fmt.Sprintf("completed %s in %s with CONTINUE", cfg.TerminateHook, member.ASGName)
-			if !active {
-				rep.Hook = fmt.Sprintf("no active lifecycle action for %s in %s (already completed or timed out)", cfg.TerminateHook, member.ASGName)
+			if inactive != "" {
+				rep.Hook = fmt.Sprintf("hook %s in %s: %s", cfg.TerminateHook, member.ASGName, inactive)
 			}
 		case hookActive:
 			rep.Hook = "Terminating:Wait, but no --terminate-hook to complete"

@@ -1175,3 +1175,22 @@ func TestUsageErrorsFailBeforeMetadata(t *testing.T) {
 		}
 	}
 }
+
+// TestDownWrongTerminateHook: a --terminate-hook the group does not have is bad configuration (exit 2)
+// with a line naming the group's hooks, not "no active action" and exit 0; the instance stays held.
+func TestDownWrongTerminateHook(t *testing.T) {
+	w := newDownWorld(t)
+	asgName, inst := w.autoScalingGroup(7200) // 72 s at the test speed: only down could end the wait
+	if _, err := w.as.TerminateInstanceInAutoScalingGroup(w.ctx(), &autoscaling.TerminateInstanceInAutoScalingGroupInput{
+		InstanceId: aws.String(inst), ShouldDecrementDesiredCapacity: aws.Bool(false),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitLifecycle(asgName, inst, func(s string) bool { return s == "Terminating:Wait" })
+	res := w.runAgent(w.ctx(), inst, nil, "down", "--terminate-hook", "handover-terminat")
+	mustExit(t, res, ExitUsage, "--terminate-hook handover-terminat", "no hook named handover-terminat on group "+asgName,
+		"its hooks: "+terminateHook+" (autoscaling:EC2_INSTANCE_TERMINATING)")
+	if s := w.lifecycleState(inst); s != "Terminating:Wait" {
+		t.Errorf("lifecycle state after down with a wrong hook name: %s, want Terminating:Wait", s)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,10 +38,22 @@ func asgMembership(ctx context.Context, as AutoScaling, instanceID string) (grou
 	return groupMembership{}, nil
 }
 
+// hookKind is the lifecycle transition of a hook handover completes, and the flag that names the hook.
+type hookKind struct {
+	flag       string
+	transition string
+}
+
+var (
+	launchHookKind    = hookKind{flag: "--launch-hook", transition: "autoscaling:EC2_INSTANCE_LAUNCHING"}
+	terminateHookKind = hookKind{flag: "--terminate-hook", transition: "autoscaling:EC2_INSTANCE_TERMINATING"}
+)
+
 // lifecycleAction is one pending lifecycle action (launch or termination) of this instance.
 type lifecycleAction struct {
 	as         AutoScaling
 	log        *slog.Logger
+	kind       hookKind
 	asgName    string
 	hook       string
 	instanceID string
@@ -60,11 +73,13 @@ func (a *lifecycleAction) heartbeat(ctx context.Context) error {
 	return nil
 }
 
-// complete ends the action with result. An action that is no longer active (already completed by an
-// earlier run, or timed out) answers ValidationError: that is reported, not retried, and is not a failure
-// of this run's work, so the caller decides what it means.
-// https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_CompleteLifecycleAction.html
-func (a *lifecycleAction) complete(ctx context.Context, result string) (active bool, err error) {
+// complete ends the action with result. It returns "" when it did, and otherwise why there was no active
+// action to complete. Auto Scaling answers ValidationError for all three reasons there can be: the action
+// was already completed (by an earlier run), it timed out, or the group has no hook of that name (a typo
+// in --launch-hook or --terminate-hook). The first two are reported and are not a failure of this run's
+// work, so the caller decides what they mean; the third is bad configuration, told apart by checkHook
+// (exit 2). https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_CompleteLifecycleAction.html
+func (a *lifecycleAction) complete(ctx context.Context, result string) (inactive string, err error) {
 	_, err = a.as.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{
 		AutoScalingGroupName:  aws.String(a.asgName),
 		LifecycleHookName:     aws.String(a.hook),
@@ -72,14 +87,49 @@ func (a *lifecycleAction) complete(ctx context.Context, result string) (active b
 		LifecycleActionResult: aws.String(result),
 	})
 	if hasCode(err, codeValidationError) {
-		a.log.Warn("no active lifecycle action to complete (already completed, or timed out)", keyStep, "lifecycle", "hook", a.hook, "result", result)
-		return false, nil
+		inactive, cerr := a.checkHook(ctx)
+		if cerr != nil {
+			return "", cerr
+		}
+		a.log.Warn("no active lifecycle action to complete", keyStep, "lifecycle", "hook", a.hook, "result", result, "why", inactive)
+		return inactive, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("complete lifecycle hook %s with %s: %w", a.hook, result, err)
+		return "", fmt.Errorf("complete lifecycle hook %s with %s: %w", a.hook, result, err)
 	}
 	a.log.Info("lifecycle action completed", keyStep, "lifecycle", "hook", a.hook, "result", result)
-	return true, nil
+	return "", nil
+}
+
+// checkHook looks the hook up in the group after CompleteLifecycleAction found no active action. A hook
+// that does not exist, or that belongs to the other transition, is bad configuration: an error (exit 2)
+// naming the group's hooks. Otherwise it says why there was no action: already completed or timed out,
+// or, when the hooks cannot be read (autoscaling:DescribeLifecycleHooks not allowed), any of the three.
+// https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_DescribeLifecycleHooks.html
+func (a *lifecycleAction) checkHook(ctx context.Context) (inactive string, err error) {
+	out, err := a.as.DescribeLifecycleHooks(ctx, &autoscaling.DescribeLifecycleHooksInput{AutoScalingGroupName: aws.String(a.asgName)})
+	if err != nil {
+		a.log.Warn("could not read the group's lifecycle hooks to tell why there is no active action", keyStep, "lifecycle", "asg", a.asgName, "error", err.Error())
+		return fmt.Sprintf("no active lifecycle action: already completed, timed out, or no hook named %s on group %s", a.hook, a.asgName), nil
+	}
+	var hooks []string
+	for _, h := range out.LifecycleHooks {
+		name, transition := aws.ToString(h.LifecycleHookName), aws.ToString(h.LifecycleTransition)
+		if name == a.hook && transition != a.kind.transition {
+			return "", usageErr(fmt.Sprintf("%s %s: hook %s on group %s is for %s, not %s: give the group's %s hook",
+				a.kind.flag, a.hook, a.hook, a.asgName, transition, a.kind.transition, a.kind.transition))
+		}
+		if name == a.hook {
+			return fmt.Sprintf("no active lifecycle action (already completed, or timed out; hook %s exists on group %s)", a.hook, a.asgName), nil
+		}
+		hooks = append(hooks, name+" ("+transition+")")
+	}
+	have := "it has none"
+	if len(hooks) > 0 {
+		have = "its hooks: " + strings.Join(hooks, ", ")
+	}
+	return "", usageErr(fmt.Sprintf("%s %s: no hook named %s on group %s (%s); fix the name, or create the hook with aws autoscaling put-lifecycle-hook",
+		a.kind.flag, a.hook, a.hook, a.asgName, have))
 }
 
 // keepAlive sends a heartbeat every interval until the returned stop is called. Heartbeat errors are logged

@@ -273,13 +273,13 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 		case r.cfg.NoComplete:
 			res.Lifecycle = fmt.Sprintf("hook %s left pending (--no-complete)", hook.hook)
 		default:
-			active, err := hook.complete(ctx, hookContinue)
+			inactive, err := hook.complete(ctx, hookContinue)
 			if err != nil {
 				return r.explain(parent, err)
 			}
 			res.Lifecycle = fmt.Sprintf("hook %s completed with CONTINUE", hook.hook)
-			if !active {
-				res.Lifecycle = fmt.Sprintf("hook %s had no active action (already completed or timed out)", hook.hook)
+			if inactive != "" {
+				res.Lifecycle = fmt.Sprintf("hook %s: %s", hook.hook, inactive)
 			}
 		}
 		r.stepDone("lifecycle", "hook", hook.hook)
@@ -376,7 +376,7 @@ func (r *upRun) launchAction(ctx context.Context) (*lifecycleAction, error) {
 	var hook *lifecycleAction
 	if m.ASGName != "" && m.LifecycleState == "Pending:Wait" {
 		if r.cfg.LaunchHook != "" {
-			hook = &lifecycleAction{as: r.clients.AutoScaling, log: r.log, asgName: m.ASGName, hook: r.cfg.LaunchHook, instanceID: r.me.InstanceID}
+			hook = &lifecycleAction{as: r.clients.AutoScaling, log: r.log, kind: launchHookKind, asgName: m.ASGName, hook: r.cfg.LaunchHook, instanceID: r.me.InstanceID}
 		} else {
 			r.log.Warn("this instance waits in Pending:Wait but no --launch-hook was given: the group waits for the hook's timeout", keyStep, "asg", "asg", m.ASGName)
 		}

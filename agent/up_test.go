@@ -726,6 +726,29 @@ func TestUpLaunchHook(t *testing.T) {
 			t.Errorf("the log does not show the ABANDON:\n%s", res.stderr)
 		}
 	})
+	t.Run("a wrong hook name is bad configuration", func(t *testing.T) {
+		w := newTestRegion(t)
+		w.allocateAddress(testGroup)
+		id := w.launchGroup("orders-asg", nil)
+		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--launch-hook", "lanch")...)
+		mustExit(t, res, ExitUsage, "--launch-hook lanch", "no hook named lanch on group orders-asg", "its hooks: launch (autoscaling:EC2_INSTANCE_LAUNCHING)")
+		if s := w.lifecycleState(id); s != "Pending:Wait" {
+			t.Errorf("lifecycle state after up with a wrong hook name: %s, want Pending:Wait", s)
+		}
+	})
+	t.Run("the termination hook's name is bad configuration", func(t *testing.T) {
+		w := newTestRegion(t)
+		w.allocateAddress(testGroup)
+		id := w.launchGroup("orders-asg", nil)
+		if _, err := w.as.PutLifecycleHook(w.ctx(), &autoscaling.PutLifecycleHookInput{
+			AutoScalingGroupName: aws.String("orders-asg"), LifecycleHookName: aws.String("terminate"),
+			LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_TERMINATING"),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--launch-hook", "terminate")...)
+		mustExit(t, res, ExitUsage, "--launch-hook terminate", "is for autoscaling:EC2_INSTANCE_TERMINATING")
+	})
 	t.Run("--no-complete leaves it pending", func(t *testing.T) {
 		w := newTestRegion(t)
 		w.allocateAddress(testGroup)
