@@ -454,6 +454,7 @@ type slotResult struct {
 	FS         fsResult   `json:"filesystem"`
 	Superseded []string   `json:"superseded,omitempty"`
 	Deleted    []string   `json:"deleted,omitempty"`
+	Warnings   []string   `json:"warnings,omitempty"` // what failed without failing the run
 }
 
 // slotRun converges one slot.
@@ -696,7 +697,11 @@ func waitSnapshot(ctx context.Context, log *slog.Logger, c EC2, id string) error
 // deleted: its instance may still be writing to it. Nor is one of a newer generation than the snapshot
 // the current volume was cut from: its writes were never snapshotted (planSlot warned that this restore
 // does not carry them), and it is their only copy.
-func (s *slotRun) retire(ctx context.Context, deleteThem bool) error {
+//
+// Retiring is housekeeping: by now this instance has its volume, so a failure here is logged and kept in
+// the slot's warnings, and does not fail up (which would abandon the launch and make the group terminate
+// a healthy instance). A rerun of up, or an operator, retires them later.
+func (s *slotRun) retire(ctx context.Context, deleteThem bool) {
 	cur := s.res.Volume
 	cutFrom := cur.Generation - 1 // a blank volume, or a source snapshot no longer listed
 	for _, sn := range s.view.Snapshots {
@@ -723,16 +728,21 @@ func (s *slotRun) retire(ctx context.Context, deleteThem bool) error {
 		}
 		doomed = append(doomed, v)
 	}
+	warn := func(msg string, err error) {
+		s.log.Warn(msg+"; up goes on", keyStep, "superseded", "error", err.Error())
+		s.res.Warnings = append(s.res.Warnings, msg+": "+oneLine(err.Error()))
+	}
 	if len(untagged) > 0 {
 		_, err := s.c.EC2.CreateTags(ctx, &ec2.CreateTagsInput{
 			Resources: untagged,
 			Tags:      []ec2types.Tag{{Key: aws.String(tagSuperseded), Value: aws.String("true")}},
 		})
 		if err != nil {
-			return fmt.Errorf("tag %s %s=true: %w", strings.Join(untagged, ", "), tagSuperseded, err)
+			warn(fmt.Sprintf("could not tag %s %s=true (rerun up, or tag them by hand)", strings.Join(untagged, ", "), tagSuperseded), err)
+		} else {
+			s.res.Superseded = untagged
+			s.log.Info("older generations tagged superseded", keyStep, "superseded", "volumes", strings.Join(untagged, ","))
 		}
-		s.res.Superseded = untagged
-		s.log.Info("older generations tagged superseded", keyStep, "superseded", "volumes", strings.Join(untagged, ","))
 	}
 	for _, v := range doomed {
 		_, err := s.c.EC2.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(v.ID)})
@@ -743,12 +753,12 @@ func (s *slotRun) retire(ctx context.Context, deleteThem bool) error {
 			s.log.Warn("superseded volume is in use now; keeping it", keyStep, "superseded", keyVolume, v.ID)
 			continue
 		case err != nil:
-			return fmt.Errorf("delete superseded volume %s: %w", v.ID, err)
+			warn(fmt.Sprintf("could not delete superseded volume %s (rerun up, or delete it by hand)", v.ID), err)
+			continue
 		}
 		s.res.Deleted = append(s.res.Deleted, v.ID)
 		s.log.Info("superseded volume deleted (--delete-superseded)", keyStep, "superseded", keyVolume, v.ID, "generation", v.Generation)
 	}
-	return nil
 }
 
 // pause waits d or until ctx ends.

@@ -511,9 +511,7 @@ func (r *upRun) finishSlot(ctx context.Context, s *slotRun) error {
 		}
 		r.stepDone("mount", "slot", spec.Slot, keyVolume, s.res.Volume.ID, "mount_point", spec.MountPoint, "fs", fsr.Type, "uuid", fsr.UUID)
 	}
-	if err := s.retire(ctx, r.cfg.DeleteSuperseded); err != nil {
-		return err
-	}
+	s.retire(ctx, r.cfg.DeleteSuperseded) // housekeeping: failures are warnings, not a failed up
 	if len(s.res.Superseded)+len(s.res.Deleted) > 0 {
 		r.stepDone("superseded", "slot", spec.Slot, "tagged", strings.Join(s.res.Superseded, ","), "deleted", strings.Join(s.res.Deleted, ","))
 	}
@@ -556,6 +554,9 @@ func printUpResult(w io.Writer, res upResult) {
 		}
 		if len(s.Deleted) > 0 {
 			fmt.Fprintf(w, "  deleted    %s: %s\n", s.Slot, strings.Join(s.Deleted, ", "))
+		}
+		for _, warning := range s.Warnings {
+			fmt.Fprintf(w, "  warning    %s: %s\n", s.Slot, warning)
 		}
 	}
 	fmt.Fprintf(w, "  lifecycle  %s\n", res.Lifecycle)

@@ -1,0 +1,86 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/smithy-go"
+)
+
+// refuseRetire is the EC2 API of a role that may tag volumes only as it creates them and may not delete
+// them: CreateTags of handover:superseded and DeleteVolume fail.
+type refuseRetire struct{ EC2 }
+
+func (c refuseRetire) CreateTags(ctx context.Context, in *ec2.CreateTagsInput, opts ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error) {
+	for _, t := range in.Tags {
+		if aws.ToString(t.Key) == tagSuperseded {
+			return nil, &smithy.GenericAPIError{Code: codeUnauthorizedOp, Message: "You are not authorized to perform this operation."}
+		}
+	}
+	return c.EC2.CreateTags(ctx, in, opts...)
+}
+
+func (c refuseRetire) DeleteVolume(context.Context, *ec2.DeleteVolumeInput, ...func(*ec2.Options)) (*ec2.DeleteVolumeOutput, error) {
+	return nil, &smithy.GenericAPIError{Code: codeUnauthorizedOp, Message: "You are not authorized to perform this operation."}
+}
+
+// TestUpRetireFailureIsAWarning: the replacement restores, attaches and mounts its volume, then cannot
+// tag the older generation superseded nor delete it (--delete-superseded). That is a warning in the log
+// and the summary: up exits 0 and completes the launch hook with CONTINUE rather than ABANDON, which
+// would make the group terminate a healthy instance.
+func TestUpRetireFailureIsAWarning(t *testing.T) {
+	requireRoot(t)
+	w := newTestRegion(t)
+	w.unmountOnCleanup()
+	w.allocateAddress(testGroup)
+	old := w.runInstance("us-east-1b", groupTags, true)
+	mustSucceed(t, w.runAgent(w.ctx(), old, nil, w.upArgs(old)...))
+	w.unmount(w.mountPoint(old))
+	first := aws.ToString(w.slotVolumes()[0].VolumeId)
+	w.snapshot(first, 1, true, true)
+	w.terminate(old)
+	w.waitVolumeState(first, "available")
+
+	id := w.launchGroup("orders-asg", nil) // us-east-1a, held in Pending:Wait by the hook "launch"
+	refusing := func(ctx context.Context, getenv func(string) string, region string) (*Clients, error) {
+		c, err := newClients(ctx, getenv, region)
+		if err != nil {
+			return nil, err
+		}
+		c.EC2 = refuseRetire{c.EC2}
+		return c, nil
+	}
+	var stdout, stderr bytes.Buffer
+	err := up(w.ctx(), Env{Getenv: w.agentEnv(id, nil), Stdout: &stdout, Stderr: &stderr},
+		w.upArgs(id, "--launch-hook", "launch", "--delete-superseded")[1:], refusing)
+	if err != nil {
+		t.Fatalf("up failed over a superseded tag: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if _, mounted, err := mountedAt(w.mountPoint(id)); err != nil || !mounted {
+		t.Errorf("%s not mounted after up (%v)", w.mountPoint(id), err)
+	}
+	if s := w.lifecycleState(id); s != "InService" && s != "Pending:Proceed" {
+		t.Errorf("lifecycle state after up: %s, want Pending:Proceed or InService (CONTINUE)", s)
+	}
+	for _, want := range []string{
+		"warning    data: could not tag " + first + " " + tagSuperseded + "=true",
+		"warning    data: could not delete superseded volume " + first,
+		"hook launch completed with CONTINUE",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if strings.Contains(stderr.String(), "result=ABANDON") {
+		t.Errorf("the launch was abandoned:\n%s", stderr.String())
+	}
+	for _, v := range w.slotVolumes() {
+		if aws.ToString(v.VolumeId) == first && tagOf(v.Tags, tagSuperseded) != "" {
+			t.Errorf("%s is tagged superseded although every CreateTags of it failed", first)
+		}
+	}
+}
