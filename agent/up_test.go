@@ -315,7 +315,7 @@ func TestUpRerunAfterSuccessChangesNothing(t *testing.T) {
 // the same volume, data and all, without creating a new one.
 func TestUpSameAZReattach(t *testing.T) {
 	requireRoot(t)
-	w := newTestRegion(t, func(o *sim.Options) { o.Delays.InstanceTerminate = 50 * time.Second }) // 0.5 s at test speed
+	w := newTestRegion(t, func(o *sim.Options) { o.Delays.InstanceTerminate = 300 * time.Second }) // 3 s at test speed: long enough that up sees the holder on its way out even on a loaded machine
 	w.unmountOnCleanup()
 	alloc := w.allocateAddress(testGroup)
 	old := w.runInstance("us-east-1a", groupTags, true)
