@@ -409,7 +409,7 @@ func TestUpCrossAZRestoreByteForByte(t *testing.T) {
 // TestUpWaitsForPendingSnapshot: a newer snapshot still pending is waited for, not passed over for the
 // older completed one.
 func TestUpWaitsForPendingSnapshot(t *testing.T) {
-	w := newTestRegion(t, func(o *sim.Options) { o.Delays.Snapshot = 150 * time.Second }) // 1.5 s at test speed
+	w := newTestRegion(t, func(o *sim.Options) { o.Delays.Snapshot = 400 * time.Second }) // 4 s at test speed: still pending when up looks, even on a loaded machine
 	w.allocateAddress(testGroup)
 	vol := w.createSlotVolume("us-east-1a", 1, nil)
 	older := w.snapshot(vol, 1, true, true)
@@ -895,7 +895,7 @@ func TestUpReadsTagsThroughDescribeTagsAndWaitsForTheGroupTag(t *testing.T) {
 	w.allocateAddress(testGroup)
 	id := w.runInstance("us-east-1a", nil, false)
 	go func() {
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(1500 * time.Millisecond) // well after up has looked once, even on a loaded machine
 		_, _ = w.ec2.CreateTags(context.Background(), &ec2.CreateTagsInput{Resources: []string{id},
 			Tags: []ec2types.Tag{{Key: aws.String(tagGroup), Value: aws.String(testGroup)}}})
 	}()
