@@ -3,14 +3,8 @@ package agent
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,68 +14,15 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/handover/handover/imds/imdsmock"
+	"github.com/handover/handover/sim/motoserver"
 )
 
 // Wire compatibility with a third-party emulator: `handover up` against moto_server (EC2 and Auto
 // Scaling) and AWS's amazon-ec2-metadata-mock, for the Elastic IP claim and a cross-AZ restore. moto
 // makes every transition instant and has no lifecycle actions, hence --no-mount and --no-complete.
 
-// startMotoServer runs moto_server on a free 127.0.0.1 port, resets it, and stops it when the test
-// ends. Without moto_server the test fails under CI=true and is skipped elsewhere.
-func startMotoServer(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("moto_server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("moto_server is not installed (pip install 'moto[server]')")
-		}
-		t.Skip("moto_server is not installed (pip install 'moto[server]')")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", fmt.Sprint(port))
-	cmd.Env = append(os.Environ(), "NO_PROXY=127.0.0.1", "no_proxy=127.0.0.1")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start moto_server: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	})
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d", port)
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := client.Post(endpoint+"/moto-api/reset", "application/json", nil)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return endpoint
-			}
-		}
-		select {
-		case <-exited:
-			t.Fatalf("moto_server exited:\n%s", out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("moto_server did not answer within 30 s:\n%s", out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 func TestUpAgainstMoto(t *testing.T) {
-	endpoint := startMotoServer(t)
+	endpoint := motoserver.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	admin := ec2.NewFromConfig(aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKIDMOTO", "moto", "")},

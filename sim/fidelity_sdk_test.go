@@ -15,6 +15,8 @@ import (
 	asgtypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/handover/handover/sim/motoserver"
 )
 
 // sdkConfig points aws-sdk-go-v2 at endpoint with dummy credentials, no
@@ -251,7 +253,7 @@ func TestFidelitySDK(t *testing.T) {
 		})
 		t.Run("moto", func(t *testing.T) {
 			t.Parallel()
-			motoOut = sdkScenario(t, startMoto(t), motoCaps, nil)
+			motoOut = sdkScenario(t, motoserver.Start(t), motoCaps, nil)
 		})
 	})
 	if simOut == nil || motoOut == nil {

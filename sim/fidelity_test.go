@@ -12,18 +12,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"regexp"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/handover/handover/sim/motoserver"
 )
 
 // fidelitySpeed makes the sim fast while keeping every transition and the
@@ -87,88 +85,6 @@ func requireTool(t *testing.T, name string) string {
 	return p
 }
 
-// isolatedEnv is the environment of every external tool: the caller's
-// environment without AWS settings or proxies, plus dummy credentials, a
-// region, empty config files and IMDS disabled, so nothing reaches the
-// internet or a real account.
-func isolatedEnv(t *testing.T) []string {
-	t.Helper()
-	dir := t.TempDir()
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		lk := strings.ToLower(k)
-		if strings.HasPrefix(k, "AWS_") || strings.HasSuffix(lk, "_proxy") || lk == "http_proxy" {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env,
-		"AWS_ACCESS_KEY_ID=AKIDFIDELITY", "AWS_SECRET_ACCESS_KEY=fidelity-secret",
-		"AWS_DEFAULT_REGION=us-east-1", "AWS_REGION=us-east-1",
-		"AWS_CONFIG_FILE="+filepath.Join(dir, "config"), "AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(dir, "credentials"),
-		"AWS_EC2_METADATA_DISABLED=true", "AWS_MAX_ATTEMPTS=1", "AWS_PAGER=",
-		"NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost",
-	)
-}
-
-// startMoto runs moto_server on a free loopback port and returns its
-// endpoint. It is killed when the test ends.
-func startMoto(t *testing.T) string {
-	t.Helper()
-	bin := requireTool(t, "moto_server")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
-	var logBuf bytes.Buffer
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", fmt.Sprint(port))
-	cmd.Env = isolatedEnv(t)
-	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start moto_server: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	})
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if err := resetMoto(endpoint); err == nil {
-			return endpoint
-		}
-		select {
-		case <-done:
-			t.Fatalf("moto_server exited before answering:\n%s", logBuf.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("moto_server did not answer on %s within 30 s:\n%s", endpoint, logBuf.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// resetMoto empties moto's state (POST /moto-api/reset).
-func resetMoto(endpoint string) error {
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
-	resp, err := c.Post(endpoint+"/moto-api/reset", "application/json", nil)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("moto reset: %s", resp.Status)
-	}
-	return nil
-}
-
 // startFidelitySim runs the simulated region in process.
 func startFidelitySim(t *testing.T) *Region {
 	t.Helper()
@@ -185,7 +101,7 @@ type awsCLI struct {
 }
 
 func newAWSCLI(t *testing.T, endpoint string) *awsCLI {
-	return &awsCLI{t: t, bin: requireTool(t, "aws"), endpoint: endpoint, env: isolatedEnv(t)}
+	return &awsCLI{t: t, bin: requireTool(t, "aws"), endpoint: endpoint, env: motoserver.Env(t)}
 }
 
 // run returns the parsed JSON output (nil when the command prints nothing),
@@ -454,7 +370,7 @@ func TestFidelityCLI(t *testing.T) {
 		})
 		t.Run("moto", func(t *testing.T) {
 			t.Parallel()
-			motoOut = cliScenario(t, startMoto(t), motoCaps)
+			motoOut = cliScenario(t, motoserver.Start(t), motoCaps)
 		})
 	})
 	if simOut == nil || motoOut == nil {
