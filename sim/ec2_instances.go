@@ -342,31 +342,13 @@ func (r *Region) instanceField(in *instance) fieldFunc {
 // selectInstances resolves InstanceId.N (all must exist) or all instances,
 // hiding those still inside the consistency delay.
 func (r *Region) selectInstances(c *reqCtx) ([]*instance, *apiError) {
-	var out []*instance
-	if ids := c.p.list("InstanceId"); len(ids) > 0 {
-		var missing []string
-		for _, id := range ids {
-			in, aerr := r.findInstance(id)
-			if aerr != nil && aerr.Code != "InvalidInstanceID.NotFound" {
-				return nil, aerr
-			}
-			if in == nil || r.invisible(in.LaunchTime, c) {
-				missing = append(missing, id)
-				continue
-			}
-			out = append(out, in)
-		}
-		if len(missing) > 0 {
-			return nil, badRequest("InvalidInstanceID.NotFound", fmt.Sprintf("The instance IDs '%s' do not exist", strings.Join(missing, ", ")))
-		}
-	} else {
-		for _, in := range r.w.Instances {
-			if !r.invisible(in.LaunchTime, c) {
-				out = append(out, in)
-			}
-		}
+	out, aerr := selectVisible(r, c, c.p.list("InstanceId"), r.w.Instances, r.findInstance, func(in *instance) (time.Time, string) { return in.LaunchTime, in.ID },
+		"InvalidInstanceID.NotFound", func(missing []string) string {
+			return fmt.Sprintf("The instance IDs '%s' do not exist", strings.Join(missing, ", "))
+		})
+	if aerr != nil {
+		return nil, aerr
 	}
-	sortByCreation(out, func(in *instance) (time.Time, string) { return in.LaunchTime, in.ID })
 	var matched []*instance
 	for _, in := range out {
 		ok, aerr := matchFilters(c.p.filters(), in.Tags, r.instanceField(in))

@@ -135,31 +135,13 @@ func (r *Region) describeSnapshots(c *reqCtx) ([]node, *apiError) {
 		// Only our own snapshots exist in the simulated region.
 		return []node{list("snapshotSet", "item", nil)}, nil
 	}
-	var snaps []*snapshot
-	if ids := c.p.list("SnapshotId"); len(ids) > 0 {
-		var missing []string
-		for _, id := range ids {
-			s, aerr := r.findSnapshot(id)
-			if aerr != nil && aerr.Code != "InvalidSnapshot.NotFound" {
-				return nil, aerr
-			}
-			if s == nil || r.invisible(s.Start, c) {
-				missing = append(missing, id)
-				continue
-			}
-			snaps = append(snaps, s)
-		}
-		if len(missing) > 0 {
-			return nil, badRequest("InvalidSnapshot.NotFound", fmt.Sprintf("The snapshot '%s' does not exist.", strings.Join(missing, "', '")))
-		}
-	} else {
-		for _, s := range r.w.Snapshots {
-			if !r.invisible(s.Start, c) {
-				snaps = append(snaps, s)
-			}
-		}
+	snaps, aerr := selectVisible(r, c, c.p.list("SnapshotId"), r.w.Snapshots, r.findSnapshot, func(s *snapshot) (time.Time, string) { return s.Start, s.ID },
+		"InvalidSnapshot.NotFound", func(missing []string) string {
+			return fmt.Sprintf("The snapshot '%s' does not exist.", strings.Join(missing, "', '"))
+		})
+	if aerr != nil {
+		return nil, aerr
 	}
-	sortByCreation(snaps, func(s *snapshot) (time.Time, string) { return s.Start, s.ID })
 	var matched []*snapshot
 	for _, s := range snaps {
 		ok, aerr := matchFilters(c.p.filters(), s.Tags, snapshotField(s, c.now))

@@ -265,31 +265,13 @@ func (r *Region) describeVolumes(c *reqCtx) ([]node, *apiError) {
 	if len(ids) > 0 && c.p.has("MaxResults") {
 		return nil, badRequest("InvalidParameterCombination", "The parameter volumeSet cannot be used with the parameter maxResults")
 	}
-	var vols []*volume
-	if len(ids) > 0 {
-		var missing []string
-		for _, id := range ids {
-			v, aerr := r.findVolume(id)
-			if aerr != nil && aerr.Code != "InvalidVolume.NotFound" {
-				return nil, aerr
-			}
-			if v == nil || r.invisible(v.Created, c) {
-				missing = append(missing, id)
-				continue
-			}
-			vols = append(vols, v)
-		}
-		if len(missing) > 0 {
-			return nil, badRequest("InvalidVolume.NotFound", fmt.Sprintf("The volume '%s' does not exist.", strings.Join(missing, "', '")))
-		}
-	} else {
-		for _, v := range r.w.Volumes {
-			if !r.invisible(v.Created, c) {
-				vols = append(vols, v)
-			}
-		}
+	vols, aerr := selectVisible(r, c, ids, r.w.Volumes, r.findVolume, func(v *volume) (time.Time, string) { return v.Created, v.ID },
+		"InvalidVolume.NotFound", func(missing []string) string {
+			return fmt.Sprintf("The volume '%s' does not exist.", strings.Join(missing, "', '"))
+		})
+	if aerr != nil {
+		return nil, aerr
 	}
-	sortByCreation(vols, func(v *volume) (time.Time, string) { return v.Created, v.ID })
 	var items []node
 	filters := c.p.filters()
 	var matched []*volume
@@ -310,6 +292,45 @@ func (r *Region) describeVolumes(c *reqCtx) ([]node, *apiError) {
 		items = append(items, el("", volumeFields(v, r)...))
 	}
 	return []node{list("volumeSet", "item", items), opt("nextToken", next)}, nil
+}
+
+// selectVisible resolves ids with find, or takes every resource in all when ids is empty, leaving out
+// those still inside the consistency delay; created gives a resource's creation time and ID, and the
+// result is sorted by them. Every one of ids must name a visible resource: those that do not are named
+// together in one notFound error, whose message is notFoundMsg(missing). An error of find other than
+// notFound (a malformed ID) is returned as it is.
+func selectVisible[T any](r *Region, c *reqCtx, ids []string, all map[string]T, find func(string) (T, *apiError),
+	created func(T) (time.Time, string), notFound string, notFoundMsg func(missing []string) string) ([]T, *apiError) {
+	visible := func(x T) bool {
+		t, _ := created(x)
+		return !r.invisible(t, c)
+	}
+	var out []T
+	if len(ids) > 0 {
+		var missing []string
+		for _, id := range ids {
+			x, aerr := find(id)
+			if aerr != nil && aerr.Code != notFound {
+				return nil, aerr
+			}
+			if aerr != nil || !visible(x) {
+				missing = append(missing, id)
+				continue
+			}
+			out = append(out, x)
+		}
+		if len(missing) > 0 {
+			return nil, badRequest(notFound, notFoundMsg(missing))
+		}
+	} else {
+		for _, x := range all {
+			if visible(x) {
+				out = append(out, x)
+			}
+		}
+	}
+	sortByCreation(out, created)
+	return out, nil
 }
 
 func sortByCreation[T any](s []T, key func(T) (time.Time, string)) {
