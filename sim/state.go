@@ -188,14 +188,25 @@ type hook struct {
 }
 
 func newWorld() *world {
-	return &world{
-		Volumes:      map[string]*volume{},
-		Snapshots:    map[string]*snapshot{},
-		Instances:    map[string]*instance{},
-		Addresses:    map[string]*address{},
-		Templates:    map[string]*launchTemplate{},
-		Groups:       map[string]*group{},
-		ClientTokens: map[string]clientToken{},
+	w := &world{}
+	w.fillMaps()
+	return w
+}
+
+// fillMaps makes every nil map of w an empty one.
+func (w *world) fillMaps() {
+	fill(&w.Volumes)
+	fill(&w.Snapshots)
+	fill(&w.Instances)
+	fill(&w.Addresses)
+	fill(&w.Templates)
+	fill(&w.Groups)
+	fill(&w.ClientTokens)
+}
+
+func fill[V any](m *map[string]V) {
+	if *m == nil {
+		*m = map[string]V{}
 	}
 }
 
@@ -215,28 +226,7 @@ func loadState(path string) (*world, error) {
 		return nil, fmt.Errorf("parse simulator state %s: %w", path, err)
 	}
 	// Maps may be absent in a file written by an older version.
-	fresh := newWorld()
-	if w.Volumes == nil {
-		w.Volumes = fresh.Volumes
-	}
-	if w.Snapshots == nil {
-		w.Snapshots = fresh.Snapshots
-	}
-	if w.Instances == nil {
-		w.Instances = fresh.Instances
-	}
-	if w.Addresses == nil {
-		w.Addresses = fresh.Addresses
-	}
-	if w.Templates == nil {
-		w.Templates = fresh.Templates
-	}
-	if w.Groups == nil {
-		w.Groups = fresh.Groups
-	}
-	if w.ClientTokens == nil {
-		w.ClientTokens = fresh.ClientTokens
-	}
+	w.fillMaps()
 	return w, nil
 }
 
