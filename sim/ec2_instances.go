@@ -349,17 +349,7 @@ func (r *Region) selectInstances(c *reqCtx) ([]*instance, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	var matched []*instance
-	for _, in := range out {
-		ok, aerr := matchFilters(c.p.filters(), in.Tags, r.instanceField(in))
-		if aerr != nil {
-			return nil, aerr
-		}
-		if ok {
-			matched = append(matched, in)
-		}
-	}
-	return matched, nil
+	return matching(c.p.filters(), out, func(in *instance) (map[string]string, fieldFunc) { return in.Tags, r.instanceField(in) })
 }
 
 func (r *Region) describeInstances(c *reqCtx) ([]node, *apiError) {

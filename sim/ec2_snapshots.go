@@ -142,15 +142,9 @@ func (r *Region) describeSnapshots(c *reqCtx) ([]node, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	var matched []*snapshot
-	for _, s := range snaps {
-		ok, aerr := matchFilters(c.p.filters(), s.Tags, snapshotField(s, c.now))
-		if aerr != nil {
-			return nil, aerr
-		}
-		if ok {
-			matched = append(matched, s)
-		}
+	matched, aerr := matching(c.p.filters(), snaps, func(s *snapshot) (map[string]string, fieldFunc) { return s.Tags, snapshotField(s, c.now) })
+	if aerr != nil {
+		return nil, aerr
 	}
 	pg, next, aerr := page(c.p, matched, 5, 1000)
 	if aerr != nil {

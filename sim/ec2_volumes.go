@@ -273,16 +273,9 @@ func (r *Region) describeVolumes(c *reqCtx) ([]node, *apiError) {
 		return nil, aerr
 	}
 	var items []node
-	filters := c.p.filters()
-	var matched []*volume
-	for _, v := range vols {
-		ok, aerr := matchFilters(filters, v.Tags, volumeField(v))
-		if aerr != nil {
-			return nil, aerr
-		}
-		if ok {
-			matched = append(matched, v)
-		}
+	matched, aerr := matching(c.p.filters(), vols, func(v *volume) (map[string]string, fieldFunc) { return v.Tags, volumeField(v) })
+	if aerr != nil {
+		return nil, aerr
 	}
 	pg, next, aerr := page(c.p, matched, 5, 500)
 	if aerr != nil {
@@ -628,15 +621,9 @@ func (r *Region) describeVolumesModifications(c *reqCtx) ([]node, *apiError) {
 		}
 		sortByCreation(vols, func(v *volume) (time.Time, string) { return v.Mod.Start, v.ID })
 	}
-	var matched []*volume
-	for _, v := range vols {
-		ok, aerr := matchFilters(c.p.filters(), nil, modificationField(v))
-		if aerr != nil {
-			return nil, aerr
-		}
-		if ok {
-			matched = append(matched, v)
-		}
+	matched, aerr := matching(c.p.filters(), vols, func(v *volume) (map[string]string, fieldFunc) { return nil, modificationField(v) })
+	if aerr != nil {
+		return nil, aerr
 	}
 	pg, next, aerr := page(c.p, matched, 1, 500)
 	if aerr != nil {

@@ -42,6 +42,22 @@ func matchFilters(filters []filter, tags map[string]string, fields fieldFunc) (b
 	return true, nil
 }
 
+// matching keeps the items that match filters, in order; of gives an item's tags and filter fields.
+func matching[T any](filters []filter, items []T, of func(T) (map[string]string, fieldFunc)) ([]T, *apiError) {
+	var out []T
+	for _, x := range items {
+		tags, fields := of(x)
+		ok, aerr := matchFilters(filters, tags, fields)
+		if aerr != nil {
+			return nil, aerr
+		}
+		if ok {
+			out = append(out, x)
+		}
+	}
+	return out, nil
+}
+
 func anyMatch(patterns, have []string) bool {
 	for _, p := range patterns {
 		for _, h := range have {
