@@ -124,7 +124,7 @@ func TestSnapshotIsPointInTimeAndRestores(t *testing.T) {
 }
 
 func TestSnapshotProgressGrows(t *testing.T) {
-	r := startRegion(t, Options{Speed: 1, Delays: Delays{CreateVolume: time.Millisecond, Snapshot: 400 * time.Millisecond}})
+	r := startRegion(t, Options{Speed: 1, Delays: Delays{CreateVolume: time.Millisecond, Snapshot: 2 * time.Second}})
 	c := ec2Client(r)
 	ctx := ctxT(t)
 	vol := createVolume(t, r, "us-east-1a", 1, nil)
@@ -133,7 +133,7 @@ func TestSnapshotProgressGrows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(600 * time.Millisecond) // mid-way through the 2 s snapshot, with margin for a loaded machine
 	out, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{*snap.SnapshotId}})
 	if err != nil {
 		t.Fatal(err)

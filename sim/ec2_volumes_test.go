@@ -11,7 +11,9 @@ import (
 )
 
 func TestVolumeLifecycle(t *testing.T) {
-	r := startRegion(t, Options{Speed: 100})
+	// Speed 10: each transition lasts 200-300 ms, so the intermediate states (creating, attaching) are
+	// still there when the test describes them right after the call, even on a loaded machine.
+	r := startRegion(t, Options{Speed: 10})
 	c := ec2Client(r)
 	ctx := ctxT(t)
 	id := createVolume(t, r, "us-east-1a", 1, map[string]string{"handover:group": "web"})
@@ -207,7 +209,9 @@ func TestVolumeFiltersAndPagination(t *testing.T) {
 }
 
 func TestModifyVolumeGrowsImage(t *testing.T) {
-	r := startRegion(t, Options{})
+	// The modification lasts 1 s of wall time (at the tests' speed), so the second call surely finds it
+	// still in progress, even on a loaded machine.
+	r := startRegion(t, Options{Delays: Delays{ModifyVolume: 1000 * time.Second}})
 	c := ec2Client(r)
 	ctx := ctxT(t)
 	id := createVolume(t, r, "us-east-1a", 1, nil)
