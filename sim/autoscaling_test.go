@@ -152,16 +152,17 @@ func TestGroupLifecycleHooks(t *testing.T) {
 }
 
 func TestLifecycleHookTimeoutAndHeartbeat(t *testing.T) {
-	// Speed 100: a 30 s heartbeat timeout is 300 ms.
+	// Speed 100: a 100 s heartbeat timeout is 1 s; heartbeats every 150 ms for 1.2 s outlast it with a wide
+	// margin per heartbeat, even on a loaded machine.
 	r := startRegion(t, Options{Speed: 100})
 	a := asgClient(r)
 	ctx := ctxT(t)
 	short := launchHook
-	short.HeartbeatTimeout = aws.Int32(30)
+	short.HeartbeatTimeout = aws.Int32(100)
 	makeGroup(t, r, nil, short)
 	id := *groupInstances(t, r)[0].InstanceId
 	// Heartbeats keep it waiting past the timeout.
-	for range 4 {
+	for range 8 {
 		time.Sleep(150 * time.Millisecond)
 		if _, err := a.RecordLifecycleActionHeartbeat(ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{AutoScalingGroupName: aws.String("web"),
 			LifecycleHookName: aws.String("up"), InstanceId: aws.String(id)}); err != nil {
