@@ -14,6 +14,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/cenkalti/backoff/v4"
+	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
+	"github.com/handover/handover/internal/wait"
 )
 
 // groupAddress is the Elastic IP tagged for a group, as last described.
@@ -37,7 +40,7 @@ func findGroupAddress(ctx context.Context, c EC2, group string) (groupAddress, e
 	}
 	switch len(out.Addresses) {
 	case 0:
-		return groupAddress{}, preconditionErr(fmt.Sprintf(
+		return groupAddress{}, fail.Precondition(fmt.Sprintf(
 			"no Elastic IP is tagged %s=%s: allocate one and tag it (aws ec2 create-tags --resources eipalloc-... --tags Key=%s,Value=%s)",
 			tagGroup, group, tagGroup, group), nil)
 	case 1:
@@ -47,7 +50,7 @@ func findGroupAddress(ctx context.Context, c EC2, group string) (groupAddress, e
 			ids = append(ids, aws.ToString(a.AllocationId)+" ("+aws.ToString(a.PublicIp)+")")
 		}
 		sort.Strings(ids)
-		return groupAddress{}, preconditionErr(fmt.Sprintf(
+		return groupAddress{}, fail.Precondition(fmt.Sprintf(
 			"%d Elastic IPs are tagged %s=%s: %s; keep the tag on exactly one", len(ids), tagGroup, group, strings.Join(ids, ", ")), nil)
 	}
 	a := out.Addresses[0]
@@ -142,7 +145,7 @@ func judgeHolder(ctx context.Context, c *Clients, holder string) (holderVerdict,
 // every association is verified with a fresh Describe. Losing is exit 4.
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_AssociateAddress.html
 func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimSpec) (claimResult, error) {
-	log = log.With(keyStep, "address", keyInstance, spec.InstanceID)
+	log = log.With(logkey.Step, "address", logkey.Instance, spec.InstanceID)
 	var res claimResult
 	var lastWhy string
 	// What the address was associated with when we associated it (AssociationId, "" when free), and when:
@@ -157,7 +160,7 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 			return false, "", backoff.Permanent(err)
 		}
 		res.Address = a
-		log := log.With(keyAllocation, a.AllocationID)
+		log := log.With(logkey.Allocation, a.AllocationID)
 		if a.InstanceID == spec.InstanceID && (spec.NetworkInterfaceID == "" || a.NetworkInterfaceID == spec.NetworkInterfaceID) {
 			if res.Action == "" {
 				res.Action = "already-held"
@@ -170,7 +173,7 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 				return false, "verifying: the association is not visible yet", nil
 			}
 			// We associated it and a fresh Describe shows another association: another claimant won.
-			return false, "", backoff.Permanent(fencedErr(fmt.Sprintf(
+			return false, "", backoff.Permanent(fail.Fenced(fmt.Sprintf(
 				"associated %s (%s) but %s holds it now: another instance won the race; it keeps the address",
 				a.AllocationID, a.PublicIP, orDash(a.InstanceID)), nil))
 		}
@@ -229,13 +232,13 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 	if bound <= 0 {
 		bound = time.Minute
 	}
-	err := poll(ctx, log, waitSpec{What: "Elastic IP of group " + spec.Group, Bound: bound}, check)
-	if errors.Is(err, errWaitTimeout) && (res.Action == "associated" || res.Action == "taken-over") {
-		return res, &Error{Code: ExitFailed, Msg: fmt.Sprintf("associated %s (%s) but DescribeAddresses did not show it on %s within %s; rerun to check",
+	err := poll(ctx, log, wait.Spec{What: "Elastic IP of group " + spec.Group, Bound: bound}, check)
+	if errors.Is(err, wait.ErrTimeout) && (res.Action == "associated" || res.Action == "taken-over") {
+		return res, &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("associated %s (%s) but DescribeAddresses did not show it on %s within %s; rerun to check",
 			res.Address.AllocationID, res.Address.PublicIP, spec.InstanceID, bound), Err: err}
 	}
-	if errors.Is(err, errWaitTimeout) {
-		return res, fencedErr(fmt.Sprintf("Elastic IP %s (%s) is held by a live instance: %s; stop it, wait for its group to terminate it, or pass %s",
+	if errors.Is(err, wait.ErrTimeout) {
+		return res, fail.Fenced(fmt.Sprintf("Elastic IP %s (%s) is held by a live instance: %s; stop it, wait for its group to terminate it, or pass %s",
 			res.Address.AllocationID, res.Address.PublicIP, lastWhy, spec.takeoverFlag()), nil)
 	}
 	return res, err

@@ -7,6 +7,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
 )
 
 // One Auto Scaling setting deadlocks handover: an instance maintenance policy that launches the
@@ -52,12 +54,12 @@ func checkMaintenancePolicy(ctx context.Context, log *slog.Logger, as AutoScalin
 		}
 		switch {
 		case p.launchesFirst():
-			return preconditionErr(fmt.Sprintf(
+			return fail.Precondition(fmt.Sprintf(
 				"Auto Scaling group %s launches replacements before terminating (instance maintenance policy MinHealthyPercentage=%d, MaxHealthyPercentage=%d): the old instance would keep the Elastic IP and the volume while the group waits for this one; set MinHealthyPercentage to 0 (aws autoscaling update-auto-scaling-group --auto-scaling-group-name %s --instance-maintenance-policy MinHealthyPercentage=0,MaxHealthyPercentage=100) or remove the policy (-1,-1)",
 				asgName, p.MinHealthy, p.MaxHealthy, asgName), nil)
 		case p.mayLaunchFirst():
 			log.Warn("the group's instance maintenance policy may keep the old instance until this one is in service; MinHealthyPercentage=0 is the safe setting for a handover group",
-				keyStep, "asg-policy", "asg", asgName, "min_healthy_percentage", p.MinHealthy, "max_healthy_percentage", p.MaxHealthy, "desired", p.Desired)
+				logkey.Step, "asg-policy", "asg", asgName, "min_healthy_percentage", p.MinHealthy, "max_healthy_percentage", p.MaxHealthy, "desired", p.Desired)
 		}
 	}
 	return nil

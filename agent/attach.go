@@ -9,6 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/handover/handover/internal/logkey"
+	"github.com/handover/handover/internal/wait"
 )
 
 // attachVolume attaches a volume to this instance at the configured device name. On Nitro instances the
@@ -26,10 +28,10 @@ func attachVolume(ctx context.Context, log *slog.Logger, c EC2, volumeID, instan
 	})
 	switch {
 	case err == nil:
-		log.Info("attaching", keyStep, "attach", keyVolume, volumeID, "device", device)
+		log.Info("attaching", logkey.Step, "attach", logkey.Volume, volumeID, "device", device)
 		return nil
 	case hasCode(err, codeVolumeInUse, codeIncorrectState):
-		log.Info("volume changed before it could be attached; looking again", keyStep, "attach", keyVolume, volumeID, "code", errorCode(err))
+		log.Info("volume changed before it could be attached; looking again", logkey.Step, "attach", logkey.Volume, volumeID, "code", errorCode(err))
 		return nil
 	}
 	return fmt.Errorf("attach %s to %s at %s: %w", volumeID, instanceID, device, err)
@@ -42,7 +44,7 @@ func detachFromStopped(ctx context.Context, log *slog.Logger, c EC2, volumeID, i
 	_, err := c.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(volumeID), InstanceId: aws.String(instanceID)})
 	switch {
 	case err == nil:
-		log.Info("detaching from stopped instance", keyStep, "attach", keyVolume, volumeID, "from", instanceID)
+		log.Info("detaching from stopped instance", logkey.Step, "attach", logkey.Volume, volumeID, "from", instanceID)
 		return nil
 	case hasCode(err, codeIncorrectState, codeAttachmentNotFound):
 		return nil // already detaching or detached: the next observation says which
@@ -85,7 +87,7 @@ func volumeTransition(v slotVolume, self string) string {
 // https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
 func waitVolume(ctx context.Context, log *slog.Logger, c EC2, id, what string, still func(slotVolume) bool) error {
 	var missingSince time.Time
-	return poll(ctx, log, waitSpec{What: "volume " + id + " " + what, Bound: volumeTransitionBound, Step: "volume",
+	return poll(ctx, log, wait.Spec{What: "volume " + id + " " + what, Bound: volumeTransitionBound, Step: "volume",
 		Initial: 250 * time.Millisecond, Max: 250 * time.Millisecond},
 		func(ctx context.Context) (bool, string, error) {
 			v, err := describeVolume(ctx, c, id)

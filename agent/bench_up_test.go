@@ -7,6 +7,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
 
@@ -38,7 +39,7 @@ func BenchmarkUpCrossAZRecovery(b *testing.B) {
 		w.unmountOnCleanup()
 		w.allocateAddress(testGroup)
 		old := w.runInstance("us-east-1a", groupTags, true)
-		if res := w.runAgent(w.ctx(), old, nil, w.upArgs(old)...); res.code != ExitOK {
+		if res := w.runAgent(w.ctx(), old, nil, w.upArgs(old)...); res.code != fail.CodeOK {
 			b.Fatalf("first boot: exit %d\n%s", res.code, res.stderr)
 		}
 		w.writeData(w.mountPoint(old), "orders.db", 1<<20)
@@ -52,7 +53,7 @@ func BenchmarkUpCrossAZRecovery(b *testing.B) {
 		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id)...)
 		took := time.Since(start)
 		b.StopTimer()
-		if res.code != ExitOK {
+		if res.code != fail.CodeOK {
 			b.Fatalf("recovery: exit %d\n%s", res.code, res.stderr)
 		}
 		total += took

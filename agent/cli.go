@@ -9,6 +9,9 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+
+	"github.com/handover/handover/imds"
+	"github.com/handover/handover/internal/fail"
 )
 
 // Set at build time with -ldflags "-X github.com/handover/handover/agent.Version=... -X ...Commit=...".
@@ -48,23 +51,32 @@ func Main(ctx context.Context, args []string, e Env) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(e.Stderr)
 		if len(args) == 0 {
-			return ExitUsage
+			return fail.CodeUsage
 		}
-		return ExitOK
+		return fail.CodeOK
 	}
 	c, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(e.Stderr, "handover: unknown command %q (run 'handover help' for the list)\n", args[0])
-		return ExitUsage
+		return fail.CodeUsage
 	}
 	err := c.run(ctx, e, args[1:])
 	if errors.Is(err, flag.ErrHelp) {
-		return ExitOK
+		return fail.CodeOK
 	}
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "handover %s: %s\n", c.name, oneLine(err.Error()))
 	}
 	return ExitCode(err)
+}
+
+// ExitCode maps an error to the process exit code (DESIGN.md): fail.Code, and 3 for metadata that did not
+// answer at all.
+func ExitCode(err error) int {
+	if errors.Is(err, imds.ErrUnreachable) {
+		return fail.CodePrecondition
+	}
+	return fail.Code(err)
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
@@ -86,7 +98,7 @@ func usage(w io.Writer) {
 
 func runVersion(_ context.Context, e Env, args []string) error {
 	if len(args) > 0 {
-		return usageErr("version takes no arguments")
+		return fail.Usage("version takes no arguments")
 	}
 	fmt.Fprintf(e.Stdout, "handover %s (commit %s, %s, %s/%s)\n", Version, Commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	return nil

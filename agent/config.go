@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/handover/handover/internal/fail"
 )
 
 // Configuration precedence (DESIGN.md): flag > environment (HANDOVER_<FLAG>) > instance tag
@@ -72,10 +74,10 @@ func (f *flags) parse(args []string) error {
 			f.fs.PrintDefaults()
 			return err
 		}
-		return usageErr(err.Error() + " (see --help)")
+		return fail.Usage(err.Error() + " (see --help)")
 	}
 	if f.fs.NArg() > 0 {
-		return usageErr(fmt.Sprintf("%s: unexpected argument %q (flags only; see --help)", f.fs.Name(), f.fs.Arg(0)))
+		return fail.Usage(fmt.Sprintf("%s: unexpected argument %q (flags only; see --help)", f.fs.Name(), f.fs.Arg(0)))
 	}
 	f.fs.Visit(func(fl *flag.Flag) { f.source[fl.Name] = "flag" })
 	var err error
@@ -89,7 +91,7 @@ func (f *flags) parse(args []string) error {
 			return
 		}
 		if e := f.setFrom(fl, v); e != nil {
-			err = usageErr(fmt.Sprintf("environment %s=%q: %v (fix the variable, e.g. in /etc/default/handover)", name, v, e))
+			err = fail.Usage(fmt.Sprintf("environment %s=%q: %v (fix the variable, e.g. in /etc/default/handover)", name, v, e))
 			return
 		}
 		f.source[fl.Name] = "env " + name
@@ -110,7 +112,7 @@ func (f *flags) applyTags(tags map[string]string) error {
 			return
 		}
 		if e := f.setFrom(fl, v); e != nil {
-			err = usageErr(fmt.Sprintf("instance tag %s=%q: %v (fix the tag or pass --%s)", tagName(fl.Name), v, e, fl.Name))
+			err = fail.Usage(fmt.Sprintf("instance tag %s=%q: %v (fix the tag or pass --%s)", tagName(fl.Name), v, e, fl.Name))
 			return
 		}
 		f.source[fl.Name] = "tag " + tagName(fl.Name)
@@ -157,16 +159,16 @@ func (c common) validate() error {
 	switch c.LogFormat {
 	case "text", "json":
 	default:
-		return usageErr(fmt.Sprintf("--log-format %q: want text or json", c.LogFormat))
+		return fail.Usage(fmt.Sprintf("--log-format %q: want text or json", c.LogFormat))
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
-		return usageErr(fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.LogLevel))
+		return fail.Usage(fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.LogLevel))
 	}
 	if c.IMDSTimeout <= 0 {
-		return usageErr(fmt.Sprintf("--imds-timeout %s: must be positive", c.IMDSTimeout))
+		return fail.Usage(fmt.Sprintf("--imds-timeout %s: must be positive", c.IMDSTimeout))
 	}
 	if c.Group != "" && !validGroupName(c.Group) {
-		return usageErr(fmt.Sprintf("--group %q: use letters, digits, '-', '_' and '.' only (it is a tag value and part of idempotency tokens)", c.Group))
+		return fail.Usage(fmt.Sprintf("--group %q: use letters, digits, '-', '_' and '.' only (it is a tag value and part of idempotency tokens)", c.Group))
 	}
 	return nil
 }

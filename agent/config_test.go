@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/handover/handover/internal/fail"
 )
 
 // TestConfigPrecedence checks flag > HANDOVER_* environment > instance tag > default for every layer
@@ -86,8 +88,8 @@ func TestConfigErrorsNameTheSource(t *testing.T) {
 			if err == nil {
 				t.Fatal("no error")
 			}
-			if ExitCode(err) != ExitUsage {
-				t.Errorf("exit code %d, want %d", ExitCode(err), ExitUsage)
+			if ExitCode(err) != fail.CodeUsage {
+				t.Errorf("exit code %d, want %d", ExitCode(err), fail.CodeUsage)
 			}
 			if !strings.Contains(err.Error(), tc.wantMsg) {
 				t.Errorf("error %q does not contain %q", err, tc.wantMsg)
@@ -109,7 +111,7 @@ func TestValidateCommon(t *testing.T) {
 	}
 	for flagName, c := range bad {
 		err := c.validate()
-		if err == nil || ExitCode(err) != ExitUsage || !strings.Contains(err.Error(), flagName) {
+		if err == nil || ExitCode(err) != fail.CodeUsage || !strings.Contains(err.Error(), flagName) {
 			t.Errorf("%s: got %v, want a usage error naming the flag", flagName, err)
 		}
 	}
@@ -138,13 +140,13 @@ func TestExitCodeMapping(t *testing.T) {
 		err  error
 		want int
 	}{
-		{nil, ExitOK},
-		{errors.New("boom"), ExitFailed},
-		{usageErr("bad"), ExitUsage},
-		{preconditionErr("no tag", nil), ExitPrecondition},
-		{fencedErr("lost", nil), ExitFenced},
-		{wrapf(preconditionErr("deep", nil)), ExitPrecondition},
-		{wrapf(fencedErr("deep", errors.New("x"))), ExitFenced},
+		{nil, fail.CodeOK},
+		{errors.New("boom"), fail.CodeFailed},
+		{fail.Usage("bad"), fail.CodeUsage},
+		{fail.Precondition("no tag", nil), fail.CodePrecondition},
+		{fail.Fenced("lost", nil), fail.CodeFenced},
+		{wrapf(fail.Precondition("deep", nil)), fail.CodePrecondition},
+		{wrapf(fail.Fenced("deep", errors.New("x"))), fail.CodeFenced},
 	}
 	for _, tc := range tests {
 		if got := ExitCode(tc.err); got != tc.want {

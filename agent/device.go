@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
+	"github.com/handover/handover/internal/wait"
 )
 
 // Finding an attached EBS volume's block device. On Nitro instances EBS volumes are NVMe devices whose
@@ -85,7 +88,7 @@ func findVolumeDevice(devDir, sysDir, volumeID string) (string, string, error) {
 // waitForDevice waits, at most bound, for the volume's block device and returns its path.
 func waitForDevice(ctx context.Context, log *slog.Logger, devDir, sysDir, volumeID string, bound time.Duration) (string, error) {
 	var dev string
-	err := poll(ctx, log.With(keyVolume, volumeID), waitSpec{What: "block device of " + volumeID, Bound: bound, Step: "device",
+	err := poll(ctx, log.With(logkey.Volume, volumeID), wait.Spec{What: "block device of " + volumeID, Bound: bound, Step: "device",
 		Initial: 100 * time.Millisecond, Max: 500 * time.Millisecond},
 		func(context.Context) (bool, string, error) {
 			d, seen, err := findVolumeDevice(devDir, sysDir, volumeID)
@@ -95,8 +98,8 @@ func waitForDevice(ctx context.Context, log *slog.Logger, devDir, sysDir, volume
 			dev = d
 			return d != "", seen, nil
 		})
-	if errors.Is(err, errWaitTimeout) {
-		return "", &Error{Code: ExitFailed, Msg: fmt.Sprintf("%s is attached but its device %s did not appear with serial %s within %s (is this a Nitro instance with udev running?)",
+	if errors.Is(err, wait.ErrTimeout) {
+		return "", &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("%s is attached but its device %s did not appear with serial %s within %s (is this a Nitro instance with udev running?)",
 			volumeID, deviceLink(devDir, volumeID), nvmeSerial(volumeID), bound), Err: err}
 	}
 	return dev, err

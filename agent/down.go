@@ -15,6 +15,8 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/handover/handover/imds"
+	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
 )
 
 // `handover down` hands the instance's data and address over before the instance goes away:
@@ -107,7 +109,7 @@ func addDeviceDirFlags(f *flags, devDir, sysDir *string) {
 func checkDeviceDirs(devDir, sysDir string) error {
 	for name, p := range map[string]string{"--dev-dir": devDir, "--sys-dir": sysDir} {
 		if !filepath.IsAbs(p) {
-			return usageErr(fmt.Sprintf("%s %q: must be an absolute path", name, p))
+			return fail.Usage(fmt.Sprintf("%s %q: must be an absolute path", name, p))
 		}
 	}
 	return nil
@@ -118,10 +120,10 @@ func checkDeviceDirs(devDir, sysDir string) error {
 // instance's tags are applied. It changes nothing; applyDefaults then fills what depends on other options.
 func (c *downConfig) validate() error {
 	if c.Release != "" && c.Release != releaseUnmount && c.Release != releaseFreeze {
-		return usageErr(fmt.Sprintf("--release %q: want unmount or freeze", c.Release))
+		return fail.Usage(fmt.Sprintf("--release %q: want unmount or freeze", c.Release))
 	}
 	if c.PreStopShell && c.PreStop == "" {
-		return usageErr("--pre-stop-shell is set but --pre-stop is empty: give the command to run")
+		return fail.Usage("--pre-stop-shell is set but --pre-stop is empty: give the command to run")
 	}
 	for _, d := range []struct {
 		name string
@@ -131,11 +133,11 @@ func (c *downConfig) validate() error {
 		{"heartbeat-interval", c.HeartbeatInterval}, {"snapshot-timeout", c.SnapshotTimeout}, {"spot-budget", c.SpotBudget}, {"timeout", c.Timeout},
 	} {
 		if d.v <= 0 {
-			return usageErr(fmt.Sprintf("--%s %s: must be positive", d.name, d.v))
+			return fail.Usage(fmt.Sprintf("--%s %s: must be positive", d.name, d.v))
 		}
 	}
 	if !filepath.IsAbs(c.LockFile) {
-		return usageErr(fmt.Sprintf("--lock-file %q: must be an absolute path", c.LockFile))
+		return fail.Usage(fmt.Sprintf("--lock-file %q: must be an absolute path", c.LockFile))
 	}
 	return checkDeviceDirs(c.DevDir, c.SysDir)
 }
@@ -201,7 +203,7 @@ func openThisInstance(ctx context.Context, e Env, f *flags, args []string, valid
 		return nil, nil, err
 	}
 	if f.Common.Group == "" {
-		return nil, nil, preconditionErr(fmt.Sprintf("instance %s has no %s tag: tag it through the group's launch template, or pass --group", id.InstanceID, tagGroup), nil)
+		return nil, nil, fail.Precondition(fmt.Sprintf("instance %s has no %s tag: tag it through the group's launch template, or pass --group", id.InstanceID, tagGroup), nil)
 	}
 	log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
 	return log, &thisInstance{id: id, md: md, clients: clients, group: f.Common.Group, fsys: hostFSCalls}, nil
@@ -230,7 +232,7 @@ func downCommand(ctx context.Context, e Env, args []string, fsys fsCalls) error 
 		return err
 	}
 	if rep.PreStopErr != nil {
-		return &Error{Code: ExitFailed, Msg: "handed over, but the pre-stop command failed, so no snapshot is marked consistent; fix the command", Err: rep.PreStopErr}
+		return &fail.Error{Code: fail.CodeFailed, Msg: "handed over, but the pre-stop command failed, so no snapshot is marked consistent; fix the command", Err: rep.PreStopErr}
 	}
 	return nil
 }
@@ -248,12 +250,12 @@ type occasion struct {
 // Metadata errors leave it "manual": down must not fail because the notices could not be read.
 func occasionFromMetadata(ctx context.Context, log *slog.Logger, md *imds.Client, instanceID string) occasion {
 	if a, err := md.SpotInstanceAction(ctx); err != nil {
-		log.Warn("could not read the Spot interruption notice", keyStep, "down", "error", err.Error())
+		log.Warn("could not read the Spot interruption notice", logkey.Step, "down", "error", err.Error())
 	} else if a != nil {
 		return spotOccasion(a)
 	}
 	if st, ok, err := md.TargetLifecycleState(ctx); err != nil {
-		log.Warn("could not read the Auto Scaling target lifecycle state", keyStep, "down", "error", err.Error())
+		log.Warn("could not read the Auto Scaling target lifecycle state", logkey.Step, "down", "error", err.Error())
 	} else if ok && st == targetTerminated {
 		return lifecycleOccasion(instanceID)
 	}
@@ -379,7 +381,7 @@ const hookCompleteBound = 30 * time.Second
 func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConfig, occ occasion, dryRun bool) (downReport, error) {
 	start := time.Now()
 	self := in.id.InstanceID
-	log = log.With(keyInstance, self, keyAZ, in.id.AvailabilityZone)
+	log = log.With(logkey.Instance, self, logkey.AZ, in.id.AvailabilityZone)
 	rep := downReport{Instance: self, Occasion: occ, DryRun: dryRun}
 
 	// A Spot interruption leaves about two minutes: everything down does must fit before it, and the
@@ -402,7 +404,7 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 		if budget < bound {
 			bound, within = budget, "the Spot budget "+budget.Round(time.Second).String()
 		}
-		log.Info("Spot interruption scheduled: working inside the budget", keyStep, "down", "budget", budget.Round(time.Second).String(), "interruption", occ.Deadline.UTC().Format(time.RFC3339))
+		log.Info("Spot interruption scheduled: working inside the budget", logkey.Step, "down", "budget", budget.Round(time.Second).String(), "interruption", occ.Deadline.UTC().Format(time.RFC3339))
 	}
 	parent := ctx
 	ctx, cancel := context.WithTimeout(parent, bound)
@@ -410,13 +412,13 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 	// work bounds the steps up to the snapshot; the rest of the bound is kept for pastBound.
 	work, cancelWork := context.WithTimeout(ctx, bound-finalReserve(bound))
 	defer cancelWork()
-	log.Info("down starting", keyStep, "down", "occasion", occ.Kind, "group", in.group, "timeout", bound.String())
+	log.Info("down starting", logkey.Step, "down", "occasion", occ.Kind, "group", in.group, "timeout", bound.String())
 
 	// Observe: the instance's place in its Auto Scaling group, then (under the lock, so that no `up`
 	// changes them meanwhile) each slot's volume, its mounts and any snapshot this down took already.
 	member, memberErr := asgMembership(work, in.clients.AutoScaling, self)
 	if memberErr != nil {
-		log.Warn("could not read the Auto Scaling state; going on, and trying again before completing the hook", keyStep, "lifecycle", "error", memberErr.Error())
+		log.Warn("could not read the Auto Scaling state; going on, and trying again before completing the hook", logkey.Step, "lifecycle", "error", memberErr.Error())
 	}
 	observe := func(ctx context.Context) ([]*slotRelease, error) {
 		slots, err := in.findSlotVolumes(ctx, log, cfg.Volumes)
@@ -449,11 +451,11 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 	stopHeartbeat := func() {}
 	if hookActive {
 		if cfg.TerminateHook == "" {
-			log.Warn("instance is in Terminating:Wait but --terminate-hook is not set: the group waits for the hook's heartbeat timeout", keyStep, "lifecycle", "asg", member.ASGName)
+			log.Warn("instance is in Terminating:Wait but --terminate-hook is not set: the group waits for the hook's heartbeat timeout", logkey.Step, "lifecycle", "asg", member.ASGName)
 		} else {
 			action = &lifecycleAction{as: in.clients.AutoScaling, log: log, kind: terminateHookKind, asgName: member.ASGName, hook: cfg.TerminateHook, instanceID: self}
 			stopHeartbeat = action.keepAlive(ctx, cfg.HeartbeatInterval)
-			log.Info("sending lifecycle heartbeats while working", keyStep, "lifecycle", "asg", member.ASGName, "hook", cfg.TerminateHook, "every", cfg.HeartbeatInterval.String())
+			log.Info("sending lifecycle heartbeats while working", logkey.Step, "lifecycle", "asg", member.ASGName, "hook", cfg.TerminateHook, "every", cfg.HeartbeatInterval.String())
 		}
 	}
 	defer stopHeartbeat()
@@ -506,7 +508,7 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 		if errors.As(err, &unfinished) {
 			step = unfinished.Step
 		}
-		log.Error("step did not finish within the bound; giving up on it", keyStep, step, "bound", within, "error", err.Error())
+		log.Error("step did not finish within the bound; giving up on it", logkey.Step, step, "bound", within, "error", err.Error())
 		var outcomes []string
 		if slots != nil && (step == "pre-stop" || step == "sync" || step == "unmount" || step == "freeze") {
 			if serr := in.snapshotCrashConsistent(ctx, log, slots, describe); serr != nil {
@@ -515,13 +517,13 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 		}
 		outcomes = append(outcomes, snapshotsSummary(slots))
 		if cfg.TerminateHook != "" && (action != nil || memberErr != nil) {
-			log.Warn("completing the termination hook with CONTINUE anyway: the termination goes ahead", keyStep, "lifecycle", "hook", cfg.TerminateHook)
+			log.Warn("completing the termination hook with CONTINUE anyway: the termination goes ahead", logkey.Step, "lifecycle", "hook", cfg.TerminateHook)
 		}
 		hctx, hcancel := context.WithTimeout(context.WithoutCancel(parent), hookCompleteBound)
 		defer hcancel()
 		switch herr := completeHook(hctx); {
 		case herr != nil:
-			log.Error("could not complete the termination hook; its heartbeat timeout ends it with its default result", keyStep, "lifecycle", "error", herr.Error())
+			log.Error("could not complete the termination hook; its heartbeat timeout ends it with its default result", logkey.Step, "lifecycle", "error", herr.Error())
 			outcomes = append(outcomes, "could not complete the termination hook ("+herr.Error()+"): its heartbeat timeout ends it")
 		case action != nil:
 			outcomes = append(outcomes, rep.Hook+": the termination goes ahead")
@@ -573,7 +575,7 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 	}
 	if cfg.WaitSnapshot {
 		if spot {
-			log.Info("not waiting for the snapshots to complete: Spot interruption (they complete on their own)", keyStep, "snapshot")
+			log.Info("not waiting for the snapshots to complete: Spot interruption (they complete on their own)", logkey.Step, "snapshot")
 		} else if err := waitSnapshotsDone(work, log, in.clients.EC2, slots, cfg.SnapshotTimeout); err != nil {
 			return failed("wait-snapshot", err)
 		}
@@ -584,7 +586,7 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 		return failed("lifecycle", err)
 	}
 	rep.Elapsed = time.Since(start)
-	log.Info("down done", keyStep, "down", keyElapsed, rep.Elapsed.Round(time.Millisecond).String())
+	log.Info("down done", logkey.Step, "down", logkey.Elapsed, rep.Elapsed.Round(time.Millisecond).String())
 	return rep, nil
 }
 
@@ -613,7 +615,7 @@ func pastBound(o overrun, outcomes []string, advice string) error {
 			parts = append(parts, s)
 		}
 	}
-	return &Error{Code: ExitFailed, Msg: strings.Join(append(parts, advice), "; ")}
+	return &fail.Error{Code: fail.CodeFailed, Msg: strings.Join(append(parts, advice), "; ")}
 }
 
 // snapshotCrashConsistent is what down and snapshot still do after a step before the snapshot (pre-stop,
@@ -626,7 +628,7 @@ func (in *thisInstance) snapshotCrashConsistent(ctx context.Context, log *slog.L
 		if s.Volume.ID == "" || s.Note != "" || s.Snapshot.ID != "" {
 			continue
 		}
-		vlog := log.With(keyStep, "snapshot", keyVolume, s.Volume.ID, "slot", s.Spec.Slot)
+		vlog := log.With(logkey.Step, "snapshot", logkey.Volume, s.Volume.ID, "slot", s.Spec.Slot)
 		if s.Existing != nil {
 			s.Snapshot, s.Reused, s.Consistent = *s.Existing, true, s.Existing.Consistent
 			vlog.Info("snapshot already taken by this down", "snapshot_id", s.Snapshot.ID, "state", s.Snapshot.State)
@@ -685,7 +687,7 @@ func (in *thisInstance) findSlotVolumes(ctx context.Context, log *slog.Logger, s
 		switch len(res.Volumes) {
 		case 0:
 			s.Note = "no volume of this slot is attached to this instance (already detached, or never attached)"
-			log.Info("no volume of the slot attached", keyStep, "volumes", "slot", spec.Slot)
+			log.Info("no volume of the slot attached", logkey.Step, "volumes", "slot", spec.Slot)
 			continue
 		case 1:
 		default:
@@ -693,7 +695,7 @@ func (in *thisInstance) findSlotVolumes(ctx context.Context, log *slog.Logger, s
 			for _, v := range res.Volumes {
 				ids = append(ids, aws.ToString(v.VolumeId))
 			}
-			return nil, preconditionErr(fmt.Sprintf("%d volumes tagged %s=%s, %s=%s are attached to %s (%s): detach all but the live one",
+			return nil, fail.Precondition(fmt.Sprintf("%d volumes tagged %s=%s, %s=%s are attached to %s (%s): detach all but the live one",
 				len(ids), tagGroup, in.group, tagSlot, spec.Slot, self, strings.Join(ids, ", ")), nil)
 		}
 		v := res.Volumes[0]
@@ -703,24 +705,24 @@ func (in *thisInstance) findSlotVolumes(ctx context.Context, log *slog.Logger, s
 				s.AttachTime, s.AttachSt = aws.ToTime(a.AttachTime), string(a.State)
 			}
 		}
-		vlog := log.With(keyVolume, s.Volume.ID, "slot", spec.Slot)
+		vlog := log.With(logkey.Volume, s.Volume.ID, "slot", spec.Slot)
 		if s.AttachSt == string(ec2types.VolumeAttachmentStateDetaching) || s.AttachSt == string(ec2types.VolumeAttachmentStateDetached) {
 			s.Note = "already " + s.AttachSt
-			vlog.Info("volume already being detached: handed over by an earlier run", keyStep, "volumes")
+			vlog.Info("volume already being detached: handed over by an earlier run", logkey.Step, "volumes")
 			continue
 		}
 		dev, seen, err := findVolumeDevice(in.devDir, in.sysDir, s.Volume.ID)
 		switch {
 		case err != nil:
-			vlog.Warn("block device not usable; treating it as not visible", keyStep, "volumes", "error", err.Error())
+			vlog.Warn("block device not usable; treating it as not visible", logkey.Step, "volumes", "error", err.Error())
 		case dev == "":
-			vlog.Warn("block device not visible", keyStep, "volumes", "seen", seen)
+			vlog.Warn("block device not visible", logkey.Step, "volumes", "seen", seen)
 		}
 		if dev == "" {
 			continue
 		}
 		if mounts, err := mountsOfDevice(dev); err != nil {
-			vlog.Warn("cannot tell where the device is mounted; treating it as not visible", keyStep, "volumes", "device", dev, "error", err.Error())
+			vlog.Warn("cannot tell where the device is mounted; treating it as not visible", logkey.Step, "volumes", "device", dev, "error", err.Error())
 		} else {
 			s.Device, s.Mounts = dev, mounts
 		}
@@ -844,7 +846,7 @@ func (in *thisInstance) snapshotStill(ctx context.Context, log *slog.Logger, slo
 		if s.Volume.ID == "" || s.Note != "" {
 			continue
 		}
-		vlog := log.With(keyVolume, s.Volume.ID, "slot", s.Spec.Slot)
+		vlog := log.With(logkey.Volume, s.Volume.ID, "slot", s.Spec.Slot)
 		if s.Device != "" {
 			// Read the mounts again: the pre-stop command may have unmounted the filesystem itself.
 			mounts, err := mountsOfDevice(s.Device)
@@ -858,7 +860,7 @@ func (in *thisInstance) snapshotStill(ctx context.Context, log *slog.Logger, slo
 		case s.Device == "":
 			// Without its device handover cannot tell where the volume is mounted, so it touches no
 			// filesystem: the snapshot is crash-consistent only (unless the service was stopped).
-			vlog.Warn("block device not visible: snapshot without unmount or freeze", keyStep, "release")
+			vlog.Warn("block device not visible: snapshot without unmount or freeze", logkey.Step, "release")
 		case len(mps) == 0:
 			s.Still = "not mounted"
 		case st.Release == releaseUnmount:
@@ -866,7 +868,7 @@ func (in *thisInstance) snapshotStill(ctx context.Context, log *slog.Logger, slo
 			if err := unmountAll(ctx, vlog, in.fsys, s.Mounts); errors.As(err, &unfinished) {
 				return err
 			} else if err != nil {
-				vlog.Warn("could not unmount; freezing for the snapshot instead, and leaving the volume attached", keyStep, "release", "error", err.Error())
+				vlog.Warn("could not unmount; freezing for the snapshot instead, and leaving the volume attached", logkey.Step, "release", "error", err.Error())
 				freezeOf[s] = mps[0]
 			} else {
 				s.Still = "unmounted"
@@ -879,7 +881,7 @@ func (in *thisInstance) snapshotStill(ctx context.Context, log *slog.Logger, slo
 		if s.Existing != nil && (s.Existing.Consistent || !wouldBe) {
 			s.Snapshot, s.Reused, s.Consistent = *s.Existing, true, s.Existing.Consistent
 			delete(freezeOf, s)
-			vlog.Info("snapshot already taken by this down", keyStep, "snapshot", "snapshot_id", s.Snapshot.ID, "state", s.Snapshot.State)
+			vlog.Info("snapshot already taken by this down", logkey.Step, "snapshot", "snapshot_id", s.Snapshot.ID, "state", s.Snapshot.State)
 			continue
 		}
 		if mp := freezeOf[s]; mp != "" {
@@ -909,7 +911,7 @@ func (in *thisInstance) snapshotStill(ctx context.Context, log *slog.Logger, slo
 					s.Volume.ID, s.Spec.Slot, bound, st.Rerun, err)
 			}
 			s.Snapshot = snap
-			log.Info("snapshot created", keyStep, "snapshot", keyVolume, s.Volume.ID, "slot", s.Spec.Slot, "snapshot_id", snap.ID,
+			log.Info("snapshot created", logkey.Step, "snapshot", logkey.Volume, s.Volume.ID, "slot", s.Spec.Slot, "snapshot_id", snap.ID,
 				"consistent", s.Consistent, "still", orDash(s.Still))
 		}
 		return nil
@@ -925,7 +927,7 @@ func (in *thisInstance) detachReleased(ctx context.Context, log *slog.Logger, sl
 		if s.Snapshot.ID == "" {
 			continue
 		}
-		vlog := log.With(keyVolume, s.Volume.ID, "slot", s.Spec.Slot, keyStep, "detach")
+		vlog := log.With(logkey.Volume, s.Volume.ID, "slot", s.Spec.Slot, logkey.Step, "detach")
 		if !s.unmountedNow() {
 			vlog.Info("volume still mounted (or its device is not visible): left attached")
 			continue
@@ -959,12 +961,12 @@ func (s *slotRelease) unmountedNow() bool {
 // releaseGroupAddress disassociates the group's Elastic IP when this instance holds it (observe, act,
 // verify). An address held elsewhere is left alone.
 func releaseGroupAddress(ctx context.Context, log *slog.Logger, c EC2, group, self string) (string, error) {
-	log = log.With(keyStep, "address")
+	log = log.With(logkey.Step, "address")
 	a, err := findGroupAddress(ctx, c, group)
 	if err != nil {
 		return "", err
 	}
-	log = log.With(keyAllocation, a.AllocationID)
+	log = log.With(logkey.Allocation, a.AllocationID)
 	if a.InstanceID != self {
 		log.Info("Elastic IP not on this instance: nothing to release", "holder", orDash(a.InstanceID))
 		return fmt.Sprintf("%s (%s) not on this instance (holder %s)", a.AllocationID, a.PublicIP, orDash(a.InstanceID)), nil
@@ -1002,7 +1004,7 @@ func waitSnapshotsDone(ctx context.Context, log *slog.Logger, c EC2, slots []*sl
 func waitSnapshotCompleted(ctx context.Context, log *slog.Logger, c EC2, id string, bound time.Duration) error {
 	wctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
-	if err := waitSnapshot(wctx, log.With(keyStep, "snapshot"), c, id); err != nil {
+	if err := waitSnapshot(wctx, log.With(logkey.Step, "snapshot"), c, id); err != nil {
 		return err
 	}
 	s, err := describeSnapshot(ctx, c, id)

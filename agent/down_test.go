@@ -21,6 +21,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
 
@@ -258,7 +259,7 @@ func TestDownConfigValidate(t *testing.T) {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			c, err := parse(t, tc.args...)
 			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || ExitCode(err) != ExitUsage {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || ExitCode(err) != fail.CodeUsage {
 					t.Fatalf("err = %v, want a usage error naming %s", err, tc.wantErr)
 				}
 				return
@@ -700,7 +701,7 @@ func TestWatchLifecycleTerminatedRunsOneDown(t *testing.T) {
 	}
 	w.waitLifecycle(asgName, inst, func(s string) bool { return s != "InService" && s != "Terminating" && s != "Terminating:Wait" })
 	run.waitLog(t, "hand-over done for this event")
-	if code := run.stop(t); code != ExitOK {
+	if code := run.stop(t); code != fail.CodeOK {
 		t.Errorf("watch exit %d after SIGTERM, want 0", code)
 	}
 
@@ -772,7 +773,7 @@ func TestWatchSpotNoticeAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	run.waitLog(t, "hand-over done for this event")
-	if code := run.stop(t); code != ExitOK {
+	if code := run.stop(t); code != fail.CodeOK {
 		t.Errorf("watch exit %d, want 0", code)
 	}
 	if !strings.Contains(run.stderr.String(), "Spot interruption scheduled: working inside the budget") {
@@ -786,7 +787,7 @@ func TestWatchSpotNoticeAndRestart(t *testing.T) {
 
 	again := w.startAgent(inst, args...)
 	again.waitLog(t, "event already handed over; not running down again")
-	if code := again.stop(t); code != ExitOK {
+	if code := again.stop(t); code != fail.CodeOK {
 		t.Errorf("restarted watch exit %d, want 0", code)
 	}
 	if n := len(w.callsBy("CreateSnapshot", inst)); n != 1 {
@@ -807,7 +808,7 @@ func TestDownThawsWhenCreateSnapshotFails(t *testing.T) {
 	w.sim.SetFaults(sim.Faults{ErrorRate: map[string]float64{"CreateSnapshot": 1}})
 	args := []string{"down", "--release", "freeze", "--freeze-timeout", "500ms", "--volume", "data:/dev/sdf:" + mp}
 	res := w.runAgent(w.ctx(), inst, nil, args...)
-	if res.code != ExitFailed {
+	if res.code != fail.CodeFailed {
 		t.Fatalf("exit %d, want 1\n%s", res.code, res.stderr)
 	}
 	if !strings.Contains(res.stderr, "msg=frozen") || !strings.Contains(res.stderr, "msg=thawed") {
@@ -823,7 +824,7 @@ func TestDownThawsWhenCreateSnapshotFails(t *testing.T) {
 
 	w.sim.SetFaults(sim.Faults{})
 	res = w.runAgent(w.ctx(), inst, nil, args...)
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		t.Fatalf("rerun exit %d\n%s", res.code, res.stderr)
 	}
 	if snaps := w.slotSnapshots("data"); len(snaps) != 1 || !snaps[0].Consistent {
@@ -848,7 +849,7 @@ func TestDownPreStopFailingOrHanging(t *testing.T) {
 			w := newDownWorld(t)
 			inst, vol, mp := w.instanceWithMountedVolume("x")
 			res := w.runAgent(w.ctx(), inst, nil, append([]string{"down", "--volume", "data:/dev/sdf:" + mp}, tc.args...)...)
-			if res.code != ExitFailed {
+			if res.code != fail.CodeFailed {
 				t.Fatalf("exit %d, want 1\n%s", res.code, res.stderr)
 			}
 			if !strings.Contains(res.stderr, tc.wantLog) || !strings.Contains(res.stderr, "no snapshot is marked consistent") {
@@ -878,7 +879,7 @@ func TestDownRerunConverges(t *testing.T) {
 		// --wait-snapshot: down returns only once its snapshot is completed.
 		args := []string{"down", "--pre-stop", "true", "--wait-snapshot", "--volume", "data:/dev/sdf:" + mp}
 		for i := range 2 {
-			if res := w.runAgent(w.ctx(), inst, nil, args...); res.code != ExitOK {
+			if res := w.runAgent(w.ctx(), inst, nil, args...); res.code != fail.CodeOK {
 				t.Fatalf("run %d: exit %d\n%s", i+1, res.code, res.stderr)
 			}
 			if snaps := w.slotSnapshots(defaultSlot); len(snaps) != 1 || snaps[0].State != "completed" {
@@ -895,7 +896,7 @@ func TestDownRerunConverges(t *testing.T) {
 		args := []string{"down", "--volume", "data:/dev/sdf:" + mp}
 		first := w.runAgent(w.ctx(), inst, nil, args...)
 		second := w.runAgent(w.ctx(), inst, nil, args...)
-		if first.code != ExitOK || second.code != ExitOK {
+		if first.code != fail.CodeOK || second.code != fail.CodeOK {
 			t.Fatalf("exits %d, %d\n%s\n%s", first.code, second.code, first.stderr, second.stderr)
 		}
 		if n := len(w.callsBy("CreateSnapshot", inst)); n != 1 {
@@ -915,7 +916,7 @@ func TestDownDryRun(t *testing.T) {
 	inst, vol, mp := w.instanceWithMountedVolume("x")
 	w.sim.ResetCalls()
 	res := w.runAgent(w.ctx(), inst, nil, "down", "--dry-run", "--pre-stop", "systemctl stop app", "--release-eip", "--volume", "data:/dev/sdf:"+mp)
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		t.Fatalf("exit %d\n%s", res.code, res.stderr)
 	}
 	for _, want := range []string{"pre-stop command \"systemctl stop app\"", "unmount " + mp, vol, "disassociate the group's Elastic IP"} {
@@ -949,7 +950,7 @@ func TestDownThenSameAZReplacementReattaches(t *testing.T) {
 	data := w.writeData(w.mountPoint(old), "orders.db", 256<<10)
 
 	res := w.runAgent(w.ctx(), old, nil, w.downArgs(old, "--pre-stop", "true", "--release-eip")...)
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		t.Fatalf("down exit %d\n%s", res.code, res.stderr)
 	}
 	if h := w.addressHolder(alloc); h != "" {
@@ -997,7 +998,7 @@ func TestUpPrefersTheSnapshotDownMade(t *testing.T) {
 	late := w.writeData(w.mountPoint(old), "late.db", 64<<10)
 
 	res := w.runAgent(w.ctx(), old, nil, w.downArgs(old, "--pre-stop", "true", "--release-eip")...)
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		t.Fatalf("down exit %d\n%s", res.code, res.stderr)
 	}
 	var downSnap slotSnapshot
@@ -1079,7 +1080,7 @@ func handoverOnce(b *testing.B) (seen, done time.Time) {
 	w.unmountOnCleanup()
 	alloc := w.allocateAddress(w.group)
 	asgName, old := w.autoScalingGroup(300)
-	if res := w.runAgent(w.ctx(), old, nil, w.upArgs(old)...); res.code != ExitOK {
+	if res := w.runAgent(w.ctx(), old, nil, w.upArgs(old)...); res.code != fail.CodeOK {
 		b.Fatalf("up on %s: exit %d\n%s", old, res.code, res.stderr)
 	}
 	data := w.writeData(w.mountPoint(old), "orders.db", 1<<20)
@@ -1100,7 +1101,7 @@ func handoverOnce(b *testing.B) (seen, done time.Time) {
 	w.waitInstanceState(repl, "running")
 	res := w.runAgent(ctx, repl, nil, w.upArgs(repl)...)
 	done = time.Now()
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		b.Fatalf("up on the replacement: exit %d\n%s", res.code, res.stderr)
 	}
 	watch.waitLog(b, "hand-over done for this event")
@@ -1170,7 +1171,7 @@ func TestUsageErrorsFailBeforeMetadata(t *testing.T) {
 	} {
 		var stderr bytes.Buffer
 		code := Main(context.Background(), append(args, "--imds-timeout", "1m"), Env{Getenv: env, Stdout: io.Discard, Stderr: &stderr})
-		if code != ExitUsage || strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
+		if code != fail.CodeUsage || strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
 			t.Errorf("handover %s: exit %d, stderr %q; want exit 2 and one line", strings.Join(args, " "), code, stderr.String())
 		}
 	}
@@ -1188,7 +1189,7 @@ func TestDownWrongTerminateHook(t *testing.T) {
 	}
 	w.waitLifecycle(asgName, inst, func(s string) bool { return s == "Terminating:Wait" })
 	res := w.runAgent(w.ctx(), inst, nil, "down", "--terminate-hook", "handover-terminat")
-	mustExit(t, res, ExitUsage, "--terminate-hook handover-terminat", "no hook named handover-terminat on group "+asgName,
+	mustExit(t, res, fail.CodeUsage, "--terminate-hook handover-terminat", "no hook named handover-terminat on group "+asgName,
 		"its hooks: "+terminateHook+" (autoscaling:EC2_INSTANCE_TERMINATING)")
 	if s := w.lifecycleState(inst); s != "Terminating:Wait" {
 		t.Errorf("lifecycle state after down with a wrong hook name: %s, want Terminating:Wait", s)

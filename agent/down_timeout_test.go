@@ -11,6 +11,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/handover/handover/internal/fail"
 	"golang.org/x/sys/unix"
 )
 
@@ -118,7 +119,7 @@ func TestDownTimeoutGivesUpOnAHungDevice(t *testing.T) {
 			default:
 				t.Fatalf("down never made the %s call; err %v\n%s", tc.step, err, stderr.String())
 			}
-			if code := ExitCode(err); code != ExitFailed {
+			if code := ExitCode(err); code != fail.CodeFailed {
 				t.Fatalf("exit %d (%v), want 1\n%s", code, err, stderr.String())
 			}
 			line := oneLine(err.Error())
@@ -186,7 +187,7 @@ func TestSnapshotTimeoutGivesUpOnAHungFreeze(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("snapshot did not return with FIFREEZE hung")
 	}
-	if code := ExitCode(err); code != ExitFailed {
+	if code := ExitCode(err); code != fail.CodeFailed {
 		t.Fatalf("exit %d (%v), want 1\n%s", code, err, stderr.String())
 	}
 	line := oneLine(err.Error())

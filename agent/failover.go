@@ -15,6 +15,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/cenkalti/backoff/v4"
+	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
+	"github.com/handover/handover/internal/wait"
 )
 
 // Standby failover (pattern 3): a primary and a standby instance, both tagged handover:group=NAME and
@@ -28,7 +31,7 @@ const (
 	roleStandby = "standby"
 )
 
-// Reasons the Lambda function branches on. Both come wrapped in an *Error (exit 3) that says what to do.
+// Reasons the Lambda function branches on. Both come wrapped in an *fail.Error (exit 3) that says what to do.
 var (
 	// ErrNotConcerned: the instance a request names as failed is unknown, in no handover group (or not in
 	// the configured one), or is not its group's primary. The event is not about a failover handover runs.
@@ -97,26 +100,26 @@ var instanceIDPattern = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)
 // validate checks a request in one place; its errors name the CLI flags (HANDOVER_GROUP for the Lambda).
 func (r FailoverRequest) validate() error {
 	if r.Group == "" && r.To == "" && r.From == "" {
-		return usageErr("name the group (--group or HANDOVER_GROUP), the target (--to) or the failed primary (--from)")
+		return fail.Usage("name the group (--group or HANDOVER_GROUP), the target (--to) or the failed primary (--from)")
 	}
 	if r.Group != "" && !validGroupName(r.Group) {
-		return usageErr(fmt.Sprintf("--group %q: use letters, digits, '-', '_' and '.' only", r.Group))
+		return fail.Usage(fmt.Sprintf("--group %q: use letters, digits, '-', '_' and '.' only", r.Group))
 	}
 	for _, v := range []struct{ flag, id string }{{"to", r.To}, {"from", r.From}} {
 		if v.id != "" && !instanceIDPattern.MatchString(v.id) {
-			return usageErr(fmt.Sprintf("--%s %q: want an instance ID like i-0123456789abcdef0", v.flag, v.id))
+			return fail.Usage(fmt.Sprintf("--%s %q: want an instance ID like i-0123456789abcdef0", v.flag, v.id))
 		}
 	}
 	if r.To != "" && r.To == r.From {
-		return usageErr(fmt.Sprintf("--to and --from both name %s: the target must be another instance", r.To))
+		return fail.Usage(fmt.Sprintf("--to and --from both name %s: the target must be another instance", r.To))
 	}
 	if r.StartTimeout < 0 || r.StatusTimeout < 0 {
-		return usageErr("--start-timeout and --status-timeout must not be negative")
+		return fail.Usage("--start-timeout and --status-timeout must not be negative")
 	}
 	return nil
 }
 
-// reasonErr is an *Error (the operator's line and exit code) that also matches a reason sentinel, so the
+// reasonErr is an *fail.Error (the operator's line and exit code) that also matches a reason sentinel, so the
 // Lambda can tell "not concerned" and "primary healthy" from other preconditions with errors.Is.
 type reasonErr struct {
 	err    error
@@ -127,7 +130,7 @@ func (e *reasonErr) Error() string   { return e.err.Error() }
 func (e *reasonErr) Unwrap() []error { return []error{e.err, e.reason} }
 
 func notConcerned(msg string) error {
-	return &reasonErr{err: preconditionErr(msg, nil), reason: ErrNotConcerned}
+	return &reasonErr{err: fail.Precondition(msg, nil), reason: ErrNotConcerned}
 }
 
 // memberInstance is one instance as failover sees it.
@@ -225,13 +228,13 @@ func pickStandby(group string, members []memberInstance) (memberInstance, error)
 		for i, m := range live {
 			ids[i] = m.String()
 		}
-		return memberInstance{}, preconditionErr(fmt.Sprintf("%d instances of group %s are tagged %s=%s: %s; keep the tag on one, or name the target with --to",
+		return memberInstance{}, fail.Precondition(fmt.Sprintf("%d instances of group %s are tagged %s=%s: %s; keep the tag on one, or name the target with --to",
 			len(live), group, tagRole, roleStandby, strings.Join(ids, ", ")), nil)
 	case len(gone) > 0:
-		return memberInstance{}, preconditionErr(fmt.Sprintf("the standby of group %s, %s, is %s: launch a new standby in another AZ tagged %s=%s and %s=%s",
+		return memberInstance{}, fail.Precondition(fmt.Sprintf("the standby of group %s, %s, is %s: launch a new standby in another AZ tagged %s=%s and %s=%s",
 			group, gone[0].ID, gone[0].State, tagGroup, group, tagRole, roleStandby), nil)
 	}
-	return memberInstance{}, preconditionErr(fmt.Sprintf("no instance is tagged %s=%s and %s=%s: tag the standby, or name the target with --to",
+	return memberInstance{}, fail.Precondition(fmt.Sprintf("no instance is tagged %s=%s and %s=%s: tag the standby, or name the target with --to",
 		tagGroup, group, tagRole, roleStandby), nil)
 }
 
@@ -283,13 +286,13 @@ func namedTarget(ctx context.Context, c EC2, id, group string) (memberInstance, 
 	case err != nil:
 		return m, err
 	case !found:
-		return m, preconditionErr(fmt.Sprintf("target instance %s does not exist: check --to", id), nil)
+		return m, fail.Precondition(fmt.Sprintf("target instance %s does not exist: check --to", id), nil)
 	case m.Group == "":
-		return m, preconditionErr(fmt.Sprintf("target %s has no %s tag: tag it with its group first", id, tagGroup), nil)
+		return m, fail.Precondition(fmt.Sprintf("target %s has no %s tag: tag it with its group first", id, tagGroup), nil)
 	case group != "" && m.Group != group:
-		return m, preconditionErr(fmt.Sprintf("target %s is in group %s, not %s: name an instance of group %s", id, m.Group, group, group), nil)
+		return m, fail.Precondition(fmt.Sprintf("target %s is in group %s, not %s: name an instance of group %s", id, m.Group, group, group), nil)
 	case m.gone():
-		return m, preconditionErr(fmt.Sprintf("target %s is %s: name a live instance of group %s", id, m.State, m.Group), nil)
+		return m, fail.Precondition(fmt.Sprintf("target %s is %s: name a live instance of group %s", id, m.State, m.Group), nil)
 	}
 	return m, nil
 }
@@ -309,7 +312,7 @@ func decideMove(ctx context.Context, c *Clients, addr groupAddress, target strin
 		return false, "", err
 	}
 	if healthy && !force {
-		return false, "", &reasonErr{reason: ErrPrimaryHealthy, err: preconditionErr(fmt.Sprintf(
+		return false, "", &reasonErr{reason: ErrPrimaryHealthy, err: fail.Precondition(fmt.Sprintf(
 			"Elastic IP %s (%s) is held by %s, which is healthy (%s): refusing to move it; pass --force to move it anyway",
 			addr.PublicIP, addr.AllocationID, addr.InstanceID, why), nil)}
 	}
@@ -367,7 +370,7 @@ func Failover(ctx context.Context, log *slog.Logger, c *Clients, r FailoverReque
 	if r.From != "" && holder != "" && holder != r.From && holder != r.To {
 		res.Action, res.Target = FailoverNothingToDo, holder
 		res.Reason = fmt.Sprintf("Elastic IP %s is on %s, not on the failed instance %s", addr.PublicIP, holder, r.From)
-		base.Info("nothing to do", keyStep, "failover", keyAllocation, addr.AllocationID, "reason", res.Reason)
+		base.Info("nothing to do", logkey.Step, "failover", logkey.Allocation, addr.AllocationID, "reason", res.Reason)
 		if r.SwapRoles && !r.DryRun {
 			res.RolesSwapped, err = finishRoleSwap(ctx, base, c.EC2, from, holder, members)
 		}
@@ -382,7 +385,7 @@ func Failover(ctx context.Context, log *slog.Logger, c *Clients, r FailoverReque
 	if holder != target.ID {
 		res.Previous = holder
 	}
-	log = base.With(keyStep, "failover", keyInstance, target.ID, keyAZ, target.AZ, keyAllocation, addr.AllocationID)
+	log = base.With(logkey.Step, "failover", logkey.Instance, target.ID, logkey.AZ, target.AZ, logkey.Allocation, addr.AllocationID)
 
 	move, moveWhy, err := decideMove(ctx, c, addr, target.ID, r.Force)
 	if err != nil {
@@ -398,13 +401,13 @@ func Failover(ctx context.Context, log *slog.Logger, c *Clients, r FailoverReque
 		return res, nil
 	}
 
-	started, err := ensureRunning(ctx, base.With(keyInstance, target.ID), c.EC2, target.ID, r.StartTimeout)
+	started, err := ensureRunning(ctx, base.With(logkey.Instance, target.ID), c.EC2, target.ID, r.StartTimeout)
 	res.Started = started
 	if err != nil {
 		return res, err
 	}
 	if r.WaitStatusOK {
-		if err := waitStatusOK(ctx, base.With(keyInstance, target.ID), c.EC2, target.ID, r.StatusTimeout); err != nil {
+		if err := waitStatusOK(ctx, base.With(logkey.Instance, target.ID), c.EC2, target.ID, r.StatusTimeout); err != nil {
 			return res, err
 		}
 	}
@@ -495,7 +498,7 @@ func ensureRunning(ctx context.Context, log *slog.Logger, c EC2, id string, boun
 			return false, "", err
 		}
 		if !found {
-			return false, "", backoff.Permanent(preconditionErr(fmt.Sprintf("target %s does not exist any more", id), nil))
+			return false, "", backoff.Permanent(fail.Precondition(fmt.Sprintf("target %s does not exist any more", id), nil))
 		}
 		switch m.State {
 		case string(ec2types.InstanceStateNameRunning):
@@ -509,7 +512,7 @@ func ensureRunning(ctx context.Context, log *slog.Logger, c EC2, id string, boun
 			switch {
 			case err == nil:
 				if !started {
-					log.Info("starting the target", keyStep, "failover", "state", m.State)
+					log.Info("starting the target", logkey.Step, "failover", "state", m.State)
 				}
 				started = true
 				return false, "starting", nil
@@ -517,23 +520,23 @@ func ensureRunning(ctx context.Context, log *slog.Logger, c EC2, id string, boun
 				// Describe lags the instance's real state (eventual consistency): look again.
 				return false, "stopped, not startable yet", nil
 			case hasCode(err, codeInsufficientCapacity):
-				return false, "", backoff.Permanent(&Error{Code: ExitFailed, Msg: fmt.Sprintf(
+				return false, "", backoff.Permanent(&fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf(
 					"EC2 has no capacity to start %s in %s now: rerun later, or fail over to an instance of another type or AZ with --to", id, m.AZ), Err: err})
 			case isThrottled(err):
 				return false, "start throttled", err
 			}
 			return false, "", backoff.Permanent(fmt.Errorf("start %s: %w", id, err))
 		default: // shutting-down, terminated
-			return false, "", backoff.Permanent(preconditionErr(fmt.Sprintf("target %s is %s: it cannot take over", id, m.State), nil))
+			return false, "", backoff.Permanent(fail.Precondition(fmt.Sprintf("target %s is %s: it cannot take over", id, m.State), nil))
 		}
 	}
 	start := time.Now()
-	err = poll(ctx, log, waitSpec{What: "instance " + id + " running", Bound: bound, Step: "failover"}, check)
+	err = poll(ctx, log, wait.Spec{What: "instance " + id + " running", Bound: bound, Step: "failover"}, check)
 	if err == nil && started {
-		log.Info("the target is running", keyStep, "failover", keyElapsed, time.Since(start).Round(time.Millisecond).String())
+		log.Info("the target is running", logkey.Step, "failover", logkey.Elapsed, time.Since(start).Round(time.Millisecond).String())
 	}
-	if errors.Is(err, errWaitTimeout) {
-		return started, &Error{Code: ExitFailed, Msg: fmt.Sprintf("target %s is not running after %s; the address was not moved: check the instance, then rerun (or raise --start-timeout)", id, bound), Err: err}
+	if errors.Is(err, wait.ErrTimeout) {
+		return started, &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("target %s is not running after %s; the address was not moved: check the instance, then rerun (or raise --start-timeout)", id, bound), Err: err}
 	}
 	return started, err
 }
@@ -569,12 +572,12 @@ func waitStatusOK(ctx context.Context, log *slog.Logger, c EC2, id string, bound
 		return done, "system " + system + ", instance " + instance, nil
 	}
 	start := time.Now()
-	err := poll(ctx, log, waitSpec{What: "status checks of " + id, Bound: bound, Step: "failover", Initial: time.Second, Max: 5 * time.Second}, check)
-	if errors.Is(err, errWaitTimeout) {
-		return &Error{Code: ExitFailed, Msg: fmt.Sprintf("the status checks of %s did not pass within %s; the address was not moved: check the instance, then rerun (or raise --status-timeout, or drop --wait-status-ok)", id, bound), Err: err}
+	err := poll(ctx, log, wait.Spec{What: "status checks of " + id, Bound: bound, Step: "failover", Initial: time.Second, Max: 5 * time.Second}, check)
+	if errors.Is(err, wait.ErrTimeout) {
+		return &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("the status checks of %s did not pass within %s; the address was not moved: check the instance, then rerun (or raise --status-timeout, or drop --wait-status-ok)", id, bound), Err: err}
 	}
 	if err == nil {
-		log.Info("status checks of "+id+" pass", keyStep, "failover", keyElapsed, time.Since(start).Round(time.Millisecond).String())
+		log.Info("status checks of "+id+" pass", logkey.Step, "failover", logkey.Elapsed, time.Since(start).Round(time.Millisecond).String())
 	}
 	return err
 }
@@ -656,7 +659,7 @@ func runFailover(ctx context.Context, e Env, args []string) error {
 		return err
 	}
 	if r.StartTimeout <= 0 || r.StatusTimeout <= 0 {
-		return usageErr("--start-timeout and --status-timeout must be positive")
+		return fail.Usage("--start-timeout and --status-timeout must be positive")
 	}
 	r.Group, r.DryRun = f.Common.Group, f.Common.DryRun
 	if err := r.validate(); err != nil {
@@ -670,7 +673,7 @@ func runFailover(ctx context.Context, e Env, args []string) error {
 		return err
 	}
 	if c, ok := clients.EC2.(*ec2.Client); ok && c.Options().Region == "" {
-		return usageErr("no AWS region: set AWS_REGION (or a region in the shared AWS config)")
+		return fail.Usage("no AWS region: set AWS_REGION (or a region in the shared AWS config)")
 	}
 	res, err := Failover(ctx, log, clients, r)
 	if err != nil {

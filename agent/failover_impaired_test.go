@@ -3,6 +3,8 @@ package agent
 import (
 	"strings"
 	"testing"
+
+	"github.com/handover/handover/internal/fail"
 )
 
 // A running primary whose status checks fail is not healthy: failover without --force moves the address
@@ -20,7 +22,7 @@ func TestFailoverCLIMovesAddressFromImpairedPrimary(t *testing.T) {
 	w.sim.ResetCalls()
 
 	res := w.failover("--group", w.group)
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		t.Fatalf("failover exit %d, stderr:\n%s", res.code, res.stderr)
 	}
 	if got := w.addressHolder(w.alloc); got != w.standby {

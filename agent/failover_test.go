@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
+	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
 
@@ -108,7 +109,7 @@ func TestFailoverCLIStartsStoppedStandbyAndMovesAddress(t *testing.T) {
 	w.sim.ResetCalls()
 
 	res := w.failover("--group", w.group, "--wait-status-ok")
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		t.Fatalf("failover exit %d, stderr:\n%s", res.code, res.stderr)
 	}
 	if got := w.state(w.standby); got != "running" {
@@ -136,7 +137,7 @@ func TestFailoverCLIStartsStoppedStandbyAndMovesAddress(t *testing.T) {
 	// Rerun: the address is already on the running standby; nothing changes.
 	w.sim.ResetCalls()
 	res = w.failover("--group", w.group)
-	if res.code != ExitOK || !strings.Contains(res.stdout, "already on "+w.standby) {
+	if res.code != fail.CodeOK || !strings.Contains(res.stdout, "already on "+w.standby) {
 		t.Fatalf("rerun: exit %d, stdout %q, stderr:\n%s", res.code, res.stdout, res.stderr)
 	}
 	if calls := w.mutatingCalls(); len(calls) != 0 {
@@ -150,8 +151,8 @@ func TestFailoverCLIRefusesHealthyPrimaryWithoutForce(t *testing.T) {
 	w.sim.ResetCalls()
 
 	res := w.failover("--group", w.group)
-	if res.code != ExitPrecondition {
-		t.Fatalf("exit %d, want %d; stderr:\n%s", res.code, ExitPrecondition, res.stderr)
+	if res.code != fail.CodePrecondition {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", res.code, fail.CodePrecondition, res.stderr)
 	}
 	if !strings.Contains(res.stderr, "healthy") || !strings.Contains(res.stderr, "--force") {
 		t.Errorf("stderr should say the primary is healthy and how to override:\n%s", res.stderr)
@@ -164,7 +165,7 @@ func TestFailoverCLIRefusesHealthyPrimaryWithoutForce(t *testing.T) {
 	}
 
 	res = w.failover("--group", w.group, "--force")
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		t.Fatalf("--force: exit %d, stderr:\n%s", res.code, res.stderr)
 	}
 	if got := w.addressHolder(w.alloc); got != w.standby {
@@ -177,7 +178,7 @@ func TestFailoverCLISwapRolesMakesTheNextFailoverGoBack(t *testing.T) {
 	w.stop(w.primary)
 
 	res := w.failover("--group", w.group, "--swap-roles")
-	if res.code != ExitOK || !strings.Contains(res.stdout, w.standby+" is now the primary") {
+	if res.code != fail.CodeOK || !strings.Contains(res.stdout, w.standby+" is now the primary") {
 		t.Fatalf("exit %d, stdout %q, stderr:\n%s", res.code, res.stdout, res.stderr)
 	}
 	if w.role(w.standby) != rolePrimary || w.role(w.primary) != roleStandby {
@@ -186,7 +187,7 @@ func TestFailoverCLISwapRolesMakesTheNextFailoverGoBack(t *testing.T) {
 
 	// An event about the old primary, now the standby, concerns nothing.
 	res = w.failover("--from", w.primary)
-	if res.code != ExitPrecondition || !strings.Contains(res.stderr, "only a primary is failed over from") {
+	if res.code != fail.CodePrecondition || !strings.Contains(res.stderr, "only a primary is failed over from") {
 		t.Errorf("--from old primary: exit %d, stderr:\n%s", res.code, res.stderr)
 	}
 
@@ -194,7 +195,7 @@ func TestFailoverCLISwapRolesMakesTheNextFailoverGoBack(t *testing.T) {
 	// primary is not healthy any more.
 	w.stop(w.standby)
 	res = w.failover("--group", w.group, "--swap-roles")
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		t.Fatalf("failover back: exit %d, stderr:\n%s", res.code, res.stderr)
 	}
 	if got := w.addressHolder(w.alloc); got != w.primary {
@@ -212,7 +213,7 @@ func TestFailoverCLIDryRunPrintsThePlanAndChangesNothing(t *testing.T) {
 	w.sim.ResetCalls()
 
 	res := w.failover("--group", w.group, "--dry-run", "--swap-roles")
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		t.Fatalf("exit %d, stderr:\n%s", res.code, res.stderr)
 	}
 	for _, want := range []string{"dry run", "start " + w.standby, "associate Elastic IP", "tag " + w.standby + " handover:role=primary", "tag " + w.primary + " handover:role=standby"} {
@@ -250,8 +251,8 @@ func TestFailoverCLIRefusesABadTarget(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := w.failover(tc.args...)
-			if res.code != ExitPrecondition || !strings.Contains(res.stderr, tc.want) {
-				t.Errorf("exit %d (want %d), stderr %q (want %q)", res.code, ExitPrecondition, res.stderr, tc.want)
+			if res.code != fail.CodePrecondition || !strings.Contains(res.stderr, tc.want) {
+				t.Errorf("exit %d (want %d), stderr %q (want %q)", res.code, fail.CodePrecondition, res.stderr, tc.want)
 			}
 		})
 	}
@@ -270,8 +271,8 @@ func TestFailoverCLIStandbyTerminated(t *testing.T) {
 	w.sim.ResetCalls()
 
 	res := w.failover("--group", w.group)
-	if res.code != ExitPrecondition {
-		t.Fatalf("exit %d, want %d; stderr:\n%s", res.code, ExitPrecondition, res.stderr)
+	if res.code != fail.CodePrecondition {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", res.code, fail.CodePrecondition, res.stderr)
 	}
 	want := "the standby of group db, " + w.standby + ", is terminated: launch a new standby"
 	if !strings.Contains(res.stderr, want) {
@@ -295,8 +296,8 @@ func TestFailoverCLIUsage(t *testing.T) {
 	} {
 		var stdout, stderr strings.Builder
 		code := Main(context.Background(), append([]string{"failover"}, tc.args...), Env{Getenv: func(string) string { return "" }, Stdout: &stdout, Stderr: &stderr})
-		if code != ExitUsage || !strings.Contains(stderr.String(), tc.want) {
-			t.Errorf("failover %v: exit %d, stderr %q; want exit %d and %q", tc.args, code, stderr.String(), ExitUsage, tc.want)
+		if code != fail.CodeUsage || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("failover %v: exit %d, stderr %q; want exit %d and %q", tc.args, code, stderr.String(), fail.CodeUsage, tc.want)
 		}
 	}
 }
@@ -319,7 +320,7 @@ func TestPickStandby(t *testing.T) {
 		got := m.ID
 		if err != nil {
 			got = err.Error()
-			if ExitCode(err) != ExitPrecondition {
+			if ExitCode(err) != fail.CodePrecondition {
 				t.Errorf("%s: exit code %d", tc.name, ExitCode(err))
 			}
 		}
@@ -354,7 +355,7 @@ func TestRoleChangesPromoteTheTargetFirstAndSkipTerminated(t *testing.T) {
 
 func TestReasonErrKeepsExitCodeAndReason(t *testing.T) {
 	err := notConcerned("instance i-0123456789abcdef0 has no handover:group tag")
-	if ExitCode(err) != ExitPrecondition || !errors.Is(err, ErrNotConcerned) || errors.Is(err, ErrPrimaryHealthy) {
+	if ExitCode(err) != fail.CodePrecondition || !errors.Is(err, ErrNotConcerned) || errors.Is(err, ErrPrimaryHealthy) {
 		t.Errorf("exit %d, is-not-concerned %v, is-primary-healthy %v", ExitCode(err), errors.Is(err, ErrNotConcerned), errors.Is(err, ErrPrimaryHealthy))
 	}
 	if err.Error() != "instance i-0123456789abcdef0 has no handover:group tag" {
@@ -392,7 +393,7 @@ func TestFailoverDecidesAgainAfterStartingTheTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := <-done
-	if !errors.Is(o.err, ErrPrimaryHealthy) || ExitCode(o.err) != ExitPrecondition {
+	if !errors.Is(o.err, ErrPrimaryHealthy) || ExitCode(o.err) != fail.CodePrecondition {
 		t.Fatalf("err %v: want the healthy-holder refusal (exit 3)", o.err)
 	}
 	if !o.res.Started {

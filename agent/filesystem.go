@@ -14,6 +14,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
 )
 
 // Filesystems and mounts. The one rule that matters most: handover makes a filesystem only on a volume it
@@ -53,7 +56,7 @@ func probeFilesystem(ctx context.Context, dev string) (fsSignature, error) {
 		case 2:
 			return fsSignature{}, nil
 		case 8:
-			return fsSignature{}, preconditionErr(fmt.Sprintf("%s carries contradictory signatures (blkid -p: ambivalent result): inspect it by hand; handover will neither mount nor format it", dev), nil)
+			return fsSignature{}, fail.Precondition(fmt.Sprintf("%s carries contradictory signatures (blkid -p: ambivalent result): inspect it by hand; handover will neither mount nor format it", dev), nil)
 		}
 	}
 	if err != nil {
@@ -104,7 +107,7 @@ type fsResult struct {
 // prepareFilesystem makes the slot's device a mounted, persisted filesystem: probe, make one only on a
 // blank volume of handover's, grow it when the volume is larger, mount it, write the unit.
 func prepareFilesystem(ctx context.Context, log *slog.Logger, req fsRequest) (fsResult, error) {
-	log = log.With(keyStep, "filesystem", keyVolume, req.Volume.ID, "device", req.Device)
+	log = log.With(logkey.Step, "filesystem", logkey.Volume, req.Volume.ID, "device", req.Device)
 	res := fsResult{MountPoint: req.Spec.MountPoint}
 	sig, err := probeFilesystem(ctx, req.Device)
 	if err != nil {
@@ -112,10 +115,10 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, req fsRequest) (fs
 	}
 	switch {
 	case sig.PTType != "":
-		return res, preconditionErr(fmt.Sprintf("%s (%s) holds a %s partition table, not a filesystem: handover mounts whole-device filesystems only and will not touch it",
+		return res, fail.Precondition(fmt.Sprintf("%s (%s) holds a %s partition table, not a filesystem: handover mounts whole-device filesystems only and will not touch it",
 			req.Volume.ID, req.Device, sig.PTType), nil)
 	case sig.Type == "" && !req.Volume.CreatedBlank:
-		return res, preconditionErr(fmt.Sprintf("%s (%s) has no filesystem and handover did not create it blank (no %s=true tag): refusing to format it; check the snapshot it came from, or make the filesystem yourself if it really is empty",
+		return res, fail.Precondition(fmt.Sprintf("%s (%s) has no filesystem and handover did not create it blank (no %s=true tag): refusing to format it; check the snapshot it came from, or make the filesystem yourself if it really is empty",
 			req.Volume.ID, req.Device, tagCreatedBlank), nil)
 	case sig.Type == "":
 		// Tagged blank is not enough: a blank volume that has since been used and lost its superblock must
@@ -123,7 +126,7 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, req fsRequest) (fs
 		if used, err := holdsData(req.Device); err != nil {
 			return res, err
 		} else if used != "" {
-			return res, preconditionErr(fmt.Sprintf("%s (%s) was created blank by handover but holds data (%s) and no filesystem signature: refusing to format it; inspect it by hand",
+			return res, fail.Precondition(fmt.Sprintf("%s (%s) was created blank by handover but holds data (%s) and no filesystem signature: refusing to format it; inspect it by hand",
 				req.Volume.ID, req.Device, used), nil)
 		}
 		if err := makeFilesystem(ctx, log, req.Device, req.FS); err != nil {
@@ -137,7 +140,7 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, req fsRequest) (fs
 			return res, fmt.Errorf("mkfs.%s on %s left no filesystem signature", req.FS, req.Device)
 		}
 	case sig.Usage != "" && sig.Usage != "filesystem":
-		return res, preconditionErr(fmt.Sprintf("%s (%s) holds %s (%s), not a filesystem handover can mount", req.Volume.ID, req.Device, sig.Type, sig.Usage), nil)
+		return res, fail.Precondition(fmt.Sprintf("%s (%s) holds %s (%s), not a filesystem handover can mount", req.Volume.ID, req.Device, sig.Type, sig.Usage), nil)
 	}
 	res.Type, res.UUID = sig.Type, sig.UUID
 
@@ -195,13 +198,13 @@ func checkMountState(dev, mountPoint, volumeID string) (bool, error) {
 		}
 	}
 	if len(mounts) > 0 {
-		return false, preconditionErr(fmt.Sprintf("%s (%s) is mounted at %s, not at %s: unmount it, or change the mount point in --volume",
+		return false, fail.Precondition(fmt.Sprintf("%s (%s) is mounted at %s, not at %s: unmount it, or change the mount point in --volume",
 			volumeID, dev, mounts[0].MountPoint, mountPoint), nil)
 	}
 	if m, ok, err := mountedAt(mountPoint); err != nil {
 		return false, err
 	} else if ok {
-		return false, preconditionErr(fmt.Sprintf("%s is already a mount point of %s (%s), not of %s: unmount it, or change the mount point in --volume",
+		return false, fail.Precondition(fmt.Sprintf("%s is already a mount point of %s (%s), not of %s: unmount it, or change the mount point in --volume",
 			mountPoint, m.Source, m.FSType, volumeID), nil)
 	}
 	return false, nil

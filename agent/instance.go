@@ -12,6 +12,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/handover/handover/imds"
+	"github.com/handover/handover/internal/fail"
 )
 
 // self is what a command knows about the instance it runs on.
@@ -32,7 +33,7 @@ func identify(ctx context.Context, log *slog.Logger, md *imds.Client, bound time
 	id, err := md.WaitIdentity(ctx, bound, log)
 	if err != nil {
 		if errors.Is(err, imds.ErrUnreachable) {
-			return imds.Identity{}, preconditionErr(fmt.Sprintf(
+			return imds.Identity{}, fail.Precondition(fmt.Sprintf(
 				"instance metadata at %s did not answer within %s: not on EC2, or IMDS unreachable (check the instance's metadata options: HttpEndpoint enabled, HttpTokens required, hop limit; or raise --imds-timeout)",
 				md.Endpoint(), bound), nil)
 		}

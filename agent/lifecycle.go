@@ -10,6 +10,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
 )
 
 // Lifecycle hook results. https://docs.aws.amazon.com/autoscaling/ec2/userguide/completing-lifecycle-hooks.html
@@ -91,13 +93,13 @@ func (a *lifecycleAction) complete(ctx context.Context, result string) (inactive
 		if cerr != nil {
 			return "", cerr
 		}
-		a.log.Warn("no active lifecycle action to complete", keyStep, "lifecycle", "hook", a.hook, "result", result, "why", inactive)
+		a.log.Warn("no active lifecycle action to complete", logkey.Step, "lifecycle", "hook", a.hook, "result", result, "why", inactive)
 		return inactive, nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("complete lifecycle hook %s with %s: %w", a.hook, result, err)
 	}
-	a.log.Info("lifecycle action completed", keyStep, "lifecycle", "hook", a.hook, "result", result)
+	a.log.Info("lifecycle action completed", logkey.Step, "lifecycle", "hook", a.hook, "result", result)
 	return "", nil
 }
 
@@ -109,14 +111,14 @@ func (a *lifecycleAction) complete(ctx context.Context, result string) (inactive
 func (a *lifecycleAction) checkHook(ctx context.Context) (inactive string, err error) {
 	out, err := a.as.DescribeLifecycleHooks(ctx, &autoscaling.DescribeLifecycleHooksInput{AutoScalingGroupName: aws.String(a.asgName)})
 	if err != nil {
-		a.log.Warn("could not read the group's lifecycle hooks to tell why there is no active action", keyStep, "lifecycle", "asg", a.asgName, "error", err.Error())
+		a.log.Warn("could not read the group's lifecycle hooks to tell why there is no active action", logkey.Step, "lifecycle", "asg", a.asgName, "error", err.Error())
 		return fmt.Sprintf("no active lifecycle action: already completed, timed out, or no hook named %s on group %s", a.hook, a.asgName), nil
 	}
 	var hooks []string
 	for _, h := range out.LifecycleHooks {
 		name, transition := aws.ToString(h.LifecycleHookName), aws.ToString(h.LifecycleTransition)
 		if name == a.hook && transition != a.kind.transition {
-			return "", usageErr(fmt.Sprintf("%s %s: hook %s on group %s is for %s, not %s: give the group's %s hook",
+			return "", fail.Usage(fmt.Sprintf("%s %s: hook %s on group %s is for %s, not %s: give the group's %s hook",
 				a.kind.flag, a.hook, a.hook, a.asgName, transition, a.kind.transition, a.kind.transition))
 		}
 		if name == a.hook {
@@ -128,7 +130,7 @@ func (a *lifecycleAction) checkHook(ctx context.Context) (inactive string, err e
 	if len(hooks) > 0 {
 		have = "its hooks: " + strings.Join(hooks, ", ")
 	}
-	return "", usageErr(fmt.Sprintf("%s %s: no hook named %s on group %s (%s); fix the name, or create the hook with aws autoscaling put-lifecycle-hook",
+	return "", fail.Usage(fmt.Sprintf("%s %s: no hook named %s on group %s (%s); fix the name, or create the hook with aws autoscaling put-lifecycle-hook",
 		a.kind.flag, a.hook, a.hook, a.asgName, have))
 }
 
@@ -152,9 +154,9 @@ func (a *lifecycleAction) keepAlive(ctx context.Context, interval time.Duration)
 				err := a.heartbeat(hctx)
 				hcancel()
 				if err != nil && ctx.Err() == nil {
-					a.log.Warn("lifecycle heartbeat failed; retrying at the next tick", keyStep, "lifecycle", "hook", a.hook, "error", err.Error())
+					a.log.Warn("lifecycle heartbeat failed; retrying at the next tick", logkey.Step, "lifecycle", "hook", a.hook, "error", err.Error())
 				} else if err == nil {
-					a.log.Debug("lifecycle heartbeat sent", keyStep, "lifecycle", "hook", a.hook)
+					a.log.Debug("lifecycle heartbeat sent", logkey.Step, "lifecycle", "hook", a.hook)
 				}
 			}
 		}

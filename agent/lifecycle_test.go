@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/handover/handover/internal/fail"
 )
 
 // denyDescribeLifecycleHooks is an Auto Scaling API whose role lacks autoscaling:DescribeLifecycleHooks.
@@ -33,7 +34,7 @@ func TestLifecycleCompleteTellsWhyThereIsNoAction(t *testing.T) {
 
 	typo := *a
 	typo.hook = "lanch"
-	if _, err := typo.complete(w.ctx(), hookContinue); ExitCode(err) != ExitUsage || !strings.Contains(err.Error(), "no hook named lanch on group orders-asg") {
+	if _, err := typo.complete(w.ctx(), hookContinue); ExitCode(err) != fail.CodeUsage || !strings.Contains(err.Error(), "no hook named lanch on group orders-asg") {
 		t.Errorf("complete with a wrong hook name: %v (exit %d), want exit 2 naming the hook", err, ExitCode(err))
 	}
 

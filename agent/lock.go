@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/handover/handover/internal/fail"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,7 +43,7 @@ func lockInstance(ctx context.Context, path string, bound time.Duration) (*insta
 		}
 		if time.Now().After(deadline) {
 			f.Close()
-			return nil, &Error{Code: ExitFailed, Msg: fmt.Sprintf("another handover up/down holds %s (waited %s); let it finish, then rerun", path, bound)}
+			return nil, &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("another handover up/down holds %s (waited %s); let it finish, then rerun", path, bound)}
 		}
 		select {
 		case <-ctx.Done():

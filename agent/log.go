@@ -1,20 +1,13 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
-)
 
-// Stable log keys: dashboards and alerts rely on them, so they never change meaning.
-const (
-	keyInstance   = "instance_id"
-	keyVolume     = "volume_id"
-	keyAllocation = "allocation_id"
-	keyAZ         = "az"
-	keyStep       = "step"
-	keyElapsed    = "elapsed"
+	"github.com/handover/handover/internal/wait"
 )
 
 func parseLevel(s string) (slog.Level, error) {
@@ -39,4 +32,10 @@ func newLogger(w io.Writer, c common) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// poll is wait.Poll for waits whose checks call AWS: throttling is waited out, not a failure.
+func poll(ctx context.Context, log *slog.Logger, w wait.Spec, check func(context.Context) (bool, string, error)) error {
+	w.Transient = isThrottled
+	return wait.Poll(ctx, log, w, check)
 }

@@ -14,6 +14,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/handover/handover/imds/imdsmock"
+	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim/motoserver"
 )
 
@@ -71,7 +72,7 @@ func TestUpAgainstMoto(t *testing.T) {
 	})
 	var stdout, stderr bytes.Buffer
 	code := Main(ctx, []string{"up", "--no-mount", "--no-complete", "--size", "1", "--unit-dir", "none"}, Env{Getenv: env, Stdout: &stdout, Stderr: &stderr})
-	if code != ExitOK {
+	if code != fail.CodeOK {
 		t.Fatalf("up against moto exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
 
@@ -106,7 +107,7 @@ func TestUpAgainstMoto(t *testing.T) {
 	// A rerun converges on what is there.
 	stdout.Reset()
 	stderr.Reset()
-	if code := Main(ctx, []string{"up", "--no-mount", "--no-complete", "--size", "1", "--unit-dir", "none"}, Env{Getenv: env, Stdout: &stdout, Stderr: &stderr}); code != ExitOK ||
+	if code := Main(ctx, []string{"up", "--no-mount", "--no-complete", "--size", "1", "--unit-dir", "none"}, Env{Getenv: env, Stdout: &stdout, Stderr: &stderr}); code != fail.CodeOK ||
 		!strings.Contains(stdout.String(), "already attached") {
 		t.Errorf("rerun against moto: exit %d\n%s\n%s", code, stdout.String(), stderr.String())
 	}

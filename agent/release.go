@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/handover/handover/internal/logkey"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,7 +56,7 @@ var errPreStopTimeout = errors.New("timed out")
 // SIGKILL after preStopGrace, so a hung `systemctl stop` or a child it forked cannot hold down up.
 // The last lines of its output are logged.
 func runPreStop(ctx context.Context, log *slog.Logger, spec preStopSpec) error {
-	log = log.With(keyStep, "pre-stop")
+	log = log.With(logkey.Step, "pre-stop")
 	argv := strings.Fields(spec.Command)
 	if spec.Shell {
 		argv = []string{"/bin/sh", "-c", spec.Command}
@@ -83,20 +84,20 @@ func runPreStop(ctx context.Context, log *slog.Logger, spec preStopSpec) error {
 	tail := out.String()
 	switch {
 	case err == nil:
-		log.Info("pre-stop command done", keyElapsed, elapsed, "output", tail)
+		log.Info("pre-stop command done", logkey.Elapsed, elapsed, "output", tail)
 		return nil
 	case errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success():
 		// It exited 0 but left a child holding its output open: the stop itself worked.
-		log.Warn("pre-stop command succeeded but left a process holding its output", keyElapsed, elapsed, "output", tail)
+		log.Warn("pre-stop command succeeded but left a process holding its output", logkey.Elapsed, elapsed, "output", tail)
 		return nil
 	case ctx.Err() != nil:
 		return fmt.Errorf("pre-stop command %q stopped after %s: %w", spec.Command, elapsed, ctx.Err())
 	case cctx.Err() != nil:
-		log.Error("pre-stop command timed out; its process group was killed", keyElapsed, elapsed, "output", tail)
+		log.Error("pre-stop command timed out; its process group was killed", logkey.Elapsed, elapsed, "output", tail)
 		return fmt.Errorf("pre-stop command %q did not finish within %s (raise --pre-stop-timeout or fix the command): %w",
 			spec.Command, spec.Timeout, errPreStopTimeout)
 	default:
-		log.Error("pre-stop command failed", keyElapsed, elapsed, "error", err.Error(), "output", tail)
+		log.Error("pre-stop command failed", logkey.Elapsed, elapsed, "error", err.Error(), "output", tail)
 		return fmt.Errorf("pre-stop command %q failed: %w", spec.Command, err)
 	}
 }
@@ -136,7 +137,7 @@ func syncAll(ctx context.Context, log *slog.Logger, fsys fsCalls) error {
 	if err != nil {
 		return err
 	}
-	log.Info("synced", keyStep, "sync", keyElapsed, time.Since(start).Round(time.Millisecond).String())
+	log.Info("synced", logkey.Step, "sync", logkey.Elapsed, time.Since(start).Round(time.Millisecond).String())
 	return nil
 }
 
@@ -275,11 +276,11 @@ func unmountAll(ctx context.Context, log *slog.Logger, fsys fsCalls, mounts []mo
 		var unfinished *unfinishedError
 		switch {
 		case err == nil:
-			log.Info("unmounted", keyStep, "release", "mount_point", mp)
+			log.Info("unmounted", logkey.Step, "release", "mount_point", mp)
 		case errors.As(err, &unfinished):
 			return err
 		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
-			log.Info("already unmounted", keyStep, "release", "mount_point", mp)
+			log.Info("already unmounted", logkey.Step, "release", "mount_point", mp)
 		case errors.Is(err, unix.EBUSY):
 			return fmt.Errorf("unmount %s: %w (a process still uses it; see `fuser -vm %s`)", mp, errBusy, mp)
 		default:
@@ -387,11 +388,11 @@ func whileFrozen(ctx context.Context, log *slog.Logger, fsys fsCalls, mountPoint
 					terr, thawBound, h.mountPoint, h.mountPoint)
 			}
 			if terr != nil {
-				log.Error("thaw failed", keyStep, "release", "mount_point", h.mountPoint, "error", terr.Error())
+				log.Error("thaw failed", logkey.Step, "release", "mount_point", h.mountPoint, "error", terr.Error())
 				err = errors.Join(err, terr)
 				continue
 			}
-			log.Info("thawed", keyStep, "release", "mount_point", h.mountPoint)
+			log.Info("thawed", logkey.Step, "release", "mount_point", h.mountPoint)
 		}
 	}()
 	frozen := map[string]bool{}
@@ -402,23 +403,23 @@ func whileFrozen(ctx context.Context, log *slog.Logger, fsys fsCalls, mountPoint
 					return // the freeze failed late: nothing is frozen
 				}
 				if terr := z.thaw(); terr != nil {
-					log.Error("a freeze handover had stopped waiting for completed, and thawing it failed", keyStep, "release", "mount_point", mp, "error", terr.Error())
+					log.Error("a freeze handover had stopped waiting for completed, and thawing it failed", logkey.Step, "release", "mount_point", mp, "error", terr.Error())
 					return
 				}
-				log.Warn("a freeze handover had stopped waiting for completed; thawed it at once", keyStep, "release", "mount_point", mp)
+				log.Warn("a freeze handover had stopped waiting for completed; thawed it at once", logkey.Step, "release", "mount_point", mp)
 			})
 		var unfinished *unfinishedError
 		if errors.As(ferr, &unfinished) {
-			log.Error("freeze did not return; giving up on it (the filesystem is thawed as soon as it does)", keyStep, "release", "mount_point", mp)
+			log.Error("freeze did not return; giving up on it (the filesystem is thawed as soon as it does)", logkey.Step, "release", "mount_point", mp)
 			return ferr
 		}
 		if ferr != nil {
-			log.Warn("could not freeze the filesystem", keyStep, "release", "mount_point", mp, "error", ferr.Error())
+			log.Warn("could not freeze the filesystem", logkey.Step, "release", "mount_point", mp, "error", ferr.Error())
 			continue
 		}
 		holds = append(holds, held{mountPoint: mp, z: z})
 		frozen[mp] = true
-		log.Info("frozen", keyStep, "release", "mount_point", mp)
+		log.Info("frozen", logkey.Step, "release", "mount_point", mp)
 	}
 	fctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()

@@ -16,6 +16,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
+	"github.com/handover/handover/internal/wait"
 )
 
 // Choosing and making a slot's volume. The newest generation of the slot is its live data:
@@ -335,7 +338,7 @@ func planSlot(in planInput) slotPlan {
 	if len(usable) == 0 {
 		switch {
 		case haveLive:
-			return slotPlan{Action: planRefuse, Volume: live, Err: preconditionErr(fmt.Sprintf(
+			return slotPlan{Action: planRefuse, Volume: live, Err: fail.Precondition(fmt.Sprintf(
 				"the slot's newest volume %s (generation %d) is in %s and there is no completed snapshot to restore in %s: snapshot it (handover snapshot on its instance) or run this instance in %s",
 				live.ID, live.Generation, live.AZ, in.AZ, live.AZ), nil)}
 		case len(failed) > 0:
@@ -343,11 +346,11 @@ func planSlot(in planInput) slotPlan {
 			for _, s := range failed {
 				ids = append(ids, s.ID)
 			}
-			return slotPlan{Action: planRefuse, Err: preconditionErr(fmt.Sprintf(
+			return slotPlan{Action: planRefuse, Err: fail.Precondition(fmt.Sprintf(
 				"every snapshot of slot %s is in the error state (%s) and no volume is left: nothing safe to restore; restore one by hand or delete them to start blank",
 				in.Slot, strings.Join(ids, ", ")), nil)}
 		case in.RequireData:
-			return slotPlan{Action: planRefuse, Err: preconditionErr(fmt.Sprintf(
+			return slotPlan{Action: planRefuse, Err: fail.Precondition(fmt.Sprintf(
 				"slot %s of group %s has no volume and no snapshot, and --require-data refuses to start blank: check the group name and the volume and snapshot tags (%s, %s)",
 				in.Slot, in.Group, tagGroup, tagSlot), nil)}
 		}
@@ -508,9 +511,9 @@ func (s *slotRun) converge(ctx context.Context) error {
 	for round := 0; round < maxConvergeRounds; round++ {
 		before := p.key()
 		if k := p.key(); k != lastKey {
-			s.log.Info("plan", keyStep, "volume", "action", p.Action.String(), "why", p.Why)
+			s.log.Info("plan", logkey.Step, "volume", "action", p.Action.String(), "why", p.Why)
 			if p.Warn != "" {
-				s.log.Warn(p.Warn, keyStep, "volume")
+				s.log.Warn(p.Warn, logkey.Step, "volume")
 			}
 			lastKey = k
 		}
@@ -591,7 +594,7 @@ func (s *slotRun) converge(ctx context.Context) error {
 		// The action changed nothing visible yet (a refused attach, a detach not begun): pause before the
 		// next round instead of spinning, 250 ms doubling to 2 s.
 		stuck++
-		if err := pause(ctx, min(250*time.Millisecond<<stuck, 2*time.Second)); err != nil {
+		if err := wait.Pause(ctx, min(250*time.Millisecond<<stuck, 2*time.Second)); err != nil {
 			return err
 		}
 	}
@@ -610,8 +613,8 @@ func (s *slotRun) create(ctx context.Context, generation int, snap *slotSnapshot
 	in := createVolumeInput(s.group, s.spec.Slot, s.az, generation, s.shape, snap)
 	out, err := s.c.EC2.CreateVolume(ctx, in)
 	if hasCode(err, codeIdempotentMismatch) {
-		s.log.Warn("CreateVolume token of this generation was used with other parameters; looking for its volume", keyStep, "volume", "generation", generation)
-		err := poll(ctx, s.log, waitSpec{What: fmt.Sprintf("a volume of generation %d to show up", generation), Bound: tokenVisibilityBound, Step: "volume"},
+		s.log.Warn("CreateVolume token of this generation was used with other parameters; looking for its volume", logkey.Step, "volume", "generation", generation)
+		err := poll(ctx, s.log, wait.Spec{What: fmt.Sprintf("a volume of generation %d to show up", generation), Bound: tokenVisibilityBound, Step: "volume"},
 			func(ctx context.Context) (bool, string, error) {
 				vols, err := listSlotVolumes(ctx, s.c.EC2, s.group, s.spec.Slot)
 				if err != nil {
@@ -620,8 +623,8 @@ func (s *slotRun) create(ctx context.Context, generation int, snap *slotSnapshot
 				return len(vols) > 0 && vols[0].Generation >= generation, "not visible", nil
 			})
 		switch {
-		case errors.Is(err, errWaitTimeout):
-			s.log.Warn("no volume of this generation exists: skipping it", keyStep, "volume", "generation", generation)
+		case errors.Is(err, wait.ErrTimeout):
+			s.log.Warn("no volume of this generation exists: skipping it", logkey.Step, "volume", "generation", generation)
 			s.minGen = generation + 1
 		case err != nil:
 			return "", err
@@ -636,7 +639,7 @@ func (s *slotRun) create(ctx context.Context, generation int, snap *slotSnapshot
 		return "", fmt.Errorf("create %s in %s (generation %d): %w", what, s.az, generation, err)
 	}
 	id := aws.ToString(out.VolumeId)
-	s.log.Info("volume created", keyStep, "volume", keyVolume, id, "generation", generation, "size_gib", aws.ToInt32(in.Size), "type", s.shape.Type)
+	s.log.Info("volume created", logkey.Step, "volume", logkey.Volume, id, "generation", generation, "size_gib", aws.ToInt32(in.Size), "type", s.shape.Type)
 	return id, nil
 }
 
@@ -649,7 +652,7 @@ func (s *slotRun) waitHolder(ctx context.Context, p slotPlan) (slotPlan, error) 
 	bound := time.Until(s.holdDeadline)
 	var next slotPlan
 	last := p
-	err := poll(ctx, s.log, waitSpec{What: fmt.Sprintf("%s to release %s", p.Holder.ID, p.Volume.ID), Bound: max(bound, time.Millisecond), Step: "volume", Initial: time.Second},
+	err := poll(ctx, s.log, wait.Spec{What: fmt.Sprintf("%s to release %s", p.Holder.ID, p.Volume.ID), Bound: max(bound, time.Millisecond), Step: "volume", Initial: time.Second},
 		func(ctx context.Context) (bool, string, error) {
 			np, err := s.observe(ctx)
 			if err != nil {
@@ -662,12 +665,12 @@ func (s *slotRun) waitHolder(ctx context.Context, p slotPlan) (slotPlan, error) 
 			}
 			return false, np.Holder.String(), nil
 		})
-	if errors.Is(err, errWaitTimeout) {
+	if errors.Is(err, wait.ErrTimeout) {
 		if last.Live {
-			return slotPlan{}, fencedErr(fmt.Sprintf("%s (slot %s) is attached to %s, a live instance, after waiting %s: stop it or let its group terminate it, or pass --takeover to restore the newest snapshot here instead",
+			return slotPlan{}, fail.Fenced(fmt.Sprintf("%s (slot %s) is attached to %s, a live instance, after waiting %s: stop it or let its group terminate it, or pass --takeover to restore the newest snapshot here instead",
 				last.Volume.ID, s.spec.Slot, last.Holder, s.releaseTimeout), nil)
 		}
-		return slotPlan{}, &Error{Code: ExitFailed, Msg: fmt.Sprintf("%s (slot %s) is still attached to %s after %s (--release-timeout): rerun once it has detached",
+		return slotPlan{}, &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("%s (slot %s) is still attached to %s after %s (--release-timeout): rerun once it has detached",
 			last.Volume.ID, s.spec.Slot, last.Holder, s.releaseTimeout), Err: err}
 	}
 	return next, err
@@ -679,7 +682,7 @@ func (s *slotRun) waitHolder(ctx context.Context, p slotPlan) (slotPlan, error) 
 // snapshot completes), so it polls at most every second rather than the default 2 s cap: a DescribeSnapshots
 // a second is far inside EC2's non-mutating request budget.
 func waitSnapshot(ctx context.Context, log *slog.Logger, c EC2, id string) error {
-	return poll(ctx, log, waitSpec{What: "snapshot " + id + " to complete", Bound: time.Until(deadline(ctx)), Step: "volume", Max: time.Second},
+	return poll(ctx, log, wait.Spec{What: "snapshot " + id + " to complete", Bound: time.Until(wait.Deadline(ctx)), Step: "volume", Max: time.Second},
 		func(ctx context.Context) (bool, string, error) {
 			s, err := describeSnapshot(ctx, c, id)
 			if hasCode(err, codeSnapshotNotFound) {
@@ -723,13 +726,13 @@ func (s *slotRun) retire(ctx context.Context, deleteThem bool) {
 		}
 		if v.Generation > cutFrom {
 			s.log.Warn("superseded volume is newer than the snapshot this volume was restored from, and holds writes no snapshot has: keeping it",
-				keyStep, "superseded", keyVolume, v.ID, "generation", v.Generation, "restored_generation", cutFrom)
+				logkey.Step, "superseded", logkey.Volume, v.ID, "generation", v.Generation, "restored_generation", cutFrom)
 			continue
 		}
 		doomed = append(doomed, v)
 	}
 	warn := func(msg string, err error) {
-		s.log.Warn(msg+"; up goes on", keyStep, "superseded", "error", err.Error())
+		s.log.Warn(msg+"; up goes on", logkey.Step, "superseded", "error", err.Error())
 		s.res.Warnings = append(s.res.Warnings, msg+": "+oneLine(err.Error()))
 	}
 	if len(untagged) > 0 {
@@ -741,7 +744,7 @@ func (s *slotRun) retire(ctx context.Context, deleteThem bool) {
 			warn(fmt.Sprintf("could not tag %s %s=true (rerun up, or tag them by hand)", strings.Join(untagged, ", "), tagSuperseded), err)
 		} else {
 			s.res.Superseded = untagged
-			s.log.Info("older generations tagged superseded", keyStep, "superseded", "volumes", strings.Join(untagged, ","))
+			s.log.Info("older generations tagged superseded", logkey.Step, "superseded", "volumes", strings.Join(untagged, ","))
 		}
 	}
 	for _, v := range doomed {
@@ -750,25 +753,13 @@ func (s *slotRun) retire(ctx context.Context, deleteThem bool) {
 		case hasCode(err, codeVolumeNotFound):
 		case hasCode(err, codeVolumeInUse, codeIncorrectState):
 			// Attached (or being attached) since we looked: keep it.
-			s.log.Warn("superseded volume is in use now; keeping it", keyStep, "superseded", keyVolume, v.ID)
+			s.log.Warn("superseded volume is in use now; keeping it", logkey.Step, "superseded", logkey.Volume, v.ID)
 			continue
 		case err != nil:
 			warn(fmt.Sprintf("could not delete superseded volume %s (rerun up, or delete it by hand)", v.ID), err)
 			continue
 		}
 		s.res.Deleted = append(s.res.Deleted, v.ID)
-		s.log.Info("superseded volume deleted (--delete-superseded)", keyStep, "superseded", keyVolume, v.ID, "generation", v.Generation)
-	}
-}
-
-// pause waits d or until ctx ends.
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+		s.log.Info("superseded volume deleted (--delete-superseded)", logkey.Step, "superseded", logkey.Volume, v.ID, "generation", v.Generation)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/handover/handover/internal/fail"
 )
 
 // Unit tests of the slot planner: one observation in, one decision out.
@@ -58,7 +59,7 @@ func TestPlanSlot(t *testing.T) {
 		wantInWhy   string // in Why, Warn or the error
 	}{
 		{name: "first boot", want: planBlank, wantGen: 1},
-		{name: "first boot with --require-data", requireData: true, want: planRefuse, wantCode: ExitPrecondition, wantInWhy: "--require-data"},
+		{name: "first boot with --require-data", requireData: true, want: planRefuse, wantCode: fail.CodePrecondition, wantInWhy: "--require-data"},
 		{name: "attached here", vols: []slotVolume{vol("vol-1", here, "", 3, att(me, "attached"))}, want: planDone, wantVol: "vol-1"},
 		{name: "attaching here", vols: []slotVolume{vol("vol-1", here, "", 3, att(me, "attaching"))}, want: planWaitVolume, wantVol: "vol-1"},
 		{name: "available in this AZ", vols: []slotVolume{vol("vol-1", here, "available", 3)}, snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)},
@@ -77,7 +78,7 @@ func TestPlanSlot(t *testing.T) {
 			snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, takeover: true, want: planRestore, wantSnap: "snap-1", wantGen: 4, wantInWhy: "--takeover"},
 		{name: "other AZ, available: restore", vols: []slotVolume{vol("vol-1", there, "available", 3)},
 			snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, want: planRestore, wantSnap: "snap-1", wantGen: 4},
-		{name: "other AZ, no snapshot", vols: []slotVolume{vol("vol-1", there, "available", 1)}, want: planRefuse, wantCode: ExitPrecondition, wantInWhy: "no completed snapshot"},
+		{name: "other AZ, no snapshot", vols: []slotVolume{vol("vol-1", there, "available", 1)}, want: planRefuse, wantCode: fail.CodePrecondition, wantInWhy: "no completed snapshot"},
 		{name: "other AZ, held by an instance being terminated: its final snapshot may come", vols: []slotVolume{vol("vol-1", there, "", 3, att(other, "attached"))},
 			holders: []holder{leavingASG}, snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, want: planWaitHolder, wantVol: "vol-1"},
 		{name: "other AZ, held by a stopped instance: restore, say what stays behind", vols: []slotVolume{vol("vol-1", there, "", 3, att(other, "attached"))},
@@ -103,7 +104,7 @@ func TestPlanSlot(t *testing.T) {
 			want:  planWaitSnapshot, wantSnap: "snap-crash"},
 		{name: "snapshot newer than every volume: that volume was deleted", vols: []slotVolume{vol("vol-old", here, "available", 2)},
 			snaps: []slotSnapshot{snap("snap-g3", "completed", 3, true, 10)}, want: planRestore, wantSnap: "snap-g3", wantGen: 4},
-		{name: "only failed snapshots", snaps: []slotSnapshot{snap("snap-bad", "error", 1, true, 0)}, want: planRefuse, wantCode: ExitPrecondition, wantInWhy: "snap-bad"},
+		{name: "only failed snapshots", snaps: []slotSnapshot{snap("snap-bad", "error", 1, true, 0)}, want: planRefuse, wantCode: fail.CodePrecondition, wantInWhy: "snap-bad"},
 		{name: "a volume in error is never live", vols: []slotVolume{vol("vol-bad", here, "error", 4), vol("vol-1", there, "available", 3)},
 			snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, want: planRestore, wantSnap: "snap-1", wantGen: 5},
 		{name: "same generation twice: the one attached here wins", vols: []slotVolume{vol("vol-a", there, "available", 3), vol("vol-b", here, "", 3, att(me, "attached"))},

@@ -14,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
 )
 
 // `handover snapshot` takes a consistent snapshot of each slot's volume now (the filesystem frozen for the
@@ -89,16 +91,16 @@ type snapshotConfig struct {
 // validate checks snapshot's options in one place.
 func (c *snapshotConfig) validate() error {
 	if c.Keep < 0 {
-		return usageErr(fmt.Sprintf("--keep %d: must be 0 (keep everything) or more", c.Keep))
+		return fail.Usage(fmt.Sprintf("--keep %d: must be 0 (keep everything) or more", c.Keep))
 	}
 	if c.FreezeTimeout <= 0 {
-		return usageErr(fmt.Sprintf("--freeze-timeout %s: must be positive", c.FreezeTimeout))
+		return fail.Usage(fmt.Sprintf("--freeze-timeout %s: must be positive", c.FreezeTimeout))
 	}
 	if c.Timeout <= 0 {
-		return usageErr(fmt.Sprintf("--timeout %s: must be positive", c.Timeout))
+		return fail.Usage(fmt.Sprintf("--timeout %s: must be positive", c.Timeout))
 	}
 	if !filepath.IsAbs(c.LockFile) {
-		return usageErr(fmt.Sprintf("--lock-file %q: must be an absolute path", c.LockFile))
+		return fail.Usage(fmt.Sprintf("--lock-file %q: must be an absolute path", c.LockFile))
 	}
 	return checkDeviceDirs(c.DevDir, c.SysDir)
 }
@@ -132,7 +134,7 @@ func snapshotCommand(ctx context.Context, e Env, args []string, fsys fsCalls) er
 // crash-consistent snapshot when the freeze hangs; then it skips retention and fails naming the step.
 func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out io.Writer, cfg snapshotConfig, dryRun bool) error {
 	self := in.id.InstanceID
-	log = log.With(keyInstance, self)
+	log = log.With(logkey.Instance, self)
 	parent := ctx
 	ctx, cancel := context.WithTimeout(parent, cfg.Timeout)
 	defer cancel()
@@ -148,7 +150,7 @@ func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out i
 		if errors.As(err, &unfinished) {
 			step = unfinished.Step
 		}
-		log.Error("step did not finish within the bound; giving up on it", keyStep, step, "bound", "--timeout "+cfg.Timeout.String(), "error", err.Error())
+		log.Error("step did not finish within the bound; giving up on it", logkey.Step, step, "bound", "--timeout "+cfg.Timeout.String(), "error", err.Error())
 		var outcomes []string
 		if slots != nil && (step == "unmount" || step == "freeze") {
 			if serr := in.snapshotCrashConsistent(ctx, log, slots, describe); serr != nil {
@@ -176,7 +178,7 @@ func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out i
 	}
 	for _, s := range found {
 		if s.Volume.ID == "" || s.Note != "" {
-			return preconditionErr(fmt.Sprintf("slot %s: %s; run `handover up` first, or drop the slot from --volume", s.Spec.Slot, orDash(s.Note)), nil)
+			return fail.Precondition(fmt.Sprintf("slot %s: %s; run `handover up` first, or drop the slot from --volume", s.Spec.Slot, orDash(s.Note)), nil)
 		}
 		slots = append(slots, s)
 		if dryRun {
@@ -310,7 +312,7 @@ func liveLineageOf(ctx context.Context, c EC2, group, slot string, snaps []slotS
 
 // applyRetention deletes the snapshots planRetention picks for one slot.
 func (in *thisInstance) applyRetention(ctx context.Context, log *slog.Logger, out io.Writer, slot string, keep int, dryRun bool) error {
-	log = log.With(keyStep, "retention", "slot", slot)
+	log = log.With(logkey.Step, "retention", "slot", slot)
 	snaps, err := listSlotSnapshots(ctx, in.clients.EC2, in.group, slot)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
 
@@ -116,7 +117,7 @@ func TestSnapshotCommandRetention(t *testing.T) {
 	w.waitSnapshotState(late, "completed")
 
 	dry := w.runAgent(w.ctx(), inst, nil, "snapshot", "--keep", "1", "--dry-run")
-	if dry.code != ExitOK {
+	if dry.code != fail.CodeOK {
 		t.Fatalf("dry run exit %d: %s", dry.code, dry.stderr)
 	}
 	for _, id := range []string{p1, src, old} {
@@ -129,7 +130,7 @@ func TestSnapshotCommandRetention(t *testing.T) {
 	}
 
 	res := w.runAgent(w.ctx(), inst, nil, "snapshot", "--keep", "1")
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		t.Fatalf("exit %d: %s", res.code, res.stderr)
 	}
 	creates := w.callsBy("CreateSnapshot", inst)
@@ -176,7 +177,7 @@ func TestSnapshotCommandFreezesAMountedVolume(t *testing.T) {
 	w.attach(vol, inst)
 	mp := w.mountNew(inst, vol, "hello")
 	res := w.runAgent(w.ctx(), inst, nil, "snapshot", "--volume", "data:/dev/sdf:"+mp)
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		t.Fatalf("exit %d: %s", res.code, res.stderr)
 	}
 	snaps := w.slotSnapshots("data")
@@ -193,7 +194,7 @@ func TestSnapshotCommandFreezesAMountedVolume(t *testing.T) {
 
 	// No volume attached for a slot: one clear line, exit 3, nothing created.
 	res = w.runAgent(w.ctx(), inst, nil, "snapshot", "--volume", "logs:/dev/sdg:/var/log/app")
-	if res.code != ExitPrecondition || !strings.Contains(res.stderr, "handover up") {
+	if res.code != fail.CodePrecondition || !strings.Contains(res.stderr, "handover up") {
 		t.Errorf("snapshot of a slot with no volume: exit %d, stderr %q; want exit 3 saying to run up", res.code, res.stderr)
 	}
 	if got := len(w.callsBy("CreateSnapshot", inst)); got != 1 {

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/handover/handover/internal/fail"
 )
 
 // statusConfig is `handover status`.
@@ -197,7 +199,7 @@ func buildReport(ctx context.Context, c *Clients, instanceID, az, group string, 
 	var rep groupReport
 	a, err := findGroupAddress(ctx, c.EC2, group)
 	switch {
-	case ExitCode(err) == ExitPrecondition:
+	case ExitCode(err) == fail.CodePrecondition:
 		rep.AddressPlan = "refuse: " + err.Error()
 		rep.refusal = err
 	case err != nil:

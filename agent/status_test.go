@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/handover/handover/imds/imdsmock"
+	"github.com/handover/handover/internal/fail"
 )
 
 // TestStatusAgainstMetadataMock runs `handover status` against AWS's amazon-ec2-metadata-mock: the
@@ -25,7 +26,7 @@ func TestStatusAgainstMetadataMock(t *testing.T) {
 	env := mapEnv(map[string]string{"AWS_EC2_METADATA_SERVICE_ENDPOINT": endpoint})
 	var out, errOut strings.Builder
 	code := Main(context.Background(), []string{"status", "--json"}, Env{Getenv: env, Stdout: &out, Stderr: &errOut})
-	if code != ExitOK {
+	if code != fail.CodeOK {
 		t.Fatalf("exit %d, stderr: %s", code, errOut.String())
 	}
 	var st struct {
@@ -50,7 +51,7 @@ func TestStatusAgainstMetadataMock(t *testing.T) {
 
 	// The text form says the same things.
 	out.Reset()
-	if code := Main(context.Background(), []string{"status"}, Env{Getenv: env, Stdout: &out, Stderr: &errOut}); code != ExitOK {
+	if code := Main(context.Background(), []string{"status"}, Env{Getenv: env, Stdout: &out, Stderr: &errOut}); code != fail.CodeOK {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
 	for _, want := range []string{"i-0aaaabbbbccccdddd", "eu-west-1b (euw1-az2)", "group      orders-db", "Name = orders"} {
@@ -76,8 +77,8 @@ func TestStatusWithoutIMDS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	code := Main(ctx, []string{"status", "--imds-timeout", "1s"}, Env{Getenv: env, Stdout: &out, Stderr: &errOut})
-	if code != ExitPrecondition {
-		t.Fatalf("exit %d, want %d; stderr: %s", code, ExitPrecondition, errOut.String())
+	if code != fail.CodePrecondition {
+		t.Fatalf("exit %d, want %d; stderr: %s", code, fail.CodePrecondition, errOut.String())
 	}
 	msg := strings.TrimRight(errOut.String(), "\n")
 	if strings.Contains(msg, "\n") {
@@ -93,18 +94,18 @@ func TestStatusWithoutIMDS(t *testing.T) {
 func TestMainUsage(t *testing.T) {
 	var out, errOut strings.Builder
 	e := Env{Getenv: mapEnv(nil), Stdout: &out, Stderr: &errOut}
-	if code := Main(context.Background(), nil, e); code != ExitUsage {
-		t.Errorf("no command: exit %d, want %d", code, ExitUsage)
+	if code := Main(context.Background(), nil, e); code != fail.CodeUsage {
+		t.Errorf("no command: exit %d, want %d", code, fail.CodeUsage)
 	}
-	if code := Main(context.Background(), []string{"frobnicate"}, e); code != ExitUsage {
-		t.Errorf("unknown command: exit %d, want %d", code, ExitUsage)
+	if code := Main(context.Background(), []string{"frobnicate"}, e); code != fail.CodeUsage {
+		t.Errorf("unknown command: exit %d, want %d", code, fail.CodeUsage)
 	}
 	errOut.Reset()
-	if code := Main(context.Background(), []string{"status", "--log-format", "xml"}, e); code != ExitUsage || !strings.Contains(errOut.String(), "--log-format") {
+	if code := Main(context.Background(), []string{"status", "--log-format", "xml"}, e); code != fail.CodeUsage || !strings.Contains(errOut.String(), "--log-format") {
 		t.Errorf("bad flag value: exit %d, stderr %q", code, errOut.String())
 	}
 	out.Reset()
-	if code := Main(context.Background(), []string{"version"}, e); code != ExitOK || !strings.HasPrefix(out.String(), "handover ") {
+	if code := Main(context.Background(), []string{"version"}, e); code != fail.CodeOK || !strings.HasPrefix(out.String(), "handover ") {
 		t.Errorf("version: exit %d, out %q", code, out.String())
 	}
 }

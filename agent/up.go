@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/handover/handover/imds"
+	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
+	"github.com/handover/handover/internal/wait"
 )
 
 // `handover up` converges this instance: identity, lock, Auto Scaling policy check, Elastic IP, volumes,
@@ -102,52 +105,52 @@ func (c *upConfig) validate() error {
 	s := c.Shape
 	minSize, ok := minSizeGiB[s.Type]
 	if !ok {
-		return usageErr(fmt.Sprintf("--type %q: want gp3, gp2, io1, io2, st1, sc1 or standard", s.Type))
+		return fail.Usage(fmt.Sprintf("--type %q: want gp3, gp2, io1, io2, st1, sc1 or standard", s.Type))
 	}
 	if s.SizeGiB < minSize || s.SizeGiB > 65536 {
-		return usageErr(fmt.Sprintf("--size %d: a %s volume takes %d to 65536 GiB", s.SizeGiB, s.Type, minSize))
+		return fail.Usage(fmt.Sprintf("--size %d: a %s volume takes %d to 65536 GiB", s.SizeGiB, s.Type, minSize))
 	}
 	switch {
 	case s.IOPS < 0:
-		return usageErr(fmt.Sprintf("--iops %d: must be positive", s.IOPS))
+		return fail.Usage(fmt.Sprintf("--iops %d: must be positive", s.IOPS))
 	case s.IOPS > 0 && s.Type != "gp3" && s.Type != "io1" && s.Type != "io2":
-		return usageErr(fmt.Sprintf("--iops: %s volumes have no provisioned IOPS (use --type gp3, io1 or io2)", s.Type))
+		return fail.Usage(fmt.Sprintf("--iops: %s volumes have no provisioned IOPS (use --type gp3, io1 or io2)", s.Type))
 	case s.IOPS == 0 && (s.Type == "io1" || s.Type == "io2"):
-		return usageErr(fmt.Sprintf("--type %s needs --iops", s.Type))
+		return fail.Usage(fmt.Sprintf("--type %s needs --iops", s.Type))
 	case s.Throughput < 0:
-		return usageErr(fmt.Sprintf("--throughput %d: must be positive", s.Throughput))
+		return fail.Usage(fmt.Sprintf("--throughput %d: must be positive", s.Throughput))
 	case s.Throughput > 0 && s.Type != "gp3":
-		return usageErr(fmt.Sprintf("--throughput: only gp3 volumes take it, not %s", s.Type))
+		return fail.Usage(fmt.Sprintf("--throughput: only gp3 volumes take it, not %s", s.Type))
 	case s.KMSKeyID != "" && !s.Encrypted:
-		return usageErr("--kms-key-id needs --encrypted")
+		return fail.Usage("--kms-key-id needs --encrypted")
 	}
 	if c.FS != "ext4" && c.FS != "xfs" {
-		return usageErr(fmt.Sprintf("--fs %q: want ext4 or xfs", c.FS))
+		return fail.Usage(fmt.Sprintf("--fs %q: want ext4 or xfs", c.FS))
 	}
 	if c.LaunchHook != "" && !launchHookRE.MatchString(c.LaunchHook) {
-		return usageErr(fmt.Sprintf("--launch-hook %q: a lifecycle hook name uses letters, digits, '-', '_' and '/'", c.LaunchHook))
+		return fail.Usage(fmt.Sprintf("--launch-hook %q: a lifecycle hook name uses letters, digits, '-', '_' and '/'", c.LaunchHook))
 	}
 	if c.NetworkInterface != "" && !eniRE.MatchString(c.NetworkInterface) {
-		return usageErr(fmt.Sprintf("--network-interface %q: want a network interface ID such as eni-0123456789abcdef0", c.NetworkInterface))
+		return fail.Usage(fmt.Sprintf("--network-interface %q: want a network interface ID such as eni-0123456789abcdef0", c.NetworkInterface))
 	}
 	if c.PrivateIP != "" {
 		if ip := net.ParseIP(c.PrivateIP); ip == nil || ip.To4() == nil {
-			return usageErr(fmt.Sprintf("--private-ip %q: want an IPv4 address", c.PrivateIP))
+			return fail.Usage(fmt.Sprintf("--private-ip %q: want an IPv4 address", c.PrivateIP))
 		}
 	}
 	if c.Timeout <= 0 {
-		return usageErr(fmt.Sprintf("--timeout %s: must be positive", c.Timeout))
+		return fail.Usage(fmt.Sprintf("--timeout %s: must be positive", c.Timeout))
 	}
 	if c.ReleaseTimeout <= 0 {
-		return usageErr(fmt.Sprintf("--release-timeout %s: must be positive", c.ReleaseTimeout))
+		return fail.Usage(fmt.Sprintf("--release-timeout %s: must be positive", c.ReleaseTimeout))
 	}
 	for name, p := range map[string]string{"--lock-file": c.LockFile, "--dev-dir": c.DevDir, "--sys-dir": c.SysDir} {
 		if !filepath.IsAbs(p) {
-			return usageErr(fmt.Sprintf("%s %q: must be an absolute path", name, p))
+			return fail.Usage(fmt.Sprintf("%s %q: must be an absolute path", name, p))
 		}
 	}
 	if c.UnitDir != unitDirNone && !filepath.IsAbs(c.UnitDir) {
-		return usageErr(fmt.Sprintf("--unit-dir %q: must be an absolute path, or none", c.UnitDir))
+		return fail.Usage(fmt.Sprintf("--unit-dir %q: must be an absolute path, or none", c.UnitDir))
 	}
 	return nil
 }
@@ -174,7 +177,7 @@ type upRun struct {
 
 // stepDone logs the one line each step ends with.
 func (r *upRun) stepDone(step string, attrs ...any) {
-	r.log.Info(step+" done", append([]any{keyStep, step, keyElapsed, time.Since(r.start).Round(time.Millisecond).String()}, attrs...)...)
+	r.log.Info(step+" done", append([]any{logkey.Step, step, logkey.Elapsed, time.Since(r.start).Round(time.Millisecond).String()}, attrs...)...)
 }
 
 func (r *upRun) enter(step string) {
@@ -229,9 +232,9 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	}
 
 	r.enter("lock")
-	lock, err := lockInstance(ctx, r.cfg.LockFile, time.Until(deadline(ctx)))
+	lock, err := lockInstance(ctx, r.cfg.LockFile, time.Until(wait.Deadline(ctx)))
 	if errors.Is(err, context.DeadlineExceeded) && parent.Err() == nil {
-		return &Error{Code: ExitFailed, Msg: fmt.Sprintf("another handover up or down held %s for all of --timeout %s; let it finish, then rerun", r.cfg.LockFile, r.cfg.Timeout), Err: err}
+		return &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("another handover up or down held %s for all of --timeout %s; let it finish, then rerun", r.cfg.LockFile, r.cfg.Timeout), Err: err}
 	}
 	if err != nil {
 		return r.explain(parent, err)
@@ -260,7 +263,7 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 			// cancelled) is interrupted rather than failed: the hook's own timeout decides then.
 			actx, acancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
 			if _, cerr := hook.complete(actx, hookAbandon); cerr != nil {
-				r.log.Error("could not abandon the launch lifecycle action", keyStep, "lifecycle", "error", cerr.Error())
+				r.log.Error("could not abandon the launch lifecycle action", logkey.Step, "lifecycle", "error", cerr.Error())
 			}
 			acancel()
 		}
@@ -285,18 +288,9 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 		r.stepDone("lifecycle", "hook", hook.hook)
 	}
 	res.Took = time.Since(r.start)
-	r.log.Info("up done", keyStep, "up", keyElapsed, res.Took.Round(time.Millisecond).String())
+	r.log.Info("up done", logkey.Step, "up", logkey.Elapsed, res.Took.Round(time.Millisecond).String())
 	printUpResult(e.Stdout, res)
 	return nil
-}
-
-// deadline returns ctx's deadline (every up context has one).
-func deadline(ctx context.Context) time.Time {
-	d, ok := ctx.Deadline()
-	if !ok {
-		return time.Now().Add(time.Hour)
-	}
-	return d
 }
 
 // explain turns the command's own deadline running out into a line that names the step and the flag.
@@ -305,7 +299,7 @@ func (r *upRun) explain(parent context.Context, err error) error {
 		return nil
 	}
 	if errors.Is(err, context.DeadlineExceeded) && parent.Err() == nil {
-		return &Error{Code: ExitFailed, Msg: fmt.Sprintf("up did not finish within --timeout %s (it was at step %q); rerun to carry on, or raise --timeout", r.cfg.Timeout, r.current()), Err: err}
+		return &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("up did not finish within --timeout %s (it was at step %q); rerun to carry on, or raise --timeout", r.cfg.Timeout, r.current()), Err: err}
 	}
 	return err
 }
@@ -333,7 +327,7 @@ func (r *upRun) identify(ctx context.Context, f *flags, getenv func(string) stri
 	// https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-tagging.html
 	var tags map[string]string
 	var from string
-	err = poll(ctx, r.log, waitSpec{What: "instance tag " + tagGroup, Bound: groupTagBound, Step: "identity"}, func(ctx context.Context) (bool, string, error) {
+	err = poll(ctx, r.log, wait.Spec{What: "instance tag " + tagGroup, Bound: groupTagBound, Step: "identity"}, func(ctx context.Context) (bool, string, error) {
 		t, src, err := instanceTags(ctx, md, ec2c, id.InstanceID)
 		if err != nil {
 			return false, "", err
@@ -341,14 +335,14 @@ func (r *upRun) identify(ctx context.Context, f *flags, getenv func(string) stri
 		tags, from = t, src
 		return f.isSet("group") || t[tagGroup] != "", "no " + tagGroup + " tag yet", nil
 	})
-	if err != nil && !errors.Is(err, errWaitTimeout) {
+	if err != nil && !errors.Is(err, wait.ErrTimeout) {
 		return err
 	}
 	if err := f.applyTags(tags); err != nil {
 		return err
 	}
 	if f.Common.Group == "" {
-		return preconditionErr(fmt.Sprintf("instance %s has no %s tag (read from %s) and no --group was given: tag the group's instances (a group tag with PropagateAtLaunch) or pass --group", id.InstanceID, tagGroup, from), nil)
+		return fail.Precondition(fmt.Sprintf("instance %s has no %s tag (read from %s) and no --group was given: tag the group's instances (a group tag with PropagateAtLaunch) or pass --group", id.InstanceID, tagGroup, from), nil)
 	}
 	if err := f.Common.validate(); err != nil {
 		return err
@@ -359,8 +353,8 @@ func (r *upRun) identify(ctx context.Context, f *flags, getenv func(string) stri
 	r.group = f.Common.Group
 	r.cfg.Volumes = r.cfg.Volumes.orDefault()
 	// claimAddress adds the instance itself; everything else gets it here.
-	r.addrLog = r.log.With(keyAZ, id.AvailabilityZone, "group", r.group)
-	r.log = r.addrLog.With(keyInstance, id.InstanceID)
+	r.addrLog = r.log.With(logkey.AZ, id.AvailabilityZone, "group", r.group)
+	r.log = r.addrLog.With(logkey.Instance, id.InstanceID)
 	r.log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
 	r.stepDone("identity", "tags_from", from)
 	return nil
@@ -378,7 +372,7 @@ func (r *upRun) launchAction(ctx context.Context) (*lifecycleAction, error) {
 		if r.cfg.LaunchHook != "" {
 			hook = &lifecycleAction{as: r.clients.AutoScaling, log: r.log, kind: launchHookKind, asgName: m.ASGName, hook: r.cfg.LaunchHook, instanceID: r.me.InstanceID}
 		} else {
-			r.log.Warn("this instance waits in Pending:Wait but no --launch-hook was given: the group waits for the hook's timeout", keyStep, "asg", "asg", m.ASGName)
+			r.log.Warn("this instance waits in Pending:Wait but no --launch-hook was given: the group waits for the hook's timeout", logkey.Step, "asg", "asg", m.ASGName)
 		}
 	}
 	r.stepDone("asg", "asg", orDash(m.ASGName), "lifecycle_state", orDash(m.LifecycleState), "hook_pending", hook != nil)
@@ -390,7 +384,7 @@ func (r *upRun) launchAction(ctx context.Context) (*lifecycleAction, error) {
 		if hook != nil && !r.cfg.NoComplete {
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			if _, cerr := hook.complete(actx, hookAbandon); cerr != nil {
-				r.log.Error("could not abandon the launch lifecycle action", keyStep, "lifecycle", "error", cerr.Error())
+				r.log.Error("could not abandon the launch lifecycle action", logkey.Step, "lifecycle", "error", cerr.Error())
 			}
 			cancel()
 		}
@@ -416,7 +410,7 @@ func (r *upRun) converge(ctx context.Context) (upResult, error) {
 	if err != nil {
 		return res, err
 	}
-	r.stepDone("address", keyAllocation, claim.Address.AllocationID, "public_ip", claim.Address.PublicIP, "action", claim.Action)
+	r.stepDone("address", logkey.Allocation, claim.Address.AllocationID, "public_ip", claim.Address.PublicIP, "action", claim.Action)
 
 	r.enter("volumes")
 	n := len(r.cfg.Volumes)
@@ -472,7 +466,7 @@ func firstError(errs []error) error {
 	if first == nil || len(rest) == 0 {
 		return first
 	}
-	return &Error{Code: ExitCode(first), Msg: first.Error() + "; also: " + strings.Join(rest, "; "), Err: first}
+	return &fail.Error{Code: ExitCode(first), Msg: first.Error() + "; also: " + strings.Join(rest, "; "), Err: first}
 }
 
 // bringVolume makes one slot's volume attached here and, unless --no-mount, waits for its device.
@@ -485,7 +479,7 @@ func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*slotRun, err
 	if err := s.converge(ctx); err != nil {
 		return s, err
 	}
-	r.stepDone("volume", "slot", spec.Slot, keyVolume, s.res.Volume.ID, "how", s.res.How)
+	r.stepDone("volume", "slot", spec.Slot, logkey.Volume, s.res.Volume.ID, "how", s.res.How)
 	if r.cfg.NoMount {
 		return s, nil
 	}
@@ -494,7 +488,7 @@ func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*slotRun, err
 		return s, err
 	}
 	s.res.Device = dev
-	r.stepDone("device", "slot", spec.Slot, keyVolume, s.res.Volume.ID, "device", dev)
+	r.stepDone("device", "slot", spec.Slot, logkey.Volume, s.res.Volume.ID, "device", dev)
 	return s, nil
 }
 
@@ -509,7 +503,7 @@ func (r *upRun) finishSlot(ctx context.Context, s *slotRun) error {
 		if err != nil {
 			return err
 		}
-		r.stepDone("mount", "slot", spec.Slot, keyVolume, s.res.Volume.ID, "mount_point", spec.MountPoint, "fs", fsr.Type, "uuid", fsr.UUID)
+		r.stepDone("mount", "slot", spec.Slot, logkey.Volume, s.res.Volume.ID, "mount_point", spec.MountPoint, "fs", fsr.Type, "uuid", fsr.UUID)
 	}
 	s.retire(ctx, r.cfg.DeleteSuperseded) // housekeeping: failures are warnings, not a failed up
 	if len(s.res.Superseded)+len(s.res.Deleted) > 0 {

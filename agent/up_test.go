@@ -23,6 +23,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
 
@@ -205,7 +206,7 @@ func tagOf(tags []ec2types.Tag, key string) string {
 // mustSucceed fails the test unless the run exited 0.
 func mustSucceed(t *testing.T, res agentResult) {
 	t.Helper()
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		t.Fatalf("up exited %d\nstdout:\n%s\nstderr:\n%s", res.code, res.stdout, res.stderr)
 	}
 }
@@ -444,7 +445,7 @@ func TestUpRefusesToFormatRestoredVolume(t *testing.T) {
 
 	id := w.runInstance("us-east-1b", groupTags, true)
 	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id)...)
-	mustExit(t, res, ExitPrecondition, "no filesystem", "refusing to format")
+	mustExit(t, res, fail.CodePrecondition, "no filesystem", "refusing to format")
 
 	var restored ec2types.Volume
 	for _, v := range w.slotVolumes() {
@@ -507,7 +508,7 @@ func TestUpElasticIP(t *testing.T) {
 		id := w.runInstance("us-east-1b", groupTags, true)
 		w.sim.ResetCalls()
 		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--release-timeout", "1s")...)
-		mustExit(t, res, ExitFenced, live, "--takeover")
+		mustExit(t, res, fail.CodeFenced, live, "--takeover")
 		if h := w.addressHolder(alloc); h != live {
 			t.Errorf("holder %s after a refused claim, want %s", h, live)
 		}
@@ -526,7 +527,7 @@ func TestUpElasticIP(t *testing.T) {
 		a1, a2 := w.allocateAddress(testGroup), w.allocateAddress(testGroup)
 		id := w.runInstance("us-east-1a", groupTags, true)
 		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
-		mustExit(t, res, ExitPrecondition, a1, a2, "exactly one")
+		mustExit(t, res, fail.CodePrecondition, a1, a2, "exactly one")
 		if len(w.slotVolumes()) != 0 {
 			t.Error("a volume was created although the address was ambiguous")
 		}
@@ -718,7 +719,7 @@ func TestUpLaunchHook(t *testing.T) {
 		w.allocateAddress(testGroup)
 		id := w.launchGroup("orders-asg", nil)
 		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--launch-hook", "launch", "--require-data")...)
-		mustExit(t, res, ExitPrecondition, "--require-data")
+		mustExit(t, res, fail.CodePrecondition, "--require-data")
 		if s := w.lifecycleState(id); s != "" && !strings.HasPrefix(s, "Terminating") {
 			t.Errorf("lifecycle state after a failed up: %s, want Terminating (abandoned)", s)
 		}
@@ -731,7 +732,7 @@ func TestUpLaunchHook(t *testing.T) {
 		w.allocateAddress(testGroup)
 		id := w.launchGroup("orders-asg", nil)
 		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--launch-hook", "lanch")...)
-		mustExit(t, res, ExitUsage, "--launch-hook lanch", "no hook named lanch on group orders-asg", "its hooks: launch (autoscaling:EC2_INSTANCE_LAUNCHING)")
+		mustExit(t, res, fail.CodeUsage, "--launch-hook lanch", "no hook named lanch on group orders-asg", "its hooks: launch (autoscaling:EC2_INSTANCE_LAUNCHING)")
 		if s := w.lifecycleState(id); s != "Pending:Wait" {
 			t.Errorf("lifecycle state after up with a wrong hook name: %s, want Pending:Wait", s)
 		}
@@ -747,7 +748,7 @@ func TestUpLaunchHook(t *testing.T) {
 			t.Fatal(err)
 		}
 		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--launch-hook", "terminate")...)
-		mustExit(t, res, ExitUsage, "--launch-hook terminate", "is for autoscaling:EC2_INSTANCE_TERMINATING")
+		mustExit(t, res, fail.CodeUsage, "--launch-hook terminate", "is for autoscaling:EC2_INSTANCE_TERMINATING")
 	})
 	t.Run("--no-complete leaves it pending", func(t *testing.T) {
 		w := newTestRegion(t)
@@ -767,7 +768,7 @@ func TestUpRefusesLaunchBeforeTerminate(t *testing.T) {
 	alloc := w.allocateAddress(testGroup)
 	id := w.launchGroup("orders-asg", &astypes.InstanceMaintenancePolicy{MinHealthyPercentage: aws.Int32(100), MaxHealthyPercentage: aws.Int32(200)})
 	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--launch-hook", "launch")...)
-	mustExit(t, res, ExitPrecondition, "MinHealthyPercentage=100", "update-auto-scaling-group", "MinHealthyPercentage=0")
+	mustExit(t, res, fail.CodePrecondition, "MinHealthyPercentage=100", "update-auto-scaling-group", "MinHealthyPercentage=0")
 	if h := w.addressHolder(alloc); h != "" {
 		t.Errorf("the address went to %s", h)
 	}
@@ -807,14 +808,14 @@ func TestUpBadFlags(t *testing.T) {
 		code := Main(ctx, append([]string{"up"}, tc.args...), Env{Getenv: mapEnv(nil), Stdout: &stdout, Stderr: &stderr})
 		cancel()
 		msg := strings.TrimRight(stderr.String(), "\n")
-		if code != ExitUsage || strings.Contains(msg, "\n") || !strings.Contains(msg, tc.want) {
+		if code != fail.CodeUsage || strings.Contains(msg, "\n") || !strings.Contains(msg, tc.want) {
 			t.Errorf("up %v: exit %d, stderr %q; want exit 2 and one line naming %s", tc.args, code, msg, tc.want)
 		}
 	}
 	// From the environment, the error names the variable.
 	var stderr bytes.Buffer
 	code := Main(context.Background(), []string{"up"}, Env{Getenv: mapEnv(map[string]string{"HANDOVER_FS": "zfs"}), Stdout: io.Discard, Stderr: &stderr})
-	if code != ExitUsage || !strings.Contains(stderr.String(), "--fs") {
+	if code != fail.CodeUsage || !strings.Contains(stderr.String(), "--fs") {
 		t.Errorf("HANDOVER_FS=zfs: exit %d, %q", code, stderr.String())
 	}
 }
@@ -853,7 +854,7 @@ func TestStatusShowsEC2SideAndPlan(t *testing.T) {
 	mustSucceed(t, w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...))
 
 	res := w.runAgent(w.ctx(), id, nil, "status", "--json", "--volume", "data:/dev/sdf:"+w.mountPoint(id))
-	if res.code != ExitOK {
+	if res.code != fail.CodeOK {
 		t.Fatalf("status exited %d: %s", res.code, res.stderr)
 	}
 	var st struct {
@@ -911,7 +912,7 @@ func TestUpWithoutGroup(t *testing.T) {
 	w := newTestRegion(t)
 	id := w.runInstance("us-east-1a", map[string]string{"Name": "db"}, true)
 	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
-	mustExit(t, res, ExitPrecondition, tagGroup, "--group")
+	mustExit(t, res, fail.CodePrecondition, tagGroup, "--group")
 }
 
 // TestUpWaitsForTheInstanceLock: while another up or down holds the lock, up waits; past --timeout it
@@ -927,7 +928,7 @@ func TestUpWaitsForTheInstanceLock(t *testing.T) {
 	}
 	w.sim.ResetCalls()
 	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--timeout", "1s")...)
-	mustExit(t, res, ExitFailed, lockPath)
+	mustExit(t, res, fail.CodeFailed, lockPath)
 	if m := w.mutatingCalls(); len(m) != 0 {
 		t.Errorf("up made mutating calls %v without the lock", m)
 	}
@@ -1010,7 +1011,7 @@ func TestUpRefusesUsedBlankVolumeWithoutFilesystem(t *testing.T) {
 	img.Close()
 	id := w.runInstance("us-east-1a", groupTags, true)
 	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id)...)
-	mustExit(t, res, ExitPrecondition, vol, "holds data", "refusing to format")
+	mustExit(t, res, fail.CodePrecondition, vol, "holds data", "refusing to format")
 	env := w.agentEnv(id, nil)
 	dev, _, err := findVolumeDevice(env("HANDOVER_DEV_DIR"), env("HANDOVER_SYS_DIR"), vol)
 	if err != nil || dev == "" {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/handover/handover/imds"
+	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
 )
 
 // `handover watch` runs for the life of the instance (the packaged handover-watch.service). It polls
@@ -134,10 +136,10 @@ func (c *watchConfig) validate() error {
 		return err
 	}
 	if c.PollInterval <= 0 {
-		return usageErr(fmt.Sprintf("--poll-interval %s: must be positive", c.PollInterval))
+		return fail.Usage(fmt.Sprintf("--poll-interval %s: must be positive", c.PollInterval))
 	}
 	if !filepath.IsAbs(c.StateFile) {
-		return usageErr(fmt.Sprintf("--state-file %q: must be an absolute path", c.StateFile))
+		return fail.Usage(fmt.Sprintf("--state-file %q: must be an absolute path", c.StateFile))
 	}
 	return nil
 }
@@ -166,12 +168,12 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 		monitors = append(monitors, rebalanceMonitor{md: in.md})
 	}
 	dryRun := f.Common.DryRun
-	w := newWatcher(log.With(keyInstance, in.id.InstanceID), monitors, cfg.PollInterval, state, dryRun,
+	w := newWatcher(log.With(logkey.Instance, in.id.InstanceID), monitors, cfg.PollInterval, state, dryRun,
 		func(ctx context.Context, n notice) error {
 			rep, err := in.down(ctx, log, cfg.Down, n.Occ, dryRun)
 			rep.print(e.Stdout)
 			if err == nil && rep.PreStopErr != nil {
-				log.Error("handed over, but the pre-stop command failed, so no snapshot is marked consistent; fix the command", keyStep, "watch", "error", rep.PreStopErr.Error())
+				log.Error("handed over, but the pre-stop command failed, so no snapshot is marked consistent; fix the command", logkey.Step, "watch", "error", rep.PreStopErr.Error())
 			}
 			return err
 		})
@@ -196,7 +198,7 @@ type watcher struct {
 
 func newWatcher(log *slog.Logger, monitors []monitor, every time.Duration, state *watchState, dryRun bool, handle func(context.Context, notice) error) *watcher {
 	return &watcher{
-		log: log.With(keyStep, "watch"), monitors: monitors, every: every, state: state, dryRun: dryRun, handle: handle,
+		log: log.With(logkey.Step, "watch"), monitors: monitors, every: every, state: state, dryRun: dryRun, handle: handle,
 		last: map[string]string{}, failing: map[string]bool{}, retryAt: map[string]time.Time{}, attempts: map[string]int{}, quiet: map[string]bool{},
 	}
 }
@@ -353,11 +355,11 @@ func loadWatchState(log *slog.Logger, path, instanceID string) (*watchState, err
 		if rerr := os.Rename(path, aside); rerr != nil {
 			return nil, fmt.Errorf("state file %s is not valid JSON (%v) and could not be moved aside: %w", path, err, rerr)
 		}
-		log.Warn("state file was not valid JSON; moved aside, starting with no recorded events", keyStep, "watch", "moved_to", aside, "error", err.Error())
+		log.Warn("state file was not valid JSON; moved aside, starting with no recorded events", logkey.Step, "watch", "moved_to", aside, "error", err.Error())
 		return s, nil
 	}
 	if got.InstanceID != instanceID {
-		log.Info("state file belongs to another instance; starting with no recorded events", keyStep, "watch", "file_instance", orDash(got.InstanceID))
+		log.Info("state file belongs to another instance; starting with no recorded events", logkey.Step, "watch", "file_instance", orDash(got.InstanceID))
 		return s, nil
 	}
 	if got.Events != nil {

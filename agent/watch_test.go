@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/handover/handover/imds"
+	"github.com/handover/handover/internal/fail"
 )
 
 // scriptedMonitor answers observe from a script, repeating its last step.
@@ -151,7 +152,7 @@ func TestWatcherRetriesAFailedDown(t *testing.T) {
 	handle := func(_ context.Context, n notice) error {
 		calls = append(calls, n.Occ.Key)
 		if len(calls) == 1 {
-			return &Error{Code: ExitFailed, Msg: "CreateSnapshot throttled"}
+			return &fail.Error{Code: fail.CodeFailed, Msg: "CreateSnapshot throttled"}
 		}
 		return nil
 	}

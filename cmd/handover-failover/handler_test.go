@@ -18,6 +18,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/handover/handover/agent"
+	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
 
@@ -374,7 +375,7 @@ func TestStandbyTerminatedIsAnErrorThatSaysWhatToDo(t *testing.T) {
 		t.Fatal("no error: Lambda would report success and nobody would look")
 	}
 	want := "the standby of group db, " + w.standby + ", is terminated: launch a new standby"
-	if !strings.Contains(err.Error(), want) || agent.ExitCode(err) != agent.ExitPrecondition {
+	if !strings.Contains(err.Error(), want) || agent.ExitCode(err) != fail.CodePrecondition {
 		t.Errorf("error %q (exit %d), want %q (exit 3)", err, agent.ExitCode(err), want)
 	}
 }

@@ -14,18 +14,19 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/handover/handover/agent"
+	"github.com/handover/handover/internal/fail"
 )
 
 func main() {
 	cfg, err := loadConfig(os.Getenv)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "handover-failover: "+err.Error())
-		os.Exit(agent.ExitUsage)
+		os.Exit(fail.CodeUsage)
 	}
 	clients, err := agent.NewClients(context.Background(), os.Getenv, os.Getenv("AWS_REGION"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "handover-failover: "+err.Error())
-		os.Exit(agent.ExitFailed)
+		os.Exit(fail.CodeFailed)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	h := &handler{cfg: cfg, clients: clients, log: log, now: time.Now}

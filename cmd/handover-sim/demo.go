@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handover/handover/agent"
+	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
 
@@ -359,7 +360,7 @@ func (d *demoRun) up(ctx context.Context, s *demoStep, id string) error {
 	d.upDone = time.Now()
 	d.printIndented(run.stdout.String())
 	s.sub = upSteps(run.log.records())
-	if code != agent.ExitOK {
+	if code != fail.CodeOK {
 		return fmt.Errorf("handover up on %s exited %d:\n%s", id, code, run.log.String())
 	}
 	return nil
@@ -613,7 +614,7 @@ func (d *demoRun) waitTerminated(ctx context.Context, s *demoStep) error {
 	s.end = time.Now()
 	code := d.watch.stop()
 	fmt.Fprintf(d.out, "    %s terminated; its handover watch stopped (exit %d)\n", d.first, code)
-	if code != agent.ExitOK {
+	if code != fail.CodeOK {
 		return fmt.Errorf("handover watch exited %d:\n%s", code, d.watch.log.String())
 	}
 	return nil
