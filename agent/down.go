@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	"github.com/handover/handover/host"
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/internal/logkey"
@@ -82,7 +83,7 @@ type downConfig struct {
 // addFlags declares down's flags on f.
 func (c *downConfig) addFlags(f *flags) {
 	f.fs.Var(&c.Volumes, "volume", "SLOT:DEVICE:MOUNTPOINT[:options], repeatable (default data:/dev/sdf:/data)")
-	f.fs.StringVar(&c.LockFile, "lock-file", defaultLockFile, "lock shared with up and snapshot, so that they never run at once")
+	f.fs.StringVar(&c.LockFile, "lock-file", host.DefaultLockFile, "lock shared with up and snapshot, so that they never run at once")
 	f.fs.StringVar(&c.PreStop, "pre-stop", "", "command that stops the service writing the data, e.g. 'systemctl stop postgresql' (split on spaces, no shell)")
 	f.fs.BoolVar(&c.PreStopShell, "pre-stop-shell", false, "run --pre-stop through /bin/sh -c (for quoting, pipes, &&)")
 	f.fs.DurationVar(&c.PreStopTimeout, "pre-stop-timeout", time.Minute, "bound on the pre-stop command; then its process group is killed and the snapshot is not marked consistent")
@@ -161,9 +162,7 @@ type thisInstance struct {
 	md      *imds.Client
 	clients *Clients
 	group   string
-	devDir  string // --dev-dir: where block devices appear
-	sysDir  string // --sys-dir
-	fsys    fsCalls
+	host    *host.Linux // this machine: --dev-dir, --sys-dir and the calls that can hang
 }
 
 // openThisInstance starts down, watch and snapshot: it parses args into f, checks the options (validate,
@@ -206,15 +205,15 @@ func openThisInstance(ctx context.Context, e Env, f *flags, args []string, valid
 		return nil, nil, fail.Precondition(fmt.Sprintf("instance %s has no %s tag: tag it through the group's launch template, or pass --group", id.InstanceID, tagGroup), nil)
 	}
 	log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
-	return log, &thisInstance{id: id, md: md, clients: clients, group: f.Common.Group, fsys: hostFSCalls}, nil
+	return log, &thisInstance{id: id, md: md, clients: clients, group: f.Common.Group}, nil
 }
 
 func runDown(ctx context.Context, e Env, args []string) error {
-	return downCommand(ctx, e, args, hostFSCalls)
+	return downCommand(ctx, e, args, host.FSCalls{})
 }
 
 // downCommand is `handover down` with the filesystem calls fsys (tests substitute ones that block).
-func downCommand(ctx context.Context, e Env, args []string, fsys fsCalls) error {
+func downCommand(ctx context.Context, e Env, args []string, calls host.FSCalls) error {
 	f := newFlags("down", e.Getenv, e.Stderr, 10*time.Second)
 	f.dryRun()
 	var cfg downConfig
@@ -224,7 +223,7 @@ func downCommand(ctx context.Context, e Env, args []string, fsys fsCalls) error 
 		return err
 	}
 	cfg.applyDefaults()
-	in.devDir, in.sysDir, in.fsys = cfg.DevDir, cfg.SysDir, fsys
+	in.host = &host.Linux{DevDir: cfg.DevDir, SysDir: cfg.SysDir, Calls: calls}
 	occ := occasionFromMetadata(ctx, log, in.md, in.id.InstanceID)
 	rep, err := in.down(ctx, log, cfg, occ, f.Common.DryRun)
 	rep.print(e.Stdout)
@@ -286,7 +285,7 @@ type slotRelease struct {
 	AttachTime time.Time
 	AttachSt   string       // attaching, attached, detaching
 	Device     string       // block device on this instance; "" when not visible
-	Mounts     []mountEntry // where Device is mounted, before down
+	Mounts     []host.Mount // where Device is mounted, before down
 
 	Existing *slotSnapshot // a snapshot this down took already (rerun)
 
@@ -504,7 +503,7 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 		if work.Err() == nil || parent.Err() != nil {
 			return rep, err
 		}
-		var unfinished *unfinishedError
+		var unfinished *host.UnfinishedError
 		if errors.As(err, &unfinished) {
 			step = unfinished.Step
 		}
@@ -535,11 +534,11 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 			"the replacement restores the newest snapshot; look for a hung device (dmesg) on this instance")
 	}
 
-	lock, err := lockInstance(work, cfg.LockFile, bound)
+	lock, err := in.host.Lock(work, cfg.LockFile, bound)
 	if err != nil {
 		return failed("lock", err)
 	}
-	defer lock.unlock()
+	defer lock.Unlock()
 	if slots, err = observe(work); err != nil {
 		return failed("observe", err)
 	}
@@ -551,12 +550,12 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 		if dl, ok := work.Deadline(); ok && spot {
 			ptimeout = min(ptimeout, time.Until(dl)/2) // leave the other half for the snapshot
 		}
-		rep.PreStopErr = runPreStop(work, log, preStopSpec{Command: cfg.PreStop, Shell: cfg.PreStopShell, Timeout: ptimeout})
+		rep.PreStopErr = in.host.RunPreStop(work, log, host.PreStop{Command: cfg.PreStop, Shell: cfg.PreStopShell, Timeout: ptimeout})
 		if rep.PreStopErr != nil && work.Err() != nil {
 			return failed("pre-stop", rep.PreStopErr)
 		}
 	}
-	if err := syncAll(work, log, in.fsys); err != nil {
+	if err := in.host.Sync(work, log); err != nil {
 		return failed("sync", err)
 	}
 
@@ -602,7 +601,7 @@ type overrun struct {
 // step and why, what the command still did (outcomes), and what to do.
 func pastBound(o overrun, outcomes []string, advice string) error {
 	why := o.Cause.Error()
-	var unfinished *unfinishedError
+	var unfinished *host.UnfinishedError
 	if errors.As(o.Cause, &unfinished) {
 		why = unfinished.What + " did not return"
 	}
@@ -711,7 +710,7 @@ func (in *thisInstance) findSlotVolumes(ctx context.Context, log *slog.Logger, s
 			vlog.Info("volume already being detached: handed over by an earlier run", logkey.Step, "volumes")
 			continue
 		}
-		dev, seen, err := findVolumeDevice(in.devDir, in.sysDir, s.Volume.ID)
+		dev, seen, err := in.host.FindVolumeDevice(s.Volume.ID)
 		switch {
 		case err != nil:
 			vlog.Warn("block device not usable; treating it as not visible", logkey.Step, "volumes", "error", err.Error())
@@ -721,7 +720,7 @@ func (in *thisInstance) findSlotVolumes(ctx context.Context, log *slog.Logger, s
 		if dev == "" {
 			continue
 		}
-		if mounts, err := mountsOfDevice(dev); err != nil {
+		if mounts, err := in.host.MountsOf(dev); err != nil {
 			vlog.Warn("cannot tell where the device is mounted; treating it as not visible", logkey.Step, "volumes", "device", dev, "error", err.Error())
 		} else {
 			s.Device, s.Mounts = dev, mounts
@@ -849,7 +848,7 @@ func (in *thisInstance) snapshotStill(ctx context.Context, log *slog.Logger, slo
 		vlog := log.With(logkey.Volume, s.Volume.ID, "slot", s.Spec.Slot)
 		if s.Device != "" {
 			// Read the mounts again: the pre-stop command may have unmounted the filesystem itself.
-			mounts, err := mountsOfDevice(s.Device)
+			mounts, err := in.host.MountsOf(s.Device)
 			if err != nil {
 				return err
 			}
@@ -864,8 +863,8 @@ func (in *thisInstance) snapshotStill(ctx context.Context, log *slog.Logger, slo
 		case len(mps) == 0:
 			s.Still = "not mounted"
 		case st.Release == releaseUnmount:
-			var unfinished *unfinishedError
-			if err := unmountAll(ctx, vlog, in.fsys, s.Mounts); errors.As(err, &unfinished) {
+			var unfinished *host.UnfinishedError
+			if err := in.host.Unmount(ctx, vlog, s.Mounts); errors.As(err, &unfinished) {
 				return err
 			} else if err != nil {
 				vlog.Warn("could not unmount; freezing for the snapshot instead, and leaving the volume attached", logkey.Step, "release", "error", err.Error())
@@ -892,7 +891,7 @@ func (in *thisInstance) snapshotStill(ctx context.Context, log *slog.Logger, slo
 	if len(work) == 0 {
 		return nil
 	}
-	return whileFrozen(ctx, log, in.fsys, toFreeze, st.FreezeTimeout, func(ctx context.Context, frozen map[string]bool) error {
+	return in.host.WhileFrozen(ctx, log, toFreeze, st.FreezeTimeout, func(ctx context.Context, frozen map[string]bool) error {
 		for _, s := range work {
 			if mp := freezeOf[s]; mp != "" && frozen[mp] {
 				s.Still = "frozen"
@@ -928,7 +927,7 @@ func (in *thisInstance) detachReleased(ctx context.Context, log *slog.Logger, sl
 			continue
 		}
 		vlog := log.With(logkey.Volume, s.Volume.ID, "slot", s.Spec.Slot, logkey.Step, "detach")
-		if !s.unmountedNow() {
+		if !s.unmountedNow(in.host) {
 			vlog.Info("volume still mounted (or its device is not visible): left attached")
 			continue
 		}
@@ -949,12 +948,12 @@ func (in *thisInstance) detachReleased(ctx context.Context, log *slog.Logger, sl
 // unmountedNow reports whether the slot's volume is mounted nowhere on this instance, read afresh: only
 // then may it be detached. A volume whose device is not visible counts as unmounted only when nothing is
 // mounted at its configured mount point.
-func (s *slotRelease) unmountedNow() bool {
+func (s *slotRelease) unmountedNow(h host.Host) bool {
 	if s.Device == "" {
-		_, mounted, err := mountedAt(s.Spec.MountPoint)
+		_, mounted, err := h.MountedAt(s.Spec.MountPoint)
 		return err == nil && !mounted
 	}
-	m, err := mountsOfDevice(s.Device)
+	m, err := h.MountsOf(s.Device)
 	return err == nil && len(m) == 0
 }
 

@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -21,210 +20,11 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/handover/handover/host"
+	"github.com/handover/handover/host/hosttest"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
-
-// testLogger logs to the test's output when verbose.
-func testLogger(t *testing.T) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-// mountScratchExt4 makes a 64 MiB ext4 filesystem on a loop device, mounts it in a temporary directory and
-// removes all of it when the test ends. It returns the mount point and the loop device.
-func mountScratchExt4(t *testing.T) (mountPoint, loop string) {
-	t.Helper()
-	requireRoot(t)
-	dir := t.TempDir()
-	img := filepath.Join(dir, "fs.img")
-	if err := os.Truncate(mustCreate(t, img), 64<<20); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("losetup", "--find", "--show", img).Output()
-	if err != nil {
-		t.Fatalf("losetup: %v", err)
-	}
-	loop = strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loop).Run() })
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", loop).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v: %s", err, out)
-	}
-	mountPoint = filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mountPoint, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount(loop, mountPoint, "ext4", 0, ""); err != nil {
-		t.Fatalf("mount: %v", err)
-	}
-	t.Cleanup(func() {
-		if f, err := os.Open(mountPoint); err == nil {
-			_ = unix.IoctlSetInt(int(f.Fd()), ioctlFITHAW, 0)
-			f.Close()
-		}
-		_ = unix.Unmount(mountPoint, unix.MNT_DETACH)
-	})
-	return mountPoint, loop
-}
-
-func mustCreate(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	return path
-}
-
-// assertWritable fails the test unless a file can be written and synced under dir. A frozen filesystem
-// blocks the write, so it runs with a generous bound: the bound only keeps a failing test from hanging.
-func assertWritable(t *testing.T, dir string) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		f, err := os.Create(filepath.Join(dir, "probe"))
-		if err == nil {
-			_, err = f.WriteString("still writable\n")
-			if err == nil {
-				err = f.Sync()
-			}
-			f.Close()
-		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("write under %s: %v", dir, err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("write under %s blocked: the filesystem was left frozen", dir)
-	}
-}
-
-func TestParseMountInfo(t *testing.T) {
-	in := `22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw
-36 35 259:3 / /data rw,noatime shared:12 master:1 - xfs /dev/nvme1n1 rw,attr2
-37 22 7:4 / /tmp/with\040space rw - ext4 /dev/loop4 rw
-short line
-`
-	got, err := parseMountInfo([]byte(in))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []mountEntry{
-		{Major: 259, Minor: 1, MountPoint: "/", FSType: "ext4", Source: "/dev/nvme0n1p1"},
-		{Major: 259, Minor: 3, MountPoint: "/data", FSType: "xfs", Source: "/dev/nvme1n1"},
-		{Major: 7, Minor: 4, MountPoint: "/tmp/with space", FSType: "ext4", Source: "/dev/loop4"},
-	}
-	if len(got) != len(want) {
-		t.Fatalf("got %d entries, want %d: %+v", len(got), len(want), got)
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("entry %d = %+v, want %+v", i, got[i], want[i])
-		}
-	}
-	if _, err := parseMountInfo([]byte("1 2 x:y / /a rw - ext4 /dev/a rw\n")); err == nil {
-		t.Error("a malformed device field parsed without error")
-	}
-}
-
-func TestRunPreStop(t *testing.T) {
-	ctx := context.Background()
-	log := testLogger(t)
-	t.Run("success without a shell", func(t *testing.T) {
-		dir := t.TempDir()
-		marker := filepath.Join(dir, "stopped")
-		if err := runPreStop(ctx, log, preStopSpec{Command: "touch " + marker, Timeout: 10 * time.Second}); err != nil {
-			t.Fatalf("runPreStop: %v", err)
-		}
-		if _, err := os.Stat(marker); err != nil {
-			t.Errorf("the command did not run: %v", err)
-		}
-	})
-	t.Run("no shell means no shell syntax", func(t *testing.T) {
-		dir := t.TempDir()
-		// Without a shell, ">" and the file name are plain arguments to echo: no file is created.
-		if err := runPreStop(ctx, log, preStopSpec{Command: "echo hi > " + filepath.Join(dir, "out"), Timeout: 10 * time.Second}); err != nil {
-			t.Fatalf("runPreStop: %v", err)
-		}
-		if _, err := os.Stat(filepath.Join(dir, "out")); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("a shell redirection took effect without --pre-stop-shell (stat: %v)", err)
-		}
-	})
-	t.Run("shell", func(t *testing.T) {
-		dir := t.TempDir()
-		out := filepath.Join(dir, "out")
-		if err := runPreStop(ctx, log, preStopSpec{Command: "echo 'a b' > " + out + " && true", Shell: true, Timeout: 10 * time.Second}); err != nil {
-			t.Fatalf("runPreStop: %v", err)
-		}
-		b, err := os.ReadFile(out)
-		if err != nil || string(b) != "a b\n" {
-			t.Errorf("shell command output = %q, %v; want %q", b, err, "a b\n")
-		}
-	})
-	t.Run("failure", func(t *testing.T) {
-		err := runPreStop(ctx, log, preStopSpec{Command: "exit 3", Shell: true, Timeout: 10 * time.Second})
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
-			t.Fatalf("err = %v, want exit status 3", err)
-		}
-	})
-	t.Run("missing command", func(t *testing.T) {
-		if err := runPreStop(ctx, log, preStopSpec{Command: "/nonexistent/stop-it", Timeout: 10 * time.Second}); err == nil {
-			t.Fatal("a missing command reported success")
-		}
-	})
-	t.Run("hanging command and its children are killed", func(t *testing.T) {
-		dir := t.TempDir()
-		pidFile := filepath.Join(dir, "child.pid")
-		// The shell starts a child that ignores nothing and would outlive the shell if only the shell
-		// were killed; the whole process group must go.
-		cmd := "sleep 300 & echo $! > " + pidFile + "; wait"
-		err := runPreStop(ctx, log, preStopSpec{Command: cmd, Shell: true, Timeout: 300 * time.Millisecond})
-		if !errors.Is(err, errPreStopTimeout) {
-			t.Fatalf("err = %v, want errPreStopTimeout", err)
-		}
-		b, rerr := os.ReadFile(pidFile)
-		if rerr != nil {
-			t.Fatalf("child pid: %v", rerr)
-		}
-		pid := strings.TrimSpace(string(b))
-		// Reap-free check: /proc/PID disappears once the killed child is reaped by init, or shows a zombie.
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			st, err := os.ReadFile("/proc/" + pid + "/stat")
-			if err != nil || strings.Contains(string(st), ") Z ") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("child %s of the timed-out pre-stop command is still running", pid)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-}
-
-func TestTailBufferKeepsTheEnd(t *testing.T) {
-	b := &tailBuffer{max: 8}
-	_, _ = io.WriteString(b, "0123456789")
-	_, _ = io.WriteString(b, "abc")
-	if got := b.String(); got != "6789abc" && got != "56789abc" {
-		t.Errorf("tail = %q, want the last 8 bytes %q", got, "56789abc")
-	}
-}
 
 func TestDownConfigValidate(t *testing.T) {
 	parse := func(t *testing.T, args ...string) (*downConfig, error) {
@@ -291,125 +91,6 @@ func TestDownDescriptionScopesTheOccasion(t *testing.T) {
 	}
 	if s2.description(lifecycleOccasion("i-1"), "i-1") != life {
 		t.Error("the lifecycle description depends on the attach time; a rerun would not find its snapshot")
-	}
-}
-
-// TestWhileFrozenAlwaysThaws freezes a real ext4 filesystem and checks it is writable again after fn
-// succeeds, fails, panics, and when its context is cancelled (as SIGTERM does).
-func TestWhileFrozenAlwaysThaws(t *testing.T) {
-	mp, _ := mountScratchExt4(t)
-	log := testLogger(t)
-	assertNotFrozen := func(t *testing.T) {
-		t.Helper()
-		// FIFREEZE on a frozen filesystem fails with EBUSY: that is how to see a freeze without
-		// blocking on it.
-		z, err := freezeFS(mp)
-		if err != nil {
-			t.Fatalf("the filesystem is still frozen after whileFrozen: %v", err)
-		}
-		_ = z.thaw()
-	}
-	t.Run("fn sees it frozen", func(t *testing.T) {
-		err := whileFrozen(context.Background(), log, hostFSCalls, []string{mp}, time.Minute, func(ctx context.Context, frozen map[string]bool) error {
-			if !frozen[mp] {
-				t.Error("frozen map does not list the mount point")
-			}
-			if _, err := freezeFS(mp); !errors.Is(err, unix.EBUSY) {
-				t.Errorf("freezing again inside fn: %v, want EBUSY (already frozen)", err)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		assertNotFrozen(t)
-		assertWritable(t, mp)
-	})
-	t.Run("error", func(t *testing.T) {
-		boom := errors.New("CreateSnapshot failed")
-		err := whileFrozen(context.Background(), log, hostFSCalls, []string{mp}, time.Minute, func(context.Context, map[string]bool) error { return boom })
-		if !errors.Is(err, boom) {
-			t.Fatalf("err = %v, want fn's error", err)
-		}
-		assertNotFrozen(t)
-		assertWritable(t, mp)
-	})
-	t.Run("panic", func(t *testing.T) {
-		func() {
-			defer func() {
-				if recover() == nil {
-					t.Error("the panic did not propagate")
-				}
-			}()
-			_ = whileFrozen(context.Background(), log, hostFSCalls, []string{mp}, time.Minute, func(context.Context, map[string]bool) error { panic("bug") })
-		}()
-		assertWritable(t, mp)
-	})
-	t.Run("context cancelled while frozen", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		err := whileFrozen(ctx, log, hostFSCalls, []string{mp}, time.Minute, func(ctx context.Context, _ map[string]bool) error {
-			cancel() // SIGTERM
-			<-ctx.Done()
-			return ctx.Err()
-		})
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("err = %v, want context.Canceled", err)
-		}
-		assertWritable(t, mp)
-	})
-	t.Run("bound", func(t *testing.T) {
-		err := whileFrozen(context.Background(), log, hostFSCalls, []string{mp}, 100*time.Millisecond, func(ctx context.Context, _ map[string]bool) error {
-			<-ctx.Done() // an API call that never answers
-			return ctx.Err()
-		})
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("err = %v, want the freeze bound to end fn", err)
-		}
-		assertWritable(t, mp)
-	})
-	t.Run("cannot freeze", func(t *testing.T) {
-		notMounted := t.TempDir() // a directory on the test's filesystem may not support freezing; nonexistent never does
-		called := false
-		err := whileFrozen(context.Background(), log, hostFSCalls, []string{filepath.Join(notMounted, "missing")}, time.Minute, func(_ context.Context, frozen map[string]bool) error {
-			called = true
-			if len(frozen) != 0 {
-				t.Errorf("frozen = %v, want none", frozen)
-			}
-			return nil
-		})
-		if err != nil || !called {
-			t.Fatalf("whileFrozen = %v, called %v; want fn called with nothing frozen", err, called)
-		}
-	})
-}
-
-func TestMountsOfDeviceAndUnmount(t *testing.T) {
-	mp, loop := mountScratchExt4(t)
-	mounts, err := mountsOfDevice(loop)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(mounts) != 1 || mounts[0].MountPoint != mp {
-		t.Fatalf("mounts of %s = %+v, want one at %s", loop, mounts, mp)
-	}
-	// Something holding a file open: unmount must report busy, not force it.
-	f, err := os.Create(filepath.Join(mp, "open"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unmountAll(context.Background(), testLogger(t), hostFSCalls, mounts); !errors.Is(err, errBusy) {
-		t.Fatalf("unmount with an open file: %v, want errBusy", err)
-	}
-	f.Close()
-	if err := unmountAll(context.Background(), testLogger(t), hostFSCalls, mounts); err != nil {
-		t.Fatalf("unmount: %v", err)
-	}
-	if m, _ := mountsOfDevice(loop); len(m) != 0 {
-		t.Fatalf("still mounted: %+v", m)
-	}
-	// Already unmounted counts as done.
-	if err := unmountAll(context.Background(), testLogger(t), hostFSCalls, mounts); err != nil {
-		t.Fatalf("second unmount: %v", err)
 	}
 }
 
@@ -482,7 +163,7 @@ func (w *downWorld) attach(vol, instance string) {
 func (w *downWorld) device(instance, vol string) string {
 	w.t.Helper()
 	env := w.agentEnv(instance, nil)
-	dev, seen, err := findVolumeDevice(env("HANDOVER_DEV_DIR"), env("HANDOVER_SYS_DIR"), vol)
+	dev, seen, err := host.New(env("HANDOVER_DEV_DIR"), env("HANDOVER_SYS_DIR")).FindVolumeDevice(vol)
 	if err != nil || dev == "" {
 		w.t.Fatalf("device of %s: %v (%s)", vol, err, seen)
 	}
@@ -505,10 +186,7 @@ func (w *downWorld) mountNew(instance, vol, content string) string {
 		w.t.Fatalf("mount %s: %v", dev, err)
 	}
 	w.t.Cleanup(func() {
-		if f, err := os.Open(mp); err == nil {
-			_ = unix.IoctlSetInt(int(f.Fd()), ioctlFITHAW, 0)
-			f.Close()
-		}
+		_ = host.ThawMountPoint(mp)
 		_ = unix.Unmount(mp, unix.MNT_DETACH)
 	})
 	if err := os.WriteFile(filepath.Join(mp, "data.txt"), []byte(content), 0o644); err != nil {
@@ -676,6 +354,13 @@ func (r *agentRun) waitLog(t testing.TB, s string) {
 	}
 }
 
+// testLogger logs to the test's output when verbose.
+func testLogger(t testing.TB) *slog.Logger { return hosttest.Logger(t) }
+
+func mountScratchExt4(t testing.TB) (mountPoint, loop string) { return hosttest.MountScratchExt4(t) }
+
+func assertWritable(t testing.TB, dir string) { hosttest.AssertWritable(t, dir) }
+
 // TestWatchLifecycleTerminatedRunsOneDown: the group terminates the instance (a termination hook holds it
 // in Terminating:Wait); watch sees target-lifecycle-state Terminated and runs down once: the slow pre-stop
 // command outlasts the heartbeat interval, so heartbeats are sent; the snapshot is consistent (service
@@ -728,7 +413,7 @@ func TestWatchLifecycleTerminatedRunsOneDown(t *testing.T) {
 			t.Errorf("snapshot tag %s = %q, want %q (all: %v)", k, s.Tags[k], v, s.Tags)
 		}
 	}
-	if _, mounted, _ := mountedAt(mp); mounted {
+	if _, mounted, _ := host.New("/dev", "/sys").MountedAt(mp); mounted {
 		t.Errorf("%s is still mounted after down", mp)
 	}
 	out := run.stdout.String()
@@ -927,7 +612,7 @@ func TestDownDryRun(t *testing.T) {
 	if m := w.mutatingCalls(); len(m) != 0 {
 		t.Errorf("dry run made mutating calls: %v", m)
 	}
-	if _, mounted, _ := mountedAt(mp); !mounted {
+	if _, mounted, _ := host.New("/dev", "/sys").MountedAt(mp); !mounted {
 		t.Error("dry run unmounted the filesystem")
 	}
 }
@@ -1134,26 +819,6 @@ func (w *downWorld) replacementOf(asgName, old string) string {
 	}
 	w.t.Fatalf("group %s launched no replacement for %s", asgName, old)
 	return ""
-}
-
-// TestFreezeRefusesADirectoryThatIsNotAMountPoint: freezing a plain directory would freeze the filesystem
-// it is on (here the test's temporary directory, on a real system the root filesystem).
-func TestFreezeRefusesADirectoryThatIsNotAMountPoint(t *testing.T) {
-	requireRoot(t)
-	mp, _ := mountScratchExt4(t)
-	dir := filepath.Join(mp, "sub")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	z, err := freezeFS(dir)
-	if err == nil {
-		_ = z.thaw()
-		t.Fatal("froze a directory that is not a mount point")
-	}
-	if !strings.Contains(err.Error(), "not a mount point") {
-		t.Errorf("err = %v, want it to say it is not a mount point", err)
-	}
-	assertWritable(t, mp)
 }
 
 // TestUsageErrorsFailBeforeMetadata: a bad flag is exit 2 at once, without waiting for instance metadata

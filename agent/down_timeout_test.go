@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"context"
-	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -11,8 +10,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/handover/handover/host"
 	"github.com/handover/handover/internal/fail"
-	"golang.org/x/sys/unix"
 )
 
 // hungDevice makes one of the filesystem calls (sync, unmount or freeze) block, as it does on a hung
@@ -26,7 +25,7 @@ type hungDevice struct {
 	once     sync.Once
 }
 
-func newHungDevice(t *testing.T, block string) (*hungDevice, fsCalls) {
+func newHungDevice(t *testing.T, block string) (*hungDevice, host.FSCalls) {
 	h := &hungDevice{entered: make(chan struct{}), released: make(chan struct{}), froze: make(chan struct{}), thawed: make(chan struct{})}
 	t.Cleanup(h.release)
 	var entered sync.Once
@@ -34,24 +33,25 @@ func newHungDevice(t *testing.T, block string) (*hungDevice, fsCalls) {
 		entered.Do(func() { close(h.entered) })
 		<-h.released
 	}
-	fsys := hostFSCalls
+	real := host.RealFSCalls()
+	fsys := real
 	switch block {
 	case "sync":
-		fsys.sync = hang
+		fsys.Sync = hang
 	case "unmount":
-		fsys.unmount = func(mp string) error {
+		fsys.Unmount = func(mp string) error {
 			hang()
-			return hostFSCalls.unmount(mp)
+			return real.Unmount(mp)
 		}
 	case "freeze":
-		fsys.freeze = func(mp string) (thawer, error) {
+		fsys.Freeze = func(mp string) (host.Thawer, error) {
 			hang()
-			z, err := hostFSCalls.freeze(mp)
+			z, err := real.Freeze(mp)
 			close(h.froze)
 			if err != nil {
 				return nil, err
 			}
-			return &thawSignal{thawer: z, thawed: h.thawed}, nil
+			return &thawSignal{Thawer: z, thawed: h.thawed}, nil
 		}
 	default:
 		t.Fatalf("hungDevice: no call %q", block)
@@ -63,13 +63,13 @@ func (h *hungDevice) release() { h.once.Do(func() { close(h.released) }) }
 
 // thawSignal closes thawed when the filesystem is thawed.
 type thawSignal struct {
-	thawer
+	host.Thawer
 	thawed chan struct{}
 	once   sync.Once
 }
 
-func (z *thawSignal) thaw() error {
-	err := z.thawer.thaw()
+func (z *thawSignal) Thaw() error {
+	err := z.Thawer.Thaw()
 	z.once.Do(func() { close(z.thawed) })
 	return err
 }
@@ -159,10 +159,10 @@ func TestDownTimeoutGivesUpOnAHungDevice(t *testing.T) {
 				t.Fatal("a freeze that completed after down gave up was not thawed")
 			}
 			assertWritable(t, mp)
-			if z, err := freezeFS(mp); err != nil {
+			if z, err := host.Freeze(mp); err != nil {
 				t.Errorf("%s is still frozen: %v", mp, err)
 			} else {
-				_ = z.thaw()
+				_ = z.Thaw()
 			}
 		})
 	}
@@ -199,33 +199,5 @@ func TestSnapshotTimeoutGivesUpOnAHungFreeze(t *testing.T) {
 	snaps := w.slotSnapshots(defaultSlot)
 	if len(snaps) != 1 || snaps[0].SourceVolume != vol || snaps[0].Consistent {
 		t.Fatalf("snapshots = %+v, want one crash-consistent snapshot of %s", snaps, vol)
-	}
-}
-
-// TestCallBoundedHandsALateResultOver: a call that returns after its caller gave up goes to late.
-func TestCallBoundedHandsALateResultOver(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	release := make(chan struct{})
-	late := make(chan int, 1)
-	cancel()
-	_, err := callBounded(ctx, "freeze", "freeze /data", func() (int, error) {
-		<-release
-		return 7, nil
-	}, func(v int, _ error) { late <- v })
-	var unfinished *unfinishedError
-	if !errors.As(err, &unfinished) || unfinished.Step != "freeze" {
-		t.Fatalf("err = %v, want an unfinished freeze", err)
-	}
-	close(release)
-	select {
-	case v := <-late:
-		if v != 7 {
-			t.Errorf("late got %d, want 7", v)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the late result was never handed over")
-	}
-	if v, err := callBounded(context.Background(), "sync", "sync", func() (int, error) { return 1, unix.EIO }, nil); v != 1 || err != unix.EIO {
-		t.Errorf("a call that returns in time: %d, %v; want 1, EIO", v, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/smithy-go"
+	"github.com/handover/handover/host"
 )
 
 // refuseRetire is the EC2 API of a role that may tag volumes only as it creates them and may not delete
@@ -60,7 +61,7 @@ func TestUpRetireFailureIsAWarning(t *testing.T) {
 	if err != nil {
 		t.Fatalf("up failed over a superseded tag: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
-	if _, mounted, err := mountedAt(w.mountPoint(id)); err != nil || !mounted {
+	if _, mounted, err := host.New("/dev", "/sys").MountedAt(w.mountPoint(id)); err != nil || !mounted {
 		t.Errorf("%s not mounted after up (%v)", w.mountPoint(id), err)
 	}
 	if s := w.lifecycleState(id); s != "InService" && s != "Pending:Proceed" {

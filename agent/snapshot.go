@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/handover/handover/host"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/internal/logkey"
 )
@@ -106,16 +107,16 @@ func (c *snapshotConfig) validate() error {
 }
 
 func runSnapshot(ctx context.Context, e Env, args []string) error {
-	return snapshotCommand(ctx, e, args, hostFSCalls)
+	return snapshotCommand(ctx, e, args, host.FSCalls{})
 }
 
 // snapshotCommand is `handover snapshot` with the filesystem calls fsys (tests substitute ones that block).
-func snapshotCommand(ctx context.Context, e Env, args []string, fsys fsCalls) error {
+func snapshotCommand(ctx context.Context, e Env, args []string, calls host.FSCalls) error {
 	f := newFlags("snapshot", e.Getenv, e.Stderr, 10*time.Second)
 	f.dryRun()
 	var cfg snapshotConfig
 	f.fs.Var(&cfg.Volumes, "volume", "SLOT:DEVICE:MOUNTPOINT[:options], repeatable (default data:/dev/sdf:/data)")
-	f.fs.StringVar(&cfg.LockFile, "lock-file", defaultLockFile, "lock shared with up and down, so that a snapshot never runs in the middle of them")
+	f.fs.StringVar(&cfg.LockFile, "lock-file", host.DefaultLockFile, "lock shared with up and down, so that a snapshot never runs in the middle of them")
 	f.fs.DurationVar(&cfg.FreezeTimeout, "freeze-timeout", 30*time.Second, "longest a filesystem stays frozen waiting for CreateSnapshot; then it is thawed and the run fails")
 	f.fs.IntVar(&cfg.Keep, "keep", 0, "after the snapshot, delete the slot's oldest completed snapshots beyond this many (0: delete nothing)")
 	f.fs.DurationVar(&cfg.Timeout, "timeout", defaultDownTimeout, "bound on the whole snapshot; past it a freeze that hangs is given up on, a crash-consistent snapshot taken and the run fails")
@@ -124,7 +125,7 @@ func snapshotCommand(ctx context.Context, e Env, args []string, fsys fsCalls) er
 	if err != nil {
 		return err
 	}
-	in.devDir, in.sysDir, in.fsys = cfg.DevDir, cfg.SysDir, fsys
+	in.host = &host.Linux{DevDir: cfg.DevDir, SysDir: cfg.SysDir, Calls: calls}
 	cfg.Volumes = cfg.Volumes.orDefault()
 	return in.snapshotNow(ctx, log, e.Stdout, cfg, f.Common.DryRun)
 }
@@ -146,7 +147,7 @@ func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out i
 		if work.Err() == nil || parent.Err() != nil {
 			return err
 		}
-		var unfinished *unfinishedError
+		var unfinished *host.UnfinishedError
 		if errors.As(err, &unfinished) {
 			step = unfinished.Step
 		}
@@ -166,11 +167,11 @@ func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out i
 	}
 
 	if !dryRun {
-		lock, err := lockInstance(work, cfg.LockFile, cfg.Timeout)
+		lock, err := in.host.Lock(work, cfg.LockFile, cfg.Timeout)
 		if err != nil {
 			return failed("lock", err)
 		}
-		defer lock.unlock()
+		defer lock.Unlock()
 	}
 	found, err := in.findSlotVolumes(work, log, cfg.Volumes)
 	if err != nil {

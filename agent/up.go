@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/handover/handover/host"
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/internal/logkey"
@@ -82,7 +83,7 @@ func (c *upConfig) register(f *flags) {
 	fs.BoolVar(&c.NoComplete, "no-complete", false, "heartbeat the launch hook but do not complete it")
 	fs.BoolVar(&c.NoMount, "no-mount", false, "attach volumes but do not wait for devices, make filesystems or mount")
 	fs.BoolVar(&c.DeleteSuperseded, "delete-superseded", false, "delete the slot's volumes of older generations once they are detached (never attached ones)")
-	fs.StringVar(&c.LockFile, "lock-file", defaultLockFile, "lock that serialises up and down on this instance")
+	fs.StringVar(&c.LockFile, "lock-file", host.DefaultLockFile, "lock that serialises up and down on this instance")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Minute, "bound on the whole command")
 	fs.DurationVar(&c.ReleaseTimeout, "release-timeout", 5*time.Minute, "how long to wait for another instance to release the Elastic IP or the volume (then exit 4)")
 	fs.StringVar(&c.UnitDir, "unit-dir", "/etc/systemd/system", "where to write the systemd mount unit of each volume, or \"none\"")
@@ -169,6 +170,7 @@ type upRun struct {
 	addrLog *slog.Logger // log without the instance key, which claimAddress adds
 	clients *Clients
 	me      imds.Identity
+	host    *host.Linux
 	start   time.Time
 
 	mu   sync.Mutex // guards step, shared by the slots' goroutines for messages
@@ -218,7 +220,7 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	r := &upRun{cfg: cfg, dryRun: f.Common.DryRun, log: newLogger(e.Stderr, f.Common), start: time.Now()}
+	r := &upRun{cfg: cfg, dryRun: f.Common.DryRun, log: newLogger(e.Stderr, f.Common), start: time.Now(), host: host.New(cfg.DevDir, cfg.SysDir)}
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -232,14 +234,14 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	}
 
 	r.enter("lock")
-	lock, err := lockInstance(ctx, r.cfg.LockFile, time.Until(wait.Deadline(ctx)))
+	lock, err := r.host.Lock(ctx, r.cfg.LockFile, time.Until(wait.Deadline(ctx)))
 	if errors.Is(err, context.DeadlineExceeded) && parent.Err() == nil {
 		return &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("another handover up or down held %s for all of --timeout %s; let it finish, then rerun", r.cfg.LockFile, r.cfg.Timeout), Err: err}
 	}
 	if err != nil {
 		return r.explain(parent, err)
 	}
-	defer lock.unlock()
+	defer lock.Unlock()
 	r.stepDone("lock", "path", r.cfg.LockFile)
 
 	r.enter("asg")
@@ -483,7 +485,7 @@ func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*slotRun, err
 	if r.cfg.NoMount {
 		return s, nil
 	}
-	dev, err := waitForDevice(ctx, s.log, r.cfg.DevDir, r.cfg.SysDir, s.res.Volume.ID, deviceBound)
+	dev, err := r.host.WaitForDevice(ctx, s.log, s.res.Volume.ID, host.DeviceBound)
 	if err != nil {
 		return s, err
 	}
@@ -496,7 +498,7 @@ func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*slotRun, err
 func (r *upRun) finishSlot(ctx context.Context, s *slotRun) error {
 	spec := s.spec
 	if !r.cfg.NoMount {
-		fsr, err := prepareFilesystem(ctx, s.log, fsRequest{
+		fsr, err := prepareFilesystem(ctx, s.log, r.host, fsRequest{
 			Device: s.res.Device, Volume: s.res.Volume, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
 		})
 		s.res.FS = fsr

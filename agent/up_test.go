@@ -23,6 +23,8 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/handover/handover/host"
+	"github.com/handover/handover/host/hosttest"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
@@ -36,16 +38,7 @@ const testGroup = "orders"
 var groupTags = map[string]string{tagGroup: testGroup}
 
 // requireRoot fails the test in CI and skips it elsewhere when not run as root.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (loop devices, mkfs, mount); CI runs the suite as root")
-	}
-	t.Skip("needs root (loop devices, mkfs, mount)")
-}
+func requireRoot(t testing.TB) { hosttest.RequireRoot(t) }
 
 // mountPoint is where instance id mounts the default slot in these tests.
 func (w *testRegion) mountPoint(id string) string { return filepath.Join(w.dir, "mnt", id, "data") }
@@ -63,7 +56,7 @@ func (w *testRegion) upArgs(id string, extra ...string) []string {
 // the loop devices.
 func (w *testRegion) unmountOnCleanup() {
 	w.t.Cleanup(func() {
-		mounts, err := readMountInfo(mountInfoPath)
+		mounts, err := host.New("/dev", "/sys").Mounts()
 		if err != nil {
 			return
 		}
@@ -261,11 +254,11 @@ func TestUpFirstBootMakesBlankVolumeFilesystemAndMount(t *testing.T) {
 	if got := w.addressHolder(alloc); got != id {
 		t.Errorf("address holder %q, want %s", got, id)
 	}
-	m, ok, err := mountedAt(w.mountPoint(id))
+	m, ok, err := host.New("/dev", "/sys").MountedAt(w.mountPoint(id))
 	if err != nil || !ok || m.FSType != "ext4" {
 		t.Fatalf("mount at %s: %+v %v %v, want ext4", w.mountPoint(id), m, ok, err)
 	}
-	unit, err := os.ReadFile(filepath.Join(w.unitDir(id), systemdEscapePath(w.mountPoint(id))+".mount"))
+	unit, err := os.ReadFile(filepath.Join(w.unitDir(id), host.SystemdEscapePath(w.mountPoint(id))+".mount"))
 	if err != nil {
 		t.Fatalf("mount unit: %v", err)
 	}
@@ -290,7 +283,7 @@ func TestUpRerunAfterSuccessChangesNothing(t *testing.T) {
 	w.allocateAddress(testGroup)
 	id := w.runInstance("us-east-1a", groupTags, true)
 	mustSucceed(t, w.runAgent(w.ctx(), id, nil, w.upArgs(id)...))
-	unitPath := filepath.Join(w.unitDir(id), systemdEscapePath(w.mountPoint(id))+".mount")
+	unitPath := filepath.Join(w.unitDir(id), host.SystemdEscapePath(w.mountPoint(id))+".mount")
 	before, err := os.Stat(unitPath)
 	if err != nil {
 		t.Fatal(err)
@@ -453,14 +446,14 @@ func TestUpRefusesToFormatRestoredVolume(t *testing.T) {
 			restored = v
 		}
 	}
-	dev, _, err := findVolumeDevice(w.agentEnv(id, nil)("HANDOVER_DEV_DIR"), w.agentEnv(id, nil)("HANDOVER_SYS_DIR"), aws.ToString(restored.VolumeId))
+	dev, _, err := host.New(w.agentEnv(id, nil)("HANDOVER_DEV_DIR"), w.agentEnv(id, nil)("HANDOVER_SYS_DIR")).FindVolumeDevice(aws.ToString(restored.VolumeId))
 	if err != nil || dev == "" {
 		t.Fatalf("device of the restored volume: %q, %v", dev, err)
 	}
 	if typ := blkidType(t, dev); typ != "" {
 		t.Errorf("the restored volume now holds %q: it was formatted", typ)
 	}
-	if _, ok, _ := mountedAt(w.mountPoint(id)); ok {
+	if _, ok, _ := host.New("/dev", "/sys").MountedAt(w.mountPoint(id)); ok {
 		t.Errorf("something is mounted at %s", w.mountPoint(id))
 	}
 }
@@ -922,7 +915,7 @@ func TestUpWaitsForTheInstanceLock(t *testing.T) {
 	w.allocateAddress(testGroup)
 	id := w.runInstance("us-east-1a", groupTags, true)
 	lockPath := w.agentEnv(id, nil)("HANDOVER_LOCK_FILE")
-	held, err := lockInstance(context.Background(), lockPath, time.Second)
+	held, err := host.New("/dev", "/sys").Lock(context.Background(), lockPath, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -932,7 +925,7 @@ func TestUpWaitsForTheInstanceLock(t *testing.T) {
 	if m := w.mutatingCalls(); len(m) != 0 {
 		t.Errorf("up made mutating calls %v without the lock", m)
 	}
-	held.unlock()
+	held.Unlock()
 	mustSucceed(t, w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...))
 }
 
@@ -950,7 +943,7 @@ func TestUpSeveralSlots(t *testing.T) {
 		"--volume", "logs:/dev/sdg:"+logs+":noatime", "--volume", "data:/dev/sdf:"+data)
 	mustSucceed(t, res)
 	for _, mp := range []string{data, logs} {
-		if _, ok, _ := mountedAt(mp); !ok {
+		if _, ok, _ := host.New("/dev", "/sys").MountedAt(mp); !ok {
 			t.Errorf("nothing mounted at %s", mp)
 		}
 	}
@@ -971,11 +964,11 @@ func TestUpSeveralSlots(t *testing.T) {
 	// The logs mount is visible through the data mount: a file written there lands on the logs volume.
 	env := w.agentEnv(id, nil)
 	for _, v := range out.Volumes {
-		dev, _, err := findVolumeDevice(env("HANDOVER_DEV_DIR"), env("HANDOVER_SYS_DIR"), aws.ToString(v.VolumeId))
+		dev, _, err := host.New(env("HANDOVER_DEV_DIR"), env("HANDOVER_SYS_DIR")).FindVolumeDevice(aws.ToString(v.VolumeId))
 		if err != nil || dev == "" {
 			t.Fatalf("device of %s: %q %v", aws.ToString(v.VolumeId), dev, err)
 		}
-		mounts, err := mountsOfDevice(dev)
+		mounts, err := host.New("/dev", "/sys").MountsOf(dev)
 		want := map[string]string{"data": data, "logs": logs}[tagOf(v.Tags, tagSlot)]
 		if err != nil || len(mounts) != 1 || mounts[0].MountPoint != want {
 			t.Errorf("slot %s (%s) mounted at %+v (%v), want %s", tagOf(v.Tags, tagSlot), dev, mounts, err, want)
@@ -1013,7 +1006,7 @@ func TestUpRefusesUsedBlankVolumeWithoutFilesystem(t *testing.T) {
 	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id)...)
 	mustExit(t, res, fail.CodePrecondition, vol, "holds data", "refusing to format")
 	env := w.agentEnv(id, nil)
-	dev, _, err := findVolumeDevice(env("HANDOVER_DEV_DIR"), env("HANDOVER_SYS_DIR"), vol)
+	dev, _, err := host.New(env("HANDOVER_DEV_DIR"), env("HANDOVER_SYS_DIR")).FindVolumeDevice(vol)
 	if err != nil || dev == "" {
 		t.Fatalf("device of %s: %q %v", vol, dev, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/handover/handover/host"
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/internal/logkey"
@@ -158,7 +159,7 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 		return err
 	}
 	cfg.Down.applyDefaults()
-	in.devDir, in.sysDir = cfg.Down.DevDir, cfg.Down.SysDir
+	in.host = host.New(cfg.Down.DevDir, cfg.Down.SysDir)
 	state, err := loadWatchState(log, cfg.StateFile, in.id.InstanceID)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/handover/handover/host"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,7 +37,7 @@ func TestUpXFSFirstBootThenCrossAZRestoreAndGrow(t *testing.T) {
 	old := w.runInstance("us-east-1a", groupTags, true)
 	mustSucceed(t, w.runAgent(w.ctx(), old, nil, w.upArgs(old, "--fs", "xfs")...))
 
-	dev, err := filepath.EvalSymlinks(deviceLink(w.agentEnv(old, nil)("HANDOVER_DEV_DIR"), aws.ToString(w.slotVolumes()[0].VolumeId)))
+	dev, err := filepath.EvalSymlinks(host.DeviceLink(w.agentEnv(old, nil)("HANDOVER_DEV_DIR"), aws.ToString(w.slotVolumes()[0].VolumeId)))
 	if err != nil {
 		t.Fatalf("device of the first volume: %v", err)
 	}

@@ -1,4 +1,4 @@
-package agent
+package host
 
 import (
 	"os"
@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/handover/handover/host/hosttest"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,16 +21,16 @@ func TestSystemdEscapePath(t *testing.T) {
 		"/data/":        "data",
 		"/srv/db.v2/x_": "srv-db.v2-x_",
 	} {
-		if got := systemdEscapePath(in); got != want {
-			t.Errorf("systemdEscapePath(%q) = %q, want %q", in, got, want)
+		if got := SystemdEscapePath(in); got != want {
+			t.Errorf("SystemdEscapePath(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
 
 func TestWriteMountUnitIsIdempotent(t *testing.T) {
 	dir := t.TempDir()
-	u := mountUnit{Group: "orders", Slot: "data", UUID: "0b1c2d3e-1111-2222-3333-444455556666", MountPoint: "/srv/my-data", Type: "xfs", Options: "noatime"}
-	path, err := writeMountUnit(dir, u)
+	u := MountUnit{Group: "orders", Slot: "data", UUID: "0b1c2d3e-1111-2222-3333-444455556666", MountPoint: "/srv/my-data", Type: "xfs", Options: "noatime"}
+	path, err := (&Linux{}).WriteMountUnit(dir, u)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestWriteMountUnitIsIdempotent(t *testing.T) {
 		t.Errorf("enable link %s -> %q (%v), want the unit", link, target, err)
 	}
 	st1, _ := os.Stat(path)
-	if _, err := writeMountUnit(dir, u); err != nil {
+	if _, err := (&Linux{}).WriteMountUnit(dir, u); err != nil {
 		t.Fatal(err)
 	}
 	st2, _ := os.Stat(path)
@@ -56,7 +57,7 @@ func TestWriteMountUnitIsIdempotent(t *testing.T) {
 		t.Error("an unchanged unit was rewritten")
 	}
 	u.Options = ""
-	if _, err := writeMountUnit(dir, u); err != nil {
+	if _, err := (&Linux{}).WriteMountUnit(dir, u); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(path); !strings.Contains(string(b), "Options=nofail\n") {
@@ -92,7 +93,7 @@ naming   =version 2              bsize=4096   ascii-ci=0, ftype=1
 // TestFindVolumeDevice: the by-id link is followed only to a block device whose serial is the volume's; a
 // stale link (serial of another volume) is not accepted, a link to a regular file is an error.
 func TestFindVolumeDevice(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t)
 	dir := t.TempDir()
 	devDir, sysDir := filepath.Join(dir, "dev"), filepath.Join(dir, "sys")
 	const vol = "vol-0123456789abcdef0"
@@ -100,10 +101,10 @@ func TestFindVolumeDevice(t *testing.T) {
 	if err := unix.Mknod(node, unix.S_IFBLK|0o600, int(unix.Mkdev(259, 77))); err != nil {
 		t.Fatalf("mknod: %v", err)
 	}
-	if d, seen, err := findVolumeDevice(devDir, sysDir, vol); d != "" || err != nil || !strings.Contains(seen, "no nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0") {
+	if d, seen, err := (&Linux{DevDir: devDir, SysDir: sysDir}).FindVolumeDevice(vol); d != "" || err != nil || !strings.Contains(seen, "no nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0") {
 		t.Errorf("no link: %q %q %v", d, seen, err)
 	}
-	link := deviceLink(devDir, vol)
+	link := DeviceLink(devDir, vol)
 	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -114,19 +115,19 @@ func TestFindVolumeDevice(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(serial), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if d, seen, err := findVolumeDevice(devDir, sysDir, vol); d != "" || err != nil || !strings.Contains(seen, "no serial") {
+	if d, seen, err := (&Linux{DevDir: devDir, SysDir: sysDir}).FindVolumeDevice(vol); d != "" || err != nil || !strings.Contains(seen, "no serial") {
 		t.Errorf("no serial yet: %q %q %v", d, seen, err)
 	}
 	if err := os.WriteFile(serial, []byte("vol0fffffffffffffff1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if d, seen, err := findVolumeDevice(devDir, sysDir, vol); d != "" || err != nil || !strings.Contains(seen, "stale link") {
+	if d, seen, err := (&Linux{DevDir: devDir, SysDir: sysDir}).FindVolumeDevice(vol); d != "" || err != nil || !strings.Contains(seen, "stale link") {
 		t.Errorf("stale link accepted: %q %q %v", d, seen, err)
 	}
 	if err := os.WriteFile(serial, []byte("vol0123456789abcdef0 \n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if d, _, err := findVolumeDevice(devDir, sysDir, vol); d != node || err != nil {
+	if d, _, err := (&Linux{DevDir: devDir, SysDir: sysDir}).FindVolumeDevice(vol); d != node || err != nil {
 		t.Errorf("matching serial: %q %v, want %s", d, err, node)
 	}
 	// A link to a regular file is never a device, however long one waits.
@@ -138,7 +139,7 @@ func TestFindVolumeDevice(t *testing.T) {
 	if err := os.Symlink(file, link); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := findVolumeDevice(devDir, sysDir, vol); err == nil {
+	if _, _, err := (&Linux{DevDir: devDir, SysDir: sysDir}).FindVolumeDevice(vol); err == nil {
 		t.Error("a link to a regular file was accepted")
 	}
 }
@@ -149,14 +150,14 @@ func TestHoldsData(t *testing.T) {
 	if err := os.WriteFile(path, make([]byte, 3<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if used, err := holdsData(path); err != nil || used != "" {
+	if used, err := (&Linux{}).HoldsData(path); err != nil || used != "" {
 		t.Errorf("all zeros: %q %v", used, err)
 	}
 	for _, off := range []int64{4096, 3<<20 - 10} {
 		f, _ := os.OpenFile(path, os.O_WRONLY, 0)
 		_, _ = f.WriteAt([]byte{1}, off)
 		f.Close()
-		if used, err := holdsData(path); err != nil || !strings.Contains(used, "offset") {
+		if used, err := (&Linux{}).HoldsData(path); err != nil || !strings.Contains(used, "offset") {
 			t.Errorf("a byte at %d: %q %v", off, used, err)
 		}
 		f, _ = os.OpenFile(path, os.O_WRONLY, 0)
@@ -167,7 +168,7 @@ func TestHoldsData(t *testing.T) {
 	f, _ := os.OpenFile(path, os.O_WRONLY, 0)
 	_, _ = f.WriteAt([]byte{1}, 3<<19)
 	f.Close()
-	if used, _ := holdsData(path); used != "" {
+	if used, _ := (&Linux{}).HoldsData(path); used != "" {
 		t.Errorf("a byte in the middle was seen (%q): the probe reads only both ends", used)
 	}
 }

@@ -1,4 +1,4 @@
-package agent
+package host
 
 import (
 	"context"
@@ -28,24 +28,24 @@ import (
 // own serial (/sys/class/block/NAME/device/serial) is the volume ID, as the EBS CSI driver does before it
 // formats or mounts anything.
 
-// deviceBound is how long a freshly attached volume may take to show up as a block device.
-const deviceBound = 2 * time.Minute
+// DeviceBound is how long a freshly attached volume may take to show up as a block device.
+const DeviceBound = 2 * time.Minute
 
-// nvmeSerial is the NVMe serial number of an EBS volume: its ID without the dash ("vol0123...").
-func nvmeSerial(volumeID string) string { return strings.ReplaceAll(volumeID, "-", "") }
+// NVMeSerial is the NVMe serial number of an EBS volume: its ID without the dash ("vol0123...").
+func NVMeSerial(volumeID string) string { return strings.ReplaceAll(volumeID, "-", "") }
 
-// deviceLink is the udev by-id link of a volume under devDir.
-func deviceLink(devDir, volumeID string) string {
-	return filepath.Join(devDir, "disk", "by-id", "nvme-Amazon_Elastic_Block_Store_"+nvmeSerial(volumeID))
+// DeviceLink is the udev by-id link of a volume under devDir.
+func DeviceLink(devDir, volumeID string) string {
+	return filepath.Join(devDir, "disk", "by-id", "nvme-Amazon_Elastic_Block_Store_"+NVMeSerial(volumeID))
 }
 
-// errNotBlockDevice: the link resolves to something that is not a block device; waiting will not help.
-var errNotBlockDevice = errors.New("not a block device")
+// ErrNotBlockDevice: the link resolves to something that is not a block device; waiting will not help.
+var ErrNotBlockDevice = errors.New("not a block device")
 
-// findVolumeDevice looks once for the volume's block device. It returns the device path, or "" and what it
+// FindVolumeDevice looks once for the volume's block device. It returns the device path, or "" and what it
 // saw ("no link yet", "stale link to ...") when the device is not there yet.
-func findVolumeDevice(devDir, sysDir, volumeID string) (string, string, error) {
-	link := deviceLink(devDir, volumeID)
+func (l *Linux) FindVolumeDevice(volumeID string) (string, string, error) {
+	link := DeviceLink(l.DevDir, volumeID)
 	st, err := os.Lstat(link)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", "no " + filepath.Base(link) + " yet", nil
@@ -54,7 +54,7 @@ func findVolumeDevice(devDir, sysDir, volumeID string) (string, string, error) {
 		return "", "", fmt.Errorf("look for the device of %s: %w", volumeID, err)
 	}
 	if st.Mode()&os.ModeSymlink == 0 {
-		return "", "", fmt.Errorf("%s is not a symbolic link: %w", link, errNotBlockDevice)
+		return "", "", fmt.Errorf("%s is not a symbolic link: %w", link, ErrNotBlockDevice)
 	}
 	dev, err := filepath.EvalSymlinks(link)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -68,9 +68,9 @@ func findVolumeDevice(devDir, sysDir, volumeID string) (string, string, error) {
 		return "", "", fmt.Errorf("stat %s: %w", dev, err)
 	}
 	if dst.Mode()&os.ModeDevice == 0 || dst.Mode()&os.ModeCharDevice != 0 {
-		return "", "", fmt.Errorf("%s resolves to %s: %w", link, dev, errNotBlockDevice)
+		return "", "", fmt.Errorf("%s resolves to %s: %w", link, dev, ErrNotBlockDevice)
 	}
-	serialPath := filepath.Join(sysDir, "class", "block", filepath.Base(dev), "device", "serial")
+	serialPath := filepath.Join(l.SysDir, "class", "block", filepath.Base(dev), "device", "serial")
 	b, err := os.ReadFile(serialPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", "no serial for " + dev + " yet", nil
@@ -79,19 +79,19 @@ func findVolumeDevice(devDir, sysDir, volumeID string) (string, string, error) {
 		return "", "", fmt.Errorf("read the serial of %s: %w", dev, err)
 	}
 	// NVMe serials are padded with spaces to 20 characters.
-	if serial := strings.TrimSpace(string(b)); serial != nvmeSerial(volumeID) {
+	if serial := strings.TrimSpace(string(b)); serial != NVMeSerial(volumeID) {
 		return "", fmt.Sprintf("stale link to %s (serial %s)", dev, serial), nil
 	}
 	return dev, "", nil
 }
 
-// waitForDevice waits, at most bound, for the volume's block device and returns its path.
-func waitForDevice(ctx context.Context, log *slog.Logger, devDir, sysDir, volumeID string, bound time.Duration) (string, error) {
+// WaitForDevice waits, at most bound, for the volume's block device and returns its path.
+func (l *Linux) WaitForDevice(ctx context.Context, log *slog.Logger, volumeID string, bound time.Duration) (string, error) {
 	var dev string
-	err := poll(ctx, log.With(logkey.Volume, volumeID), wait.Spec{What: "block device of " + volumeID, Bound: bound, Step: "device",
+	err := wait.Poll(ctx, log.With(logkey.Volume, volumeID), wait.Spec{What: "block device of " + volumeID, Bound: bound, Step: "device",
 		Initial: 100 * time.Millisecond, Max: 500 * time.Millisecond},
 		func(context.Context) (bool, string, error) {
-			d, seen, err := findVolumeDevice(devDir, sysDir, volumeID)
+			d, seen, err := l.FindVolumeDevice(volumeID)
 			if err != nil {
 				return false, "", backoff.Permanent(err)
 			}
@@ -100,7 +100,7 @@ func waitForDevice(ctx context.Context, log *slog.Logger, devDir, sysDir, volume
 		})
 	if errors.Is(err, wait.ErrTimeout) {
 		return "", &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("%s is attached but its device %s did not appear with serial %s within %s (is this a Nitro instance with udev running?)",
-			volumeID, deviceLink(devDir, volumeID), nvmeSerial(volumeID), bound), Err: err}
+			volumeID, DeviceLink(l.DevDir, volumeID), NVMeSerial(volumeID), bound), Err: err}
 	}
 	return dev, err
 }

@@ -1,4 +1,4 @@
-package agent
+package host
 
 import (
 	"context"
@@ -12,16 +12,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// defaultLockFile serialises up and down on one instance (user data and the systemd unit can both start
+// DefaultLockFile serialises up and down on one instance (user data and the systemd unit can both start
 // `up` at boot). /run is a tmpfs, so a lock left by a crashed process cannot outlive a reboot, and flock
 // locks are released by the kernel when the holder dies.
-const defaultLockFile = "/run/handover.lock"
+const DefaultLockFile = "/run/handover.lock"
 
-// instanceLock is a held flock.
-type instanceLock struct{ f *os.File }
+// Lock is a held flock.
+type Lock struct{ f *os.File }
 
-// lockInstance takes the exclusive lock at path, waiting at most bound for another up/down to finish.
-func lockInstance(ctx context.Context, path string, bound time.Duration) (*instanceLock, error) {
+// Lock takes the exclusive lock at path, waiting at most bound for another up/down to finish.
+func (l *Linux) Lock(ctx context.Context, path string, bound time.Duration) (*Lock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
@@ -35,7 +35,7 @@ func lockInstance(ctx context.Context, path string, bound time.Duration) (*insta
 		if err == nil {
 			_ = f.Truncate(0)
 			_, _ = fmt.Fprintf(f, "%d\n", os.Getpid())
-			return &instanceLock{f: f}, nil
+			return &Lock{f: f}, nil
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			f.Close()
@@ -54,10 +54,10 @@ func lockInstance(ctx context.Context, path string, bound time.Duration) (*insta
 	}
 }
 
-// unlock releases the lock.
-func (l *instanceLock) unlock() {
-	if l != nil && l.f != nil {
-		_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
-		l.f.Close()
+// Unlock releases the lock.
+func (k *Lock) Unlock() {
+	if k != nil && k.f != nil {
+		_ = unix.Flock(int(k.f.Fd()), unix.LOCK_UN)
+		k.f.Close()
 	}
 }

@@ -1,0 +1,391 @@
+package host
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/handover/handover/internal/fail"
+)
+
+// Filesystems on a block device: probe, make, grow, mount, persist as a systemd mount unit. Which device
+// may be formatted is the command's decision (agent: only a volume handover created blank); this layer
+// only carries out what it is asked, with the guards that make a mistake fail rather than destroy (no
+// force flags, an empty stdin that answers "no").
+
+// Filesystems and mounts. The one rule that matters most: handover makes a filesystem only on a volume it
+// created blank itself (tagged handover:created-blank=true) that still has no signature at all. Anything
+// else without a recognisable filesystem — a restore of a broken snapshot, a volume someone else made, a
+// disk with partitions — is refused with exit 3 and left untouched: a format is the one mistake that
+// cannot be undone.
+//
+// Mounts are persisted as a systemd mount unit, not an fstab line: the unit is a file of handover's own,
+// written atomically and compared before writing, so a rerun changes nothing and handover never edits a
+// file that cloud-init and people also edit (a broken /etc/fstab can stop the next boot). Its Options
+// carry nofail, so the next boot neither waits for nor fails on a volume that is not attached yet; it
+// is wanted by local-fs.target like an fstab line with nofail would be.
+// https://www.freedesktop.org/software/systemd/man/latest/systemd.mount.html
+//
+// The unit names the filesystem by UUID (a restore from a snapshot keeps the UUID, so the unit stays the
+// same across generations); the mount made now uses the device node whose serial was just checked, so
+// that two devices with the same UUID on one instance (an old generation attached for inspection) can
+// never be confused.
+
+// Signature is what blkid found on a device.
+type Signature struct {
+	Type   string // ext4, xfs, crypto_LUKS, ...; "" when none
+	UUID   string
+	Usage  string // filesystem, crypto, raid, ...
+	PTType string // a partition table (gpt, dos) instead of a filesystem
+}
+
+// Probe reads the device's signature with low-level probing (blkid -p), which reads the device
+// itself rather than a cache. blkid exits 2 when it finds nothing and 8 when signatures contradict each
+// other. https://man7.org/linux/man-pages/man8/blkid.8.html
+func (l *Linux) Probe(ctx context.Context, dev string) (Signature, error) {
+	out, err := runTool(ctx, "blkid", "-p", "-o", "export", dev)
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		switch exit.ExitCode() {
+		case 2:
+			return Signature{}, nil
+		case 8:
+			return Signature{}, fail.Precondition(fmt.Sprintf("%s carries contradictory signatures (blkid -p: ambivalent result): inspect it by hand; handover will neither mount nor format it", dev), nil)
+		}
+	}
+	if err != nil {
+		return Signature{}, err
+	}
+	var s Signature
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "TYPE":
+			s.Type = v
+		case "UUID":
+			s.UUID = v
+		case "USAGE":
+			s.Usage = v
+		case "PTTYPE":
+			s.PTType = v
+		}
+	}
+	return s, nil
+}
+
+// blankProbe is how much of each end of a device holdsData reads: every filesystem handover makes writes
+// its superblock and first metadata within the first MiB, xfs and GPT also near the end.
+const blankProbe = 1 << 20
+
+// HoldsData reports where a device has a non-zero byte in its first or last MiB ("" when both are all
+// zeros, as on a volume EBS created empty).
+func (l *Linux) HoldsData(dev string) (string, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", dev, err)
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return "", fmt.Errorf("size of %s: %w", dev, err)
+	}
+	buf := make([]byte, blankProbe)
+	for _, off := range []int64{0, max(0, size-blankProbe)} {
+		n, err := f.ReadAt(buf, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("read %s: %w", dev, err)
+		}
+		for i, b := range buf[:n] {
+			if b != 0 {
+				return fmt.Sprintf("non-zero byte at offset %d", off+int64(i)), nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// MakeFilesystem formats a blank volume. No force flag: mkfs.xfs refuses a device with any signature, and
+// mke2fs asks before overwriting one (and reads "no" from the empty stdin), a second guard behind the
+// blkid check. Discard is skipped: a new EBS volume has nothing to discard, and discarding a large one
+// takes minutes.
+func (l *Linux) MakeFilesystem(ctx context.Context, log *slog.Logger, dev, fs string) error {
+	var err error
+	switch fs {
+	case "xfs":
+		_, err = runTool(ctx, "mkfs.xfs", "-q", "-K", dev)
+	default:
+		_, err = runTool(ctx, "mkfs.ext4", "-q", "-E", "nodiscard", dev)
+	}
+	if err != nil {
+		return fmt.Errorf("make %s filesystem on %s: %w", fs, dev, err)
+	}
+	log.Info("filesystem made on a blank volume", "fs", fs)
+	return nil
+}
+
+// growSlack is how much larger than its filesystem a device must be before it is grown: less is
+// rounding at the end of the device.
+const growSlack = 64 << 20
+
+// Grow grows the filesystem to the device when the volume is larger than it (a restore into a
+// larger --size). ext grows offline before the mount (mounted is false; e2fsck -f first, as resize2fs
+// demands) or online after it; xfs grows online only. A failure is logged and reported, not fatal: the
+// data is intact and usable at the old size. It returns what happened, "" when nothing was needed.
+// https://docs.aws.amazon.com/ebs/latest/userguide/recognize-expanded-volume-linux.html
+func (l *Linux) Grow(ctx context.Context, log *slog.Logger, dev, mountPoint, fsType string, mounted bool) string {
+	devBytes, err := deviceSize(dev)
+	if err != nil {
+		log.Warn("could not read the device size; not growing", "error", err.Error())
+		return ""
+	}
+	fsBytes, err := filesystemSize(ctx, dev, mountPoint, fsType)
+	if err != nil {
+		log.Warn("could not read the filesystem size; not growing", "error", err.Error())
+		return ""
+	}
+	if devBytes-fsBytes < growSlack {
+		return ""
+	}
+	var steps [][]string
+	switch {
+	case strings.HasPrefix(fsType, "ext") && !mounted:
+		steps = [][]string{{"e2fsck", "-f", "-p", dev}, {"resize2fs", dev}}
+	case strings.HasPrefix(fsType, "ext"):
+		steps = [][]string{{"resize2fs", dev}}
+	case fsType == "xfs" && mounted:
+		steps = [][]string{{"xfs_growfs", mountPoint}}
+	default:
+		return ""
+	}
+	for _, s := range steps {
+		if _, err := runTool(ctx, s[0], s[1:]...); err != nil {
+			var exit *exec.ExitError
+			if s[0] == "e2fsck" && errors.As(err, &exit) && exit.ExitCode() == 1 {
+				continue // 1: errors corrected
+			}
+			log.Warn("filesystem not grown; it stays usable at its old size", "from_bytes", fsBytes, "to_bytes", devBytes, "error", err.Error())
+			return fmt.Sprintf("not grown from %s to %s: %s", gib(fsBytes), gib(devBytes), oneLine(err.Error()))
+		}
+	}
+	log.Info("filesystem grown to the volume", "from_bytes", fsBytes, "to_bytes", devBytes)
+	return fmt.Sprintf("grown from %s to %s", gib(fsBytes), gib(devBytes))
+}
+
+func gib(n int64) string { return strconv.FormatFloat(float64(n)/(1<<30), 'f', 1, 64) + " GiB" }
+
+// deviceSize is the size of a block device: seeking to its end reports it.
+func deviceSize(dev string) (int64, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.Seek(0, io.SeekEnd)
+}
+
+var (
+	ext4BlockCountRE = regexp.MustCompile(`(?m)^Block count:\s+(\d+)`)
+	ext4BlockSizeRE  = regexp.MustCompile(`(?m)^Block size:\s+(\d+)`)
+	xfsDataRE        = regexp.MustCompile(`(?m)^data\s+=\s+bsize=(\d+)\s+blocks=(\d+)`)
+)
+
+// filesystemSize is how many bytes of the device the filesystem covers.
+func filesystemSize(ctx context.Context, dev, mountPoint, fsType string) (int64, error) {
+	if strings.HasPrefix(fsType, "ext") {
+		out, err := runTool(ctx, "dumpe2fs", "-h", dev)
+		if err != nil {
+			return 0, err
+		}
+		return parseExtSize(out)
+	}
+	if fsType == "xfs" && mountPoint != "" {
+		out, err := runTool(ctx, "xfs_info", mountPoint)
+		if err != nil {
+			return 0, err
+		}
+		return parseXFSSize(out)
+	}
+	return 0, fmt.Errorf("size of a %s filesystem: not supported", fsType)
+}
+
+func parseExtSize(dumpe2fs string) (int64, error) {
+	c, s := ext4BlockCountRE.FindStringSubmatch(dumpe2fs), ext4BlockSizeRE.FindStringSubmatch(dumpe2fs)
+	if c == nil || s == nil {
+		return 0, errors.New("dumpe2fs -h: no block count or block size")
+	}
+	count, _ := strconv.ParseInt(c[1], 10, 64)
+	size, _ := strconv.ParseInt(s[1], 10, 64)
+	return count * size, nil
+}
+
+func parseXFSSize(xfsInfo string) (int64, error) {
+	m := xfsDataRE.FindStringSubmatch(xfsInfo)
+	if m == nil {
+		return 0, errors.New("xfs_info: no data section")
+	}
+	bsize, _ := strconv.ParseInt(m[1], 10, 64)
+	blocks, _ := strconv.ParseInt(m[2], 10, 64)
+	return bsize * blocks, nil
+}
+
+// runTool runs a system tool and returns its standard output. A failure carries the tool's last words.
+func runTool(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin = nil // the empty stdin answers "no" to any question
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = strings.TrimSpace(stdout.String())
+		}
+		if len(msg) > 300 {
+			msg = "..." + msg[len(msg)-300:]
+		}
+		return stdout.String(), &toolError{cmd: name + " " + strings.Join(args, " "), out: oneLine(msg), err: err}
+	}
+	return stdout.String(), nil
+}
+
+// toolError is a system tool that failed; it unwraps to the *exec.ExitError.
+type toolError struct {
+	cmd, out string
+	err      error
+}
+
+func (e *toolError) Error() string {
+	if e.out == "" {
+		return e.cmd + ": " + e.err.Error()
+	}
+	return e.cmd + ": " + e.err.Error() + ": " + e.out
+}
+
+func (e *toolError) Unwrap() error { return e.err }
+
+// MountUnit is the persisted mount of one slot.
+type MountUnit struct {
+	Group, Slot string
+	UUID        string
+	MountPoint  string
+	Type        string
+	Options     string
+}
+
+func (u MountUnit) Name() string { return SystemdEscapePath(u.MountPoint) + ".mount" }
+
+func (u MountUnit) Content() string {
+	opts := "nofail"
+	if u.Options != "" {
+		opts += "," + u.Options
+	}
+	return fmt.Sprintf(`# Written by handover up for group %s, slot %s; rewritten at every run: change --volume instead.
+# nofail: boot neither waits for this volume nor fails without it; handover up attaches and mounts it.
+[Unit]
+Description=handover volume %s/%s at %s
+
+[Mount]
+What=/dev/disk/by-uuid/%s
+Where=%s
+Type=%s
+Options=%s
+
+[Install]
+WantedBy=local-fs.target
+`, u.Group, u.Slot, u.Group, u.Slot, u.MountPoint, u.UUID, u.MountPoint, u.Type, opts)
+}
+
+// WriteMountUnit writes the unit and its local-fs.target.wants link (what `systemctl enable` does) when
+// they differ from what is there, atomically (a temporary file renamed over the old one). It returns the
+// unit's path.
+func (l *Linux) WriteMountUnit(dir string, u MountUnit) (string, error) {
+	path := filepath.Join(dir, u.Name())
+	want := u.Content()
+	if have, err := os.ReadFile(path); err != nil || string(have) != want {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", fmt.Errorf("write mount unit: %w", err)
+		}
+		tmp, err := os.CreateTemp(dir, "."+u.Name()+".*")
+		if err != nil {
+			return "", fmt.Errorf("write mount unit: %w", err)
+		}
+		_, werr := tmp.WriteString(want)
+		serr := tmp.Sync()
+		cerr := tmp.Close()
+		if err := errors.Join(werr, serr, cerr, os.Chmod(tmp.Name(), 0o644)); err != nil {
+			os.Remove(tmp.Name())
+			return "", fmt.Errorf("write mount unit %s: %w", path, err)
+		}
+		if err := os.Rename(tmp.Name(), path); err != nil {
+			os.Remove(tmp.Name())
+			return "", fmt.Errorf("write mount unit %s: %w", path, err)
+		}
+	}
+	wants := filepath.Join(dir, "local-fs.target.wants")
+	link := filepath.Join(wants, u.Name())
+	if target, err := os.Readlink(link); err == nil && target == filepath.Join("..", u.Name()) {
+		return path, nil
+	}
+	if err := os.MkdirAll(wants, 0o755); err != nil {
+		return "", fmt.Errorf("enable mount unit: %w", err)
+	}
+	_ = os.Remove(link)
+	if err := os.Symlink(filepath.Join("..", u.Name()), link); err != nil {
+		return "", fmt.Errorf("enable mount unit: %w", err)
+	}
+	return path, nil
+}
+
+// SystemdEscapePath is `systemd-escape --path`: a mount unit must be named after its mount point, with
+// "/" as "-" and every byte outside [A-Za-z0-9:_.] (and a leading ".") as \xNN.
+// https://www.freedesktop.org/software/systemd/man/latest/systemd.unit.html#String%20Escaping%20for%20Inclusion%20in%20Unit%20Names
+func SystemdEscapePath(p string) string {
+	p = strings.Trim(filepath.Clean(p), "/")
+	if p == "" {
+		return "-"
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == '/':
+			b.WriteByte('-')
+		case c == '.' && i == 0:
+			fmt.Fprintf(&b, `\x%02x`, c)
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == ':', c == '_', c == '.':
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, `\x%02x`, c)
+		}
+	}
+	return b.String()
+}
+
+// Mount mounts the filesystem of type fsType on dev at mountPoint (made if missing) with options
+// (comma-separated, may be empty).
+func (l *Linux) Mount(ctx context.Context, dev, mountPoint, fsType, options string) error {
+	if err := os.MkdirAll(mountPoint, 0o755); err != nil {
+		return fmt.Errorf("create mount point: %w", err)
+	}
+	args := []string{"-t", fsType}
+	if options != "" {
+		args = append(args, "-o", options)
+	}
+	_, err := runTool(ctx, "mount", append(args, dev, mountPoint)...)
+	return err
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
