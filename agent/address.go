@@ -121,7 +121,7 @@ func judgeHolder(ctx context.Context, c *Clients, holder string) (holderVerdict,
 		}
 	}
 	if state != string(ec2types.InstanceStateNameRunning) && state != string(ec2types.InstanceStateNamePending) {
-		return holderVerdict{true, fmt.Sprintf("holder %s is %s", holder, orDash(state))}, nil
+		return holderVerdict{true, fmt.Sprintf("holder %s is %s", holder, dashIfEmpty(state))}, nil
 	}
 	if c.AutoScaling != nil {
 		as, err := c.AutoScaling.DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{holder}})
@@ -175,7 +175,7 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 			// We associated it and a fresh Describe shows another association: another claimant won.
 			return false, "", backoff.Permanent(fail.Fenced(fmt.Sprintf(
 				"associated %s (%s) but %s holds it now: another instance won the race; it keeps the address",
-				a.AllocationID, a.PublicIP, orDash(a.InstanceID)), nil))
+				a.AllocationID, a.PublicIP, dashIfEmpty(a.InstanceID)), nil))
 		}
 		reassociate := false
 		if a.InstanceID != "" && a.InstanceID != spec.InstanceID {

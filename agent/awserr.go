@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 
 	"github.com/aws/smithy-go"
+	"github.com/handover/handover/internal/wait"
 )
 
 // AWS error codes handover reacts to. They are matched by code, never by message text.
@@ -56,3 +59,9 @@ func hasCode(err error, codes ...string) bool {
 
 // isThrottled reports whether err is AWS telling us to slow down.
 func isThrottled(err error) bool { return hasCode(err, codeThrottled, codeThrottling) }
+
+// poll is wait.Poll for waits whose checks call AWS: throttling is waited out, not a failure.
+func poll(ctx context.Context, log *slog.Logger, w wait.Spec, check func(context.Context) (bool, string, error)) error {
+	w.Transient = isThrottled
+	return wait.Poll(ctx, log, w, check)
+}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"runtime"
 	"sort"
-	"strings"
 
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
@@ -65,7 +64,7 @@ func Main(ctx context.Context, args []string, e Env) int {
 		return fail.CodeOK
 	}
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "handover %s: %s\n", c.name, oneLine(err.Error()))
+		fmt.Fprintf(e.Stderr, "handover %s: %s\n", c.name, fail.OneLine(err.Error()))
 	}
 	return ExitCode(err)
 }
@@ -78,8 +77,6 @@ func ExitCode(err error) int {
 	}
 	return fail.Code(err)
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "handover: keep one stateful EC2 instance's Elastic IP and data across instances and AZs.")

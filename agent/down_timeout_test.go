@@ -122,7 +122,7 @@ func TestDownTimeoutGivesUpOnAHungDevice(t *testing.T) {
 			if code := ExitCode(err); code != fail.CodeFailed {
 				t.Fatalf("exit %d (%v), want 1\n%s", code, err, stderr.String())
 			}
-			line := oneLine(err.Error())
+			line := fail.OneLine(err.Error())
 			t.Logf("handover down: %s\nstdout:\n%s\nstderr:\n%s", line, stdout.String(), stderr.String())
 			for _, want := range []string{`step "` + tc.step + `" timed out`, "--timeout 4s", "crash-consistent, not tagged consistent", "completed " + terminateHook, "the termination goes ahead"} {
 				if !strings.Contains(line, want) {
@@ -190,7 +190,7 @@ func TestSnapshotTimeoutGivesUpOnAHungFreeze(t *testing.T) {
 	if code := ExitCode(err); code != fail.CodeFailed {
 		t.Fatalf("exit %d (%v), want 1\n%s", code, err, stderr.String())
 	}
-	line := oneLine(err.Error())
+	line := fail.OneLine(err.Error())
 	for _, want := range []string{`step "freeze" timed out`, "crash-consistent, not tagged consistent", "retention skipped"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("error line lacks %q:\n%s", want, line)

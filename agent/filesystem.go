@@ -31,12 +31,13 @@ import (
 
 // fsRequest is one slot's device to make ready.
 type fsRequest struct {
-	Device  string
-	Volume  slotVolume
-	Spec    volumeSpec
-	FS      string // what to make on a blank volume: ext4 or xfs
-	UnitDir string // where to persist the mount, or unitDirNone
-	Group   string
+	Device       string
+	VolumeID     string
+	CreatedBlank bool // tagged handover:created-blank=true: the only kind of volume handover may format
+	Spec         volumeSpec
+	FS           string // what to make on a blank volume: ext4 or xfs
+	UnitDir      string // where to persist the mount, or unitDirNone
+	Group        string
 }
 
 // fsResult is what prepareFilesystem found and did.
@@ -53,7 +54,7 @@ type fsResult struct {
 // prepareFilesystem makes the slot's device a mounted, persisted filesystem: probe, make one only on a
 // blank volume of handover's, grow it when the volume is larger, mount it, write the unit.
 func prepareFilesystem(ctx context.Context, log *slog.Logger, h host.Host, req fsRequest) (fsResult, error) {
-	log = log.With(logkey.Step, "filesystem", logkey.Volume, req.Volume.ID, "device", req.Device)
+	log = log.With(logkey.Step, "filesystem", logkey.Volume, req.VolumeID, "device", req.Device)
 	res := fsResult{MountPoint: req.Spec.MountPoint}
 	sig, err := h.Probe(ctx, req.Device)
 	if err != nil {
@@ -62,10 +63,10 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, h host.Host, req f
 	switch {
 	case sig.PTType != "":
 		return res, fail.Precondition(fmt.Sprintf("%s (%s) holds a %s partition table, not a filesystem: handover mounts whole-device filesystems only and will not touch it",
-			req.Volume.ID, req.Device, sig.PTType), nil)
-	case sig.Type == "" && !req.Volume.CreatedBlank:
+			req.VolumeID, req.Device, sig.PTType), nil)
+	case sig.Type == "" && !req.CreatedBlank:
 		return res, fail.Precondition(fmt.Sprintf("%s (%s) has no filesystem and handover did not create it blank (no %s=true tag): refusing to format it; check the snapshot it came from, or make the filesystem yourself if it really is empty",
-			req.Volume.ID, req.Device, tagCreatedBlank), nil)
+			req.VolumeID, req.Device, tagCreatedBlank), nil)
 	case sig.Type == "":
 		// Tagged blank is not enough: a blank volume that has since been used and lost its superblock must
 		// not be formatted either. A volume EBS made empty reads as zeros.
@@ -73,7 +74,7 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, h host.Host, req f
 			return res, err
 		} else if used != "" {
 			return res, fail.Precondition(fmt.Sprintf("%s (%s) was created blank by handover but holds data (%s) and no filesystem signature: refusing to format it; inspect it by hand",
-				req.Volume.ID, req.Device, used), nil)
+				req.VolumeID, req.Device, used), nil)
 		}
 		if err := h.MakeFilesystem(ctx, log, req.Device, req.FS); err != nil {
 			return res, err
@@ -86,11 +87,11 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, h host.Host, req f
 			return res, fmt.Errorf("mkfs.%s on %s left no filesystem signature", req.FS, req.Device)
 		}
 	case sig.Usage != "" && sig.Usage != "filesystem":
-		return res, fail.Precondition(fmt.Sprintf("%s (%s) holds %s (%s), not a filesystem handover can mount", req.Volume.ID, req.Device, sig.Type, sig.Usage), nil)
+		return res, fail.Precondition(fmt.Sprintf("%s (%s) holds %s (%s), not a filesystem handover can mount", req.VolumeID, req.Device, sig.Type, sig.Usage), nil)
 	}
 	res.Type, res.UUID = sig.Type, sig.UUID
 
-	mounted, err := checkMountState(h, req.Device, req.Spec.MountPoint, req.Volume.ID)
+	mounted, err := checkMountState(h, req.Device, req.Spec.MountPoint, req.VolumeID)
 	if err != nil {
 		return res, err
 	}
@@ -101,7 +102,7 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, h host.Host, req f
 			res.Grown = h.Grow(ctx, log, req.Device, "", sig.Type, false)
 		}
 		if err := h.Mount(ctx, req.Device, req.Spec.MountPoint, sig.Type, req.Spec.Options); err != nil {
-			return res, fmt.Errorf("mount %s (%s) at %s: %w", req.Volume.ID, req.Device, req.Spec.MountPoint, err)
+			return res, fmt.Errorf("mount %s (%s) at %s: %w", req.VolumeID, req.Device, req.Spec.MountPoint, err)
 		}
 		res.Mounted = "mounted"
 		log.Info("mounted", "mount_point", req.Spec.MountPoint, "fs", sig.Type, "uuid", sig.UUID)

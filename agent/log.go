@@ -1,13 +1,10 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
-
-	"github.com/handover/handover/internal/wait"
 )
 
 func parseLevel(s string) (slog.Level, error) {
@@ -32,10 +29,4 @@ func newLogger(w io.Writer, c common) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// poll is wait.Poll for waits whose checks call AWS: throttling is waited out, not a failure.
-func poll(ctx context.Context, log *slog.Logger, w wait.Spec, check func(context.Context) (bool, string, error)) error {
-	w.Transient = isThrottled
-	return wait.Poll(ctx, log, w, check)
 }

@@ -364,7 +364,7 @@ func planSlot(in planInput) slotPlan {
 	}
 	if best.State != string(ec2types.SnapshotStateCompleted) {
 		p.Action = planWaitSnapshot
-		p.Why = fmt.Sprintf("the newest snapshot %s (generation %d) is %s at %s: waiting for it rather than restoring older data", best.ID, best.Generation, best.State, orDash(best.Progress))
+		p.Why = fmt.Sprintf("the newest snapshot %s (generation %d) is %s at %s: waiting for it rather than restoring older data", best.ID, best.Generation, best.State, dashIfEmpty(best.Progress))
 		return p
 	}
 	p.Action = planRestore
@@ -447,14 +447,22 @@ func createVolumeInput(group, slot, az string, generation int, shape volumeShape
 	return in
 }
 
-// slotResult is what up did for one slot.
-type slotResult struct {
+// volumeShape is what a volume handover creates looks like. Existing volumes are never modified.
+type volumeShape struct {
+	SizeGiB    int // grow only: a snapshot larger than this restores at its own size
+	Type       string
+	IOPS       int // 0: the type's default
+	Throughput int // MiB/s, gp3 only; 0: the default
+	Encrypted  bool
+	KMSKeyID   string
+}
+
+// slotOutcome is what converging and retiring did for one slot.
+type slotOutcome struct {
 	Slot       string     `json:"slot"`
 	Volume     slotVolume `json:"volume"`
 	How        string     `json:"how"`                // "already attached", "reattached", "restored from", "created blank"
 	Snapshot   string     `json:"snapshot,omitempty"` // the snapshot restored from
-	Device     string     `json:"device,omitempty"`
-	FS         fsResult   `json:"filesystem"`
 	Superseded []string   `json:"superseded,omitempty"`
 	Deleted    []string   `json:"deleted,omitempty"`
 	Warnings   []string   `json:"warnings,omitempty"` // what failed without failing the run
@@ -466,7 +474,7 @@ type slotRun struct {
 	log            *slog.Logger
 	instanceID, az string
 	group          string
-	spec           volumeSpec
+	slot, device   string // the slot, and the device name AttachVolume gives it
 	shape          volumeShape
 	takeover       bool
 	requireData    bool
@@ -475,7 +483,7 @@ type slotRun struct {
 	minGen       int
 	holdDeadline time.Time // when waiting for other instances to let go gives up
 	view         slotView  // the last observation
-	res          slotResult
+	res          slotOutcome
 }
 
 // Bounds of the waits on EBS itself (the command's --timeout bounds them all as well).
@@ -486,12 +494,12 @@ const (
 )
 
 func (s *slotRun) input() planInput {
-	return planInput{InstanceID: s.instanceID, AZ: s.az, Group: s.group, Slot: s.spec.Slot, View: s.view,
+	return planInput{InstanceID: s.instanceID, AZ: s.az, Group: s.group, Slot: s.slot, View: s.view,
 		Takeover: s.takeover, RequireData: s.requireData, MinGeneration: s.minGen}
 }
 
 func (s *slotRun) observe(ctx context.Context) (slotPlan, error) {
-	v, err := observeSlot(ctx, s.c, s.group, s.spec.Slot, s.instanceID)
+	v, err := observeSlot(ctx, s.c, s.group, s.slot, s.instanceID)
 	if err != nil {
 		return slotPlan{}, err
 	}
@@ -501,7 +509,7 @@ func (s *slotRun) observe(ctx context.Context) (slotPlan, error) {
 
 // converge acts on the slot's plan until its live volume is attached here.
 func (s *slotRun) converge(ctx context.Context) error {
-	s.res.Slot = s.spec.Slot
+	s.res.Slot = s.slot
 	p, err := s.observe(ctx)
 	if err != nil {
 		return err
@@ -530,7 +538,7 @@ func (s *slotRun) converge(ctx context.Context) error {
 			if s.res.How == "" {
 				s.res.How = "reattached"
 			}
-			if err := attachVolume(ctx, s.log, s.c.EC2, p.Volume.ID, s.instanceID, s.spec.Device); err != nil {
+			if err := attachVolume(ctx, s.log, s.c.EC2, p.Volume.ID, s.instanceID, s.device); err != nil {
 				return err
 			}
 			if err := waitVolume(ctx, s.log, s.c.EC2, p.Volume.ID, "attached here", func(v slotVolume) bool {
@@ -598,7 +606,7 @@ func (s *slotRun) converge(ctx context.Context) error {
 			return err
 		}
 	}
-	return fmt.Errorf("slot %s did not settle after %d rounds (last plan: %s: %s); rerun", s.spec.Slot, maxConvergeRounds, p.Action, p.Why)
+	return fmt.Errorf("slot %s did not settle after %d rounds (last plan: %s: %s); rerun", s.slot, maxConvergeRounds, p.Action, p.Why)
 }
 
 // errTokenSpent: CreateVolume's token for this generation was used before with other parameters.
@@ -610,13 +618,13 @@ var errTokenSpent = errors.New("client token already used")
 // sees it), or by an earlier run with another snapshot or size whose volume has since been deleted (then
 // this generation is skipped).
 func (s *slotRun) create(ctx context.Context, generation int, snap *slotSnapshot) (string, error) {
-	in := createVolumeInput(s.group, s.spec.Slot, s.az, generation, s.shape, snap)
+	in := createVolumeInput(s.group, s.slot, s.az, generation, s.shape, snap)
 	out, err := s.c.EC2.CreateVolume(ctx, in)
 	if hasCode(err, codeIdempotentMismatch) {
 		s.log.Warn("CreateVolume token of this generation was used with other parameters; looking for its volume", logkey.Step, "volume", "generation", generation)
 		err := poll(ctx, s.log, wait.Spec{What: fmt.Sprintf("a volume of generation %d to show up", generation), Bound: tokenVisibilityBound, Step: "volume"},
 			func(ctx context.Context) (bool, string, error) {
-				vols, err := listSlotVolumes(ctx, s.c.EC2, s.group, s.spec.Slot)
+				vols, err := listSlotVolumes(ctx, s.c.EC2, s.group, s.slot)
 				if err != nil {
 					return false, "", err
 				}
@@ -668,10 +676,10 @@ func (s *slotRun) waitHolder(ctx context.Context, p slotPlan) (slotPlan, error) 
 	if errors.Is(err, wait.ErrTimeout) {
 		if last.Live {
 			return slotPlan{}, fail.Fenced(fmt.Sprintf("%s (slot %s) is attached to %s, a live instance, after waiting %s: stop it or let its group terminate it, or pass --takeover to restore the newest snapshot here instead",
-				last.Volume.ID, s.spec.Slot, last.Holder, s.releaseTimeout), nil)
+				last.Volume.ID, s.slot, last.Holder, s.releaseTimeout), nil)
 		}
 		return slotPlan{}, &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("%s (slot %s) is still attached to %s after %s (--release-timeout): rerun once it has detached",
-			last.Volume.ID, s.spec.Slot, last.Holder, s.releaseTimeout), Err: err}
+			last.Volume.ID, s.slot, last.Holder, s.releaseTimeout), Err: err}
 	}
 	return next, err
 }
@@ -733,7 +741,7 @@ func (s *slotRun) retire(ctx context.Context, deleteThem bool) {
 	}
 	warn := func(msg string, err error) {
 		s.log.Warn(msg+"; up goes on", logkey.Step, "superseded", "error", err.Error())
-		s.res.Warnings = append(s.res.Warnings, msg+": "+oneLine(err.Error()))
+		s.res.Warnings = append(s.res.Warnings, msg+": "+fail.OneLine(err.Error()))
 	}
 	if len(untagged) > 0 {
 		_, err := s.c.EC2.CreateTags(ctx, &ec2.CreateTagsInput{
@@ -762,4 +770,12 @@ func (s *slotRun) retire(ctx context.Context, deleteThem bool) {
 		s.res.Deleted = append(s.res.Deleted, v.ID)
 		s.log.Info("superseded volume deleted (--delete-superseded)", logkey.Step, "superseded", logkey.Volume, v.ID, "generation", v.Generation)
 	}
+}
+
+// dashIfEmpty shows an empty state as "-" in messages.
+func dashIfEmpty(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -95,7 +95,7 @@ func runStatus(ctx context.Context, e Env, args []string) error {
 		if err != nil {
 			// status reports what it could see: the local part stands, and the EC2 part says why it is
 			// missing (no credentials, no permission, no network) instead of hiding the rest.
-			st.EC2Error = oneLine(err.Error())
+			st.EC2Error = fail.OneLine(err.Error())
 			log.Warn("EC2 side unavailable", "group", st.Group, "error", st.EC2Error)
 		}
 	}

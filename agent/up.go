@@ -30,16 +30,6 @@ func init() {
 	register(command{name: "up", summary: "converge this instance: Elastic IP, volumes, filesystems, mounts, launch hook", run: runUp})
 }
 
-// volumeShape is what a volume handover creates looks like. Existing volumes are never modified.
-type volumeShape struct {
-	SizeGiB    int // grow only: a snapshot larger than this restores at its own size
-	Type       string
-	IOPS       int // 0: the type's default
-	Throughput int // MiB/s, gp3 only; 0: the default
-	Encrypted  bool
-	KMSKeyID   string
-}
-
 // upConfig is `handover up`'s configuration after flags, environment and instance tags.
 type upConfig struct {
 	Volumes          volumeSpecs
@@ -416,7 +406,7 @@ func (r *upRun) converge(ctx context.Context) (upResult, error) {
 
 	r.enter("volumes")
 	n := len(r.cfg.Volumes)
-	slots := make([]*slotRun, n)
+	slots := make([]*upSlot, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i, spec := range r.cfg.Volumes {
@@ -447,7 +437,7 @@ func (r *upRun) converge(ctx context.Context) (upResult, error) {
 	}
 	res.Slots = make([]slotResult, n)
 	for i, s := range slots {
-		res.Slots[i] = s.res
+		res.Slots[i] = slotResult{slotOutcome: s.run.res, Device: s.device, FS: s.fs}
 	}
 	return res, firstError(errs)
 }
@@ -471,45 +461,62 @@ func firstError(errs []error) error {
 	return &fail.Error{Code: ExitCode(first), Msg: first.Error() + "; also: " + strings.Join(rest, "; "), Err: first}
 }
 
+// slotResult is what up did for one slot: the volume's outcome, and the device and filesystem here.
+type slotResult struct {
+	slotOutcome
+	Device string   `json:"device,omitempty"`
+	FS     fsResult `json:"filesystem"`
+}
+
+// upSlot is one slot of an up run: the cloud side converges its volume, then the host side its device
+// and filesystem.
+type upSlot struct {
+	spec   volumeSpec
+	run    *slotRun
+	device string
+	fs     fsResult
+}
+
 // bringVolume makes one slot's volume attached here and, unless --no-mount, waits for its device.
-func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*slotRun, error) {
-	s := &slotRun{
+func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*upSlot, error) {
+	s := &upSlot{spec: spec, run: &slotRun{
 		c: r.clients, log: r.log.With("slot", spec.Slot), instanceID: r.me.InstanceID, az: r.me.AvailabilityZone, group: r.group,
-		spec: spec, shape: r.cfg.Shape, takeover: r.cfg.Takeover, requireData: r.cfg.RequireData,
+		slot: spec.Slot, device: spec.Device, shape: r.cfg.Shape, takeover: r.cfg.Takeover, requireData: r.cfg.RequireData,
 		releaseTimeout: r.cfg.ReleaseTimeout,
-	}
-	if err := s.converge(ctx); err != nil {
+	}}
+	if err := s.run.converge(ctx); err != nil {
 		return s, err
 	}
-	r.stepDone("volume", "slot", spec.Slot, logkey.Volume, s.res.Volume.ID, "how", s.res.How)
+	vol := s.run.res.Volume
+	r.stepDone("volume", "slot", spec.Slot, logkey.Volume, vol.ID, "how", s.run.res.How)
 	if r.cfg.NoMount {
 		return s, nil
 	}
-	dev, err := r.host.WaitForDevice(ctx, s.log, s.res.Volume.ID, host.DeviceBound)
+	dev, err := r.host.WaitForDevice(ctx, s.run.log, vol.ID, host.DeviceBound)
 	if err != nil {
 		return s, err
 	}
-	s.res.Device = dev
-	r.stepDone("device", "slot", spec.Slot, logkey.Volume, s.res.Volume.ID, "device", dev)
+	s.device = dev
+	r.stepDone("device", "slot", spec.Slot, logkey.Volume, vol.ID, "device", dev)
 	return s, nil
 }
 
 // finishSlot makes the slot's filesystem mounted and persisted, then marks its older generations.
-func (r *upRun) finishSlot(ctx context.Context, s *slotRun) error {
-	spec := s.spec
+func (r *upRun) finishSlot(ctx context.Context, s *upSlot) error {
+	spec, vol := s.spec, s.run.res.Volume
 	if !r.cfg.NoMount {
-		fsr, err := prepareFilesystem(ctx, s.log, r.host, fsRequest{
-			Device: s.res.Device, Volume: s.res.Volume, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
+		fsr, err := prepareFilesystem(ctx, s.run.log, r.host, fsRequest{
+			Device: s.device, VolumeID: vol.ID, CreatedBlank: vol.CreatedBlank, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
 		})
-		s.res.FS = fsr
+		s.fs = fsr
 		if err != nil {
 			return err
 		}
-		r.stepDone("mount", "slot", spec.Slot, logkey.Volume, s.res.Volume.ID, "mount_point", spec.MountPoint, "fs", fsr.Type, "uuid", fsr.UUID)
+		r.stepDone("mount", "slot", spec.Slot, logkey.Volume, vol.ID, "mount_point", spec.MountPoint, "fs", fsr.Type, "uuid", fsr.UUID)
 	}
-	s.retire(ctx, r.cfg.DeleteSuperseded) // housekeeping: failures are warnings, not a failed up
-	if len(s.res.Superseded)+len(s.res.Deleted) > 0 {
-		r.stepDone("superseded", "slot", spec.Slot, "tagged", strings.Join(s.res.Superseded, ","), "deleted", strings.Join(s.res.Deleted, ","))
+	s.run.retire(ctx, r.cfg.DeleteSuperseded) // housekeeping: failures are warnings, not a failed up
+	if out := s.run.res; len(out.Superseded)+len(out.Deleted) > 0 {
+		r.stepDone("superseded", "slot", spec.Slot, "tagged", strings.Join(out.Superseded, ","), "deleted", strings.Join(out.Deleted, ","))
 	}
 	return nil
 }

@@ -304,7 +304,7 @@ func (w *watcher) handleNotice(ctx context.Context, n notice) {
 		w.attempts[key]++
 		delay := min(w.every<<min(w.attempts[key], 10), maxDownRetryDelay)
 		w.retryAt[key] = time.Now().Add(delay)
-		ev.LastError = oneLine(err.Error())
+		ev.LastError = fail.OneLine(err.Error())
 		if serr := w.state.save(); serr != nil {
 			log.Warn("could not record the failed attempt", "error", serr.Error())
 		}

@@ -3,7 +3,10 @@
 // them; only the command's main turns one into a process exit code (Code).
 package fail
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // Exit codes, as fixed in DESIGN.md.
 const (
@@ -59,3 +62,6 @@ func Code(err error) int {
 	}
 	return CodeFailed
 }
+
+// OneLine folds a message (a tool's output, a wrapped error) onto one line, as every failure is printed.
+func OneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
