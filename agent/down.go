@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/host"
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
@@ -160,7 +161,7 @@ func (c *downConfig) applyDefaults() {
 type thisInstance struct {
 	id      imds.Identity
 	md      *imds.Client
-	clients *Clients
+	clients *cloud.Clients
 	group   string
 	host    *host.Linux // this machine: --dev-dir, --sys-dir and the calls that can hang
 }
@@ -184,11 +185,11 @@ func openThisInstance(ctx context.Context, e Env, f *flags, args []string, valid
 	if err != nil {
 		return nil, nil, err
 	}
-	clients, err := newClients(ctx, e.Getenv, id.Region)
+	clients, err := cloud.NewClients(ctx, e.Getenv, id.Region)
 	if err != nil {
 		return nil, nil, err
 	}
-	tags, _, err := instanceTags(ctx, md, func() (EC2, error) { return clients.EC2, nil }, id.InstanceID)
+	tags, _, err := instanceTags(ctx, md, func() (cloud.EC2, error) { return clients.EC2, nil }, id.InstanceID)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -202,7 +203,7 @@ func openThisInstance(ctx context.Context, e Env, f *flags, args []string, valid
 		return nil, nil, err
 	}
 	if f.Common.Group == "" {
-		return nil, nil, fail.Precondition(fmt.Sprintf("instance %s has no %s tag: tag it through the group's launch template, or pass --group", id.InstanceID, tagGroup), nil)
+		return nil, nil, fail.Precondition(fmt.Sprintf("instance %s has no %s tag: tag it through the group's launch template, or pass --group", id.InstanceID, cloud.TagGroup), nil)
 	}
 	log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
 	return log, &thisInstance{id: id, md: md, clients: clients, group: f.Common.Group}, nil
@@ -281,16 +282,16 @@ func rebalanceOccasion(r *imds.Rebalance) occasion {
 // slotRelease is one slot's volume on this instance, as down found and left it.
 type slotRelease struct {
 	Spec       volumeSpec
-	Volume     slotVolume
+	Volume     cloud.Volume
 	AttachTime time.Time
 	AttachSt   string       // attaching, attached, detaching
 	Device     string       // block device on this instance; "" when not visible
 	Mounts     []host.Mount // where Device is mounted, before down
 
-	Existing *slotSnapshot // a snapshot this down took already (rerun)
+	Existing *cloud.Snapshot // a snapshot this down took already (rerun)
 
 	Still      string // how the data was kept still: "unmounted", "frozen", "not mounted", "" (not at all)
-	Snapshot   slotSnapshot
+	Snapshot   cloud.Snapshot
 	Reused     bool
 	Consistent bool
 	Detached   bool
@@ -415,7 +416,7 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 
 	// Observe: the instance's place in its Auto Scaling group, then (under the lock, so that no `up`
 	// changes them meanwhile) each slot's volume, its mounts and any snapshot this down took already.
-	member, memberErr := asgMembership(work, in.clients.AutoScaling, self)
+	member, memberErr := cloud.MembershipOf(work, in.clients.AutoScaling, self)
 	if memberErr != nil {
 		log.Warn("could not read the Auto Scaling state; going on, and trying again before completing the hook", logkey.Step, "lifecycle", "error", memberErr.Error())
 	}
@@ -446,14 +447,14 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 	// Keep the termination hook alive from the first moment: waiting for the lock, a slow pre-stop
 	// command or a throttled API must not let the hook time out.
 	hookActive := member.LifecycleState == "Terminating:Wait"
-	var action *lifecycleAction
+	var action *cloud.LifecycleAction
 	stopHeartbeat := func() {}
 	if hookActive {
 		if cfg.TerminateHook == "" {
 			log.Warn("instance is in Terminating:Wait but --terminate-hook is not set: the group waits for the hook's heartbeat timeout", logkey.Step, "lifecycle", "asg", member.ASGName)
 		} else {
-			action = &lifecycleAction{as: in.clients.AutoScaling, log: log, kind: terminateHookKind, asgName: member.ASGName, hook: cfg.TerminateHook, instanceID: self}
-			stopHeartbeat = action.keepAlive(ctx, cfg.HeartbeatInterval)
+			action = &cloud.LifecycleAction{As: in.clients.AutoScaling, Log: log, Kind: cloud.TerminateHookKind, AsgName: member.ASGName, Hook: cfg.TerminateHook, InstanceID: self}
+			stopHeartbeat = action.KeepAlive(ctx, cfg.HeartbeatInterval)
 			log.Info("sending lifecycle heartbeats while working", logkey.Step, "lifecycle", "asg", member.ASGName, "hook", cfg.TerminateHook, "every", cfg.HeartbeatInterval.String())
 		}
 	}
@@ -463,20 +464,20 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 	// first read failed.
 	completeHook := func(ctx context.Context) error {
 		if memberErr != nil {
-			m, err := asgMembership(ctx, in.clients.AutoScaling, self)
+			m, err := cloud.MembershipOf(ctx, in.clients.AutoScaling, self)
 			if err != nil {
 				return err
 			}
 			member, memberErr = m, nil
 			hookActive = member.LifecycleState == "Terminating:Wait"
 			if hookActive && cfg.TerminateHook != "" {
-				action = &lifecycleAction{as: in.clients.AutoScaling, log: log, kind: terminateHookKind, asgName: member.ASGName, hook: cfg.TerminateHook, instanceID: self}
+				action = &cloud.LifecycleAction{As: in.clients.AutoScaling, Log: log, Kind: cloud.TerminateHookKind, AsgName: member.ASGName, Hook: cfg.TerminateHook, InstanceID: self}
 			}
 		}
 		stopHeartbeat()
 		switch {
 		case action != nil:
-			inactive, err := action.complete(ctx, hookContinue)
+			inactive, err := action.Complete(ctx, cloud.HookContinue)
 			if err != nil {
 				return err
 			}
@@ -678,7 +679,7 @@ func (in *thisInstance) findSlotVolumes(ctx context.Context, log *slog.Logger, s
 	for _, spec := range specs {
 		s := &slotRelease{Spec: spec}
 		out = append(out, s)
-		filters := append(slotFilters(in.group, spec.Slot), ec2types.Filter{Name: aws.String("attachment.instance-id"), Values: []string{self}})
+		filters := append(cloud.SlotFilters(in.group, spec.Slot), ec2types.Filter{Name: aws.String("attachment.instance-id"), Values: []string{self}})
 		res, err := in.clients.EC2.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: filters})
 		if err != nil {
 			return nil, fmt.Errorf("describe volumes of %s/%s attached to %s: %w", in.group, spec.Slot, self, err)
@@ -695,10 +696,10 @@ func (in *thisInstance) findSlotVolumes(ctx context.Context, log *slog.Logger, s
 				ids = append(ids, aws.ToString(v.VolumeId))
 			}
 			return nil, fail.Precondition(fmt.Sprintf("%d volumes tagged %s=%s, %s=%s are attached to %s (%s): detach all but the live one",
-				len(ids), tagGroup, in.group, tagSlot, spec.Slot, self, strings.Join(ids, ", ")), nil)
+				len(ids), cloud.TagGroup, in.group, cloud.TagSlot, spec.Slot, self, strings.Join(ids, ", ")), nil)
 		}
 		v := res.Volumes[0]
-		s.Volume = toSlotVolume(v)
+		s.Volume = cloud.ToSlotVolume(v)
 		for _, a := range v.Attachments {
 			if aws.ToString(a.InstanceId) == self {
 				s.AttachTime, s.AttachSt = aws.ToTime(a.AttachTime), string(a.State)
@@ -731,19 +732,19 @@ func (in *thisInstance) findSlotVolumes(ctx context.Context, log *slog.Logger, s
 
 // findDownSnapshot returns the newest snapshot (not in error) with down's description for this volume and
 // occasion, or nil.
-func findDownSnapshot(ctx context.Context, c EC2, group, slot, volumeID, instanceID, description string) (*slotSnapshot, error) {
-	filters := append(slotFilters(group, slot),
-		ec2types.Filter{Name: aws.String("tag:" + tagSourceVolume), Values: []string{volumeID}},
-		ec2types.Filter{Name: aws.String("tag:" + tagSourceInstance), Values: []string{instanceID}},
+func findDownSnapshot(ctx context.Context, c cloud.EC2, group, slot, volumeID, instanceID, description string) (*cloud.Snapshot, error) {
+	filters := append(cloud.SlotFilters(group, slot),
+		ec2types.Filter{Name: aws.String("tag:" + cloud.TagSourceVolume), Values: []string{volumeID}},
+		ec2types.Filter{Name: aws.String("tag:" + cloud.TagSourceInstance), Values: []string{instanceID}},
 		ec2types.Filter{Name: aws.String("description"), Values: []string{description}},
 	)
 	res, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: filters})
 	if err != nil {
 		return nil, fmt.Errorf("look for a snapshot of %s taken by an earlier down: %w", volumeID, err)
 	}
-	var best *slotSnapshot
+	var best *cloud.Snapshot
 	for _, sn := range res.Snapshots {
-		s := toSlotSnapshot(sn)
+		s := cloud.ToSlotSnapshot(sn)
 		if s.State == string(ec2types.SnapshotStateError) {
 			continue
 		}
@@ -755,7 +756,7 @@ func findDownSnapshot(ctx context.Context, c EC2, group, slot, volumeID, instanc
 }
 
 // downPlan says what down would do, for --dry-run.
-func (in *thisInstance) downPlan(cfg downConfig, occ occasion, member groupMembership, slots []*slotRelease) []string {
+func (in *thisInstance) downPlan(cfg downConfig, occ occasion, member cloud.Membership, slots []*slotRelease) []string {
 	var plan []string
 	if occ.Kind == "spot" {
 		plan = append(plan, fmt.Sprintf("Spot interruption at %s: everything below within %s", occ.Deadline.UTC().Format(time.RFC3339), min(cfg.SpotBudget, cfg.Timeout)))
@@ -793,8 +794,8 @@ func (in *thisInstance) downPlan(cfg downConfig, occ occasion, member groupMembe
 		default:
 			step += fmt.Sprintf(": freeze %s for the CreateSnapshot call (at most %s), thaw; it stays attached", mps[0], cfg.FreezeTimeout)
 		}
-		plan = append(plan, step+fmt.Sprintf("; tags %s=%s %s=%s %s=%d %s=%s %s=%s", tagGroup, in.group, tagSlot, s.Spec.Slot,
-			tagGeneration, s.Volume.Generation, tagSourceVolume, s.Volume.ID, tagSourceInstance, in.id.InstanceID))
+		plan = append(plan, step+fmt.Sprintf("; tags %s=%s %s=%s %s=%d %s=%s %s=%s", cloud.TagGroup, in.group, cloud.TagSlot, s.Spec.Slot,
+			cloud.TagGeneration, s.Volume.Generation, cloud.TagSourceVolume, s.Volume.ID, cloud.TagSourceInstance, in.id.InstanceID))
 	}
 	if cfg.ReleaseEIP {
 		plan = append(plan, "disassociate the group's Elastic IP from this instance")
@@ -936,7 +937,7 @@ func (in *thisInstance) detachReleased(ctx context.Context, log *slog.Logger, sl
 		case err == nil:
 			s.Detached = true
 			vlog.Info("detaching")
-		case hasCode(err, codeIncorrectState, codeAttachmentNotFound):
+		case cloud.HasCode(err, cloud.CodeIncorrectState, cloud.CodeAttachmentNotFound):
 			s.Detached = true
 			vlog.Info("already detached")
 		default:
@@ -959,9 +960,9 @@ func (s *slotRelease) unmountedNow(h host.Host) bool {
 
 // releaseGroupAddress disassociates the group's Elastic IP when this instance holds it (observe, act,
 // verify). An address held elsewhere is left alone.
-func releaseGroupAddress(ctx context.Context, log *slog.Logger, c EC2, group, self string) (string, error) {
+func releaseGroupAddress(ctx context.Context, log *slog.Logger, c cloud.EC2, group, self string) (string, error) {
 	log = log.With(logkey.Step, "address")
-	a, err := findGroupAddress(ctx, c, group)
+	a, err := cloud.FindGroupAddress(ctx, c, group)
 	if err != nil {
 		return "", err
 	}
@@ -971,10 +972,10 @@ func releaseGroupAddress(ctx context.Context, log *slog.Logger, c EC2, group, se
 		return fmt.Sprintf("%s (%s) not on this instance (holder %s)", a.AllocationID, a.PublicIP, orDash(a.InstanceID)), nil
 	}
 	_, err = c.DisassociateAddress(ctx, &ec2.DisassociateAddressInput{AssociationId: aws.String(a.AssociationID)})
-	if err != nil && !hasCode(err, codeAssociationNotFound) {
+	if err != nil && !cloud.HasCode(err, cloud.CodeAssociationNotFound) {
 		return "", fmt.Errorf("disassociate %s from %s: %w", a.AllocationID, self, err)
 	}
-	after, err := findGroupAddress(ctx, c, group)
+	after, err := cloud.FindGroupAddress(ctx, c, group)
 	if err != nil {
 		return "", err
 	}
@@ -986,7 +987,7 @@ func releaseGroupAddress(ctx context.Context, log *slog.Logger, c EC2, group, se
 }
 
 // waitSnapshotsDone waits until every snapshot down took or found is completed.
-func waitSnapshotsDone(ctx context.Context, log *slog.Logger, c EC2, slots []*slotRelease, bound time.Duration) error {
+func waitSnapshotsDone(ctx context.Context, log *slog.Logger, c cloud.EC2, slots []*slotRelease, bound time.Duration) error {
 	for _, s := range slots {
 		if s.Snapshot.ID == "" {
 			continue
@@ -1000,13 +1001,13 @@ func waitSnapshotsDone(ctx context.Context, log *slog.Logger, c EC2, slots []*sl
 
 // waitSnapshotCompleted waits, at most bound, until a snapshot is no longer pending (restore.go's wait),
 // and fails when it ended in error.
-func waitSnapshotCompleted(ctx context.Context, log *slog.Logger, c EC2, id string, bound time.Duration) error {
+func waitSnapshotCompleted(ctx context.Context, log *slog.Logger, c cloud.EC2, id string, bound time.Duration) error {
 	wctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
-	if err := waitSnapshot(wctx, log.With(logkey.Step, "snapshot"), c, id); err != nil {
+	if err := cloud.WaitSnapshot(wctx, log.With(logkey.Step, "snapshot"), c, id); err != nil {
 		return err
 	}
-	s, err := describeSnapshot(ctx, c, id)
+	s, err := cloud.DescribeSnapshot(ctx, c, id)
 	if err != nil {
 		return err
 	}

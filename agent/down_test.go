@@ -20,6 +20,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/host"
 	"github.com/handover/handover/host/hosttest"
 	"github.com/handover/handover/internal/fail"
@@ -79,13 +80,13 @@ func TestDownConfigValidate(t *testing.T) {
 
 func TestDownDescriptionScopesTheOccasion(t *testing.T) {
 	attached := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	s := &slotRelease{Volume: slotVolume{ID: "vol-1"}, AttachTime: attached}
+	s := &slotRelease{Volume: cloud.Volume{ID: "vol-1"}, AttachTime: attached}
 	life := s.description(lifecycleOccasion("i-1"), "i-1")
 	manual := s.description(occasion{Kind: "manual"}, "i-1")
 	if life == manual {
 		t.Fatalf("lifecycle and manual downs share the description %q", life)
 	}
-	s2 := &slotRelease{Volume: slotVolume{ID: "vol-1"}, AttachTime: attached.Add(time.Hour)}
+	s2 := &slotRelease{Volume: cloud.Volume{ID: "vol-1"}, AttachTime: attached.Add(time.Hour)}
 	if s2.description(occasion{Kind: "manual"}, "i-1") == manual {
 		t.Error("a manual down after a reattach reuses the earlier manual down's description")
 	}
@@ -111,8 +112,8 @@ func (w *downWorld) volumeFromSnapshot(az string, generation int, snapshot strin
 	w.t.Helper()
 	out, err := w.ec2.CreateVolume(w.ctx(), &ec2.CreateVolumeInput{
 		AvailabilityZone: aws.String(az), Size: aws.Int32(1), VolumeType: ec2types.VolumeTypeGp3, SnapshotId: aws.String(snapshot),
-		TagSpecifications: tagSpec(ec2types.ResourceTypeVolume, map[string]string{
-			tagGroup: w.group, tagSlot: defaultSlot, tagGeneration: strconv.Itoa(generation),
+		TagSpecifications: cloud.TagSpec(ec2types.ResourceTypeVolume, map[string]string{
+			cloud.TagGroup: w.group, cloud.TagSlot: cloud.DefaultSlot, cloud.TagGeneration: strconv.Itoa(generation),
 		}),
 	})
 	if err != nil {
@@ -198,7 +199,7 @@ func (w *downWorld) mountNew(instance, vol, content string) string {
 func (w *downWorld) describeSnapshot(id string) (ec2types.Snapshot, bool) {
 	w.t.Helper()
 	out, err := w.ec2.DescribeSnapshots(w.ctx(), &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
-	if hasCode(err, codeSnapshotNotFound) {
+	if cloud.HasCode(err, cloud.CodeSnapshotNotFound) {
 		return ec2types.Snapshot{}, false
 	}
 	if err != nil || len(out.Snapshots) != 1 {
@@ -208,9 +209,9 @@ func (w *downWorld) describeSnapshot(id string) (ec2types.Snapshot, bool) {
 }
 
 // slotSnapshots lists the slot's snapshots, newest first.
-func (w *downWorld) slotSnapshots(slot string) []slotSnapshot {
+func (w *downWorld) slotSnapshots(slot string) []cloud.Snapshot {
 	w.t.Helper()
-	snaps, err := listSlotSnapshots(w.ctx(), w.ec2, w.group, slot)
+	snaps, err := cloud.ListSlotSnapshots(w.ctx(), w.ec2, w.group, slot)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -248,7 +249,7 @@ func (w *downWorld) autoScalingGroup(heartbeatTimeout int32) (asgName, instance 
 			},
 			TagSpecifications: []ec2types.LaunchTemplateTagSpecificationRequest{{
 				ResourceType: ec2types.ResourceTypeInstance,
-				Tags:         []ec2types.Tag{{Key: aws.String(tagGroup), Value: aws.String(w.group)}},
+				Tags:         []ec2types.Tag{{Key: aws.String(cloud.TagGroup), Value: aws.String(w.group)}},
 			}},
 		},
 	})
@@ -407,7 +408,7 @@ func TestWatchLifecycleTerminatedRunsOneDown(t *testing.T) {
 		t.Fatalf("%d snapshots, want 1", len(snaps))
 	}
 	s := snaps[0]
-	want := map[string]string{tagGroup: w.group, tagSlot: "data", tagGeneration: "1", tagSourceVolume: vol, tagSourceInstance: inst, tagConsistent: "true"}
+	want := map[string]string{cloud.TagGroup: w.group, cloud.TagSlot: "data", cloud.TagGeneration: "1", cloud.TagSourceVolume: vol, cloud.TagSourceInstance: inst, cloud.TagConsistent: "true"}
 	for k, v := range want {
 		if s.Tags[k] != v {
 			t.Errorf("snapshot tag %s = %q, want %q (all: %v)", k, s.Tags[k], v, s.Tags)
@@ -437,7 +438,7 @@ func (w *downWorld) instanceAZ(id string) string {
 // returns the instance, the volume and the mount point.
 func (w *downWorld) instanceWithMountedVolume(content string) (inst, vol, mp string) {
 	w.t.Helper()
-	inst = w.runInstance("us-east-1a", map[string]string{tagGroup: w.group}, true)
+	inst = w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group}, true)
 	vol = w.createSlotVolume("us-east-1a", 1, nil)
 	w.attach(vol, inst)
 	return inst, vol, w.mountNew(inst, vol, content)
@@ -544,8 +545,8 @@ func TestDownPreStopFailingOrHanging(t *testing.T) {
 			if len(snaps) != 1 || snaps[0].SourceVolume != vol {
 				t.Fatalf("snapshots = %+v, want one of %s", snaps, vol)
 			}
-			if v, ok := snaps[0].Tags[tagConsistent]; ok {
-				t.Errorf("snapshot tagged %s=%s after a failed pre-stop command", tagConsistent, v)
+			if v, ok := snaps[0].Tags[cloud.TagConsistent]; ok {
+				t.Errorf("snapshot tagged %s=%s after a failed pre-stop command", cloud.TagConsistent, v)
 			}
 			if !strings.Contains(res.stdout, "NOT consistent") {
 				t.Errorf("summary does not flag the snapshot:\n%s", res.stdout)
@@ -567,7 +568,7 @@ func TestDownRerunConverges(t *testing.T) {
 			if res := w.runAgent(w.ctx(), inst, nil, args...); res.code != fail.CodeOK {
 				t.Fatalf("run %d: exit %d\n%s", i+1, res.code, res.stderr)
 			}
-			if snaps := w.slotSnapshots(defaultSlot); len(snaps) != 1 || snaps[0].State != "completed" {
+			if snaps := w.slotSnapshots(cloud.DefaultSlot); len(snaps) != 1 || snaps[0].State != "completed" {
 				t.Fatalf("after run %d with --wait-snapshot: %+v, want one completed snapshot", i+1, snaps)
 			}
 		}
@@ -630,7 +631,7 @@ func TestDownThenSameAZReplacementReattaches(t *testing.T) {
 	w := newDownWorld(t)
 	w.unmountOnCleanup()
 	alloc := w.allocateAddress(w.group)
-	old := w.runInstance("us-east-1a", map[string]string{tagGroup: w.group}, true)
+	old := w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group}, true)
 	mustSucceed(t, w.runAgent(w.ctx(), old, nil, w.upArgs(old)...))
 	data := w.writeData(w.mountPoint(old), "orders.db", 256<<10)
 
@@ -642,7 +643,7 @@ func TestDownThenSameAZReplacementReattaches(t *testing.T) {
 		t.Errorf("address still on %s after down --release-eip", h)
 	}
 
-	repl := w.runInstance("us-east-1a", map[string]string{tagGroup: w.group}, true)
+	repl := w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group}, true)
 	w.sim.ResetCalls()
 	res = w.runAgent(w.ctx(), repl, nil, w.upArgs(repl)...)
 	mustSucceed(t, res)
@@ -669,13 +670,13 @@ func TestUpPrefersTheSnapshotDownMade(t *testing.T) {
 	w := newDownWorld(t, func(o *sim.Options) { o.Delays.Snapshot = 300 * time.Second }) // 3 s at the test speed
 	w.unmountOnCleanup()
 	alloc := w.allocateAddress(w.group)
-	old := w.runInstance("us-east-1a", map[string]string{tagGroup: w.group}, true)
+	old := w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group}, true)
 	mustSucceed(t, w.runAgent(w.ctx(), old, nil, w.upArgs(old)...))
 	w.writeData(w.mountPoint(old), "early.db", 64<<10)
 
 	periodic := w.runAgent(w.ctx(), old, nil, "snapshot", "--volume", "data:/dev/sdf:"+w.mountPoint(old))
 	mustSucceed(t, periodic)
-	snaps := w.slotSnapshots(defaultSlot)
+	snaps := w.slotSnapshots(cloud.DefaultSlot)
 	if len(snaps) != 1 {
 		t.Fatalf("%d snapshots after `handover snapshot`, want 1", len(snaps))
 	}
@@ -686,8 +687,8 @@ func TestUpPrefersTheSnapshotDownMade(t *testing.T) {
 	if res.code != fail.CodeOK {
 		t.Fatalf("down exit %d\n%s", res.code, res.stderr)
 	}
-	var downSnap slotSnapshot
-	for _, s := range w.slotSnapshots(defaultSlot) {
+	var downSnap cloud.Snapshot
+	for _, s := range w.slotSnapshots(cloud.DefaultSlot) {
 		if s.ID != snaps[0].ID {
 			downSnap = s
 		}
@@ -696,7 +697,7 @@ func TestUpPrefersTheSnapshotDownMade(t *testing.T) {
 		t.Fatalf("down's snapshot = %+v, want a pending consistent one", downSnap)
 	}
 
-	repl := w.runInstance("us-east-1b", map[string]string{tagGroup: w.group}, true)
+	repl := w.runInstance("us-east-1b", map[string]string{cloud.TagGroup: w.group}, true)
 	res = w.runAgent(w.ctx(), repl, nil, w.upArgs(repl)...)
 	mustSucceed(t, res)
 	var restored ec2types.Volume

@@ -10,6 +10,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/host"
 	"github.com/handover/handover/internal/fail"
 )
@@ -132,12 +133,12 @@ func TestDownTimeoutGivesUpOnAHungDevice(t *testing.T) {
 			if !strings.Contains(stderr.String(), "completing the termination hook with CONTINUE anyway: the termination goes ahead") {
 				t.Errorf("the log does not say the termination goes ahead:\n%s", stderr.String())
 			}
-			snaps := w.slotSnapshots(defaultSlot)
+			snaps := w.slotSnapshots(cloud.DefaultSlot)
 			if len(snaps) != 1 || snaps[0].SourceVolume != vol {
 				t.Fatalf("snapshots = %+v, want one crash-consistent snapshot of %s", snaps, vol)
 			}
-			if v, ok := snaps[0].Tags[tagConsistent]; ok {
-				t.Errorf("snapshot taken past the bound is tagged %s=%s", tagConsistent, v)
+			if v, ok := snaps[0].Tags[cloud.TagConsistent]; ok {
+				t.Errorf("snapshot taken past the bound is tagged %s=%s", cloud.TagConsistent, v)
 			}
 			if !strings.Contains(stdout.String(), "NOT consistent") {
 				t.Errorf("summary does not flag the snapshot:\n%s", stdout.String())
@@ -196,7 +197,7 @@ func TestSnapshotTimeoutGivesUpOnAHungFreeze(t *testing.T) {
 			t.Errorf("error line lacks %q:\n%s", want, line)
 		}
 	}
-	snaps := w.slotSnapshots(defaultSlot)
+	snaps := w.slotSnapshots(cloud.DefaultSlot)
 	if len(snaps) != 1 || snaps[0].SourceVolume != vol || snaps[0].Consistent {
 		t.Fatalf("snapshots = %+v, want one crash-consistent snapshot of %s", snaps, vol)
 	}

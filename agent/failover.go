@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/cenkalti/backoff/v4"
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/internal/logkey"
 	"github.com/handover/handover/internal/wait"
@@ -155,8 +156,8 @@ func (m memberInstance) String() string {
 }
 
 func toMember(i ec2types.Instance) memberInstance {
-	tags := tagMap(i.Tags)
-	m := memberInstance{ID: aws.ToString(i.InstanceId), Group: tags[tagGroup], Role: tags[tagRole]}
+	tags := cloud.TagMap(i.Tags)
+	m := memberInstance{ID: aws.ToString(i.InstanceId), Group: tags[cloud.TagGroup], Role: tags[cloud.TagRole]}
 	if i.State != nil {
 		m.State = string(i.State.Name)
 	}
@@ -167,9 +168,9 @@ func toMember(i ec2types.Instance) memberInstance {
 }
 
 // describeMember describes one instance; found is false when EC2 does not know it.
-func describeMember(ctx context.Context, c EC2, id string) (m memberInstance, found bool, err error) {
+func describeMember(ctx context.Context, c cloud.EC2, id string) (m memberInstance, found bool, err error) {
 	out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
-	if hasCode(err, codeInstanceNotFound) {
+	if cloud.HasCode(err, cloud.CodeInstanceNotFound) {
 		return memberInstance{}, false, nil
 	}
 	if err != nil {
@@ -187,15 +188,15 @@ func describeMember(ctx context.Context, c EC2, id string) (m memberInstance, fo
 
 // groupMembers lists the instances tagged handover:group=group, in every state (terminated ones stay
 // visible for about an hour, which is how a terminated standby is reported as such).
-func groupMembers(ctx context.Context, c EC2, group string) ([]memberInstance, error) {
+func groupMembers(ctx context.Context, c cloud.EC2, group string) ([]memberInstance, error) {
 	var out []memberInstance
 	p := ec2.NewDescribeInstancesPaginator(c, &ec2.DescribeInstancesInput{
-		Filters: []ec2types.Filter{{Name: aws.String("tag:" + tagGroup), Values: []string{group}}},
+		Filters: []ec2types.Filter{{Name: aws.String("tag:" + cloud.TagGroup), Values: []string{group}}},
 	})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("describe instances tagged %s=%s: %w", tagGroup, group, err)
+			return nil, fmt.Errorf("describe instances tagged %s=%s: %w", cloud.TagGroup, group, err)
 		}
 		for _, r := range page.Reservations {
 			for _, i := range r.Instances {
@@ -229,26 +230,26 @@ func pickStandby(group string, members []memberInstance) (memberInstance, error)
 			ids[i] = m.String()
 		}
 		return memberInstance{}, fail.Precondition(fmt.Sprintf("%d instances of group %s are tagged %s=%s: %s; keep the tag on one, or name the target with --to",
-			len(live), group, tagRole, roleStandby, strings.Join(ids, ", ")), nil)
+			len(live), group, cloud.TagRole, roleStandby, strings.Join(ids, ", ")), nil)
 	case len(gone) > 0:
 		return memberInstance{}, fail.Precondition(fmt.Sprintf("the standby of group %s, %s, is %s: launch a new standby in another AZ tagged %s=%s and %s=%s",
-			group, gone[0].ID, gone[0].State, tagGroup, group, tagRole, roleStandby), nil)
+			group, gone[0].ID, gone[0].State, cloud.TagGroup, group, cloud.TagRole, roleStandby), nil)
 	}
 	return memberInstance{}, fail.Precondition(fmt.Sprintf("no instance is tagged %s=%s and %s=%s: tag the standby, or name the target with --to",
-		tagGroup, group, tagRole, roleStandby), nil)
+		cloud.TagGroup, group, cloud.TagRole, roleStandby), nil)
 }
 
 // judgePrimary decides whether the instance holding the address is healthy: running, not being terminated
 // by its Auto Scaling group (judgeHolder), and with both the system and the instance status check ok.
 // Anything else (stopping, impaired, still initializing) is not proof of health.
 // https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/monitoring-system-instance-status-check.html
-func judgePrimary(ctx context.Context, c *Clients, holder string) (healthy bool, why string, err error) {
-	v, err := judgeHolder(ctx, c, holder)
+func judgePrimary(ctx context.Context, c *cloud.Clients, holder string) (healthy bool, why string, err error) {
+	v, err := cloud.JudgeHolder(ctx, c, holder)
 	if err != nil {
 		return false, "", err
 	}
-	if v.mayTake {
-		return false, v.why, nil
+	if v.MayTake {
+		return false, v.Why, nil
 	}
 	system, instance, err := statusChecks(ctx, c.EC2, holder)
 	if err != nil {
@@ -262,7 +263,7 @@ func judgePrimary(ctx context.Context, c *Clients, holder string) (healthy bool,
 
 // failedPrimary checks the instance an event reports as failed: it must be a primary (of group, when
 // given). Anything else means the event is not about a failover handover runs (ErrNotConcerned).
-func failedPrimary(ctx context.Context, c EC2, id, group string) (memberInstance, error) {
+func failedPrimary(ctx context.Context, c cloud.EC2, id, group string) (memberInstance, error) {
 	m, found, err := describeMember(ctx, c, id)
 	switch {
 	case err != nil:
@@ -270,17 +271,17 @@ func failedPrimary(ctx context.Context, c EC2, id, group string) (memberInstance
 	case !found:
 		return m, notConcerned(fmt.Sprintf("instance %s does not exist (or no longer): nothing to fail over from", id))
 	case m.Group == "":
-		return m, notConcerned(fmt.Sprintf("instance %s has no %s tag: it is not part of a handover group", id, tagGroup))
+		return m, notConcerned(fmt.Sprintf("instance %s has no %s tag: it is not part of a handover group", id, cloud.TagGroup))
 	case group != "" && m.Group != group:
 		return m, notConcerned(fmt.Sprintf("instance %s is in group %s, not %s", id, m.Group, group))
 	case m.Role != rolePrimary:
-		return m, notConcerned(fmt.Sprintf("instance %s is tagged %s=%s, not %s: only a primary is failed over from", id, tagRole, orDash(m.Role), rolePrimary))
+		return m, notConcerned(fmt.Sprintf("instance %s is tagged %s=%s, not %s: only a primary is failed over from", id, cloud.TagRole, orDash(m.Role), rolePrimary))
 	}
 	return m, nil
 }
 
 // namedTarget checks a target given by ID: it must exist, be in group (when given) and not be going away.
-func namedTarget(ctx context.Context, c EC2, id, group string) (memberInstance, error) {
+func namedTarget(ctx context.Context, c cloud.EC2, id, group string) (memberInstance, error) {
 	m, found, err := describeMember(ctx, c, id)
 	switch {
 	case err != nil:
@@ -288,7 +289,7 @@ func namedTarget(ctx context.Context, c EC2, id, group string) (memberInstance, 
 	case !found:
 		return m, fail.Precondition(fmt.Sprintf("target instance %s does not exist: check --to", id), nil)
 	case m.Group == "":
-		return m, fail.Precondition(fmt.Sprintf("target %s has no %s tag: tag it with its group first", id, tagGroup), nil)
+		return m, fail.Precondition(fmt.Sprintf("target %s has no %s tag: tag it with its group first", id, cloud.TagGroup), nil)
 	case group != "" && m.Group != group:
 		return m, fail.Precondition(fmt.Sprintf("target %s is in group %s, not %s: name an instance of group %s", id, m.Group, group, group), nil)
 	case m.gone():
@@ -300,7 +301,7 @@ func namedTarget(ctx context.Context, c EC2, id, group string) (memberInstance, 
 // decideMove says whether the address moves to target: not when it is there already; yes when it is free
 // or its holder is not healthy (judgePrimary); a healthy holder keeps it unless force, and that refusal
 // is ErrPrimaryHealthy (exit 3).
-func decideMove(ctx context.Context, c *Clients, addr groupAddress, target string, force bool) (move bool, why string, err error) {
+func decideMove(ctx context.Context, c *cloud.Clients, addr cloud.Address, target string, force bool) (move bool, why string, err error) {
 	switch addr.InstanceID {
 	case target:
 		return false, "", nil
@@ -326,7 +327,7 @@ func decideMove(ctx context.Context, c *Clients, addr groupAddress, target strin
 // the address and its holder; refuse what must not be done; start the target if it is stopped; associate
 // and verify with claimAddress; swap the role tags if asked. Rerunning is safe: an address already on a
 // running target makes no mutating call.
-func Failover(ctx context.Context, log *slog.Logger, c *Clients, r FailoverRequest) (FailoverResult, error) {
+func Failover(ctx context.Context, log *slog.Logger, c *cloud.Clients, r FailoverRequest) (FailoverResult, error) {
 	if err := r.validate(); err != nil {
 		return FailoverResult{}, err
 	}
@@ -357,7 +358,7 @@ func Failover(ctx context.Context, log *slog.Logger, c *Clients, r FailoverReque
 	if err != nil {
 		return FailoverResult{}, err
 	}
-	addr, err := findGroupAddress(ctx, c.EC2, r.Group)
+	addr, err := cloud.FindGroupAddress(ctx, c.EC2, r.Group)
 	if err != nil {
 		return FailoverResult{}, err
 	}
@@ -414,7 +415,7 @@ func Failover(ctx context.Context, log *slog.Logger, c *Clients, r FailoverReque
 	if move && (started || r.WaitStatusOK) {
 		// The world may have changed while the target started (the primary came back, another invocation
 		// or an operator moved the address): decide again on a fresh look before moving anything.
-		if addr, err = findGroupAddress(ctx, c.EC2, r.Group); err != nil {
+		if addr, err = cloud.FindGroupAddress(ctx, c.EC2, r.Group); err != nil {
 			return res, err
 		}
 		res.Previous = ""
@@ -435,7 +436,7 @@ func Failover(ctx context.Context, log *slog.Logger, c *Clients, r FailoverReque
 		log.Info("moving the Elastic IP", "public_ip", addr.PublicIP, "from", orDash(addr.InstanceID), "reason", moveWhy)
 		// The decision above is the takeover's authority: claimAddress associates with AllowReassociation
 		// when the address is held, then verifies with a fresh Describe.
-		cr, err := claimAddress(ctx, base, c, claimSpec{Group: r.Group, InstanceID: target.ID, Takeover: true, TakeoverFlag: "--force", Wait: failoverClaimBound})
+		cr, err := cloud.ClaimAddress(ctx, base, c, cloud.ClaimSpec{Group: r.Group, InstanceID: target.ID, Takeover: true, TakeoverFlag: "--force", Wait: failoverClaimBound})
 		if err != nil {
 			return res, err
 		}
@@ -459,7 +460,7 @@ func Failover(ctx context.Context, log *slog.Logger, c *Clients, r FailoverReque
 }
 
 // failoverPlan is what a dry run prints: one line per step that would change something.
-func failoverPlan(r FailoverRequest, target, from memberInstance, addr groupAddress, members []memberInstance, moveWhy string, move bool) []string {
+func failoverPlan(r FailoverRequest, target, from memberInstance, addr cloud.Address, members []memberInstance, moveWhy string, move bool) []string {
 	var plan []string
 	if from.ID != "" {
 		plan = append(plan, fmt.Sprintf("failed primary: %s", from))
@@ -482,7 +483,7 @@ func failoverPlan(r FailoverRequest, target, from memberInstance, addr groupAddr
 	}
 	if r.SwapRoles {
 		for _, step := range roleChanges(target, members) {
-			plan = append(plan, fmt.Sprintf("tag %s %s=%s", step.id, tagRole, step.role))
+			plan = append(plan, fmt.Sprintf("tag %s %s=%s", step.id, cloud.TagRole, step.role))
 		}
 	}
 	return plan
@@ -491,7 +492,7 @@ func failoverPlan(r FailoverRequest, target, from memberInstance, addr groupAddr
 // ensureRunning brings the target to running: a stopped instance is started, a stopping one is waited for
 // and then started, a pending one is waited for. started reports whether this call started it.
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_StartInstances.html
-func ensureRunning(ctx context.Context, log *slog.Logger, c EC2, id string, bound time.Duration) (started bool, err error) {
+func ensureRunning(ctx context.Context, log *slog.Logger, c cloud.EC2, id string, bound time.Duration) (started bool, err error) {
 	check := func(ctx context.Context) (bool, string, error) {
 		m, found, err := describeMember(ctx, c, id)
 		if err != nil {
@@ -516,13 +517,13 @@ func ensureRunning(ctx context.Context, log *slog.Logger, c EC2, id string, boun
 				}
 				started = true
 				return false, "starting", nil
-			case hasCode(err, codeIncorrectInstanceSt):
+			case cloud.HasCode(err, cloud.CodeIncorrectInstanceSt):
 				// Describe lags the instance's real state (eventual consistency): look again.
 				return false, "stopped, not startable yet", nil
-			case hasCode(err, codeInsufficientCapacity):
+			case cloud.HasCode(err, cloud.CodeInsufficientCapacity):
 				return false, "", backoff.Permanent(&fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf(
 					"EC2 has no capacity to start %s in %s now: rerun later, or fail over to an instance of another type or AZ with --to", id, m.AZ), Err: err})
-			case isThrottled(err):
+			case cloud.IsThrottled(err):
 				return false, "start throttled", err
 			}
 			return false, "", backoff.Permanent(fmt.Errorf("start %s: %w", id, err))
@@ -531,7 +532,7 @@ func ensureRunning(ctx context.Context, log *slog.Logger, c EC2, id string, boun
 		}
 	}
 	start := time.Now()
-	err = poll(ctx, log, wait.Spec{What: "instance " + id + " running", Bound: bound, Step: "failover"}, check)
+	err = cloud.Poll(ctx, log, wait.Spec{What: "instance " + id + " running", Bound: bound, Step: "failover"}, check)
 	if err == nil && started {
 		log.Info("the target is running", logkey.Step, "failover", logkey.Elapsed, time.Since(start).Round(time.Millisecond).String())
 	}
@@ -543,7 +544,7 @@ func ensureRunning(ctx context.Context, log *slog.Logger, c EC2, id string, boun
 
 // statusChecks returns the system and instance status check summaries of an instance ("ok", "impaired",
 // "initializing", ...; "unknown" when EC2 reports none, as for an instance that is not running).
-func statusChecks(ctx context.Context, c EC2, id string) (system, instance string, err error) {
+func statusChecks(ctx context.Context, c cloud.EC2, id string) (system, instance string, err error) {
 	out, err := c.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{id}, IncludeAllInstances: aws.Bool(true)})
 	if err != nil {
 		return "", "", fmt.Errorf("describe status checks of %s: %w", id, err)
@@ -562,7 +563,7 @@ func statusChecks(ctx context.Context, c EC2, id string) (system, instance strin
 
 // waitStatusOK waits until both status checks of a running instance pass.
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeInstanceStatus.html
-func waitStatusOK(ctx context.Context, log *slog.Logger, c EC2, id string, bound time.Duration) error {
+func waitStatusOK(ctx context.Context, log *slog.Logger, c cloud.EC2, id string, bound time.Duration) error {
 	check := func(ctx context.Context) (bool, string, error) {
 		system, instance, err := statusChecks(ctx, c, id)
 		if err != nil {
@@ -572,7 +573,7 @@ func waitStatusOK(ctx context.Context, log *slog.Logger, c EC2, id string, bound
 		return done, "system " + system + ", instance " + instance, nil
 	}
 	start := time.Now()
-	err := poll(ctx, log, wait.Spec{What: "status checks of " + id, Bound: bound, Step: "failover", Initial: time.Second, Max: 5 * time.Second}, check)
+	err := cloud.Poll(ctx, log, wait.Spec{What: "status checks of " + id, Bound: bound, Step: "failover", Initial: time.Second, Max: 5 * time.Second}, check)
 	if errors.Is(err, wait.ErrTimeout) {
 		return &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("the status checks of %s did not pass within %s; the address was not moved: check the instance, then rerun (or raise --status-timeout, or drop --wait-status-ok)", id, bound), Err: err}
 	}
@@ -601,15 +602,15 @@ func roleChanges(target memberInstance, members []memberInstance) []roleChange {
 }
 
 // swapRoles applies roleChanges. A terminated former primary is left alone: it can never be a standby.
-func swapRoles(ctx context.Context, log *slog.Logger, c EC2, target memberInstance, members []memberInstance) (bool, error) {
+func swapRoles(ctx context.Context, log *slog.Logger, c cloud.EC2, target memberInstance, members []memberInstance) (bool, error) {
 	changes := roleChanges(target, members)
 	for _, ch := range changes {
 		_, err := c.CreateTags(ctx, &ec2.CreateTagsInput{
 			Resources: []string{ch.id},
-			Tags:      []ec2types.Tag{{Key: aws.String(tagRole), Value: aws.String(ch.role)}},
+			Tags:      []ec2types.Tag{{Key: aws.String(cloud.TagRole), Value: aws.String(ch.role)}},
 		})
 		if err != nil {
-			return false, fmt.Errorf("tag %s %s=%s (rerun to finish swapping roles): %w", ch.id, tagRole, ch.role, err)
+			return false, fmt.Errorf("tag %s %s=%s (rerun to finish swapping roles): %w", ch.id, cloud.TagRole, ch.role, err)
 		}
 		log.Info("role tag set", "tagged", ch.id, "role", ch.role)
 	}
@@ -619,19 +620,13 @@ func swapRoles(ctx context.Context, log *slog.Logger, c EC2, target memberInstan
 // finishRoleSwap completes a role swap that an earlier run began but did not finish (swapRoles promotes
 // the target first): when the instance holding the address is already tagged primary, the failed
 // primary is tagged standby, unless it is going away.
-func finishRoleSwap(ctx context.Context, log *slog.Logger, c EC2, failed memberInstance, holder string, members []memberInstance) (bool, error) {
+func finishRoleSwap(ctx context.Context, log *slog.Logger, c cloud.EC2, failed memberInstance, holder string, members []memberInstance) (bool, error) {
 	for _, m := range members {
 		if m.ID == holder && m.Role == rolePrimary && !failed.gone() {
 			return swapRoles(ctx, log, c, m, []memberInstance{failed})
 		}
 	}
 	return false, nil
-}
-
-// NewClients builds the AWS clients the way every handover command does (standard credential chain, SDK
-// retries of throttling until the context deadline), for entry points outside this package: the Lambda.
-func NewClients(ctx context.Context, getenv func(string) string, region string) (*Clients, error) {
-	return newClients(ctx, getenv, region)
 }
 
 func init() {
@@ -667,8 +662,8 @@ func runFailover(ctx context.Context, e Env, args []string) error {
 	}
 	log := newLogger(e.Stderr, f.Common)
 	log.Debug("configuration", "sources", f.sources())
-	region := firstNonEmpty(e.Getenv("AWS_REGION"), e.Getenv("AWS_DEFAULT_REGION"))
-	clients, err := newClients(ctx, e.Getenv, region)
+	region := cloud.FirstNonEmpty(e.Getenv("AWS_REGION"), e.Getenv("AWS_DEFAULT_REGION"))
+	clients, err := cloud.NewClients(ctx, e.Getenv, region)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
@@ -26,8 +27,8 @@ type failoverWorld struct {
 func newFailoverWorld(t *testing.T) *failoverWorld {
 	t.Helper()
 	w := &failoverWorld{testRegion: newTestRegion(t), group: "db"}
-	w.primary = w.runInstance("us-east-1a", map[string]string{tagGroup: w.group, tagRole: rolePrimary}, true)
-	w.standby = w.runInstance("us-east-1b", map[string]string{tagGroup: w.group, tagRole: roleStandby}, true)
+	w.primary = w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: rolePrimary}, true)
+	w.standby = w.runInstance("us-east-1b", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: roleStandby}, true)
 	w.alloc = w.allocateAddress(w.group)
 	if _, err := w.ec2.AssociateAddress(w.ctx(), &ec2.AssociateAddressInput{AllocationId: aws.String(w.alloc), InstanceId: aws.String(w.primary)}); err != nil {
 		t.Fatalf("AssociateAddress: %v", err)
@@ -75,7 +76,7 @@ func (w *failoverWorld) waitHealthy(id string) {
 	w.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		healthy, _, err := judgePrimary(w.ctx(), &Clients{EC2: w.ec2, AutoScaling: w.as}, id)
+		healthy, _, err := judgePrimary(w.ctx(), &cloud.Clients{EC2: w.ec2, AutoScaling: w.as}, id)
 		if err == nil && healthy {
 			return
 		}
@@ -232,9 +233,9 @@ func TestFailoverCLIDryRunPrintsThePlanAndChangesNothing(t *testing.T) {
 func TestFailoverCLIRefusesABadTarget(t *testing.T) {
 	w := newFailoverWorld(t)
 	w.stop(w.primary)
-	other := w.runInstance("us-east-1c", map[string]string{tagGroup: "web", tagRole: roleStandby}, true)
+	other := w.runInstance("us-east-1c", map[string]string{cloud.TagGroup: "web", cloud.TagRole: roleStandby}, true)
 	untagged := w.runInstance("us-east-1c", nil, true)
-	spare := w.runInstance("us-east-1c", map[string]string{tagGroup: w.group}, true)
+	spare := w.runInstance("us-east-1c", map[string]string{cloud.TagGroup: w.group}, true)
 	w.terminate(spare)
 	w.sim.ResetCalls()
 
@@ -366,8 +367,8 @@ func TestReasonErrKeepsExitCodeAndReason(t *testing.T) {
 func TestFailoverDecidesAgainAfterStartingTheTarget(t *testing.T) {
 	// Instances take 1 s to start here, long enough to change the world while the standby starts.
 	w := &failoverWorld{testRegion: newTestRegion(t, func(o *sim.Options) { o.Delays.InstanceStart = 100 * time.Second }), group: "db"}
-	w.primary = w.runInstance("us-east-1a", map[string]string{tagGroup: w.group, tagRole: rolePrimary}, true)
-	w.standby = w.runInstance("us-east-1b", map[string]string{tagGroup: w.group, tagRole: roleStandby}, true)
+	w.primary = w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: rolePrimary}, true)
+	w.standby = w.runInstance("us-east-1b", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: roleStandby}, true)
 	other := w.runInstance("us-east-1c", nil, true)
 	w.alloc = w.allocateAddress(w.group)
 	if _, err := w.ec2.AssociateAddress(w.ctx(), &ec2.AssociateAddressInput{AllocationId: aws.String(w.alloc), InstanceId: aws.String(w.primary)}); err != nil {
@@ -383,7 +384,7 @@ func TestFailoverDecidesAgainAfterStartingTheTarget(t *testing.T) {
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		res, err := Failover(w.ctx(), slog.New(slog.NewTextHandler(io.Discard, nil)), &Clients{EC2: w.ec2, AutoScaling: w.as}, FailoverRequest{Group: w.group})
+		res, err := Failover(w.ctx(), slog.New(slog.NewTextHandler(io.Discard, nil)), &cloud.Clients{EC2: w.ec2, AutoScaling: w.as}, FailoverRequest{Group: w.group})
 		done <- outcome{res, err}
 	}()
 	// Once the standby is starting, the first decision (move: the primary is stopped) has been made. An

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/host"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/internal/logkey"
@@ -66,7 +67,7 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, h host.Host, req f
 			req.VolumeID, req.Device, sig.PTType), nil)
 	case sig.Type == "" && !req.CreatedBlank:
 		return res, fail.Precondition(fmt.Sprintf("%s (%s) has no filesystem and handover did not create it blank (no %s=true tag): refusing to format it; check the snapshot it came from, or make the filesystem yourself if it really is empty",
-			req.VolumeID, req.Device, tagCreatedBlank), nil)
+			req.VolumeID, req.Device, cloud.TagCreatedBlank), nil)
 	case sig.Type == "":
 		// Tagged blank is not enough: a blank volume that has since been used and lost its superblock must
 		// not be formatted either. A volume EBS made empty reads as zeros.

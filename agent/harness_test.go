@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/sim"
 )
 
@@ -84,7 +85,7 @@ func (w *testRegion) runInstance(az string, tags map[string]string, tagsInIMDS b
 		},
 	}
 	if len(tags) > 0 {
-		in.TagSpecifications = tagSpec(ec2types.ResourceTypeInstance, tags)
+		in.TagSpecifications = cloud.TagSpec(ec2types.ResourceTypeInstance, tags)
 	}
 	out, err := w.ec2.RunInstances(w.ctx(), in)
 	if err != nil {
@@ -114,7 +115,7 @@ func (w *testRegion) allocateAddress(group string) string {
 	w.t.Helper()
 	out, err := w.ec2.AllocateAddress(w.ctx(), &ec2.AllocateAddressInput{
 		Domain:            ec2types.DomainTypeVpc,
-		TagSpecifications: tagSpec(ec2types.ResourceTypeElasticIp, map[string]string{tagGroup: group}),
+		TagSpecifications: cloud.TagSpec(ec2types.ResourceTypeElasticIp, map[string]string{cloud.TagGroup: group}),
 	})
 	if err != nil {
 		w.t.Fatalf("AllocateAddress: %v", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
 )
@@ -44,7 +45,7 @@ func identify(ctx context.Context, log *slog.Logger, md *imds.Client, bound time
 
 // instanceTags reads this instance's tags from metadata, or, when the launch template does not expose tags
 // in metadata, with ec2:DescribeTags for the instance's own ID.
-func instanceTags(ctx context.Context, md *imds.Client, ec2c func() (EC2, error), instanceID string) (map[string]string, string, error) {
+func instanceTags(ctx context.Context, md *imds.Client, ec2c func() (cloud.EC2, error), instanceID string) (map[string]string, string, error) {
 	tags, err := md.Tags(ctx)
 	if err == nil {
 		return tags, "imds", nil

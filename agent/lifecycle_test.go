@@ -7,11 +7,12 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/internal/fail"
 )
 
 // denyDescribeLifecycleHooks is an Auto Scaling API whose role lacks autoscaling:DescribeLifecycleHooks.
-type denyDescribeLifecycleHooks struct{ AutoScaling }
+type denyDescribeLifecycleHooks struct{ cloud.AutoScaling }
 
 func (denyDescribeLifecycleHooks) DescribeLifecycleHooks(context.Context, *autoscaling.DescribeLifecycleHooksInput, ...func(*autoscaling.Options)) (*autoscaling.DescribeLifecycleHooksOutput, error) {
 	return nil, errors.New("AccessDenied")
@@ -23,24 +24,24 @@ func (denyDescribeLifecycleHooks) DescribeLifecycleHooks(context.Context, *autos
 func TestLifecycleCompleteTellsWhyThereIsNoAction(t *testing.T) {
 	w := newTestRegion(t)
 	id := w.launchGroup("orders-asg", nil)
-	a := &lifecycleAction{as: w.as, log: testLogger(t), kind: launchHookKind, asgName: "orders-asg", hook: "launch", instanceID: id}
-	if inactive, err := a.complete(w.ctx(), hookContinue); inactive != "" || err != nil {
+	a := &cloud.LifecycleAction{As: w.as, Log: testLogger(t), Kind: cloud.LaunchHookKind, AsgName: "orders-asg", Hook: "launch", InstanceID: id}
+	if inactive, err := a.Complete(w.ctx(), cloud.HookContinue); inactive != "" || err != nil {
 		t.Fatalf("first complete: %q, %v; want it completed", inactive, err)
 	}
-	inactive, err := a.complete(w.ctx(), hookContinue)
+	inactive, err := a.Complete(w.ctx(), cloud.HookContinue)
 	if err != nil || !strings.Contains(inactive, "already completed, or timed out; hook launch exists on group orders-asg") {
 		t.Errorf("second complete: %q, %v; want already completed or timed out", inactive, err)
 	}
 
 	typo := *a
-	typo.hook = "lanch"
-	if _, err := typo.complete(w.ctx(), hookContinue); ExitCode(err) != fail.CodeUsage || !strings.Contains(err.Error(), "no hook named lanch on group orders-asg") {
+	typo.Hook = "lanch"
+	if _, err := typo.Complete(w.ctx(), cloud.HookContinue); ExitCode(err) != fail.CodeUsage || !strings.Contains(err.Error(), "no hook named lanch on group orders-asg") {
 		t.Errorf("complete with a wrong hook name: %v (exit %d), want exit 2 naming the hook", err, ExitCode(err))
 	}
 
 	denied := typo
-	denied.as = denyDescribeLifecycleHooks{w.as}
-	inactive, err = denied.complete(w.ctx(), hookContinue)
+	denied.As = denyDescribeLifecycleHooks{w.as}
+	inactive, err = denied.Complete(w.ctx(), cloud.HookContinue)
 	if err != nil || !strings.Contains(inactive, "already completed, timed out, or no hook named lanch on group orders-asg") {
 		t.Errorf("complete without DescribeLifecycleHooks: %q, %v; want the three causes", inactive, err)
 	}

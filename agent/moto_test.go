@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/imds/imdsmock"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim/motoserver"
@@ -32,13 +33,13 @@ func TestUpAgainstMoto(t *testing.T) {
 	// The world: generation 1 of the slot in us-east-1a with a completed snapshot, the group's address,
 	// and a new instance in us-east-1b.
 	v, err := admin.CreateVolume(ctx, &ec2.CreateVolumeInput{AvailabilityZone: aws.String("us-east-1a"), Size: aws.Int32(1), VolumeType: ec2types.VolumeTypeGp3,
-		TagSpecifications: tagSpec(ec2types.ResourceTypeVolume, map[string]string{tagGroup: testGroup, tagSlot: defaultSlot, tagGeneration: "1"})})
+		TagSpecifications: cloud.TagSpec(ec2types.ResourceTypeVolume, map[string]string{cloud.TagGroup: testGroup, cloud.TagSlot: cloud.DefaultSlot, cloud.TagGeneration: "1"})})
 	if err != nil {
 		t.Fatalf("CreateVolume: %v", err)
 	}
 	old := aws.ToString(v.VolumeId)
 	s, err := admin.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{VolumeId: v.VolumeId,
-		TagSpecifications: tagSpec(ec2types.ResourceTypeSnapshot, map[string]string{tagGroup: testGroup, tagSlot: defaultSlot, tagGeneration: "1", tagConsistent: "true"})})
+		TagSpecifications: cloud.TagSpec(ec2types.ResourceTypeSnapshot, map[string]string{cloud.TagGroup: testGroup, cloud.TagSlot: cloud.DefaultSlot, cloud.TagGeneration: "1", cloud.TagConsistent: "true"})})
 	if err != nil {
 		t.Fatalf("CreateSnapshot: %v", err)
 	}
@@ -48,7 +49,7 @@ func TestUpAgainstMoto(t *testing.T) {
 		t.Fatalf("AllocateAddress: %v", err)
 	}
 	if _, err := admin.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{aws.ToString(a.AllocationId)},
-		Tags: []ec2types.Tag{{Key: aws.String(tagGroup), Value: aws.String(testGroup)}}}); err != nil {
+		Tags: []ec2types.Tag{{Key: aws.String(cloud.TagGroup), Value: aws.String(testGroup)}}}); err != nil {
 		t.Fatalf("tag the address: %v", err)
 	}
 	images, err := admin.DescribeImages(ctx, &ec2.DescribeImagesInput{})
@@ -63,7 +64,7 @@ func TestUpAgainstMoto(t *testing.T) {
 	id := aws.ToString(ri.Instances[0].InstanceId)
 
 	md := imdsmock.Start(t, imdsmock.Config{InstanceID: id, Region: "us-east-1", AvailabilityZone: "us-east-1b", InstanceType: "m6i.large",
-		Tags: map[string]string{tagGroup: testGroup}})
+		Tags: map[string]string{cloud.TagGroup: testGroup}})
 	dir := t.TempDir()
 	env := mapEnv(map[string]string{
 		"AWS_ENDPOINT_URL_EC2": endpoint, "AWS_ENDPOINT_URL_AUTO_SCALING": endpoint, "AWS_REGION": "us-east-1",
@@ -80,7 +81,7 @@ func TestUpAgainstMoto(t *testing.T) {
 	if err != nil || len(addrs.Addresses) != 1 || aws.ToString(addrs.Addresses[0].InstanceId) != id {
 		t.Errorf("address after up: %+v, %v; want it on %s", addrs, err, id)
 	}
-	vols, err := admin.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: slotFilters(testGroup, defaultSlot)})
+	vols, err := admin.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: cloud.SlotFilters(testGroup, cloud.DefaultSlot)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,15 +89,15 @@ func TestUpAgainstMoto(t *testing.T) {
 	for _, v := range vols.Volumes {
 		switch aws.ToString(v.VolumeId) {
 		case old:
-			if tagOf(v.Tags, tagSuperseded) != "true" {
-				t.Errorf("old volume %s not tagged superseded: %v", old, tagMap(v.Tags))
+			if tagOf(v.Tags, cloud.TagSuperseded) != "true" {
+				t.Errorf("old volume %s not tagged superseded: %v", old, cloud.TagMap(v.Tags))
 			}
 		default:
 			restored++
-			if aws.ToString(v.AvailabilityZone) != "us-east-1b" || aws.ToString(v.SnapshotId) != snapID || tagOf(v.Tags, tagGeneration) != "2" ||
+			if aws.ToString(v.AvailabilityZone) != "us-east-1b" || aws.ToString(v.SnapshotId) != snapID || tagOf(v.Tags, cloud.TagGeneration) != "2" ||
 				len(v.Attachments) != 1 || aws.ToString(v.Attachments[0].InstanceId) != id || aws.ToString(v.Attachments[0].Device) != "/dev/sdf" {
 				t.Errorf("restored volume %s: AZ %s, snapshot %s, tags %v, attachments %+v", aws.ToString(v.VolumeId), aws.ToString(v.AvailabilityZone),
-					aws.ToString(v.SnapshotId), tagMap(v.Tags), v.Attachments)
+					aws.ToString(v.SnapshotId), cloud.TagMap(v.Tags), v.Attachments)
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/internal/fail"
 )
 
@@ -20,37 +21,37 @@ const (
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
-func vol(id, az, state string, gen int, att ...volumeAttachment) slotVolume {
-	v := slotVolume{ID: id, AZ: az, State: state, Generation: gen, SizeGiB: 8, Attachments: att}
+func vol(id, az, state string, gen int, att ...cloud.Attachment) cloud.Volume {
+	v := cloud.Volume{ID: id, AZ: az, State: state, Generation: gen, SizeGiB: 8, Attachments: att}
 	if len(att) > 0 {
 		v.State = "in-use"
 	}
 	return v
 }
 
-func att(instance, state string) volumeAttachment {
-	return volumeAttachment{InstanceID: instance, Device: "/dev/sdf", State: state}
+func att(instance, state string) cloud.Attachment {
+	return cloud.Attachment{InstanceID: instance, Device: "/dev/sdf", State: state}
 }
 
-func snap(id, state string, gen int, consistent bool, minutes int) slotSnapshot {
-	return slotSnapshot{ID: id, State: state, Generation: gen, Consistent: consistent, VolumeSizeGiB: 8,
+func snap(id, state string, gen int, consistent bool, minutes int) cloud.Snapshot {
+	return cloud.Snapshot{ID: id, State: state, Generation: gen, Consistent: consistent, VolumeSizeGiB: 8,
 		StartTime: t0.Add(time.Duration(minutes) * time.Minute), Progress: "100%"}
 }
 
 func TestPlanSlot(t *testing.T) {
-	running := holder{ID: other, State: "running", ASGState: "InService"}
-	leavingASG := holder{ID: other, State: "running", ASGState: "Terminating:Wait"}
-	shuttingDown := holder{ID: other, State: "shutting-down"}
-	stopped := holder{ID: other, State: "stopped"}
+	running := cloud.Holder{ID: other, State: "running", ASGState: "InService"}
+	leavingASG := cloud.Holder{ID: other, State: "running", ASGState: "Terminating:Wait"}
+	shuttingDown := cloud.Holder{ID: other, State: "shutting-down"}
+	stopped := cloud.Holder{ID: other, State: "stopped"}
 	tests := []struct {
 		name        string
-		vols        []slotVolume
-		snaps       []slotSnapshot
-		holders     []holder
+		vols        []cloud.Volume
+		snaps       []cloud.Snapshot
+		holders     []cloud.Holder
 		takeover    bool
 		requireData bool
 		minGen      int
-		want        planAction
+		want        cloud.PlanAction
 		wantVol     string
 		wantSnap    string
 		wantGen     int
@@ -58,69 +59,69 @@ func TestPlanSlot(t *testing.T) {
 		wantCode    int    // for refusals
 		wantInWhy   string // in Why, Warn or the error
 	}{
-		{name: "first boot", want: planBlank, wantGen: 1},
-		{name: "first boot with --require-data", requireData: true, want: planRefuse, wantCode: fail.CodePrecondition, wantInWhy: "--require-data"},
-		{name: "attached here", vols: []slotVolume{vol("vol-1", here, "", 3, att(me, "attached"))}, want: planDone, wantVol: "vol-1"},
-		{name: "attaching here", vols: []slotVolume{vol("vol-1", here, "", 3, att(me, "attaching"))}, want: planWaitVolume, wantVol: "vol-1"},
-		{name: "available in this AZ", vols: []slotVolume{vol("vol-1", here, "available", 3)}, snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)},
-			want: planAttach, wantVol: "vol-1"},
-		{name: "creating in this AZ (an earlier run's restore)", vols: []slotVolume{vol("vol-2", here, "creating", 4), vol("vol-1", there, "available", 3)},
-			want: planWaitVolume, wantVol: "vol-2"},
-		{name: "this AZ, held by an instance shutting down", vols: []slotVolume{vol("vol-1", here, "", 3, att(other, "attached"))}, holders: []holder{shuttingDown},
-			want: planWaitHolder, wantVol: "vol-1", wantInWhy: "on its way out"},
-		{name: "this AZ, detaching", vols: []slotVolume{vol("vol-1", here, "", 3, att(other, "detaching"))}, holders: []holder{shuttingDown},
-			want: planWaitVolume, wantVol: "vol-1"},
-		{name: "this AZ, held by a stopped instance", vols: []slotVolume{vol("vol-1", here, "", 3, att(other, "attached"))}, holders: []holder{stopped},
-			want: planDetachStopped, wantVol: "vol-1"},
-		{name: "this AZ, held by a live instance", vols: []slotVolume{vol("vol-1", here, "", 3, att(other, "attached"))}, holders: []holder{running},
-			snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, want: planWaitHolder, wantVol: "vol-1", wantLive: true},
-		{name: "this AZ, live holder, --takeover restores instead", vols: []slotVolume{vol("vol-1", here, "", 3, att(other, "attached"))}, holders: []holder{running},
-			snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, takeover: true, want: planRestore, wantSnap: "snap-1", wantGen: 4, wantInWhy: "--takeover"},
-		{name: "other AZ, available: restore", vols: []slotVolume{vol("vol-1", there, "available", 3)},
-			snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, want: planRestore, wantSnap: "snap-1", wantGen: 4},
-		{name: "other AZ, no snapshot", vols: []slotVolume{vol("vol-1", there, "available", 1)}, want: planRefuse, wantCode: fail.CodePrecondition, wantInWhy: "no completed snapshot"},
-		{name: "other AZ, held by an instance being terminated: its final snapshot may come", vols: []slotVolume{vol("vol-1", there, "", 3, att(other, "attached"))},
-			holders: []holder{leavingASG}, snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, want: planWaitHolder, wantVol: "vol-1"},
-		{name: "other AZ, held by a stopped instance: restore, say what stays behind", vols: []slotVolume{vol("vol-1", there, "", 3, att(other, "attached"))},
-			holders: []holder{stopped}, snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, want: planRestore, wantSnap: "snap-1", wantInWhy: "stopped"},
-		{name: "other AZ, held by a live instance", vols: []slotVolume{vol("vol-1", there, "", 3, att(other, "attached"))},
-			holders: []holder{running}, snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, want: planWaitHolder, wantLive: true},
-		{name: "newest snapshot pending: wait for it", vols: []slotVolume{vol("vol-1", there, "available", 3)},
-			snaps: []slotSnapshot{snap("snap-new", "pending", 3, true, 10), snap("snap-old", "completed", 3, true, 0)}, want: planWaitSnapshot, wantSnap: "snap-new"},
-		{name: "newest snapshot failed: the next one", vols: []slotVolume{vol("vol-1", there, "available", 3)},
-			snaps: []slotSnapshot{snap("snap-bad", "error", 3, true, 10), snap("snap-old", "completed", 3, true, 0)}, want: planRestore, wantSnap: "snap-old", wantGen: 4,
+		{name: "first boot", want: cloud.PlanBlank, wantGen: 1},
+		{name: "first boot with --require-data", requireData: true, want: cloud.PlanRefuse, wantCode: fail.CodePrecondition, wantInWhy: "--require-data"},
+		{name: "attached here", vols: []cloud.Volume{vol("vol-1", here, "", 3, att(me, "attached"))}, want: cloud.PlanDone, wantVol: "vol-1"},
+		{name: "attaching here", vols: []cloud.Volume{vol("vol-1", here, "", 3, att(me, "attaching"))}, want: cloud.PlanWaitVolume, wantVol: "vol-1"},
+		{name: "available in this AZ", vols: []cloud.Volume{vol("vol-1", here, "available", 3)}, snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)},
+			want: cloud.PlanAttach, wantVol: "vol-1"},
+		{name: "creating in this AZ (an earlier run's restore)", vols: []cloud.Volume{vol("vol-2", here, "creating", 4), vol("vol-1", there, "available", 3)},
+			want: cloud.PlanWaitVolume, wantVol: "vol-2"},
+		{name: "this AZ, held by an instance shutting down", vols: []cloud.Volume{vol("vol-1", here, "", 3, att(other, "attached"))}, holders: []cloud.Holder{shuttingDown},
+			want: cloud.PlanWaitHolder, wantVol: "vol-1", wantInWhy: "on its way out"},
+		{name: "this AZ, detaching", vols: []cloud.Volume{vol("vol-1", here, "", 3, att(other, "detaching"))}, holders: []cloud.Holder{shuttingDown},
+			want: cloud.PlanWaitVolume, wantVol: "vol-1"},
+		{name: "this AZ, held by a stopped instance", vols: []cloud.Volume{vol("vol-1", here, "", 3, att(other, "attached"))}, holders: []cloud.Holder{stopped},
+			want: cloud.PlanDetachStopped, wantVol: "vol-1"},
+		{name: "this AZ, held by a live instance", vols: []cloud.Volume{vol("vol-1", here, "", 3, att(other, "attached"))}, holders: []cloud.Holder{running},
+			snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanWaitHolder, wantVol: "vol-1", wantLive: true},
+		{name: "this AZ, live holder, --takeover restores instead", vols: []cloud.Volume{vol("vol-1", here, "", 3, att(other, "attached"))}, holders: []cloud.Holder{running},
+			snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, takeover: true, want: cloud.PlanRestore, wantSnap: "snap-1", wantGen: 4, wantInWhy: "--takeover"},
+		{name: "other AZ, available: restore", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+			snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanRestore, wantSnap: "snap-1", wantGen: 4},
+		{name: "other AZ, no snapshot", vols: []cloud.Volume{vol("vol-1", there, "available", 1)}, want: cloud.PlanRefuse, wantCode: fail.CodePrecondition, wantInWhy: "no completed snapshot"},
+		{name: "other AZ, held by an instance being terminated: its final snapshot may come", vols: []cloud.Volume{vol("vol-1", there, "", 3, att(other, "attached"))},
+			holders: []cloud.Holder{leavingASG}, snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanWaitHolder, wantVol: "vol-1"},
+		{name: "other AZ, held by a stopped instance: restore, say what stays behind", vols: []cloud.Volume{vol("vol-1", there, "", 3, att(other, "attached"))},
+			holders: []cloud.Holder{stopped}, snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanRestore, wantSnap: "snap-1", wantInWhy: "stopped"},
+		{name: "other AZ, held by a live instance", vols: []cloud.Volume{vol("vol-1", there, "", 3, att(other, "attached"))},
+			holders: []cloud.Holder{running}, snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanWaitHolder, wantLive: true},
+		{name: "newest snapshot pending: wait for it", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+			snaps: []cloud.Snapshot{snap("snap-new", "pending", 3, true, 10), snap("snap-old", "completed", 3, true, 0)}, want: cloud.PlanWaitSnapshot, wantSnap: "snap-new"},
+		{name: "newest snapshot failed: the next one", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+			snaps: []cloud.Snapshot{snap("snap-bad", "error", 3, true, 10), snap("snap-old", "completed", 3, true, 0)}, want: cloud.PlanRestore, wantSnap: "snap-old", wantGen: 4,
 			wantInWhy: "newer snapshot snap-bad"},
-		{name: "a newer crash-consistent snapshot beats an older consistent one: no write is dropped", vols: []slotVolume{vol("vol-1", there, "available", 3)},
-			snaps: []slotSnapshot{snap("snap-crash", "completed", 3, false, 10), snap("snap-cons", "completed", 3, true, 0)},
-			want:  planRestore, wantSnap: "snap-crash", wantInWhy: "crash-consistent"},
-		{name: "taken at the same instant: consistent wins", vols: []slotVolume{vol("vol-1", there, "available", 3)},
-			snaps: []slotSnapshot{snap("snap-crash", "completed", 3, false, 10), snap("snap-cons", "completed", 3, true, 10)},
-			want:  planRestore, wantSnap: "snap-cons"},
-		{name: "a newer generation beats consistency", vols: []slotVolume{vol("vol-1", there, "available", 3)},
-			snaps: []slotSnapshot{snap("snap-g3", "completed", 3, false, 10), snap("snap-g2", "completed", 2, true, 20)},
-			want:  planRestore, wantSnap: "snap-g3"},
-		{name: "a newer pending crash-consistent snapshot is waited for rather than restoring older data", vols: []slotVolume{vol("vol-1", there, "available", 3)},
-			snaps: []slotSnapshot{snap("snap-crash", "pending", 3, false, 10), snap("snap-cons", "completed", 3, true, 0)},
-			want:  planWaitSnapshot, wantSnap: "snap-crash"},
-		{name: "snapshot newer than every volume: that volume was deleted", vols: []slotVolume{vol("vol-old", here, "available", 2)},
-			snaps: []slotSnapshot{snap("snap-g3", "completed", 3, true, 10)}, want: planRestore, wantSnap: "snap-g3", wantGen: 4},
-		{name: "only failed snapshots", snaps: []slotSnapshot{snap("snap-bad", "error", 1, true, 0)}, want: planRefuse, wantCode: fail.CodePrecondition, wantInWhy: "snap-bad"},
-		{name: "a volume in error is never live", vols: []slotVolume{vol("vol-bad", here, "error", 4), vol("vol-1", there, "available", 3)},
-			snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, want: planRestore, wantSnap: "snap-1", wantGen: 5},
-		{name: "same generation twice: the one attached here wins", vols: []slotVolume{vol("vol-a", there, "available", 3), vol("vol-b", here, "", 3, att(me, "attached"))},
-			want: planDone, wantVol: "vol-b"},
-		{name: "the newest volume was never snapshotted: restore the older generation, say what is lost", vols: []slotVolume{vol("vol-2", there, "available", 4)},
-			snaps: []slotSnapshot{snap("snap-g3", "completed", 3, true, 0)}, want: planRestore, wantSnap: "snap-g3", wantGen: 5, wantInWhy: "no snapshot of its own"},
-		{name: "a spent generation is skipped", vols: []slotVolume{vol("vol-1", there, "available", 3)},
-			snaps: []slotSnapshot{snap("snap-1", "completed", 3, true, 0)}, minGen: 5, want: planRestore, wantGen: 5},
+		{name: "a newer crash-consistent snapshot beats an older consistent one: no write is dropped", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+			snaps: []cloud.Snapshot{snap("snap-crash", "completed", 3, false, 10), snap("snap-cons", "completed", 3, true, 0)},
+			want:  cloud.PlanRestore, wantSnap: "snap-crash", wantInWhy: "crash-consistent"},
+		{name: "taken at the same instant: consistent wins", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+			snaps: []cloud.Snapshot{snap("snap-crash", "completed", 3, false, 10), snap("snap-cons", "completed", 3, true, 10)},
+			want:  cloud.PlanRestore, wantSnap: "snap-cons"},
+		{name: "a newer generation beats consistency", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+			snaps: []cloud.Snapshot{snap("snap-g3", "completed", 3, false, 10), snap("snap-g2", "completed", 2, true, 20)},
+			want:  cloud.PlanRestore, wantSnap: "snap-g3"},
+		{name: "a newer pending crash-consistent snapshot is waited for rather than restoring older data", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+			snaps: []cloud.Snapshot{snap("snap-crash", "pending", 3, false, 10), snap("snap-cons", "completed", 3, true, 0)},
+			want:  cloud.PlanWaitSnapshot, wantSnap: "snap-crash"},
+		{name: "snapshot newer than every volume: that volume was deleted", vols: []cloud.Volume{vol("vol-old", here, "available", 2)},
+			snaps: []cloud.Snapshot{snap("snap-g3", "completed", 3, true, 10)}, want: cloud.PlanRestore, wantSnap: "snap-g3", wantGen: 4},
+		{name: "only failed snapshots", snaps: []cloud.Snapshot{snap("snap-bad", "error", 1, true, 0)}, want: cloud.PlanRefuse, wantCode: fail.CodePrecondition, wantInWhy: "snap-bad"},
+		{name: "a volume in error is never live", vols: []cloud.Volume{vol("vol-bad", here, "error", 4), vol("vol-1", there, "available", 3)},
+			snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanRestore, wantSnap: "snap-1", wantGen: 5},
+		{name: "same generation twice: the one attached here wins", vols: []cloud.Volume{vol("vol-a", there, "available", 3), vol("vol-b", here, "", 3, att(me, "attached"))},
+			want: cloud.PlanDone, wantVol: "vol-b"},
+		{name: "the newest volume was never snapshotted: restore the older generation, say what is lost", vols: []cloud.Volume{vol("vol-2", there, "available", 4)},
+			snaps: []cloud.Snapshot{snap("snap-g3", "completed", 3, true, 0)}, want: cloud.PlanRestore, wantSnap: "snap-g3", wantGen: 5, wantInWhy: "no snapshot of its own"},
+		{name: "a spent generation is skipped", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+			snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, minGen: 5, want: cloud.PlanRestore, wantGen: 5},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			view := slotView{Volumes: tc.vols, Snapshots: tc.snaps, Holders: map[string]holder{}}
+			view := cloud.SlotView{Volumes: tc.vols, Snapshots: tc.snaps, Holders: map[string]cloud.Holder{}}
 			for _, h := range tc.holders {
 				view.Holders[h.ID] = h
 			}
-			p := planSlot(planInput{InstanceID: me, AZ: here, Group: "g", Slot: "data", View: view,
+			p := cloud.PlanSlot(cloud.PlanInput{InstanceID: me, AZ: here, Group: "g", Slot: "data", View: view,
 				Takeover: tc.takeover, RequireData: tc.requireData, MinGeneration: tc.minGen})
 			if p.Action != tc.want {
 				t.Fatalf("action %s, want %s (why: %s; err: %v)", p.Action, tc.want, p.Why, p.Err)
@@ -152,14 +153,14 @@ func TestPlanSlot(t *testing.T) {
 }
 
 func TestVolumeClientToken(t *testing.T) {
-	a := volumeClientToken("orders", "data", 3)
+	a := cloud.VolumeClientToken("orders", "data", 3)
 	if len(a) != 64 {
 		t.Errorf("token %q is %d characters; EC2 takes at most 64", a, len(a))
 	}
-	if a != volumeClientToken("orders", "data", 3) {
+	if a != cloud.VolumeClientToken("orders", "data", 3) {
 		t.Error("the token of one generation changes between calls: a rerun would make a second volume")
 	}
-	for _, b := range []string{volumeClientToken("orders", "data", 4), volumeClientToken("orders", "logs", 3), volumeClientToken("billing", "data", 3)} {
+	for _, b := range []string{cloud.VolumeClientToken("orders", "data", 4), cloud.VolumeClientToken("orders", "logs", 3), cloud.VolumeClientToken("billing", "data", 3)} {
 		if a == b {
 			t.Errorf("two different (group, slot, generation) share token %s", a)
 		}
@@ -167,48 +168,48 @@ func TestVolumeClientToken(t *testing.T) {
 }
 
 func TestCreateVolumeInput(t *testing.T) {
-	shape := volumeShape{SizeGiB: 20, Type: "gp3", IOPS: 6000, Throughput: 250, Encrypted: true, KMSKeyID: "alias/data"}
+	shape := cloud.VolumeShape{SizeGiB: 20, Type: "gp3", IOPS: 6000, Throughput: 250, Encrypted: true, KMSKeyID: "alias/data"}
 	big := snap("snap-1", "completed", 3, true, 0)
 	big.VolumeSizeGiB = 50
-	in := createVolumeInput("orders", "data", here, 4, shape, &big)
+	in := cloud.CreateVolumeInput("orders", "data", here, 4, shape, &big)
 	if aws.ToInt32(in.Size) != 50 || aws.ToString(in.SnapshotId) != "snap-1" {
 		t.Errorf("restore of a 50 GiB snapshot with --size 20: size %d from %s; want 50 (grow only)", aws.ToInt32(in.Size), aws.ToString(in.SnapshotId))
 	}
 	small := snap("snap-2", "completed", 3, true, 0)
-	in = createVolumeInput("orders", "data", here, 4, shape, &small)
+	in = cloud.CreateVolumeInput("orders", "data", here, 4, shape, &small)
 	if aws.ToInt32(in.Size) != 20 {
 		t.Errorf("restore of an 8 GiB snapshot with --size 20: size %d, want 20", aws.ToInt32(in.Size))
 	}
 	if aws.ToInt32(in.Iops) != 6000 || aws.ToInt32(in.Throughput) != 250 || !aws.ToBool(in.Encrypted) || aws.ToString(in.KmsKeyId) != "alias/data" ||
-		string(in.VolumeType) != "gp3" || aws.ToString(in.AvailabilityZone) != here || aws.ToString(in.ClientToken) != volumeClientToken("orders", "data", 4) {
+		string(in.VolumeType) != "gp3" || aws.ToString(in.AvailabilityZone) != here || aws.ToString(in.ClientToken) != cloud.VolumeClientToken("orders", "data", 4) {
 		t.Errorf("request %+v does not carry the configured shape, zone and token", in)
 	}
-	tags := tagMap(in.TagSpecifications[0].Tags)
-	if tags[tagGroup] != "orders" || tags[tagSlot] != "data" || tags[tagGeneration] != "4" || tags[tagCreatedBlank] != "" {
+	tags := cloud.TagMap(in.TagSpecifications[0].Tags)
+	if tags[cloud.TagGroup] != "orders" || tags[cloud.TagSlot] != "data" || tags[cloud.TagGeneration] != "4" || tags[cloud.TagCreatedBlank] != "" {
 		t.Errorf("restored volume tags %v", tags)
 	}
-	blank := createVolumeInput("orders", "data", here, 1, volumeShape{SizeGiB: 10, Type: "gp2"}, nil)
-	tags = tagMap(blank.TagSpecifications[0].Tags)
-	if tags[tagCreatedBlank] != "true" || blank.SnapshotId != nil || blank.Iops != nil || blank.Encrypted != nil {
+	blank := cloud.CreateVolumeInput("orders", "data", here, 1, cloud.VolumeShape{SizeGiB: 10, Type: "gp2"}, nil)
+	tags = cloud.TagMap(blank.TagSpecifications[0].Tags)
+	if tags[cloud.TagCreatedBlank] != "true" || blank.SnapshotId != nil || blank.Iops != nil || blank.Encrypted != nil {
 		t.Errorf("blank volume request: tags %v, snapshot %v, iops %v, encrypted %v", tags, blank.SnapshotId, blank.Iops, blank.Encrypted)
 	}
 }
 
 func TestMaintenancePolicy(t *testing.T) {
 	for _, tc := range []struct {
-		p            maintenancePolicy
+		p            cloud.MaintenancePolicy
 		first, maybe bool
 	}{
-		{maintenancePolicy{MinHealthy: 100, MaxHealthy: 200, Desired: 1}, true, true},
-		{maintenancePolicy{MinHealthy: 0, MaxHealthy: 100, Desired: 1}, false, false},
-		{maintenancePolicy{MinHealthy: -1, MaxHealthy: -1, Desired: 1}, false, false},
-		{maintenancePolicy{MinHealthy: 50, MaxHealthy: 150, Desired: 1}, false, true},
-		{maintenancePolicy{MinHealthy: 50, MaxHealthy: 150, Desired: 4}, false, false},
+		{cloud.MaintenancePolicy{MinHealthy: 100, MaxHealthy: 200, Desired: 1}, true, true},
+		{cloud.MaintenancePolicy{MinHealthy: 0, MaxHealthy: 100, Desired: 1}, false, false},
+		{cloud.MaintenancePolicy{MinHealthy: -1, MaxHealthy: -1, Desired: 1}, false, false},
+		{cloud.MaintenancePolicy{MinHealthy: 50, MaxHealthy: 150, Desired: 1}, false, true},
+		{cloud.MaintenancePolicy{MinHealthy: 50, MaxHealthy: 150, Desired: 4}, false, false},
 	} {
-		if got := tc.p.launchesFirst(); got != tc.first {
+		if got := tc.p.LaunchesFirst(); got != tc.first {
 			t.Errorf("%+v launchesFirst = %v, want %v", tc.p, got, tc.first)
 		}
-		if got := tc.p.mayLaunchFirst(); got != tc.maybe {
+		if got := tc.p.MayLaunchFirst(); got != tc.maybe {
 			t.Errorf("%+v mayLaunchFirst = %v, want %v", tc.p, got, tc.maybe)
 		}
 	}

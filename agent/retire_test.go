@@ -9,24 +9,25 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/smithy-go"
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/host"
 )
 
 // refuseRetire is the EC2 API of a role that may tag volumes only as it creates them and may not delete
 // them: CreateTags of handover:superseded and DeleteVolume fail.
-type refuseRetire struct{ EC2 }
+type refuseRetire struct{ cloud.EC2 }
 
 func (c refuseRetire) CreateTags(ctx context.Context, in *ec2.CreateTagsInput, opts ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error) {
 	for _, t := range in.Tags {
-		if aws.ToString(t.Key) == tagSuperseded {
-			return nil, &smithy.GenericAPIError{Code: codeUnauthorizedOp, Message: "You are not authorized to perform this operation."}
+		if aws.ToString(t.Key) == cloud.TagSuperseded {
+			return nil, &smithy.GenericAPIError{Code: cloud.CodeUnauthorizedOp, Message: "You are not authorized to perform this operation."}
 		}
 	}
 	return c.EC2.CreateTags(ctx, in, opts...)
 }
 
 func (c refuseRetire) DeleteVolume(context.Context, *ec2.DeleteVolumeInput, ...func(*ec2.Options)) (*ec2.DeleteVolumeOutput, error) {
-	return nil, &smithy.GenericAPIError{Code: codeUnauthorizedOp, Message: "You are not authorized to perform this operation."}
+	return nil, &smithy.GenericAPIError{Code: cloud.CodeUnauthorizedOp, Message: "You are not authorized to perform this operation."}
 }
 
 // TestUpRetireFailureIsAWarning: the replacement restores, attaches and mounts its volume, then cannot
@@ -47,8 +48,8 @@ func TestUpRetireFailureIsAWarning(t *testing.T) {
 	w.waitVolumeState(first, "available")
 
 	id := w.launchGroup("orders-asg", nil) // us-east-1a, held in Pending:Wait by the hook "launch"
-	refusing := func(ctx context.Context, getenv func(string) string, region string) (*Clients, error) {
-		c, err := newClients(ctx, getenv, region)
+	refusing := func(ctx context.Context, getenv func(string) string, region string) (*cloud.Clients, error) {
+		c, err := cloud.NewClients(ctx, getenv, region)
 		if err != nil {
 			return nil, err
 		}
@@ -68,7 +69,7 @@ func TestUpRetireFailureIsAWarning(t *testing.T) {
 		t.Errorf("lifecycle state after up: %s, want Pending:Proceed or InService (CONTINUE)", s)
 	}
 	for _, want := range []string{
-		"warning    data: could not tag " + first + " " + tagSuperseded + "=true",
+		"warning    data: could not tag " + first + " " + cloud.TagSuperseded + "=true",
 		"warning    data: could not delete superseded volume " + first,
 		"hook launch completed with CONTINUE",
 	} {
@@ -80,7 +81,7 @@ func TestUpRetireFailureIsAWarning(t *testing.T) {
 		t.Errorf("the launch was abandoned:\n%s", stderr.String())
 	}
 	for _, v := range w.slotVolumes() {
-		if aws.ToString(v.VolumeId) == first && tagOf(v.Tags, tagSuperseded) != "" {
+		if aws.ToString(v.VolumeId) == first && tagOf(v.Tags, cloud.TagSuperseded) != "" {
 			t.Errorf("%s is tagged superseded although every CreateTags of it failed", first)
 		}
 	}

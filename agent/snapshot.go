@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/host"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/internal/logkey"
@@ -30,7 +31,7 @@ func init() {
 type snapshotRequest struct {
 	Group       string
 	Slot        string
-	Volume      slotVolume
+	Volume      cloud.Volume
 	InstanceID  string
 	Consistent  bool
 	Description string
@@ -40,14 +41,14 @@ type snapshotRequest struct {
 // instance, and handover:consistent=true only when the data was still.
 func (r snapshotRequest) tags() map[string]string {
 	t := map[string]string{
-		tagGroup:          r.Group,
-		tagSlot:           r.Slot,
-		tagGeneration:     strconv.Itoa(r.Volume.Generation),
-		tagSourceVolume:   r.Volume.ID,
-		tagSourceInstance: r.InstanceID,
+		cloud.TagGroup:          r.Group,
+		cloud.TagSlot:           r.Slot,
+		cloud.TagGeneration:     strconv.Itoa(r.Volume.Generation),
+		cloud.TagSourceVolume:   r.Volume.ID,
+		cloud.TagSourceInstance: r.InstanceID,
 	}
 	if r.Consistent {
-		t[tagConsistent] = "true"
+		t[cloud.TagConsistent] = "true"
 	}
 	return t
 }
@@ -55,16 +56,16 @@ func (r snapshotRequest) tags() map[string]string {
 // createSlotSnapshot calls CreateSnapshot with the tags in TagSpecifications, so that a snapshot never
 // exists untagged. CreateSnapshot has no idempotency token: callers find an earlier one by description.
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateSnapshot.html
-func createSlotSnapshot(ctx context.Context, c EC2, r snapshotRequest) (slotSnapshot, error) {
+func createSlotSnapshot(ctx context.Context, c cloud.EC2, r snapshotRequest) (cloud.Snapshot, error) {
 	out, err := c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{
 		VolumeId:          aws.String(r.Volume.ID),
 		Description:       aws.String(r.Description),
-		TagSpecifications: tagSpec(ec2types.ResourceTypeSnapshot, r.tags()),
+		TagSpecifications: cloud.TagSpec(ec2types.ResourceTypeSnapshot, r.tags()),
 	})
 	if err != nil {
-		return slotSnapshot{}, fmt.Errorf("create snapshot of %s: %w", r.Volume.ID, err)
+		return cloud.Snapshot{}, fmt.Errorf("create snapshot of %s: %w", r.Volume.ID, err)
 	}
-	return slotSnapshot{
+	return cloud.Snapshot{
 		ID:             aws.ToString(out.SnapshotId),
 		State:          string(out.State),
 		Progress:       aws.ToString(out.Progress),
@@ -74,7 +75,7 @@ func createSlotSnapshot(ctx context.Context, c EC2, r snapshotRequest) (slotSnap
 		SourceInstance: r.InstanceID,
 		VolumeSizeGiB:  aws.ToInt32(out.VolumeSize),
 		StartTime:      aws.ToTime(out.StartTime),
-		Tags:           tagMap(out.Tags),
+		Tags:           cloud.TagMap(out.Tags),
 	}, nil
 }
 
@@ -219,7 +220,7 @@ func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out i
 
 // retentionVerdict is what retention decided for one snapshot.
 type retentionVerdict struct {
-	Snapshot slotSnapshot
+	Snapshot cloud.Snapshot
 	Delete   bool
 	Why      string
 }
@@ -240,7 +241,7 @@ type liveLineage struct {
 //     the live volume never saw (an old instance that went on writing after the hand-over, or a restore
 //     still to come from it), and only an operator can tell whether they matter. Snapshots of the live
 //     volume itself are the lineage retention exists to prune.
-func planRetention(snaps []slotSnapshot, keep int, live liveLineage) []retentionVerdict {
+func planRetention(snaps []cloud.Snapshot, keep int, live liveLineage) []retentionVerdict {
 	newestConsistent := ""
 	for _, s := range snaps {
 		if s.State == string(ec2types.SnapshotStateCompleted) && s.Consistent {
@@ -273,8 +274,8 @@ func planRetention(snaps []slotSnapshot, keep int, live liveLineage) []retention
 
 // liveLineageOf finds the slot's live volume (the newest generation not marked superseded) and where it
 // was cut from.
-func liveLineageOf(ctx context.Context, c EC2, group, slot string, snaps []slotSnapshot) (liveLineage, error) {
-	vols, err := listSlotVolumes(ctx, c, group, slot)
+func liveLineageOf(ctx context.Context, c cloud.EC2, group, slot string, snaps []cloud.Snapshot) (liveLineage, error) {
+	vols, err := cloud.ListSlotVolumes(ctx, c, group, slot)
 	if err != nil {
 		return liveLineage{}, err
 	}
@@ -299,9 +300,9 @@ func liveLineageOf(ctx context.Context, c EC2, group, slot string, snaps []slotS
 			}
 			if !found {
 				// The source is not among the slot's snapshots (not tagged for it, or deleted).
-				if s, err := describeSnapshot(ctx, c, l.Source); err == nil {
+				if s, err := cloud.DescribeSnapshot(ctx, c, l.Source); err == nil {
 					l.Cut = s.StartTime
-				} else if !hasCode(err, codeSnapshotNotFound) {
+				} else if !cloud.HasCode(err, cloud.CodeSnapshotNotFound) {
 					return liveLineage{}, err
 				}
 			}
@@ -314,7 +315,7 @@ func liveLineageOf(ctx context.Context, c EC2, group, slot string, snaps []slotS
 // applyRetention deletes the snapshots planRetention picks for one slot.
 func (in *thisInstance) applyRetention(ctx context.Context, log *slog.Logger, out io.Writer, slot string, keep int, dryRun bool) error {
 	log = log.With(logkey.Step, "retention", "slot", slot)
-	snaps, err := listSlotSnapshots(ctx, in.clients.EC2, in.group, slot)
+	snaps, err := cloud.ListSlotSnapshots(ctx, in.clients.EC2, in.group, slot)
 	if err != nil {
 		return err
 	}
@@ -335,10 +336,10 @@ func (in *thisInstance) applyRetention(ctx context.Context, log *slog.Logger, ou
 		}
 		_, err := in.clients.EC2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(v.Snapshot.ID)})
 		switch {
-		case err == nil, hasCode(err, codeSnapshotNotFound):
+		case err == nil, cloud.HasCode(err, cloud.CodeSnapshotNotFound):
 			deleted = append(deleted, v.Snapshot.ID)
 			log.Info("deleted snapshot", "snapshot_id", v.Snapshot.ID, "why", v.Why)
-		case hasCode(err, codeSnapshotInUse):
+		case cloud.HasCode(err, cloud.CodeSnapshotInUse):
 			kept = append(kept, v.Snapshot.ID)
 			log.Warn("snapshot in use (by an AMI): kept", "snapshot_id", v.Snapshot.ID)
 		default:

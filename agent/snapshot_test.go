@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
@@ -15,21 +16,21 @@ import (
 func TestPlanRetention(t *testing.T) {
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(h int) time.Time { return t0.Add(time.Duration(h) * time.Hour) }
-	snap := func(id, state, vol string, gen, hour int, consistent bool) slotSnapshot {
-		return slotSnapshot{ID: id, State: state, SourceVolume: vol, Generation: gen, StartTime: at(hour), Consistent: consistent}
+	snap := func(id, state, vol string, gen, hour int, consistent bool) cloud.Snapshot {
+		return cloud.Snapshot{ID: id, State: state, SourceVolume: vol, Generation: gen, StartTime: at(hour), Consistent: consistent}
 	}
 	const done, pending, failed = "completed", "pending", "error"
 	// The live volume vol-2 (generation 2) was restored from s-src (hour 2).
 	live := liveLineage{VolumeID: "vol-2", Source: "s-src", Cut: at(2)}
 	tests := []struct {
 		name       string
-		snaps      []slotSnapshot // newest first, as listSlotSnapshots orders them
+		snaps      []cloud.Snapshot // newest first, as listSlotSnapshots orders them
 		keep       int
 		wantDelete []string
 	}{
 		{
 			name: "keeps the newest N completed, deletes the older ones",
-			snaps: []slotSnapshot{
+			snaps: []cloud.Snapshot{
 				snap("s-9", done, "vol-2", 2, 9, true), snap("s-8", done, "vol-2", 2, 8, true),
 				snap("s-7", done, "vol-2", 2, 7, true), snap("s-src", done, "vol-1", 1, 2, true), snap("s-old", done, "vol-1", 1, 1, true),
 			},
@@ -38,7 +39,7 @@ func TestPlanRetention(t *testing.T) {
 		},
 		{
 			name: "pending and error snapshots are neither deleted nor counted",
-			snaps: []slotSnapshot{
+			snaps: []cloud.Snapshot{
 				snap("s-new", pending, "vol-2", 2, 10, true), snap("s-bad", failed, "vol-2", 2, 9, true),
 				snap("s-8", done, "vol-2", 2, 8, true), snap("s-7", done, "vol-2", 2, 7, true),
 			},
@@ -47,7 +48,7 @@ func TestPlanRetention(t *testing.T) {
 		},
 		{
 			name: "the newest consistent snapshot survives beyond N",
-			snaps: []slotSnapshot{
+			snaps: []cloud.Snapshot{
 				snap("s-9", done, "vol-2", 2, 9, false), snap("s-8", done, "vol-2", 2, 8, false),
 				snap("s-7", done, "vol-2", 2, 7, true), snap("s-6", done, "vol-2", 2, 6, true),
 			},
@@ -56,7 +57,7 @@ func TestPlanRetention(t *testing.T) {
 		},
 		{
 			name: "a snapshot of another volume newer than the live volume's source survives",
-			snaps: []slotSnapshot{
+			snaps: []cloud.Snapshot{
 				snap("s-9", done, "vol-2", 2, 9, true),
 				snap("s-late", done, "vol-1", 1, 5, true), // vol-1 went on writing after the cut
 				snap("s-src", done, "vol-1", 1, 2, true), snap("s-old", done, "vol-1", 1, 1, true),
@@ -66,7 +67,7 @@ func TestPlanRetention(t *testing.T) {
 		},
 		{
 			name:  "keep larger than the count deletes nothing",
-			snaps: []slotSnapshot{snap("s-9", done, "vol-2", 2, 9, true), snap("s-8", done, "vol-2", 2, 8, true)},
+			snaps: []cloud.Snapshot{snap("s-9", done, "vol-2", 2, 9, true), snap("s-8", done, "vol-2", 2, 8, true)},
 			keep:  5,
 		},
 	}
@@ -94,7 +95,7 @@ func TestPlanRetention(t *testing.T) {
 func TestSnapshotCommandRetention(t *testing.T) {
 	// Snapshots take 3 s here, so the one the command takes is surely still pending when retention runs.
 	w := newDownWorld(t, func(o *sim.Options) { o.Delays.Snapshot = 300 * time.Second })
-	inst := w.runInstance("us-east-1a", map[string]string{tagGroup: w.group}, true)
+	inst := w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group}, true)
 	v1 := w.createSlotVolume("us-east-1a", 1, nil)
 	// Start times order the slot's snapshots; the pauses keep them distinct at the API's millisecond.
 	snapshot := func(vol string, generation int) string {
@@ -141,13 +142,13 @@ func TestSnapshotCommandRetention(t *testing.T) {
 	for _, s := range w.slotSnapshots("data") {
 		if s.SourceInstance == inst {
 			taken = s.ID
-			if s.SourceVolume != v2 || s.Generation != 2 || s.Tags[tagGroup] != w.group || s.Tags[tagSlot] != "data" {
+			if s.SourceVolume != v2 || s.Generation != 2 || s.Tags[cloud.TagGroup] != w.group || s.Tags[cloud.TagSlot] != "data" {
 				t.Errorf("new snapshot tags = %v", s.Tags)
 			}
 		}
 	}
 	if taken == "" {
-		t.Fatalf("no snapshot with %s=%s", tagSourceInstance, inst)
+		t.Fatalf("no snapshot with %s=%s", cloud.TagSourceInstance, inst)
 	}
 	for _, id := range []string{p1, src, old} {
 		if _, ok := w.describeSnapshot(id); ok {
@@ -172,7 +173,7 @@ func TestSnapshotCommandRetention(t *testing.T) {
 func TestSnapshotCommandFreezesAMountedVolume(t *testing.T) {
 	requireRoot(t)
 	w := newDownWorld(t)
-	inst := w.runInstance("us-east-1a", map[string]string{tagGroup: w.group}, true)
+	inst := w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group}, true)
 	vol := w.createSlotVolume("us-east-1a", 1, nil)
 	w.attach(vol, inst)
 	mp := w.mountNew(inst, vol, "hello")

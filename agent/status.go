@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/internal/fail"
 )
 
@@ -52,10 +53,10 @@ func runStatus(ctx context.Context, e Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var clients *Clients
-	getClients := func() (*Clients, error) {
+	var clients *cloud.Clients
+	getClients := func() (*cloud.Clients, error) {
 		if clients == nil {
-			c, err := newClients(ctx, e.Getenv, id.Region)
+			c, err := cloud.NewClients(ctx, e.Getenv, id.Region)
 			if err != nil {
 				return nil, err
 			}
@@ -63,7 +64,7 @@ func runStatus(ctx context.Context, e Env, args []string) error {
 		}
 		return clients, nil
 	}
-	ec2c := func() (EC2, error) {
+	ec2c := func() (cloud.EC2, error) {
 		c, err := getClients()
 		if err != nil {
 			return nil, err
@@ -195,9 +196,9 @@ type snapshotReport struct {
 
 // buildReport observes the group's address, its slots and this instance's place in Auto Scaling, and
 // plans each like `up` would.
-func buildReport(ctx context.Context, c *Clients, instanceID, az, group string, cfg upConfig) (groupReport, error) {
+func buildReport(ctx context.Context, c *cloud.Clients, instanceID, az, group string, cfg upConfig) (groupReport, error) {
 	var rep groupReport
-	a, err := findGroupAddress(ctx, c.EC2, group)
+	a, err := cloud.FindGroupAddress(ctx, c.EC2, group)
 	switch {
 	case ExitCode(err) == fail.CodePrecondition:
 		rep.AddressPlan = "refuse: " + err.Error()
@@ -217,27 +218,27 @@ func buildReport(ctx context.Context, c *Clients, instanceID, az, group string, 
 			ar.Holder = "this instance"
 			rep.AddressPlan = "move to " + cfg.NetworkInterface + " (on another interface of this instance)"
 		default:
-			v, err := judgeHolder(ctx, c, a.InstanceID)
+			v, err := cloud.JudgeHolder(ctx, c, a.InstanceID)
 			if err != nil {
 				return rep, err
 			}
-			ar.Holder = v.why
+			ar.Holder = v.Why
 			switch {
-			case v.mayTake:
-				rep.AddressPlan = "take over: " + v.why
+			case v.MayTake:
+				rep.AddressPlan = "take over: " + v.Why
 			case cfg.Takeover:
-				rep.AddressPlan = "take over from a live holder (--takeover): " + v.why
+				rep.AddressPlan = "take over from a live holder (--takeover): " + v.Why
 			default:
-				rep.AddressPlan = fmt.Sprintf("wait up to %s (--release-timeout) for it to be released, then exit 4: %s", cfg.ReleaseTimeout, v.why)
+				rep.AddressPlan = fmt.Sprintf("wait up to %s (--release-timeout) for it to be released, then exit 4: %s", cfg.ReleaseTimeout, v.Why)
 			}
 		}
 	}
 	for _, spec := range cfg.Volumes.orDefault() {
-		view, err := observeSlot(ctx, c, group, spec.Slot, instanceID)
+		view, err := cloud.ObserveSlot(ctx, c, group, spec.Slot, instanceID)
 		if err != nil {
 			return rep, err
 		}
-		p := planSlot(planInput{InstanceID: instanceID, AZ: az, Group: group, Slot: spec.Slot, View: view,
+		p := cloud.PlanSlot(cloud.PlanInput{InstanceID: instanceID, AZ: az, Group: group, Slot: spec.Slot, View: view,
 			Takeover: cfg.Takeover, RequireData: cfg.RequireData})
 		sr := slotReport{Slot: spec.Slot, Device: spec.Device, MountPoint: spec.MountPoint, Action: p.Action.String(), Plan: describePlan(p, spec, cfg), Warning: p.Warn}
 		for _, v := range view.Volumes {
@@ -252,12 +253,12 @@ func buildReport(ctx context.Context, c *Clients, instanceID, az, group string, 
 			sr.Snapshots = append(sr.Snapshots, snapshotReport{ID: s.ID, State: s.State, Progress: s.Progress, Generation: s.Generation,
 				Consistent: s.Consistent, SizeGiB: s.VolumeSizeGiB, Started: s.StartTime, Source: s.SourceVolume})
 		}
-		if p.Action == planRefuse && rep.refusal == nil {
+		if p.Action == cloud.PlanRefuse && rep.refusal == nil {
 			rep.refusal = p.Err
 		}
 		rep.Slots = append(rep.Slots, sr)
 	}
-	m, err := asgMembership(ctx, c.AutoScaling, instanceID)
+	m, err := cloud.MembershipOf(ctx, c.AutoScaling, instanceID)
 	if err != nil {
 		return rep, err
 	}
@@ -277,24 +278,24 @@ func buildReport(ctx context.Context, c *Clients, instanceID, az, group string, 
 }
 
 // describePlan is one line saying what up would do for the slot.
-func describePlan(p slotPlan, spec volumeSpec, cfg upConfig) string {
+func describePlan(p cloud.SlotPlan, spec volumeSpec, cfg upConfig) string {
 	mount := fmt.Sprintf(", then mount at %s", spec.MountPoint)
 	if cfg.NoMount {
 		mount = " (--no-mount: no mount)"
 	}
 	switch p.Action {
-	case planDone:
+	case cloud.PlanDone:
 		return p.Why + mount
-	case planAttach:
+	case cloud.PlanAttach:
 		return fmt.Sprintf("attach %s at %s: %s%s", p.Volume.ID, spec.Device, p.Why, mount)
-	case planRestore:
+	case cloud.PlanRestore:
 		size := max(cfg.Shape.SizeGiB, int(p.Snapshot.VolumeSizeGiB))
 		return fmt.Sprintf("%s: %d GiB %s, attach at %s%s", p.Why, size, cfg.Shape.Type, spec.Device, mount)
-	case planBlank:
+	case cloud.PlanBlank:
 		return fmt.Sprintf("%s: %d GiB %s, attach at %s, make %s%s", p.Why, cfg.Shape.SizeGiB, cfg.Shape.Type, spec.Device, cfg.FS, mount)
-	case planRefuse:
+	case cloud.PlanRefuse:
 		return "refuse: " + p.Err.Error()
-	case planWaitHolder:
+	case cloud.PlanWaitHolder:
 		if p.Live {
 			return fmt.Sprintf("wait up to %s (--release-timeout), then exit 4: %s", cfg.ReleaseTimeout, p.Why)
 		}
@@ -381,8 +382,8 @@ func (r *upRun) plan(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	if r.clients.AutoScaling != nil {
-		if m, err := asgMembership(ctx, r.clients.AutoScaling, r.me.InstanceID); err == nil && m.ASGName != "" {
-			if err := checkMaintenancePolicy(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
+		if m, err := cloud.MembershipOf(ctx, r.clients.AutoScaling, r.me.InstanceID); err == nil && m.ASGName != "" {
+			if err := cloud.CheckMaintenancePolicy(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
 				rep.Lifecycle = "refuse: " + err.Error()
 				if rep.refusal == nil {
 					rep.refusal = err

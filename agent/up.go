@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/host"
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
@@ -33,7 +34,7 @@ func init() {
 // upConfig is `handover up`'s configuration after flags, environment and instance tags.
 type upConfig struct {
 	Volumes          volumeSpecs
-	Shape            volumeShape
+	Shape            cloud.VolumeShape
 	FS               string
 	RequireData      bool
 	Takeover         bool
@@ -147,9 +148,11 @@ func (c *upConfig) validate() error {
 }
 
 // clientFactory builds the AWS clients; tests substitute one that wraps them.
-type clientFactory func(ctx context.Context, getenv func(string) string, region string) (*Clients, error)
+type clientFactory func(ctx context.Context, getenv func(string) string, region string) (*cloud.Clients, error)
 
-func runUp(ctx context.Context, e Env, args []string) error { return up(ctx, e, args, newClients) }
+func runUp(ctx context.Context, e Env, args []string) error {
+	return up(ctx, e, args, cloud.NewClients)
+}
 
 // upRun is one run of `handover up`: what it was given and what it has found so far.
 type upRun struct {
@@ -158,7 +161,7 @@ type upRun struct {
 	dryRun  bool
 	log     *slog.Logger
 	addrLog *slog.Logger // log without the instance key, which claimAddress adds
-	clients *Clients
+	clients *cloud.Clients
 	me      imds.Identity
 	host    *host.Linux
 	start   time.Time
@@ -189,7 +192,7 @@ type upResult struct {
 	InstanceID string
 	AZ         string
 	Group      string
-	Address    claimResult
+	Address    cloud.ClaimResult
 	Slots      []slotResult
 	Lifecycle  string
 	Took       time.Duration
@@ -243,7 +246,7 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	if hook != nil {
 		// Heartbeats cover everything from here on: address waits, snapshot waits, restores. 10 s is a
 		// third of the shortest heartbeat timeout a hook can have (30 s).
-		stopHeartbeats = hook.keepAlive(ctx, 10*time.Second)
+		stopHeartbeats = hook.KeepAlive(ctx, 10*time.Second)
 	}
 	res, err := r.converge(ctx)
 	stopHeartbeats() // before the completion, so no heartbeat races it
@@ -254,7 +257,7 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 			// ABANDON makes the group replace this instance. A run stopped from outside (parent
 			// cancelled) is interrupted rather than failed: the hook's own timeout decides then.
 			actx, acancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
-			if _, cerr := hook.complete(actx, hookAbandon); cerr != nil {
+			if _, cerr := hook.Complete(actx, cloud.HookAbandon); cerr != nil {
 				r.log.Error("could not abandon the launch lifecycle action", logkey.Step, "lifecycle", "error", cerr.Error())
 			}
 			acancel()
@@ -266,18 +269,18 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 		r.enter("lifecycle")
 		switch {
 		case r.cfg.NoComplete:
-			res.Lifecycle = fmt.Sprintf("hook %s left pending (--no-complete)", hook.hook)
+			res.Lifecycle = fmt.Sprintf("hook %s left pending (--no-complete)", hook.Hook)
 		default:
-			inactive, err := hook.complete(ctx, hookContinue)
+			inactive, err := hook.Complete(ctx, cloud.HookContinue)
 			if err != nil {
 				return r.explain(parent, err)
 			}
-			res.Lifecycle = fmt.Sprintf("hook %s completed with CONTINUE", hook.hook)
+			res.Lifecycle = fmt.Sprintf("hook %s completed with CONTINUE", hook.Hook)
 			if inactive != "" {
-				res.Lifecycle = fmt.Sprintf("hook %s: %s", hook.hook, inactive)
+				res.Lifecycle = fmt.Sprintf("hook %s: %s", hook.Hook, inactive)
 			}
 		}
-		r.stepDone("lifecycle", "hook", hook.hook)
+		r.stepDone("lifecycle", "hook", hook.Hook)
 	}
 	res.Took = time.Since(r.start)
 	r.log.Info("up done", logkey.Step, "up", logkey.Elapsed, res.Took.Round(time.Millisecond).String())
@@ -313,19 +316,19 @@ func (r *upRun) identify(ctx context.Context, f *flags, getenv func(string) stri
 		return err
 	}
 	r.clients = clients
-	ec2c := func() (EC2, error) { return clients.EC2, nil }
+	ec2c := func() (cloud.EC2, error) { return clients.EC2, nil }
 	// Auto Scaling tags the instance as it launches it, and instance metadata can lag the tags by a few
 	// seconds at boot, so a missing group tag is read again before it is an error.
 	// https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-tagging.html
 	var tags map[string]string
 	var from string
-	err = poll(ctx, r.log, wait.Spec{What: "instance tag " + tagGroup, Bound: groupTagBound, Step: "identity"}, func(ctx context.Context) (bool, string, error) {
+	err = cloud.Poll(ctx, r.log, wait.Spec{What: "instance tag " + cloud.TagGroup, Bound: groupTagBound, Step: "identity"}, func(ctx context.Context) (bool, string, error) {
 		t, src, err := instanceTags(ctx, md, ec2c, id.InstanceID)
 		if err != nil {
 			return false, "", err
 		}
 		tags, from = t, src
-		return f.isSet("group") || t[tagGroup] != "", "no " + tagGroup + " tag yet", nil
+		return f.isSet("group") || t[cloud.TagGroup] != "", "no " + cloud.TagGroup + " tag yet", nil
 	})
 	if err != nil && !errors.Is(err, wait.ErrTimeout) {
 		return err
@@ -334,7 +337,7 @@ func (r *upRun) identify(ctx context.Context, f *flags, getenv func(string) stri
 		return err
 	}
 	if f.Common.Group == "" {
-		return fail.Precondition(fmt.Sprintf("instance %s has no %s tag (read from %s) and no --group was given: tag the group's instances (a group tag with PropagateAtLaunch) or pass --group", id.InstanceID, tagGroup, from), nil)
+		return fail.Precondition(fmt.Sprintf("instance %s has no %s tag (read from %s) and no --group was given: tag the group's instances (a group tag with PropagateAtLaunch) or pass --group", id.InstanceID, cloud.TagGroup, from), nil)
 	}
 	if err := f.Common.validate(); err != nil {
 		return err
@@ -354,15 +357,15 @@ func (r *upRun) identify(ctx context.Context, f *flags, getenv func(string) stri
 
 // launchAction looks this instance up in Auto Scaling, checks the group's maintenance policy, and returns
 // the launch lifecycle action to heartbeat and complete, or nil when there is none.
-func (r *upRun) launchAction(ctx context.Context) (*lifecycleAction, error) {
-	m, err := asgMembership(ctx, r.clients.AutoScaling, r.me.InstanceID)
+func (r *upRun) launchAction(ctx context.Context) (*cloud.LifecycleAction, error) {
+	m, err := cloud.MembershipOf(ctx, r.clients.AutoScaling, r.me.InstanceID)
 	if err != nil {
 		return nil, err
 	}
-	var hook *lifecycleAction
+	var hook *cloud.LifecycleAction
 	if m.ASGName != "" && m.LifecycleState == "Pending:Wait" {
 		if r.cfg.LaunchHook != "" {
-			hook = &lifecycleAction{as: r.clients.AutoScaling, log: r.log, kind: launchHookKind, asgName: m.ASGName, hook: r.cfg.LaunchHook, instanceID: r.me.InstanceID}
+			hook = &cloud.LifecycleAction{As: r.clients.AutoScaling, Log: r.log, Kind: cloud.LaunchHookKind, AsgName: m.ASGName, Hook: r.cfg.LaunchHook, InstanceID: r.me.InstanceID}
 		} else {
 			r.log.Warn("this instance waits in Pending:Wait but no --launch-hook was given: the group waits for the hook's timeout", logkey.Step, "asg", "asg", m.ASGName)
 		}
@@ -372,10 +375,10 @@ func (r *upRun) launchAction(ctx context.Context) (*lifecycleAction, error) {
 		return nil, nil
 	}
 	r.enter("asg-policy")
-	if err := checkMaintenancePolicy(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
+	if err := cloud.CheckMaintenancePolicy(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
 		if hook != nil && !r.cfg.NoComplete {
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			if _, cerr := hook.complete(actx, hookAbandon); cerr != nil {
+			if _, cerr := hook.Complete(actx, cloud.HookAbandon); cerr != nil {
 				r.log.Error("could not abandon the launch lifecycle action", logkey.Step, "lifecycle", "error", cerr.Error())
 			}
 			cancel()
@@ -393,7 +396,7 @@ func (r *upRun) launchAction(ctx context.Context) (*lifecycleAction, error) {
 func (r *upRun) converge(ctx context.Context) (upResult, error) {
 	res := upResult{InstanceID: r.me.InstanceID, AZ: r.me.AvailabilityZone, Group: r.group}
 	r.enter("address")
-	claim, err := claimAddress(ctx, r.addrLog, r.clients, claimSpec{
+	claim, err := cloud.ClaimAddress(ctx, r.addrLog, r.clients, cloud.ClaimSpec{
 		Group: r.group, InstanceID: r.me.InstanceID,
 		NetworkInterfaceID: r.cfg.NetworkInterface, PrivateIP: r.cfg.PrivateIP,
 		Takeover: r.cfg.Takeover, Wait: r.cfg.ReleaseTimeout,
@@ -437,7 +440,7 @@ func (r *upRun) converge(ctx context.Context) (upResult, error) {
 	}
 	res.Slots = make([]slotResult, n)
 	for i, s := range slots {
-		res.Slots[i] = slotResult{slotOutcome: s.run.res, Device: s.device, FS: s.fs}
+		res.Slots[i] = slotResult{SlotOutcome: s.run.Res, Device: s.device, FS: s.fs}
 	}
 	return res, firstError(errs)
 }
@@ -463,7 +466,7 @@ func firstError(errs []error) error {
 
 // slotResult is what up did for one slot: the volume's outcome, and the device and filesystem here.
 type slotResult struct {
-	slotOutcome
+	cloud.SlotOutcome
 	Device string   `json:"device,omitempty"`
 	FS     fsResult `json:"filesystem"`
 }
@@ -472,27 +475,27 @@ type slotResult struct {
 // and filesystem.
 type upSlot struct {
 	spec   volumeSpec
-	run    *slotRun
+	run    *cloud.SlotRun
 	device string
 	fs     fsResult
 }
 
 // bringVolume makes one slot's volume attached here and, unless --no-mount, waits for its device.
 func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*upSlot, error) {
-	s := &upSlot{spec: spec, run: &slotRun{
-		c: r.clients, log: r.log.With("slot", spec.Slot), instanceID: r.me.InstanceID, az: r.me.AvailabilityZone, group: r.group,
-		slot: spec.Slot, device: spec.Device, shape: r.cfg.Shape, takeover: r.cfg.Takeover, requireData: r.cfg.RequireData,
-		releaseTimeout: r.cfg.ReleaseTimeout,
+	s := &upSlot{spec: spec, run: &cloud.SlotRun{
+		C: r.clients, Log: r.log.With("slot", spec.Slot), InstanceID: r.me.InstanceID, Az: r.me.AvailabilityZone, Group: r.group,
+		Slot: spec.Slot, Device: spec.Device, Shape: r.cfg.Shape, Takeover: r.cfg.Takeover, RequireData: r.cfg.RequireData,
+		ReleaseTimeout: r.cfg.ReleaseTimeout,
 	}}
-	if err := s.run.converge(ctx); err != nil {
+	if err := s.run.Converge(ctx); err != nil {
 		return s, err
 	}
-	vol := s.run.res.Volume
-	r.stepDone("volume", "slot", spec.Slot, logkey.Volume, vol.ID, "how", s.run.res.How)
+	vol := s.run.Res.Volume
+	r.stepDone("volume", "slot", spec.Slot, logkey.Volume, vol.ID, "how", s.run.Res.How)
 	if r.cfg.NoMount {
 		return s, nil
 	}
-	dev, err := r.host.WaitForDevice(ctx, s.run.log, vol.ID, host.DeviceBound)
+	dev, err := r.host.WaitForDevice(ctx, s.run.Log, vol.ID, host.DeviceBound)
 	if err != nil {
 		return s, err
 	}
@@ -503,9 +506,9 @@ func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*upSlot, erro
 
 // finishSlot makes the slot's filesystem mounted and persisted, then marks its older generations.
 func (r *upRun) finishSlot(ctx context.Context, s *upSlot) error {
-	spec, vol := s.spec, s.run.res.Volume
+	spec, vol := s.spec, s.run.Res.Volume
 	if !r.cfg.NoMount {
-		fsr, err := prepareFilesystem(ctx, s.run.log, r.host, fsRequest{
+		fsr, err := prepareFilesystem(ctx, s.run.Log, r.host, fsRequest{
 			Device: s.device, VolumeID: vol.ID, CreatedBlank: vol.CreatedBlank, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
 		})
 		s.fs = fsr
@@ -514,8 +517,8 @@ func (r *upRun) finishSlot(ctx context.Context, s *upSlot) error {
 		}
 		r.stepDone("mount", "slot", spec.Slot, logkey.Volume, vol.ID, "mount_point", spec.MountPoint, "fs", fsr.Type, "uuid", fsr.UUID)
 	}
-	s.run.retire(ctx, r.cfg.DeleteSuperseded) // housekeeping: failures are warnings, not a failed up
-	if out := s.run.res; len(out.Superseded)+len(out.Deleted) > 0 {
+	s.run.Retire(ctx, r.cfg.DeleteSuperseded) // housekeeping: failures are warnings, not a failed up
+	if out := s.run.Res; len(out.Superseded)+len(out.Deleted) > 0 {
 		r.stepDone("superseded", "slot", spec.Slot, "tagged", strings.Join(out.Superseded, ","), "deleted", strings.Join(out.Deleted, ","))
 	}
 	return nil

@@ -23,6 +23,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/host"
 	"github.com/handover/handover/host/hosttest"
 	"github.com/handover/handover/internal/fail"
@@ -35,7 +36,7 @@ import (
 
 const testGroup = "orders"
 
-var groupTags = map[string]string{tagGroup: testGroup}
+var groupTags = map[string]string{cloud.TagGroup: testGroup}
 
 // requireRoot fails the test in CI and skips it elsewhere when not run as root.
 func requireRoot(t testing.TB) { hosttest.RequireRoot(t) }
@@ -92,7 +93,7 @@ func (w *testRegion) writeData(dir, name string, n int) []byte {
 // slotVolumes lists the default slot's volumes (deleted ones excluded), oldest first.
 func (w *testRegion) slotVolumes() []ec2types.Volume {
 	w.t.Helper()
-	out, err := w.ec2.DescribeVolumes(w.ctx(), &ec2.DescribeVolumesInput{Filters: slotFilters(testGroup, defaultSlot)})
+	out, err := w.ec2.DescribeVolumes(w.ctx(), &ec2.DescribeVolumesInput{Filters: cloud.SlotFilters(testGroup, cloud.DefaultSlot)})
 	if err != nil {
 		w.t.Fatalf("DescribeVolumes: %v", err)
 	}
@@ -102,13 +103,13 @@ func (w *testRegion) slotVolumes() []ec2types.Volume {
 // createSlotVolume makes a volume of the default slot through the API and waits for it to be available.
 func (w *testRegion) createSlotVolume(az string, generation int, extraTags map[string]string) string {
 	w.t.Helper()
-	tags := map[string]string{tagGroup: testGroup, tagSlot: defaultSlot, tagGeneration: strconv.Itoa(generation)}
+	tags := map[string]string{cloud.TagGroup: testGroup, cloud.TagSlot: cloud.DefaultSlot, cloud.TagGeneration: strconv.Itoa(generation)}
 	for k, v := range extraTags {
 		tags[k] = v
 	}
 	out, err := w.ec2.CreateVolume(w.ctx(), &ec2.CreateVolumeInput{
 		AvailabilityZone: aws.String(az), Size: aws.Int32(1), VolumeType: ec2types.VolumeTypeGp3,
-		TagSpecifications: tagSpec(ec2types.ResourceTypeVolume, tags),
+		TagSpecifications: cloud.TagSpec(ec2types.ResourceTypeVolume, tags),
 	})
 	if err != nil {
 		w.t.Fatalf("CreateVolume: %v", err)
@@ -136,13 +137,13 @@ func (w *testRegion) waitVolumeState(id, want string) ec2types.Volume {
 // when wait is true.
 func (w *testRegion) snapshot(volumeID string, generation int, consistent, wait bool) string {
 	w.t.Helper()
-	tags := map[string]string{tagGroup: testGroup, tagSlot: defaultSlot, tagGeneration: strconv.Itoa(generation),
-		tagSourceVolume: volumeID}
+	tags := map[string]string{cloud.TagGroup: testGroup, cloud.TagSlot: cloud.DefaultSlot, cloud.TagGeneration: strconv.Itoa(generation),
+		cloud.TagSourceVolume: volumeID}
 	if consistent {
-		tags[tagConsistent] = "true"
+		tags[cloud.TagConsistent] = "true"
 	}
 	out, err := w.ec2.CreateSnapshot(w.ctx(), &ec2.CreateSnapshotInput{
-		VolumeId: aws.String(volumeID), TagSpecifications: tagSpec(ec2types.ResourceTypeSnapshot, tags),
+		VolumeId: aws.String(volumeID), TagSpecifications: cloud.TagSpec(ec2types.ResourceTypeSnapshot, tags),
 	})
 	if err != nil {
 		w.t.Fatalf("CreateSnapshot: %v", err)
@@ -245,8 +246,8 @@ func TestUpFirstBootMakesBlankVolumeFilesystemAndMount(t *testing.T) {
 		t.Fatalf("%d volumes in the slot, want 1", len(vols))
 	}
 	v := vols[0]
-	if tagOf(v.Tags, tagCreatedBlank) != "true" || tagOf(v.Tags, tagGeneration) != "1" || aws.ToString(v.AvailabilityZone) != "us-east-1a" {
-		t.Errorf("first volume: tags %v, AZ %s; want created-blank, generation 1, us-east-1a", tagMap(v.Tags), aws.ToString(v.AvailabilityZone))
+	if tagOf(v.Tags, cloud.TagCreatedBlank) != "true" || tagOf(v.Tags, cloud.TagGeneration) != "1" || aws.ToString(v.AvailabilityZone) != "us-east-1a" {
+		t.Errorf("first volume: tags %v, AZ %s; want created-blank, generation 1, us-east-1a", cloud.TagMap(v.Tags), aws.ToString(v.AvailabilityZone))
 	}
 	if len(v.Attachments) != 1 || aws.ToString(v.Attachments[0].InstanceId) != id || aws.ToString(v.Attachments[0].Device) != "/dev/sdf" {
 		t.Errorf("attachments %+v, want %s at /dev/sdf", v.Attachments, id)
@@ -380,12 +381,12 @@ func TestUpCrossAZRestoreByteForByte(t *testing.T) {
 		}
 	}
 	if aws.ToString(restored.AvailabilityZone) != "us-east-1b" || aws.ToString(restored.SnapshotId) != snap ||
-		tagOf(restored.Tags, tagGeneration) != "2" || tagOf(restored.Tags, tagCreatedBlank) != "" || aws.ToInt32(restored.Size) != 2 {
+		tagOf(restored.Tags, cloud.TagGeneration) != "2" || tagOf(restored.Tags, cloud.TagCreatedBlank) != "" || aws.ToInt32(restored.Size) != 2 {
 		t.Errorf("restored volume: AZ %s, snapshot %s, size %d, tags %v; want us-east-1b, %s, 2 GiB, generation 2, not created blank",
-			aws.ToString(restored.AvailabilityZone), aws.ToString(restored.SnapshotId), aws.ToInt32(restored.Size), tagMap(restored.Tags), snap)
+			aws.ToString(restored.AvailabilityZone), aws.ToString(restored.SnapshotId), aws.ToInt32(restored.Size), cloud.TagMap(restored.Tags), snap)
 	}
-	if tagOf(superseded.Tags, tagSuperseded) != "true" {
-		t.Errorf("old volume %s not tagged %s=true: %v", first, tagSuperseded, tagMap(superseded.Tags))
+	if tagOf(superseded.Tags, cloud.TagSuperseded) != "true" {
+		t.Errorf("old volume %s not tagged %s=true: %v", first, cloud.TagSuperseded, cloud.TagMap(superseded.Tags))
 	}
 	if h := w.addressHolder(alloc); h != id {
 		t.Errorf("address holder %s, want %s", h, id)
@@ -538,7 +539,7 @@ func (w *testRegion) associate(alloc, instanceID string) {
 // crashAfterCreateVolume is the EC2 API of a run that dies right after CreateVolume returned, before it
 // could record or attach the volume.
 type crashAfterCreateVolume struct {
-	EC2
+	cloud.EC2
 	crash context.CancelFunc
 }
 
@@ -564,8 +565,8 @@ func TestUpCrashAfterCreateVolumeThenRerun(t *testing.T) {
 
 	ctx, crash := context.WithCancel(w.ctx())
 	defer crash()
-	crashing := func(ctx context.Context, getenv func(string) string, region string) (*Clients, error) {
-		c, err := newClients(ctx, getenv, region)
+	crashing := func(ctx context.Context, getenv func(string) string, region string) (*cloud.Clients, error) {
+		c, err := cloud.NewClients(ctx, getenv, region)
 		if err != nil {
 			return nil, err
 		}
@@ -657,7 +658,7 @@ func (w *testRegion) launchGroup(name string, policy *astypes.InstanceMaintenanc
 		MinSize:              aws.Int32(1), MaxSize: aws.Int32(1), DesiredCapacity: aws.Int32(1),
 		AvailabilityZones:         []string{"us-east-1a"},
 		InstanceMaintenancePolicy: policy,
-		Tags:                      []astypes.Tag{{Key: aws.String(tagGroup), Value: aws.String(testGroup), PropagateAtLaunch: aws.Bool(true)}},
+		Tags:                      []astypes.Tag{{Key: aws.String(cloud.TagGroup), Value: aws.String(testGroup), PropagateAtLaunch: aws.Bool(true)}},
 		LifecycleHookSpecificationList: []astypes.LifecycleHookSpecification{{
 			LifecycleHookName: aws.String("launch"), LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_LAUNCHING"),
 			HeartbeatTimeout: aws.Int32(7200), DefaultResult: aws.String("ABANDON"),
@@ -891,7 +892,7 @@ func TestUpReadsTagsThroughDescribeTagsAndWaitsForTheGroupTag(t *testing.T) {
 	go func() {
 		time.Sleep(1500 * time.Millisecond) // well after up has looked once, even on a loaded machine
 		_, _ = w.ec2.CreateTags(context.Background(), &ec2.CreateTagsInput{Resources: []string{id},
-			Tags: []ec2types.Tag{{Key: aws.String(tagGroup), Value: aws.String(testGroup)}}})
+			Tags: []ec2types.Tag{{Key: aws.String(cloud.TagGroup), Value: aws.String(testGroup)}}})
 	}()
 	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
 	mustSucceed(t, res)
@@ -905,7 +906,7 @@ func TestUpWithoutGroup(t *testing.T) {
 	w := newTestRegion(t)
 	id := w.runInstance("us-east-1a", map[string]string{"Name": "db"}, true)
 	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
-	mustExit(t, res, fail.CodePrecondition, tagGroup, "--group")
+	mustExit(t, res, fail.CodePrecondition, cloud.TagGroup, "--group")
 }
 
 // TestUpWaitsForTheInstanceLock: while another up or down holds the lock, up waits; past --timeout it
@@ -947,13 +948,13 @@ func TestUpSeveralSlots(t *testing.T) {
 			t.Errorf("nothing mounted at %s", mp)
 		}
 	}
-	out, err := w.ec2.DescribeVolumes(w.ctx(), &ec2.DescribeVolumesInput{Filters: []ec2types.Filter{{Name: aws.String("tag:" + tagGroup), Values: []string{testGroup}}}})
+	out, err := w.ec2.DescribeVolumes(w.ctx(), &ec2.DescribeVolumesInput{Filters: []ec2types.Filter{{Name: aws.String("tag:" + cloud.TagGroup), Values: []string{testGroup}}}})
 	if err != nil || len(out.Volumes) != 2 {
 		t.Fatalf("%d volumes for the group, want 2 (%v)", len(out.Volumes), err)
 	}
 	devices := map[string]string{}
 	for _, v := range out.Volumes {
-		devices[tagOf(v.Tags, tagSlot)] = aws.ToString(v.Attachments[0].Device)
+		devices[tagOf(v.Tags, cloud.TagSlot)] = aws.ToString(v.Attachments[0].Device)
 	}
 	if devices["data"] != "/dev/sdf" || devices["logs"] != "/dev/sdg" {
 		t.Errorf("slots attached at %v, want data at /dev/sdf and logs at /dev/sdg", devices)
@@ -969,9 +970,9 @@ func TestUpSeveralSlots(t *testing.T) {
 			t.Fatalf("device of %s: %q %v", aws.ToString(v.VolumeId), dev, err)
 		}
 		mounts, err := host.New("/dev", "/sys").MountsOf(dev)
-		want := map[string]string{"data": data, "logs": logs}[tagOf(v.Tags, tagSlot)]
+		want := map[string]string{"data": data, "logs": logs}[tagOf(v.Tags, cloud.TagSlot)]
 		if err != nil || len(mounts) != 1 || mounts[0].MountPoint != want {
-			t.Errorf("slot %s (%s) mounted at %+v (%v), want %s", tagOf(v.Tags, tagSlot), dev, mounts, err, want)
+			t.Errorf("slot %s (%s) mounted at %+v (%v), want %s", tagOf(v.Tags, cloud.TagSlot), dev, mounts, err, want)
 		}
 	}
 	var stData, stLogs unix.Stat_t
@@ -993,7 +994,7 @@ func TestUpRefusesUsedBlankVolumeWithoutFilesystem(t *testing.T) {
 	w := newTestRegion(t)
 	w.unmountOnCleanup()
 	w.allocateAddress(testGroup)
-	vol := w.createSlotVolume("us-east-1a", 1, map[string]string{tagCreatedBlank: "true"})
+	vol := w.createSlotVolume("us-east-1a", 1, map[string]string{cloud.TagCreatedBlank: "true"})
 	img, err := os.OpenFile(filepath.Join(w.dir, "sim", "volumes", vol+".img"), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatalf("the simulator's image of %s: %v", vol, err)
@@ -1043,8 +1044,8 @@ func TestUpDeleteSuperseded(t *testing.T) {
 	if _, ok := left[detached]; ok {
 		t.Errorf("detached generation 1 %s was not deleted", detached)
 	}
-	if v, ok := left[kept]; !ok || tagOf(v.Tags, tagSuperseded) != "true" || len(v.Attachments) != 1 {
-		t.Errorf("generation 2 %s, attached to stopped %s: present %v, tags %v; want kept, attached and tagged superseded", kept, stopped, ok, tagMap(v.Tags))
+	if v, ok := left[kept]; !ok || tagOf(v.Tags, cloud.TagSuperseded) != "true" || len(v.Attachments) != 1 {
+		t.Errorf("generation 2 %s, attached to stopped %s: present %v, tags %v; want kept, attached and tagged superseded", kept, stopped, ok, cloud.TagMap(v.Tags))
 	}
 	if len(left) != 2 || !strings.Contains(res.stdout, "restored from "+snap) || !strings.Contains(res.stderr, "stays attached to stopped") {
 		t.Errorf("volumes left %d, want the restore and %s\nstdout:\n%s\nstderr:\n%s", len(left), kept, res.stdout, res.stderr)
@@ -1103,7 +1104,7 @@ func TestUpDetachesFromStoppedInstance(t *testing.T) {
 // successful AssociateAddress (EC2's eventual consistency): the first reads after it still show the
 // address as it was before.
 type staleAddressAfterAssociate struct {
-	EC2
+	cloud.EC2
 	mu     *sync.Mutex
 	before *ec2.DescribeAddressesOutput // the last answer before AssociateAddress
 	stale  *int                         // reads left that answer before
@@ -1158,8 +1159,8 @@ func TestUpElasticIPVerifyToleratesAStaleDescribe(t *testing.T) {
 				w.waitInstanceState(old, "stopped")
 			}
 			id := w.runInstance("us-east-1b", groupTags, true)
-			lagging := func(ctx context.Context, getenv func(string) string, region string) (*Clients, error) {
-				c, err := newClients(ctx, getenv, region)
+			lagging := func(ctx context.Context, getenv func(string) string, region string) (*cloud.Clients, error) {
+				c, err := cloud.NewClients(ctx, getenv, region)
 				if err != nil {
 					return nil, err
 				}

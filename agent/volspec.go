@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/handover/handover/cloud"
 )
 
 // volumeSpec is one slot of the group's data: which volume (slot name), where it is attached (the device
@@ -26,7 +28,7 @@ func (v volumeSpec) String() string {
 }
 
 // defaultVolumeSpec is the one slot a group has unless --volume says otherwise.
-var defaultVolumeSpec = volumeSpec{Slot: defaultSlot, Device: "/dev/sdf", MountPoint: "/data"}
+var defaultVolumeSpec = volumeSpec{Slot: cloud.DefaultSlot, Device: "/dev/sdf", MountPoint: "/data"}
 
 var (
 	slotNameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,31}$`)

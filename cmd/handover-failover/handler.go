@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/handover/handover/agent"
+	"github.com/handover/handover/cloud"
 )
 
 // handler turns events into calls of agent.Failover, the code `handover failover` runs.
 type handler struct {
 	cfg     config
-	clients *agent.Clients
+	clients *cloud.Clients
 	log     *slog.Logger
 	now     func() time.Time
 }

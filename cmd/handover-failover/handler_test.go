@@ -18,6 +18,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/handover/handover/agent"
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
@@ -59,7 +60,7 @@ func newRegion(t *testing.T) *region {
 		t.Fatal(err)
 	}
 	c.MaxEventAge = 0 // the samples carry the documentation's dates
-	w.h = &handler{cfg: c, clients: &agent.Clients{EC2: w.ec2, AutoScaling: as}, log: slog.New(slog.NewTextHandler(w.logs, nil)), now: time.Now}
+	w.h = &handler{cfg: c, clients: &cloud.Clients{EC2: w.ec2, AutoScaling: as}, log: slog.New(slog.NewTextHandler(w.logs, nil)), now: time.Now}
 	t.Cleanup(func() {
 		if t.Failed() || testing.Verbose() {
 			t.Logf("function log:\n%s", w.logs)
@@ -436,7 +437,7 @@ func TestStaleEventIsIgnoredBeforeAnyCall(t *testing.T) {
 	var logs bytes.Buffer
 	h := &handler{
 		cfg:     config{MaxEventAge: 30 * time.Minute},
-		clients: &agent.Clients{}, // any AWS call would panic on the nil interfaces
+		clients: &cloud.Clients{}, // any AWS call would panic on the nil interfaces
 		log:     slog.New(slog.NewTextHandler(&logs, nil)),
 		now:     func() time.Time { return tr.Time.Add(31 * time.Minute) },
 	}

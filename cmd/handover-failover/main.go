@@ -13,7 +13,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 
-	"github.com/handover/handover/agent"
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/internal/fail"
 )
 
@@ -23,7 +23,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "handover-failover: "+err.Error())
 		os.Exit(fail.CodeUsage)
 	}
-	clients, err := agent.NewClients(context.Background(), os.Getenv, os.Getenv("AWS_REGION"))
+	clients, err := cloud.NewClients(context.Background(), os.Getenv, os.Getenv("AWS_REGION"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "handover-failover: "+err.Error())
 		os.Exit(fail.CodeFailed)

@@ -1,4 +1,4 @@
-package agent
+package cloud
 
 import (
 	"context"
@@ -41,14 +41,14 @@ import (
 // the same volume instead of making a second one.
 
 // holder is an instance a volume of the slot is attached to.
-type holder struct {
+type Holder struct {
 	ID       string `json:"instance_id"`
 	State    string `json:"state"`               // EC2 state; "gone" when the instance no longer exists
 	ASGState string `json:"asg_state,omitempty"` // Auto Scaling lifecycle state, when running in a group
 }
 
 // leaving reports whether the instance is on its way out and will release its volumes by itself.
-func (h holder) leaving() bool {
+func (h Holder) leaving() bool {
 	switch h.State {
 	case "gone", string(ec2types.InstanceStateNameShuttingDown), string(ec2types.InstanceStateNameTerminated), string(ec2types.InstanceStateNameStopping):
 		return true
@@ -56,9 +56,9 @@ func (h holder) leaving() bool {
 	return strings.HasPrefix(h.ASGState, "Terminating")
 }
 
-func (h holder) stopped() bool { return h.State == string(ec2types.InstanceStateNameStopped) }
+func (h Holder) stopped() bool { return h.State == string(ec2types.InstanceStateNameStopped) }
 
-func (h holder) String() string {
+func (h Holder) String() string {
 	s := h.ID + " (" + h.State
 	if h.ASGState != "" {
 		s += ", " + h.ASGState
@@ -67,10 +67,10 @@ func (h holder) String() string {
 }
 
 // describeHolder reads an attached instance's EC2 state and, while it runs, its Auto Scaling state.
-func describeHolder(ctx context.Context, c *Clients, id string) (holder, error) {
-	h := holder{ID: id, State: "gone"}
+func describeHolder(ctx context.Context, c *Clients, id string) (Holder, error) {
+	h := Holder{ID: id, State: "gone"}
 	out, err := c.EC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
-	if hasCode(err, codeInstanceNotFound) {
+	if HasCode(err, CodeInstanceNotFound) {
 		return h, nil
 	}
 	if err != nil {
@@ -97,24 +97,24 @@ func describeHolder(ctx context.Context, c *Clients, id string) (holder, error) 
 
 // slotView is one observation of a slot: its volumes and snapshots (newest first) and the instances its
 // newest volumes are attached to.
-type slotView struct {
-	Volumes   []slotVolume
-	Snapshots []slotSnapshot
-	Holders   map[string]holder
+type SlotView struct {
+	Volumes   []Volume
+	Snapshots []Snapshot
+	Holders   map[string]Holder
 }
 
 // observeSlot describes the slot's volumes and snapshots, and the other instances holding its newest
 // generation.
-func observeSlot(ctx context.Context, c *Clients, group, slot, self string) (slotView, error) {
-	vols, err := listSlotVolumes(ctx, c.EC2, group, slot)
+func ObserveSlot(ctx context.Context, c *Clients, group, slot, self string) (SlotView, error) {
+	vols, err := ListSlotVolumes(ctx, c.EC2, group, slot)
 	if err != nil {
-		return slotView{}, err
+		return SlotView{}, err
 	}
-	snaps, err := listSlotSnapshots(ctx, c.EC2, group, slot)
+	snaps, err := ListSlotSnapshots(ctx, c.EC2, group, slot)
 	if err != nil {
-		return slotView{}, err
+		return SlotView{}, err
 	}
-	v := slotView{Volumes: vols, Snapshots: snaps, Holders: map[string]holder{}}
+	v := SlotView{Volumes: vols, Snapshots: snaps, Holders: map[string]Holder{}}
 	for _, vol := range vols {
 		if vol.Generation != vols[0].Generation {
 			break
@@ -128,7 +128,7 @@ func observeSlot(ctx context.Context, c *Clients, group, slot, self string) (slo
 			}
 			h, err := describeHolder(ctx, c, a.InstanceID)
 			if err != nil {
-				return slotView{}, err
+				return SlotView{}, err
 			}
 			v.Holders[a.InstanceID] = h
 		}
@@ -137,43 +137,43 @@ func observeSlot(ctx context.Context, c *Clients, group, slot, self string) (slo
 }
 
 // planAction is what the slot needs next.
-type planAction int
+type PlanAction int
 
 const (
-	planDone          planAction = iota // the live volume is attached here
-	planAttach                          // attach the live volume here
-	planWaitVolume                      // the live volume is creating, attaching or detaching: wait
-	planWaitHolder                      // another instance holds the live volume: wait for it to let go
-	planDetachStopped                   // a stopped instance in this AZ holds it: detach, then attach here
-	planWaitSnapshot                    // the best snapshot is still pending: wait rather than restore older data
-	planRestore                         // create a volume here from the best snapshot
-	planBlank                           // first boot: create a blank volume here
-	planRefuse                          // nothing safe to do; Err says what to fix
+	PlanDone          PlanAction = iota // the live volume is attached here
+	PlanAttach                          // attach the live volume here
+	PlanWaitVolume                      // the live volume is creating, attaching or detaching: wait
+	PlanWaitHolder                      // another instance holds the live volume: wait for it to let go
+	PlanDetachStopped                   // a stopped instance in this AZ holds it: detach, then attach here
+	PlanWaitSnapshot                    // the best snapshot is still pending: wait rather than restore older data
+	PlanRestore                         // create a volume here from the best snapshot
+	PlanBlank                           // first boot: create a blank volume here
+	PlanRefuse                          // nothing safe to do; Err says what to fix
 )
 
-var planNames = map[planAction]string{
-	planDone: "done", planAttach: "attach", planWaitVolume: "wait-volume", planWaitHolder: "wait-holder",
-	planDetachStopped: "detach-stopped", planWaitSnapshot: "wait-snapshot", planRestore: "restore",
-	planBlank: "create-blank", planRefuse: "refuse",
+var planNames = map[PlanAction]string{
+	PlanDone: "done", PlanAttach: "attach", PlanWaitVolume: "wait-volume", PlanWaitHolder: "wait-holder",
+	PlanDetachStopped: "detach-stopped", PlanWaitSnapshot: "wait-snapshot", PlanRestore: "restore",
+	PlanBlank: "create-blank", PlanRefuse: "refuse",
 }
 
-func (a planAction) String() string { return planNames[a] }
+func (a PlanAction) String() string { return planNames[a] }
 
 // slotPlan is the next step for a slot and why.
-type slotPlan struct {
-	Action     planAction
-	Volume     slotVolume   // the live volume (done, attach, wait-volume, wait-holder, detach-stopped)
-	Snapshot   slotSnapshot // restore, wait-snapshot
-	Generation int          // restore, blank: the new volume's generation
-	Holder     holder       // wait-holder, detach-stopped
-	Live       bool         // wait-holder: the holder is a live instance (exit 4 when the wait runs out)
-	Why        string       // one line for the log and the plan
-	Warn       string       // what the plan leaves behind, for the operator
-	Err        error        // refuse
+type SlotPlan struct {
+	Action     PlanAction
+	Volume     Volume   // the live volume (done, attach, wait-volume, wait-holder, detach-stopped)
+	Snapshot   Snapshot // restore, wait-snapshot
+	Generation int      // restore, blank: the new volume's generation
+	Holder     Holder   // wait-holder, detach-stopped
+	Live       bool     // wait-holder: the holder is a live instance (exit 4 when the wait runs out)
+	Why        string   // one line for the log and the plan
+	Warn       string   // what the plan leaves behind, for the operator
+	Err        error    // refuse
 }
 
 // key identifies a plan up to progress, so a wait can tell when the world has moved.
-func (p slotPlan) key() string {
+func (p SlotPlan) key() string {
 	att := ""
 	for _, a := range p.Volume.Attachments {
 		att += a.InstanceID + "/" + a.State + ";"
@@ -183,10 +183,10 @@ func (p slotPlan) key() string {
 }
 
 // planInput is what planSlot decides from.
-type planInput struct {
+type PlanInput struct {
 	InstanceID, AZ string
 	Group, Slot    string
-	View           slotView
+	View           SlotView
 	Takeover       bool
 	RequireData    bool
 	// MinGeneration skips generations whose ClientToken was already spent with other parameters.
@@ -195,8 +195,8 @@ type planInput struct {
 
 // liveVolume picks the slot's live volume: the newest generation, preferring one attached here, then
 // one in this AZ. Volumes in the error state are never live.
-func liveVolume(vols []slotVolume, self, az string) (slotVolume, bool) {
-	var best slotVolume
+func liveVolume(vols []Volume, self, az string) (Volume, bool) {
+	var best Volume
 	found := false
 	for _, v := range vols {
 		if v.State == string(ec2types.VolumeStateError) {
@@ -217,7 +217,7 @@ func liveVolume(vols []slotVolume, self, az string) (slotVolume, bool) {
 	return best, found
 }
 
-func attachedTo(v slotVolume, instanceID string) bool {
+func attachedTo(v Volume, instanceID string) bool {
 	for _, a := range v.Attachments {
 		if a.InstanceID == instanceID {
 			return true
@@ -234,7 +234,7 @@ func attachedTo(v slotVolume, instanceID string) bool {
 // consistent snapshot silently drops every write made since it. A crash-consistent snapshot only exists
 // when `down`'s pre-stop command or freeze failed, so the restore says so in a warning.
 // Snapshots in the error state are returned apart.
-func rankSnapshots(snaps []slotSnapshot) (usable, failed []slotSnapshot) {
+func rankSnapshots(snaps []Snapshot) (usable, failed []Snapshot) {
 	for _, s := range snaps {
 		if s.State == string(ec2types.SnapshotStateError) {
 			failed = append(failed, s)
@@ -256,7 +256,7 @@ func rankSnapshots(snaps []slotSnapshot) (usable, failed []slotSnapshot) {
 }
 
 // nextGeneration is one more than any generation the slot has used.
-func nextGeneration(v slotView, min int) int {
+func nextGeneration(v SlotView, min int) int {
 	n := 0
 	for _, vol := range v.Volumes {
 		n = max(n, vol.Generation)
@@ -269,7 +269,7 @@ func nextGeneration(v slotView, min int) int {
 
 // planSlot decides the slot's next step from one observation. It is pure: the dry run, status and the
 // converge loop share it.
-func planSlot(in planInput) slotPlan {
+func PlanSlot(in PlanInput) SlotPlan {
 	v := in.View
 	usable, failed := rankSnapshots(v.Snapshots)
 	live, haveLive := liveVolume(v.Volumes, in.InstanceID, in.AZ)
@@ -280,53 +280,53 @@ func planSlot(in planInput) slotPlan {
 	}
 	var warn string
 	if haveLive {
-		var att *volumeAttachment
+		var att *Attachment
 		for i := range live.Attachments {
 			att = &live.Attachments[i]
 		}
-		p := slotPlan{Volume: live}
+		p := SlotPlan{Volume: live}
 		switch {
 		case att != nil && att.InstanceID == in.InstanceID:
 			switch att.State {
 			case string(ec2types.VolumeAttachmentStateAttached):
-				p.Action, p.Why = planDone, fmt.Sprintf("%s is attached here at %s", live.ID, att.Device)
+				p.Action, p.Why = PlanDone, fmt.Sprintf("%s is attached here at %s", live.ID, att.Device)
 			default:
-				p.Action, p.Why = planWaitVolume, fmt.Sprintf("%s is %s here", live.ID, att.State)
+				p.Action, p.Why = PlanWaitVolume, fmt.Sprintf("%s is %s here", live.ID, att.State)
 			}
 			return p
 		case att == nil && live.AZ == in.AZ:
 			switch live.State {
 			case string(ec2types.VolumeStateAvailable):
-				p.Action, p.Why = planAttach, fmt.Sprintf("%s (generation %d) is available in %s", live.ID, live.Generation, in.AZ)
+				p.Action, p.Why = PlanAttach, fmt.Sprintf("%s (generation %d) is available in %s", live.ID, live.Generation, in.AZ)
 			default:
-				p.Action, p.Why = planWaitVolume, fmt.Sprintf("%s (generation %d) is %s in %s", live.ID, live.Generation, live.State, in.AZ)
+				p.Action, p.Why = PlanWaitVolume, fmt.Sprintf("%s (generation %d) is %s in %s", live.ID, live.Generation, live.State, in.AZ)
 			}
 			return p
 		case att != nil:
 			h, ok := v.Holders[att.InstanceID]
 			if !ok {
-				h = holder{ID: att.InstanceID, State: "unknown"}
+				h = Holder{ID: att.InstanceID, State: "unknown"}
 			}
 			p.Holder = h
 			sameAZ := live.AZ == in.AZ
 			switch {
 			case att.State == string(ec2types.VolumeAttachmentStateDetaching) && sameAZ:
-				p.Action, p.Why = planWaitVolume, fmt.Sprintf("%s is detaching from %s", live.ID, h)
+				p.Action, p.Why = PlanWaitVolume, fmt.Sprintf("%s is detaching from %s", live.ID, h)
 				return p
 			case att.State == string(ec2types.VolumeAttachmentStateDetaching) || h.leaving():
 				// In another AZ, the leaving instance's `down` may still be taking the final snapshot.
-				p.Action = planWaitHolder
+				p.Action = PlanWaitHolder
 				p.Why = fmt.Sprintf("%s (generation %d, %s) is still attached to %s, which is on its way out: waiting for it to be released", live.ID, live.Generation, live.AZ, h)
 				return p
 			case h.stopped() && sameAZ:
-				p.Action, p.Why = planDetachStopped, fmt.Sprintf("%s is attached to %s, which is stopped: detach it and attach it here", live.ID, h)
+				p.Action, p.Why = PlanDetachStopped, fmt.Sprintf("%s is attached to %s, which is stopped: detach it and attach it here", live.ID, h)
 				return p
 			case h.stopped():
 				warn = fmt.Sprintf("%s (generation %d) stays attached to stopped %s in %s: what was written to it after the snapshot restored here is not carried over", live.ID, live.Generation, h, live.AZ)
 			case in.Takeover:
 				warn = fmt.Sprintf("--takeover: %s (generation %d) stays with live %s in %s; what it writes after the snapshot restored here is lost", live.ID, live.Generation, h, live.AZ)
 			default:
-				p.Action, p.Live = planWaitHolder, true
+				p.Action, p.Live = PlanWaitHolder, true
 				p.Why = fmt.Sprintf("%s (generation %d, %s) is attached to %s, a live instance that is not being terminated", live.ID, live.Generation, live.AZ, h)
 				return p
 			}
@@ -338,7 +338,7 @@ func planSlot(in planInput) slotPlan {
 	if len(usable) == 0 {
 		switch {
 		case haveLive:
-			return slotPlan{Action: planRefuse, Volume: live, Err: fail.Precondition(fmt.Sprintf(
+			return SlotPlan{Action: PlanRefuse, Volume: live, Err: fail.Precondition(fmt.Sprintf(
 				"the slot's newest volume %s (generation %d) is in %s and there is no completed snapshot to restore in %s: snapshot it (handover snapshot on its instance) or run this instance in %s",
 				live.ID, live.Generation, live.AZ, in.AZ, live.AZ), nil)}
 		case len(failed) > 0:
@@ -346,28 +346,28 @@ func planSlot(in planInput) slotPlan {
 			for _, s := range failed {
 				ids = append(ids, s.ID)
 			}
-			return slotPlan{Action: planRefuse, Err: fail.Precondition(fmt.Sprintf(
+			return SlotPlan{Action: PlanRefuse, Err: fail.Precondition(fmt.Sprintf(
 				"every snapshot of slot %s is in the error state (%s) and no volume is left: nothing safe to restore; restore one by hand or delete them to start blank",
 				in.Slot, strings.Join(ids, ", ")), nil)}
 		case in.RequireData:
-			return slotPlan{Action: planRefuse, Err: fail.Precondition(fmt.Sprintf(
+			return SlotPlan{Action: PlanRefuse, Err: fail.Precondition(fmt.Sprintf(
 				"slot %s of group %s has no volume and no snapshot, and --require-data refuses to start blank: check the group name and the volume and snapshot tags (%s, %s)",
-				in.Slot, in.Group, tagGroup, tagSlot), nil)}
+				in.Slot, in.Group, TagGroup, TagSlot), nil)}
 		}
-		return slotPlan{Action: planBlank, Generation: next,
+		return SlotPlan{Action: PlanBlank, Generation: next,
 			Why: fmt.Sprintf("slot %s has no volume and no snapshot: first boot, create a blank volume (generation %d)", in.Slot, next)}
 	}
 	best := usable[0]
-	p := slotPlan{Snapshot: best, Generation: next, Warn: warn}
+	p := SlotPlan{Snapshot: best, Generation: next, Warn: warn}
 	if haveLive {
 		p.Volume = live
 	}
 	if best.State != string(ec2types.SnapshotStateCompleted) {
-		p.Action = planWaitSnapshot
+		p.Action = PlanWaitSnapshot
 		p.Why = fmt.Sprintf("the newest snapshot %s (generation %d) is %s at %s: waiting for it rather than restoring older data", best.ID, best.Generation, best.State, dashIfEmpty(best.Progress))
 		return p
 	}
-	p.Action = planRestore
+	p.Action = PlanRestore
 	kind := "crash-consistent"
 	if best.Consistent {
 		kind = "consistent"
@@ -410,25 +410,25 @@ func joinWarn(a, b string) string {
 // crash sends the same token and gets the volume the first run made, not a second one; an instance in
 // another AZ racing for the same generation gets IdempotentParameterMismatch. EC2 tokens are at most 64
 // ASCII characters. https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html
-func volumeClientToken(group, slot string, generation int) string {
+func VolumeClientToken(group, slot string, generation int) string {
 	sum := sha256.Sum256([]byte("handover/" + group + "/" + slot + "/" + strconv.Itoa(generation)))
 	return hex.EncodeToString(sum[:])
 }
 
 // createVolumeInput builds the CreateVolume request for a restore (snap non-empty) or a blank volume.
-func createVolumeInput(group, slot, az string, generation int, shape volumeShape, snap *slotSnapshot) *ec2.CreateVolumeInput {
+func CreateVolumeInput(group, slot, az string, generation int, shape VolumeShape, snap *Snapshot) *ec2.CreateVolumeInput {
 	size := shape.SizeGiB
-	tags := map[string]string{tagGroup: group, tagSlot: slot, tagGeneration: strconv.Itoa(generation)}
+	tags := map[string]string{TagGroup: group, TagSlot: slot, TagGeneration: strconv.Itoa(generation)}
 	in := &ec2.CreateVolumeInput{
 		AvailabilityZone: aws.String(az),
-		ClientToken:      aws.String(volumeClientToken(group, slot, generation)),
+		ClientToken:      aws.String(VolumeClientToken(group, slot, generation)),
 		VolumeType:       ec2types.VolumeType(shape.Type),
 	}
 	if snap != nil {
 		in.SnapshotId = aws.String(snap.ID)
 		size = max(size, int(snap.VolumeSizeGiB)) // grow only
 	} else {
-		tags[tagCreatedBlank] = "true"
+		tags[TagCreatedBlank] = "true"
 	}
 	in.Size = aws.Int32(int32(size))
 	if shape.IOPS > 0 {
@@ -443,12 +443,12 @@ func createVolumeInput(group, slot, az string, generation int, shape volumeShape
 	if shape.KMSKeyID != "" {
 		in.KmsKeyId = aws.String(shape.KMSKeyID)
 	}
-	in.TagSpecifications = tagSpec(ec2types.ResourceTypeVolume, tags)
+	in.TagSpecifications = TagSpec(ec2types.ResourceTypeVolume, tags)
 	return in
 }
 
 // volumeShape is what a volume handover creates looks like. Existing volumes are never modified.
-type volumeShape struct {
+type VolumeShape struct {
 	SizeGiB    int // grow only: a snapshot larger than this restores at its own size
 	Type       string
 	IOPS       int // 0: the type's default
@@ -458,32 +458,32 @@ type volumeShape struct {
 }
 
 // slotOutcome is what converging and retiring did for one slot.
-type slotOutcome struct {
-	Slot       string     `json:"slot"`
-	Volume     slotVolume `json:"volume"`
-	How        string     `json:"how"`                // "already attached", "reattached", "restored from", "created blank"
-	Snapshot   string     `json:"snapshot,omitempty"` // the snapshot restored from
-	Superseded []string   `json:"superseded,omitempty"`
-	Deleted    []string   `json:"deleted,omitempty"`
-	Warnings   []string   `json:"warnings,omitempty"` // what failed without failing the run
+type SlotOutcome struct {
+	Slot       string   `json:"slot"`
+	Volume     Volume   `json:"volume"`
+	How        string   `json:"how"`                // "already attached", "reattached", "restored from", "created blank"
+	Snapshot   string   `json:"snapshot,omitempty"` // the snapshot restored from
+	Superseded []string `json:"superseded,omitempty"`
+	Deleted    []string `json:"deleted,omitempty"`
+	Warnings   []string `json:"warnings,omitempty"` // what failed without failing the run
 }
 
 // slotRun converges one slot.
-type slotRun struct {
-	c              *Clients
-	log            *slog.Logger
-	instanceID, az string
-	group          string
-	slot, device   string // the slot, and the device name AttachVolume gives it
-	shape          volumeShape
-	takeover       bool
-	requireData    bool
-	releaseTimeout time.Duration
+type SlotRun struct {
+	C              *Clients
+	Log            *slog.Logger
+	InstanceID, Az string
+	Group          string
+	Slot, Device   string // the slot, and the device name AttachVolume gives it
+	Shape          VolumeShape
+	Takeover       bool
+	RequireData    bool
+	ReleaseTimeout time.Duration
 
 	minGen       int
 	holdDeadline time.Time // when waiting for other instances to let go gives up
-	view         slotView  // the last observation
-	res          slotOutcome
+	view         SlotView  // the last observation
+	Res          SlotOutcome
 }
 
 // Bounds of the waits on EBS itself (the command's --timeout bounds them all as well).
@@ -493,23 +493,23 @@ const (
 	maxConvergeRounds     = 40
 )
 
-func (s *slotRun) input() planInput {
-	return planInput{InstanceID: s.instanceID, AZ: s.az, Group: s.group, Slot: s.slot, View: s.view,
-		Takeover: s.takeover, RequireData: s.requireData, MinGeneration: s.minGen}
+func (s *SlotRun) input() PlanInput {
+	return PlanInput{InstanceID: s.InstanceID, AZ: s.Az, Group: s.Group, Slot: s.Slot, View: s.view,
+		Takeover: s.Takeover, RequireData: s.RequireData, MinGeneration: s.minGen}
 }
 
-func (s *slotRun) observe(ctx context.Context) (slotPlan, error) {
-	v, err := observeSlot(ctx, s.c, s.group, s.slot, s.instanceID)
+func (s *SlotRun) observe(ctx context.Context) (SlotPlan, error) {
+	v, err := ObserveSlot(ctx, s.C, s.Group, s.Slot, s.InstanceID)
 	if err != nil {
-		return slotPlan{}, err
+		return SlotPlan{}, err
 	}
 	s.view = v
-	return planSlot(s.input()), nil
+	return PlanSlot(s.input()), nil
 }
 
 // converge acts on the slot's plan until its live volume is attached here.
-func (s *slotRun) converge(ctx context.Context) error {
-	s.res.Slot = s.slot
+func (s *SlotRun) Converge(ctx context.Context) error {
+	s.Res.Slot = s.Slot
 	p, err := s.observe(ctx)
 	if err != nil {
 		return err
@@ -519,59 +519,59 @@ func (s *slotRun) converge(ctx context.Context) error {
 	for round := 0; round < maxConvergeRounds; round++ {
 		before := p.key()
 		if k := p.key(); k != lastKey {
-			s.log.Info("plan", logkey.Step, "volume", "action", p.Action.String(), "why", p.Why)
+			s.Log.Info("plan", logkey.Step, "volume", "action", p.Action.String(), "why", p.Why)
 			if p.Warn != "" {
-				s.log.Warn(p.Warn, logkey.Step, "volume")
+				s.Log.Warn(p.Warn, logkey.Step, "volume")
 			}
 			lastKey = k
 		}
 		switch p.Action {
-		case planDone:
-			s.res.Volume = p.Volume
-			if s.res.How == "" {
-				s.res.How = "already attached"
+		case PlanDone:
+			s.Res.Volume = p.Volume
+			if s.Res.How == "" {
+				s.Res.How = "already attached"
 			}
 			return nil
-		case planRefuse:
+		case PlanRefuse:
 			return p.Err
-		case planAttach:
-			if s.res.How == "" {
-				s.res.How = "reattached"
+		case PlanAttach:
+			if s.Res.How == "" {
+				s.Res.How = "reattached"
 			}
-			if err := attachVolume(ctx, s.log, s.c.EC2, p.Volume.ID, s.instanceID, s.device); err != nil {
+			if err := attachVolume(ctx, s.Log, s.C.EC2, p.Volume.ID, s.InstanceID, s.Device); err != nil {
 				return err
 			}
-			if err := waitVolume(ctx, s.log, s.c.EC2, p.Volume.ID, "attached here", func(v slotVolume) bool {
-				return attachmentState(v, s.instanceID) == string(ec2types.VolumeAttachmentStateAttaching)
+			if err := waitVolume(ctx, s.Log, s.C.EC2, p.Volume.ID, "attached here", func(v Volume) bool {
+				return attachmentState(v, s.InstanceID) == string(ec2types.VolumeAttachmentStateAttaching)
 			}); err != nil {
 				return err
 			}
-		case planWaitVolume:
+		case PlanWaitVolume:
 			start := p.Volume
-			if err := waitVolume(ctx, s.log, s.c.EC2, start.ID, "the end of "+volumeTransition(start, s.instanceID), func(v slotVolume) bool {
-				return v.State == start.State && attachmentState(v, s.instanceID) == attachmentState(start, s.instanceID) &&
+			if err := waitVolume(ctx, s.Log, s.C.EC2, start.ID, "the end of "+volumeTransition(start, s.InstanceID), func(v Volume) bool {
+				return v.State == start.State && attachmentState(v, s.InstanceID) == attachmentState(start, s.InstanceID) &&
 					len(v.Attachments) == len(start.Attachments)
 			}); err != nil {
 				return err
 			}
-		case planDetachStopped:
-			if err := detachFromStopped(ctx, s.log, s.c.EC2, p.Volume.ID, p.Holder.ID); err != nil {
+		case PlanDetachStopped:
+			if err := detachFromStopped(ctx, s.Log, s.C.EC2, p.Volume.ID, p.Holder.ID); err != nil {
 				return err
 			}
-		case planWaitHolder:
+		case PlanWaitHolder:
 			next, err := s.waitHolder(ctx, p)
 			if err != nil {
 				return err
 			}
 			p = next
 			continue
-		case planWaitSnapshot:
-			if err := waitSnapshot(ctx, s.log, s.c.EC2, p.Snapshot.ID); err != nil {
+		case PlanWaitSnapshot:
+			if err := WaitSnapshot(ctx, s.Log, s.C.EC2, p.Snapshot.ID); err != nil {
 				return err
 			}
-		case planRestore, planBlank:
-			var snap *slotSnapshot
-			if p.Action == planRestore {
+		case PlanRestore, PlanBlank:
+			var snap *Snapshot
+			if p.Action == PlanRestore {
 				snap = &p.Snapshot
 			}
 			id, err := s.create(ctx, p.Generation, snap)
@@ -582,11 +582,11 @@ func (s *slotRun) converge(ctx context.Context) error {
 				return err
 			}
 			if snap != nil {
-				s.res.How, s.res.Snapshot = "restored from", snap.ID
+				s.Res.How, s.Res.Snapshot = "restored from", snap.ID
 			} else {
-				s.res.How = "created blank"
+				s.Res.How = "created blank"
 			}
-			if err := waitVolume(ctx, s.log, s.c.EC2, id, "available", func(v slotVolume) bool {
+			if err := waitVolume(ctx, s.Log, s.C.EC2, id, "available", func(v Volume) bool {
 				return v.State == string(ec2types.VolumeStateCreating)
 			}); err != nil {
 				return err
@@ -606,7 +606,7 @@ func (s *slotRun) converge(ctx context.Context) error {
 			return err
 		}
 	}
-	return fmt.Errorf("slot %s did not settle after %d rounds (last plan: %s: %s); rerun", s.slot, maxConvergeRounds, p.Action, p.Why)
+	return fmt.Errorf("slot %s did not settle after %d rounds (last plan: %s: %s); rerun", s.Slot, maxConvergeRounds, p.Action, p.Why)
 }
 
 // errTokenSpent: CreateVolume's token for this generation was used before with other parameters.
@@ -617,14 +617,14 @@ var errTokenSpent = errors.New("client token already used")
 // a racing instance in another AZ (its volume shows up in DescribeVolumes shortly, and the next plan
 // sees it), or by an earlier run with another snapshot or size whose volume has since been deleted (then
 // this generation is skipped).
-func (s *slotRun) create(ctx context.Context, generation int, snap *slotSnapshot) (string, error) {
-	in := createVolumeInput(s.group, s.slot, s.az, generation, s.shape, snap)
-	out, err := s.c.EC2.CreateVolume(ctx, in)
-	if hasCode(err, codeIdempotentMismatch) {
-		s.log.Warn("CreateVolume token of this generation was used with other parameters; looking for its volume", logkey.Step, "volume", "generation", generation)
-		err := poll(ctx, s.log, wait.Spec{What: fmt.Sprintf("a volume of generation %d to show up", generation), Bound: tokenVisibilityBound, Step: "volume"},
+func (s *SlotRun) create(ctx context.Context, generation int, snap *Snapshot) (string, error) {
+	in := CreateVolumeInput(s.Group, s.Slot, s.Az, generation, s.Shape, snap)
+	out, err := s.C.EC2.CreateVolume(ctx, in)
+	if HasCode(err, codeIdempotentMismatch) {
+		s.Log.Warn("CreateVolume token of this generation was used with other parameters; looking for its volume", logkey.Step, "volume", "generation", generation)
+		err := Poll(ctx, s.Log, wait.Spec{What: fmt.Sprintf("a volume of generation %d to show up", generation), Bound: tokenVisibilityBound, Step: "volume"},
 			func(ctx context.Context) (bool, string, error) {
-				vols, err := listSlotVolumes(ctx, s.c.EC2, s.group, s.slot)
+				vols, err := ListSlotVolumes(ctx, s.C.EC2, s.Group, s.Slot)
 				if err != nil {
 					return false, "", err
 				}
@@ -632,7 +632,7 @@ func (s *slotRun) create(ctx context.Context, generation int, snap *slotSnapshot
 			})
 		switch {
 		case errors.Is(err, wait.ErrTimeout):
-			s.log.Warn("no volume of this generation exists: skipping it", logkey.Step, "volume", "generation", generation)
+			s.Log.Warn("no volume of this generation exists: skipping it", logkey.Step, "volume", "generation", generation)
 			s.minGen = generation + 1
 		case err != nil:
 			return "", err
@@ -644,23 +644,23 @@ func (s *slotRun) create(ctx context.Context, generation int, snap *slotSnapshot
 		if snap != nil {
 			what = "volume from " + snap.ID
 		}
-		return "", fmt.Errorf("create %s in %s (generation %d): %w", what, s.az, generation, err)
+		return "", fmt.Errorf("create %s in %s (generation %d): %w", what, s.Az, generation, err)
 	}
 	id := aws.ToString(out.VolumeId)
-	s.log.Info("volume created", logkey.Step, "volume", logkey.Volume, id, "generation", generation, "size_gib", aws.ToInt32(in.Size), "type", s.shape.Type)
+	s.Log.Info("volume created", logkey.Step, "volume", logkey.Volume, id, "generation", generation, "size_gib", aws.ToInt32(in.Size), "type", s.Shape.Type)
 	return id, nil
 }
 
 // waitHolder waits, with the slow schedule, for the instance holding the live volume to let go (or for
 // anything else to change the plan). All such waits of a run share one --release-timeout.
-func (s *slotRun) waitHolder(ctx context.Context, p slotPlan) (slotPlan, error) {
+func (s *SlotRun) waitHolder(ctx context.Context, p SlotPlan) (SlotPlan, error) {
 	if s.holdDeadline.IsZero() {
-		s.holdDeadline = time.Now().Add(s.releaseTimeout)
+		s.holdDeadline = time.Now().Add(s.ReleaseTimeout)
 	}
 	bound := time.Until(s.holdDeadline)
-	var next slotPlan
+	var next SlotPlan
 	last := p
-	err := poll(ctx, s.log, wait.Spec{What: fmt.Sprintf("%s to release %s", p.Holder.ID, p.Volume.ID), Bound: max(bound, time.Millisecond), Step: "volume", Initial: time.Second},
+	err := Poll(ctx, s.Log, wait.Spec{What: fmt.Sprintf("%s to release %s", p.Holder.ID, p.Volume.ID), Bound: max(bound, time.Millisecond), Step: "volume", Initial: time.Second},
 		func(ctx context.Context) (bool, string, error) {
 			np, err := s.observe(ctx)
 			if err != nil {
@@ -675,11 +675,11 @@ func (s *slotRun) waitHolder(ctx context.Context, p slotPlan) (slotPlan, error) 
 		})
 	if errors.Is(err, wait.ErrTimeout) {
 		if last.Live {
-			return slotPlan{}, fail.Fenced(fmt.Sprintf("%s (slot %s) is attached to %s, a live instance, after waiting %s: stop it or let its group terminate it, or pass --takeover to restore the newest snapshot here instead",
-				last.Volume.ID, s.slot, last.Holder, s.releaseTimeout), nil)
+			return SlotPlan{}, fail.Fenced(fmt.Sprintf("%s (slot %s) is attached to %s, a live instance, after waiting %s: stop it or let its group terminate it, or pass --takeover to restore the newest snapshot here instead",
+				last.Volume.ID, s.Slot, last.Holder, s.ReleaseTimeout), nil)
 		}
-		return slotPlan{}, &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("%s (slot %s) is still attached to %s after %s (--release-timeout): rerun once it has detached",
-			last.Volume.ID, s.slot, last.Holder, s.releaseTimeout), Err: err}
+		return SlotPlan{}, &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("%s (slot %s) is still attached to %s after %s (--release-timeout): rerun once it has detached",
+			last.Volume.ID, s.Slot, last.Holder, s.ReleaseTimeout), Err: err}
 	}
 	return next, err
 }
@@ -689,11 +689,11 @@ func (s *slotRun) waitHolder(ctx context.Context, p slotPlan) (slotPlan, error) 
 // command's --timeout only. The wait sits on the recovery's critical path (restore starts the moment the
 // snapshot completes), so it polls at most every second rather than the default 2 s cap: a DescribeSnapshots
 // a second is far inside EC2's non-mutating request budget.
-func waitSnapshot(ctx context.Context, log *slog.Logger, c EC2, id string) error {
-	return poll(ctx, log, wait.Spec{What: "snapshot " + id + " to complete", Bound: time.Until(wait.Deadline(ctx)), Step: "volume", Max: time.Second},
+func WaitSnapshot(ctx context.Context, log *slog.Logger, c EC2, id string) error {
+	return Poll(ctx, log, wait.Spec{What: "snapshot " + id + " to complete", Bound: time.Until(wait.Deadline(ctx)), Step: "volume", Max: time.Second},
 		func(ctx context.Context) (bool, string, error) {
-			s, err := describeSnapshot(ctx, c, id)
-			if hasCode(err, codeSnapshotNotFound) {
+			s, err := DescribeSnapshot(ctx, c, id)
+			if HasCode(err, CodeSnapshotNotFound) {
 				return true, "", nil // deleted meanwhile: plan again
 			}
 			if err != nil {
@@ -712,8 +712,8 @@ func waitSnapshot(ctx context.Context, log *slog.Logger, c EC2, id string) error
 // Retiring is housekeeping: by now this instance has its volume, so a failure here is logged and kept in
 // the slot's warnings, and does not fail up (which would abandon the launch and make the group terminate
 // a healthy instance). A rerun of up, or an operator, retires them later.
-func (s *slotRun) retire(ctx context.Context, deleteThem bool) {
-	cur := s.res.Volume
+func (s *SlotRun) Retire(ctx context.Context, deleteThem bool) {
+	cur := s.Res.Volume
 	cutFrom := cur.Generation - 1 // a blank volume, or a source snapshot no longer listed
 	for _, sn := range s.view.Snapshots {
 		if cur.SnapshotID != "" && sn.ID == cur.SnapshotID {
@@ -721,7 +721,7 @@ func (s *slotRun) retire(ctx context.Context, deleteThem bool) {
 		}
 	}
 	var untagged []string
-	var doomed []slotVolume
+	var doomed []Volume
 	for _, v := range s.view.Volumes {
 		if v.ID == cur.ID || v.Generation >= cur.Generation {
 			continue
@@ -733,42 +733,42 @@ func (s *slotRun) retire(ctx context.Context, deleteThem bool) {
 			continue
 		}
 		if v.Generation > cutFrom {
-			s.log.Warn("superseded volume is newer than the snapshot this volume was restored from, and holds writes no snapshot has: keeping it",
+			s.Log.Warn("superseded volume is newer than the snapshot this volume was restored from, and holds writes no snapshot has: keeping it",
 				logkey.Step, "superseded", logkey.Volume, v.ID, "generation", v.Generation, "restored_generation", cutFrom)
 			continue
 		}
 		doomed = append(doomed, v)
 	}
 	warn := func(msg string, err error) {
-		s.log.Warn(msg+"; up goes on", logkey.Step, "superseded", "error", err.Error())
-		s.res.Warnings = append(s.res.Warnings, msg+": "+fail.OneLine(err.Error()))
+		s.Log.Warn(msg+"; up goes on", logkey.Step, "superseded", "error", err.Error())
+		s.Res.Warnings = append(s.Res.Warnings, msg+": "+fail.OneLine(err.Error()))
 	}
 	if len(untagged) > 0 {
-		_, err := s.c.EC2.CreateTags(ctx, &ec2.CreateTagsInput{
+		_, err := s.C.EC2.CreateTags(ctx, &ec2.CreateTagsInput{
 			Resources: untagged,
-			Tags:      []ec2types.Tag{{Key: aws.String(tagSuperseded), Value: aws.String("true")}},
+			Tags:      []ec2types.Tag{{Key: aws.String(TagSuperseded), Value: aws.String("true")}},
 		})
 		if err != nil {
-			warn(fmt.Sprintf("could not tag %s %s=true (rerun up, or tag them by hand)", strings.Join(untagged, ", "), tagSuperseded), err)
+			warn(fmt.Sprintf("could not tag %s %s=true (rerun up, or tag them by hand)", strings.Join(untagged, ", "), TagSuperseded), err)
 		} else {
-			s.res.Superseded = untagged
-			s.log.Info("older generations tagged superseded", logkey.Step, "superseded", "volumes", strings.Join(untagged, ","))
+			s.Res.Superseded = untagged
+			s.Log.Info("older generations tagged superseded", logkey.Step, "superseded", "volumes", strings.Join(untagged, ","))
 		}
 	}
 	for _, v := range doomed {
-		_, err := s.c.EC2.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(v.ID)})
+		_, err := s.C.EC2.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(v.ID)})
 		switch {
-		case hasCode(err, codeVolumeNotFound):
-		case hasCode(err, codeVolumeInUse, codeIncorrectState):
+		case HasCode(err, codeVolumeNotFound):
+		case HasCode(err, codeVolumeInUse, CodeIncorrectState):
 			// Attached (or being attached) since we looked: keep it.
-			s.log.Warn("superseded volume is in use now; keeping it", logkey.Step, "superseded", logkey.Volume, v.ID)
+			s.Log.Warn("superseded volume is in use now; keeping it", logkey.Step, "superseded", logkey.Volume, v.ID)
 			continue
 		case err != nil:
 			warn(fmt.Sprintf("could not delete superseded volume %s (rerun up, or delete it by hand)", v.ID), err)
 			continue
 		}
-		s.res.Deleted = append(s.res.Deleted, v.ID)
-		s.log.Info("superseded volume deleted (--delete-superseded)", logkey.Step, "superseded", logkey.Volume, v.ID, "generation", v.Generation)
+		s.Res.Deleted = append(s.Res.Deleted, v.ID)
+		s.Log.Info("superseded volume deleted (--delete-superseded)", logkey.Step, "superseded", logkey.Volume, v.ID, "generation", v.Generation)
 	}
 }
 

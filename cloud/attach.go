@@ -1,4 +1,4 @@
-package agent
+package cloud
 
 import (
 	"context"
@@ -30,7 +30,7 @@ func attachVolume(ctx context.Context, log *slog.Logger, c EC2, volumeID, instan
 	case err == nil:
 		log.Info("attaching", logkey.Step, "attach", logkey.Volume, volumeID, "device", device)
 		return nil
-	case hasCode(err, codeVolumeInUse, codeIncorrectState):
+	case HasCode(err, codeVolumeInUse, CodeIncorrectState):
 		log.Info("volume changed before it could be attached; looking again", logkey.Step, "attach", logkey.Volume, volumeID, "code", errorCode(err))
 		return nil
 	}
@@ -46,14 +46,14 @@ func detachFromStopped(ctx context.Context, log *slog.Logger, c EC2, volumeID, i
 	case err == nil:
 		log.Info("detaching from stopped instance", logkey.Step, "attach", logkey.Volume, volumeID, "from", instanceID)
 		return nil
-	case hasCode(err, codeIncorrectState, codeAttachmentNotFound):
+	case HasCode(err, CodeIncorrectState, CodeAttachmentNotFound):
 		return nil // already detaching or detached: the next observation says which
 	}
 	return fmt.Errorf("detach %s from stopped %s: %w", volumeID, instanceID, err)
 }
 
 // attachmentState is the state of the volume's attachment to instanceID, or "" when it has none.
-func attachmentState(v slotVolume, instanceID string) string {
+func attachmentState(v Volume, instanceID string) string {
 	for _, a := range v.Attachments {
 		if a.InstanceID == instanceID {
 			return a.State
@@ -63,7 +63,7 @@ func attachmentState(v slotVolume, instanceID string) string {
 }
 
 // volumeTransition says what a volume is in the middle of, for the log.
-func volumeTransition(v slotVolume, self string) string {
+func volumeTransition(v Volume, self string) string {
 	if len(v.Attachments) == 0 {
 		return v.State
 	}
@@ -85,13 +85,13 @@ func volumeTransition(v slotVolume, self string) string {
 // A volume just created may be missing from DescribeVolumes for a while (eventual consistency); that
 // counts as still waiting, for at most tokenVisibilityBound, after which the caller observes again.
 // https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
-func waitVolume(ctx context.Context, log *slog.Logger, c EC2, id, what string, still func(slotVolume) bool) error {
+func waitVolume(ctx context.Context, log *slog.Logger, c EC2, id, what string, still func(Volume) bool) error {
 	var missingSince time.Time
-	return poll(ctx, log, wait.Spec{What: "volume " + id + " " + what, Bound: volumeTransitionBound, Step: "volume",
+	return Poll(ctx, log, wait.Spec{What: "volume " + id + " " + what, Bound: volumeTransitionBound, Step: "volume",
 		Initial: 250 * time.Millisecond, Max: 250 * time.Millisecond},
 		func(ctx context.Context) (bool, string, error) {
 			v, err := describeVolume(ctx, c, id)
-			if hasCode(err, codeVolumeNotFound) {
+			if HasCode(err, codeVolumeNotFound) {
 				if missingSince.IsZero() {
 					missingSince = time.Now()
 				}

@@ -1,4 +1,4 @@
-package agent
+package cloud
 
 import (
 	"context"
@@ -67,7 +67,7 @@ type Clients struct {
 // SDK retries it with capped exponential backoff (max 2 s between attempts) until the command's context
 // deadline, instead of the SDK's default of three attempts guarded by a client-side retry quota.
 // https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html
-func newClients(ctx context.Context, getenv func(string) string, region string) (*Clients, error) {
+func NewClients(ctx context.Context, getenv func(string) string, region string) (*Clients, error) {
 	opts := []func(*config.LoadOptions) error{
 		config.WithRetryer(func() aws.Retryer {
 			return retry.NewStandard(func(o *retry.StandardOptions) {
@@ -88,8 +88,8 @@ func newClients(ctx context.Context, getenv func(string) string, region string) 
 	if err != nil {
 		return nil, fmt.Errorf("load AWS configuration: %w", err)
 	}
-	ec2Endpoint := firstNonEmpty(getenv("AWS_ENDPOINT_URL_EC2"), getenv("AWS_ENDPOINT_URL"))
-	asEndpoint := firstNonEmpty(getenv("AWS_ENDPOINT_URL_AUTO_SCALING"), getenv("AWS_ENDPOINT_URL"))
+	ec2Endpoint := FirstNonEmpty(getenv("AWS_ENDPOINT_URL_EC2"), getenv("AWS_ENDPOINT_URL"))
+	asEndpoint := FirstNonEmpty(getenv("AWS_ENDPOINT_URL_AUTO_SCALING"), getenv("AWS_ENDPOINT_URL"))
 	return &Clients{
 		EC2: ec2.NewFromConfig(cfg, func(o *ec2.Options) {
 			if ec2Endpoint != "" {
@@ -104,7 +104,7 @@ func newClients(ctx context.Context, getenv func(string) string, region string) 
 	}, nil
 }
 
-func firstNonEmpty(vs ...string) string {
+func FirstNonEmpty(vs ...string) string {
 	for _, v := range vs {
 		if v != "" {
 			return v

@@ -1,4 +1,4 @@
-package agent
+package cloud
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 )
 
 // groupAddress is the Elastic IP tagged for a group, as last described.
-type groupAddress struct {
+type Address struct {
 	AllocationID       string
 	PublicIP           string
 	AssociationID      string
@@ -31,18 +31,18 @@ type groupAddress struct {
 
 // findGroupAddress returns the one Elastic IP tagged handover:group=group. None or several is a
 // precondition failure that lists what it found: handover will not guess which address is the service's.
-func findGroupAddress(ctx context.Context, c EC2, group string) (groupAddress, error) {
+func FindGroupAddress(ctx context.Context, c EC2, group string) (Address, error) {
 	out, err := c.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{
-		Filters: []ec2types.Filter{{Name: aws.String("tag:" + tagGroup), Values: []string{group}}},
+		Filters: []ec2types.Filter{{Name: aws.String("tag:" + TagGroup), Values: []string{group}}},
 	})
 	if err != nil {
-		return groupAddress{}, fmt.Errorf("describe addresses tagged %s=%s: %w", tagGroup, group, err)
+		return Address{}, fmt.Errorf("describe addresses tagged %s=%s: %w", TagGroup, group, err)
 	}
 	switch len(out.Addresses) {
 	case 0:
-		return groupAddress{}, fail.Precondition(fmt.Sprintf(
+		return Address{}, fail.Precondition(fmt.Sprintf(
 			"no Elastic IP is tagged %s=%s: allocate one and tag it (aws ec2 create-tags --resources eipalloc-... --tags Key=%s,Value=%s)",
-			tagGroup, group, tagGroup, group), nil)
+			TagGroup, group, TagGroup, group), nil)
 	case 1:
 	default:
 		ids := make([]string, 0, len(out.Addresses))
@@ -50,11 +50,11 @@ func findGroupAddress(ctx context.Context, c EC2, group string) (groupAddress, e
 			ids = append(ids, aws.ToString(a.AllocationId)+" ("+aws.ToString(a.PublicIp)+")")
 		}
 		sort.Strings(ids)
-		return groupAddress{}, fail.Precondition(fmt.Sprintf(
-			"%d Elastic IPs are tagged %s=%s: %s; keep the tag on exactly one", len(ids), tagGroup, group, strings.Join(ids, ", ")), nil)
+		return Address{}, fail.Precondition(fmt.Sprintf(
+			"%d Elastic IPs are tagged %s=%s: %s; keep the tag on exactly one", len(ids), TagGroup, group, strings.Join(ids, ", ")), nil)
 	}
 	a := out.Addresses[0]
-	return groupAddress{
+	return Address{
 		AllocationID:       aws.ToString(a.AllocationId),
 		PublicIP:           aws.ToString(a.PublicIp),
 		AssociationID:      aws.ToString(a.AssociationId),
@@ -65,7 +65,7 @@ func findGroupAddress(ctx context.Context, c EC2, group string) (groupAddress, e
 }
 
 // claimSpec says who claims a group's address and how hard.
-type claimSpec struct {
+type ClaimSpec struct {
 	Group      string
 	InstanceID string // the claimant
 	// NetworkInterfaceID and PrivateIP associate to a given interface / address (multi-ENI instances);
@@ -81,7 +81,7 @@ type claimSpec struct {
 	DryRun bool
 }
 
-func (s claimSpec) takeoverFlag() string {
+func (s ClaimSpec) takeoverFlag() string {
 	if s.TakeoverFlag == "" {
 		return "--takeover"
 	}
@@ -89,24 +89,24 @@ func (s claimSpec) takeoverFlag() string {
 }
 
 // claimResult says what claimAddress did.
-type claimResult struct {
-	Address  groupAddress
+type ClaimResult struct {
+	Address  Address
 	Action   string // "already-held", "associated", "taken-over", "would-associate", "would-take-over"
 	Previous string // the instance that held it before, if any
 }
 
 // holderVerdict says whether an address may be taken from the instance that holds it.
 type holderVerdict struct {
-	mayTake bool
-	why     string
+	MayTake bool
+	Why     string
 }
 
 // judgeHolder decides whether the address may be taken from holder: yes when the holder is not running
 // (stopped, stopping, shutting down, gone), or when its Auto Scaling group is terminating it; otherwise
 // it is a live owner and only an explicit takeover moves the address.
-func judgeHolder(ctx context.Context, c *Clients, holder string) (holderVerdict, error) {
+func JudgeHolder(ctx context.Context, c *Clients, holder string) (holderVerdict, error) {
 	out, err := c.EC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{holder}})
-	if hasCode(err, codeInstanceNotFound) {
+	if HasCode(err, CodeInstanceNotFound) {
 		return holderVerdict{true, "holder " + holder + " no longer exists"}, nil
 	}
 	if err != nil {
@@ -144,9 +144,9 @@ func judgeHolder(ctx context.Context, c *Clients, holder string) (holderVerdict,
 // free address is associated without it (the loser gets Resource.AlreadyAssociated and re-evaluates), and
 // every association is verified with a fresh Describe. Losing is exit 4.
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_AssociateAddress.html
-func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimSpec) (claimResult, error) {
+func ClaimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec ClaimSpec) (ClaimResult, error) {
 	log = log.With(logkey.Step, "address", logkey.Instance, spec.InstanceID)
-	var res claimResult
+	var res ClaimResult
 	var lastWhy string
 	// What the address was associated with when we associated it (AssociationId, "" when free), and when:
 	// DescribeAddresses is eventually consistent, so for a while after our AssociateAddress it may still
@@ -155,7 +155,7 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 	var beforeAssoc string
 	var associatedAt time.Time
 	check := func(ctx context.Context) (bool, string, error) {
-		a, err := findGroupAddress(ctx, c.EC2, spec.Group)
+		a, err := FindGroupAddress(ctx, c.EC2, spec.Group)
 		if err != nil {
 			return false, "", backoff.Permanent(err)
 		}
@@ -179,18 +179,18 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 		}
 		reassociate := false
 		if a.InstanceID != "" && a.InstanceID != spec.InstanceID {
-			v, err := judgeHolder(ctx, c, a.InstanceID)
+			v, err := JudgeHolder(ctx, c, a.InstanceID)
 			if err != nil {
 				return false, "", err
 			}
 			switch {
-			case v.mayTake:
-				log.Info("taking over the address", "public_ip", a.PublicIP, "reason", v.why)
+			case v.MayTake:
+				log.Info("taking over the address", "public_ip", a.PublicIP, "reason", v.Why)
 			case spec.Takeover:
-				log.Warn("taking over the address from a live holder", "public_ip", a.PublicIP, "reason", v.why, "because", spec.takeoverFlag())
+				log.Warn("taking over the address from a live holder", "public_ip", a.PublicIP, "reason", v.Why, "because", spec.takeoverFlag())
 			default:
-				lastWhy = v.why
-				return false, v.why, nil
+				lastWhy = v.Why
+				return false, v.Why, nil
 			}
 			reassociate = true
 			res.Previous = a.InstanceID
@@ -215,7 +215,7 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 			in.PrivateIpAddress = aws.String(spec.PrivateIP)
 		}
 		if _, err := c.EC2.AssociateAddress(ctx, in); err != nil {
-			if hasCode(err, codeAlreadyAssociated) {
+			if HasCode(err, codeAlreadyAssociated) {
 				return false, "someone else associated it first", nil // re-evaluate the new holder
 			}
 			return false, "", backoff.Permanent(fmt.Errorf("associate %s with %s: %w", a.AllocationID, spec.InstanceID, err))
@@ -232,7 +232,7 @@ func claimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec claimS
 	if bound <= 0 {
 		bound = time.Minute
 	}
-	err := poll(ctx, log, wait.Spec{What: "Elastic IP of group " + spec.Group, Bound: bound}, check)
+	err := Poll(ctx, log, wait.Spec{What: "Elastic IP of group " + spec.Group, Bound: bound}, check)
 	if errors.Is(err, wait.ErrTimeout) && (res.Action == "associated" || res.Action == "taken-over") {
 		return res, &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("associated %s (%s) but DescribeAddresses did not show it on %s within %s; rerun to check",
 			res.Address.AllocationID, res.Address.PublicIP, spec.InstanceID, bound), Err: err}

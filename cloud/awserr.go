@@ -1,4 +1,4 @@
-package agent
+package cloud
 
 import (
 	"context"
@@ -14,24 +14,24 @@ import (
 const (
 	codeThrottled            = "RequestLimitExceeded"
 	codeThrottling           = "Throttling" // Auto Scaling's name for it
-	codeIncorrectState       = "IncorrectState"
+	CodeIncorrectState       = "IncorrectState"
 	codeVolumeInUse          = "VolumeInUse"
 	codeVolumeNotFound       = "InvalidVolume.NotFound"
 	codeZoneMismatch         = "InvalidVolume.ZoneMismatch"
-	codeSnapshotNotFound     = "InvalidSnapshot.NotFound"
-	codeSnapshotInUse        = "InvalidSnapshot.InUse" // e.g. by an AMI; DeleteSnapshot refuses it
-	codeInstanceNotFound     = "InvalidInstanceID.NotFound"
+	CodeSnapshotNotFound     = "InvalidSnapshot.NotFound"
+	CodeSnapshotInUse        = "InvalidSnapshot.InUse" // e.g. by an AMI; DeleteSnapshot refuses it
+	CodeInstanceNotFound     = "InvalidInstanceID.NotFound"
 	codeAllocationNotFound   = "InvalidAllocationID.NotFound"
-	codeAssociationNotFound  = "InvalidAssociationID.NotFound"
+	CodeAssociationNotFound  = "InvalidAssociationID.NotFound"
 	codeAlreadyAssociated    = "Resource.AlreadyAssociated"
 	codeIdempotentMismatch   = "IdempotentParameterMismatch"
-	codeIncorrectInstanceSt  = "IncorrectInstanceState"
+	CodeIncorrectInstanceSt  = "IncorrectInstanceState"
 	codeValidationError      = "ValidationError" // Auto Scaling, e.g. no active lifecycle action
-	codeUnauthorizedOp       = "UnauthorizedOperation"
+	CodeUnauthorizedOp       = "UnauthorizedOperation"
 	codeInvalidParameterVal  = "InvalidParameterValue"
-	codeAttachmentNotFound   = "InvalidAttachment.NotFound"
+	CodeAttachmentNotFound   = "InvalidAttachment.NotFound"
 	codeDependencyViolation  = "DependencyViolation"
-	codeInsufficientCapacity = "InsufficientInstanceCapacity"
+	CodeInsufficientCapacity = "InsufficientInstanceCapacity"
 )
 
 // errorCode returns the AWS error code of err, or "" when err is not an AWS API error.
@@ -44,7 +44,7 @@ func errorCode(err error) string {
 }
 
 // hasCode reports whether err is an AWS API error with one of codes.
-func hasCode(err error, codes ...string) bool {
+func HasCode(err error, codes ...string) bool {
 	c := errorCode(err)
 	if c == "" {
 		return false
@@ -58,10 +58,10 @@ func hasCode(err error, codes ...string) bool {
 }
 
 // isThrottled reports whether err is AWS telling us to slow down.
-func isThrottled(err error) bool { return hasCode(err, codeThrottled, codeThrottling) }
+func IsThrottled(err error) bool { return HasCode(err, codeThrottled, codeThrottling) }
 
 // poll is wait.Poll for waits whose checks call AWS: throttling is waited out, not a failure.
-func poll(ctx context.Context, log *slog.Logger, w wait.Spec, check func(context.Context) (bool, string, error)) error {
-	w.Transient = isThrottled
+func Poll(ctx context.Context, log *slog.Logger, w wait.Spec, check func(context.Context) (bool, string, error)) error {
+	w.Transient = IsThrottled
 	return wait.Poll(ctx, log, w, check)
 }

@@ -1,4 +1,4 @@
-package agent
+package cloud
 
 import (
 	"context"
@@ -16,28 +16,28 @@ import (
 
 // Lifecycle hook results. https://docs.aws.amazon.com/autoscaling/ec2/userguide/completing-lifecycle-hooks.html
 const (
-	hookContinue = "CONTINUE"
-	hookAbandon  = "ABANDON"
+	HookContinue = "CONTINUE"
+	HookAbandon  = "ABANDON"
 )
 
 // groupMembership is this instance's place in an Auto Scaling group.
-type groupMembership struct {
+type Membership struct {
 	ASGName        string // "" when the instance is not in a group
 	LifecycleState string // "Pending:Wait", "InService", "Terminating:Wait", ...
 }
 
 // asgMembership looks the instance up in Auto Scaling.
-func asgMembership(ctx context.Context, as AutoScaling, instanceID string) (groupMembership, error) {
+func MembershipOf(ctx context.Context, as AutoScaling, instanceID string) (Membership, error) {
 	out, err := as.DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{instanceID}})
 	if err != nil {
-		return groupMembership{}, fmt.Errorf("describe Auto Scaling instance %s: %w", instanceID, err)
+		return Membership{}, fmt.Errorf("describe Auto Scaling instance %s: %w", instanceID, err)
 	}
 	for _, i := range out.AutoScalingInstances {
 		if aws.ToString(i.InstanceId) == instanceID {
-			return groupMembership{ASGName: aws.ToString(i.AutoScalingGroupName), LifecycleState: aws.ToString(i.LifecycleState)}, nil
+			return Membership{ASGName: aws.ToString(i.AutoScalingGroupName), LifecycleState: aws.ToString(i.LifecycleState)}, nil
 		}
 	}
-	return groupMembership{}, nil
+	return Membership{}, nil
 }
 
 // hookKind is the lifecycle transition of a hook handover completes, and the flag that names the hook.
@@ -47,30 +47,30 @@ type hookKind struct {
 }
 
 var (
-	launchHookKind    = hookKind{flag: "--launch-hook", transition: "autoscaling:EC2_INSTANCE_LAUNCHING"}
-	terminateHookKind = hookKind{flag: "--terminate-hook", transition: "autoscaling:EC2_INSTANCE_TERMINATING"}
+	LaunchHookKind    = hookKind{flag: "--launch-hook", transition: "autoscaling:EC2_INSTANCE_LAUNCHING"}
+	TerminateHookKind = hookKind{flag: "--terminate-hook", transition: "autoscaling:EC2_INSTANCE_TERMINATING"}
 )
 
 // lifecycleAction is one pending lifecycle action (launch or termination) of this instance.
-type lifecycleAction struct {
-	as         AutoScaling
-	log        *slog.Logger
-	kind       hookKind
-	asgName    string
-	hook       string
-	instanceID string
+type LifecycleAction struct {
+	As         AutoScaling
+	Log        *slog.Logger
+	Kind       hookKind
+	AsgName    string
+	Hook       string
+	InstanceID string
 }
 
 // heartbeat extends the action's timeout by the hook's heartbeat timeout.
 // https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_RecordLifecycleActionHeartbeat.html
-func (a *lifecycleAction) heartbeat(ctx context.Context) error {
-	_, err := a.as.RecordLifecycleActionHeartbeat(ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{
-		AutoScalingGroupName: aws.String(a.asgName),
-		LifecycleHookName:    aws.String(a.hook),
-		InstanceId:           aws.String(a.instanceID),
+func (a *LifecycleAction) heartbeat(ctx context.Context) error {
+	_, err := a.As.RecordLifecycleActionHeartbeat(ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{
+		AutoScalingGroupName: aws.String(a.AsgName),
+		LifecycleHookName:    aws.String(a.Hook),
+		InstanceId:           aws.String(a.InstanceID),
 	})
 	if err != nil {
-		return fmt.Errorf("heartbeat for lifecycle hook %s: %w", a.hook, err)
+		return fmt.Errorf("heartbeat for lifecycle hook %s: %w", a.Hook, err)
 	}
 	return nil
 }
@@ -81,25 +81,25 @@ func (a *lifecycleAction) heartbeat(ctx context.Context) error {
 // in --launch-hook or --terminate-hook). The first two are reported and are not a failure of this run's
 // work, so the caller decides what they mean; the third is bad configuration, told apart by checkHook
 // (exit 2). https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_CompleteLifecycleAction.html
-func (a *lifecycleAction) complete(ctx context.Context, result string) (inactive string, err error) {
-	_, err = a.as.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{
-		AutoScalingGroupName:  aws.String(a.asgName),
-		LifecycleHookName:     aws.String(a.hook),
-		InstanceId:            aws.String(a.instanceID),
+func (a *LifecycleAction) Complete(ctx context.Context, result string) (inactive string, err error) {
+	_, err = a.As.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{
+		AutoScalingGroupName:  aws.String(a.AsgName),
+		LifecycleHookName:     aws.String(a.Hook),
+		InstanceId:            aws.String(a.InstanceID),
 		LifecycleActionResult: aws.String(result),
 	})
-	if hasCode(err, codeValidationError) {
+	if HasCode(err, codeValidationError) {
 		inactive, cerr := a.checkHook(ctx)
 		if cerr != nil {
 			return "", cerr
 		}
-		a.log.Warn("no active lifecycle action to complete", logkey.Step, "lifecycle", "hook", a.hook, "result", result, "why", inactive)
+		a.Log.Warn("no active lifecycle action to complete", logkey.Step, "lifecycle", "hook", a.Hook, "result", result, "why", inactive)
 		return inactive, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("complete lifecycle hook %s with %s: %w", a.hook, result, err)
+		return "", fmt.Errorf("complete lifecycle hook %s with %s: %w", a.Hook, result, err)
 	}
-	a.log.Info("lifecycle action completed", logkey.Step, "lifecycle", "hook", a.hook, "result", result)
+	a.Log.Info("lifecycle action completed", logkey.Step, "lifecycle", "hook", a.Hook, "result", result)
 	return "", nil
 }
 
@@ -108,21 +108,21 @@ func (a *lifecycleAction) complete(ctx context.Context, result string) (inactive
 // naming the group's hooks. Otherwise it says why there was no action: already completed or timed out,
 // or, when the hooks cannot be read (autoscaling:DescribeLifecycleHooks not allowed), any of the three.
 // https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_DescribeLifecycleHooks.html
-func (a *lifecycleAction) checkHook(ctx context.Context) (inactive string, err error) {
-	out, err := a.as.DescribeLifecycleHooks(ctx, &autoscaling.DescribeLifecycleHooksInput{AutoScalingGroupName: aws.String(a.asgName)})
+func (a *LifecycleAction) checkHook(ctx context.Context) (inactive string, err error) {
+	out, err := a.As.DescribeLifecycleHooks(ctx, &autoscaling.DescribeLifecycleHooksInput{AutoScalingGroupName: aws.String(a.AsgName)})
 	if err != nil {
-		a.log.Warn("could not read the group's lifecycle hooks to tell why there is no active action", logkey.Step, "lifecycle", "asg", a.asgName, "error", err.Error())
-		return fmt.Sprintf("no active lifecycle action: already completed, timed out, or no hook named %s on group %s", a.hook, a.asgName), nil
+		a.Log.Warn("could not read the group's lifecycle hooks to tell why there is no active action", logkey.Step, "lifecycle", "asg", a.AsgName, "error", err.Error())
+		return fmt.Sprintf("no active lifecycle action: already completed, timed out, or no hook named %s on group %s", a.Hook, a.AsgName), nil
 	}
 	var hooks []string
 	for _, h := range out.LifecycleHooks {
 		name, transition := aws.ToString(h.LifecycleHookName), aws.ToString(h.LifecycleTransition)
-		if name == a.hook && transition != a.kind.transition {
+		if name == a.Hook && transition != a.Kind.transition {
 			return "", fail.Usage(fmt.Sprintf("%s %s: hook %s on group %s is for %s, not %s: give the group's %s hook",
-				a.kind.flag, a.hook, a.hook, a.asgName, transition, a.kind.transition, a.kind.transition))
+				a.Kind.flag, a.Hook, a.Hook, a.AsgName, transition, a.Kind.transition, a.Kind.transition))
 		}
-		if name == a.hook {
-			return fmt.Sprintf("no active lifecycle action (already completed, or timed out; hook %s exists on group %s)", a.hook, a.asgName), nil
+		if name == a.Hook {
+			return fmt.Sprintf("no active lifecycle action (already completed, or timed out; hook %s exists on group %s)", a.Hook, a.AsgName), nil
 		}
 		hooks = append(hooks, name+" ("+transition+")")
 	}
@@ -131,13 +131,13 @@ func (a *lifecycleAction) checkHook(ctx context.Context) (inactive string, err e
 		have = "its hooks: " + strings.Join(hooks, ", ")
 	}
 	return "", fail.Usage(fmt.Sprintf("%s %s: no hook named %s on group %s (%s); fix the name, or create the hook with aws autoscaling put-lifecycle-hook",
-		a.kind.flag, a.hook, a.hook, a.asgName, have))
+		a.Kind.flag, a.Hook, a.Hook, a.AsgName, have))
 }
 
 // keepAlive sends a heartbeat every interval until the returned stop is called. Heartbeat errors are logged
 // and retried at the next tick: a missed heartbeat only matters if every one fails for a whole heartbeat
 // timeout, and the work itself must not stop for it.
-func (a *lifecycleAction) keepAlive(ctx context.Context, interval time.Duration) (stop func()) {
+func (a *LifecycleAction) KeepAlive(ctx context.Context, interval time.Duration) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -154,9 +154,9 @@ func (a *lifecycleAction) keepAlive(ctx context.Context, interval time.Duration)
 				err := a.heartbeat(hctx)
 				hcancel()
 				if err != nil && ctx.Err() == nil {
-					a.log.Warn("lifecycle heartbeat failed; retrying at the next tick", logkey.Step, "lifecycle", "hook", a.hook, "error", err.Error())
+					a.Log.Warn("lifecycle heartbeat failed; retrying at the next tick", logkey.Step, "lifecycle", "hook", a.Hook, "error", err.Error())
 				} else if err == nil {
-					a.log.Debug("lifecycle heartbeat sent", logkey.Step, "lifecycle", "hook", a.hook)
+					a.Log.Debug("lifecycle heartbeat sent", logkey.Step, "lifecycle", "hook", a.Hook)
 				}
 			}
 		}

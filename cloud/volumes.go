@@ -1,4 +1,4 @@
-package agent
+package cloud
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 )
 
 // slotVolume is one EBS volume of a group's slot, as last described.
-type slotVolume struct {
+type Volume struct {
 	ID           string
 	AZ           string
 	State        string // creating, available, in-use, deleting, ...
@@ -23,20 +23,20 @@ type slotVolume struct {
 	CreatedBlank bool
 	Superseded   bool
 	CreateTime   time.Time
-	Attachments  []volumeAttachment
+	Attachments  []Attachment
 	Tags         map[string]string
 	SnapshotID   string // the snapshot it was created from; "" when created blank
 }
 
 // volumeAttachment is where a volume is attached.
-type volumeAttachment struct {
+type Attachment struct {
 	InstanceID string
 	Device     string
 	State      string // attaching, attached, detaching, detached
 }
 
 // slotSnapshot is one snapshot of a group's slot.
-type slotSnapshot struct {
+type Snapshot struct {
 	ID             string
 	State          string // pending, completed, error
 	Progress       string // "42%"
@@ -49,7 +49,7 @@ type slotSnapshot struct {
 	Tags           map[string]string
 }
 
-func tagMap(tags []ec2types.Tag) map[string]string {
+func TagMap(tags []ec2types.Tag) map[string]string {
 	m := make(map[string]string, len(tags))
 	for _, t := range tags {
 		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
@@ -60,25 +60,25 @@ func tagMap(tags []ec2types.Tag) map[string]string {
 // generationOf parses handover:generation; a missing or malformed tag counts as generation 0, older than
 // anything handover made, so a hand-made volume never outranks handover's own.
 func generationOf(tags map[string]string) int {
-	n, err := strconv.Atoi(tags[tagGeneration])
+	n, err := strconv.Atoi(tags[TagGeneration])
 	if err != nil || n < 0 {
 		return 0
 	}
 	return n
 }
 
-func slotFilters(group, slot string) []ec2types.Filter {
+func SlotFilters(group, slot string) []ec2types.Filter {
 	return []ec2types.Filter{
-		{Name: aws.String("tag:" + tagGroup), Values: []string{group}},
-		{Name: aws.String("tag:" + tagSlot), Values: []string{slot}},
+		{Name: aws.String("tag:" + TagGroup), Values: []string{group}},
+		{Name: aws.String("tag:" + TagSlot), Values: []string{slot}},
 	}
 }
 
 // listSlotVolumes returns the slot's volumes that still exist, newest generation first (ties: newest
 // creation first).
-func listSlotVolumes(ctx context.Context, c EC2, group, slot string) ([]slotVolume, error) {
-	var vols []slotVolume
-	p := ec2.NewDescribeVolumesPaginator(c, &ec2.DescribeVolumesInput{Filters: slotFilters(group, slot)})
+func ListSlotVolumes(ctx context.Context, c EC2, group, slot string) ([]Volume, error) {
+	var vols []Volume
+	p := ec2.NewDescribeVolumesPaginator(c, &ec2.DescribeVolumesInput{Filters: SlotFilters(group, slot)})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
@@ -88,7 +88,7 @@ func listSlotVolumes(ctx context.Context, c EC2, group, slot string) ([]slotVolu
 			if v.State == ec2types.VolumeStateDeleting || v.State == ec2types.VolumeStateDeleted {
 				continue
 			}
-			vols = append(vols, toSlotVolume(v))
+			vols = append(vols, ToSlotVolume(v))
 		}
 	}
 	sort.SliceStable(vols, func(i, j int) bool {
@@ -100,23 +100,23 @@ func listSlotVolumes(ctx context.Context, c EC2, group, slot string) ([]slotVolu
 	return vols, nil
 }
 
-func toSlotVolume(v ec2types.Volume) slotVolume {
-	tags := tagMap(v.Tags)
-	sv := slotVolume{
+func ToSlotVolume(v ec2types.Volume) Volume {
+	tags := TagMap(v.Tags)
+	sv := Volume{
 		ID:           aws.ToString(v.VolumeId),
 		AZ:           aws.ToString(v.AvailabilityZone),
 		State:        string(v.State),
 		Generation:   generationOf(tags),
 		SizeGiB:      aws.ToInt32(v.Size),
 		VolumeType:   string(v.VolumeType),
-		CreatedBlank: tags[tagCreatedBlank] == "true",
-		Superseded:   tags[tagSuperseded] == "true",
+		CreatedBlank: tags[TagCreatedBlank] == "true",
+		Superseded:   tags[TagSuperseded] == "true",
 		CreateTime:   aws.ToTime(v.CreateTime),
 		Tags:         tags,
 		SnapshotID:   aws.ToString(v.SnapshotId),
 	}
 	for _, a := range v.Attachments {
-		sv.Attachments = append(sv.Attachments, volumeAttachment{
+		sv.Attachments = append(sv.Attachments, Attachment{
 			InstanceID: aws.ToString(a.InstanceId),
 			Device:     aws.ToString(a.Device),
 			State:      string(a.State),
@@ -126,24 +126,24 @@ func toSlotVolume(v ec2types.Volume) slotVolume {
 }
 
 // describeVolume returns one volume by ID.
-func describeVolume(ctx context.Context, c EC2, id string) (slotVolume, error) {
+func describeVolume(ctx context.Context, c EC2, id string) (Volume, error) {
 	out, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{id}})
 	if err != nil {
-		return slotVolume{}, fmt.Errorf("describe volume %s: %w", id, err)
+		return Volume{}, fmt.Errorf("describe volume %s: %w", id, err)
 	}
 	if len(out.Volumes) != 1 {
-		return slotVolume{}, fmt.Errorf("describe volume %s: %d volumes returned", id, len(out.Volumes))
+		return Volume{}, fmt.Errorf("describe volume %s: %d volumes returned", id, len(out.Volumes))
 	}
-	return toSlotVolume(out.Volumes[0]), nil
+	return ToSlotVolume(out.Volumes[0]), nil
 }
 
 // listSlotSnapshots returns the slot's snapshots owned by this account, newest first: by generation, then
 // by start time.
-func listSlotSnapshots(ctx context.Context, c EC2, group, slot string) ([]slotSnapshot, error) {
-	var snaps []slotSnapshot
+func ListSlotSnapshots(ctx context.Context, c EC2, group, slot string) ([]Snapshot, error) {
+	var snaps []Snapshot
 	p := ec2.NewDescribeSnapshotsPaginator(c, &ec2.DescribeSnapshotsInput{
 		OwnerIds: []string{"self"},
-		Filters:  slotFilters(group, slot),
+		Filters:  SlotFilters(group, slot),
 	})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
@@ -151,7 +151,7 @@ func listSlotSnapshots(ctx context.Context, c EC2, group, slot string) ([]slotSn
 			return nil, fmt.Errorf("describe snapshots of %s/%s: %w", group, slot, err)
 		}
 		for _, s := range page.Snapshots {
-			snaps = append(snaps, toSlotSnapshot(s))
+			snaps = append(snaps, ToSlotSnapshot(s))
 		}
 	}
 	sort.SliceStable(snaps, func(i, j int) bool {
@@ -163,16 +163,16 @@ func listSlotSnapshots(ctx context.Context, c EC2, group, slot string) ([]slotSn
 	return snaps, nil
 }
 
-func toSlotSnapshot(s ec2types.Snapshot) slotSnapshot {
-	tags := tagMap(s.Tags)
-	return slotSnapshot{
+func ToSlotSnapshot(s ec2types.Snapshot) Snapshot {
+	tags := TagMap(s.Tags)
+	return Snapshot{
 		ID:             aws.ToString(s.SnapshotId),
 		State:          string(s.State),
 		Progress:       aws.ToString(s.Progress),
 		Generation:     generationOf(tags),
-		Consistent:     tags[tagConsistent] == "true",
-		SourceVolume:   tags[tagSourceVolume],
-		SourceInstance: tags[tagSourceInstance],
+		Consistent:     tags[TagConsistent] == "true",
+		SourceVolume:   tags[TagSourceVolume],
+		SourceInstance: tags[TagSourceInstance],
 		VolumeSizeGiB:  aws.ToInt32(s.VolumeSize),
 		StartTime:      aws.ToTime(s.StartTime),
 		Tags:           tags,
@@ -180,20 +180,20 @@ func toSlotSnapshot(s ec2types.Snapshot) slotSnapshot {
 }
 
 // describeSnapshot returns one snapshot by ID.
-func describeSnapshot(ctx context.Context, c EC2, id string) (slotSnapshot, error) {
+func DescribeSnapshot(ctx context.Context, c EC2, id string) (Snapshot, error) {
 	out, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
 	if err != nil {
-		return slotSnapshot{}, fmt.Errorf("describe snapshot %s: %w", id, err)
+		return Snapshot{}, fmt.Errorf("describe snapshot %s: %w", id, err)
 	}
 	if len(out.Snapshots) != 1 {
-		return slotSnapshot{}, fmt.Errorf("describe snapshot %s: %d snapshots returned", id, len(out.Snapshots))
+		return Snapshot{}, fmt.Errorf("describe snapshot %s: %d snapshots returned", id, len(out.Snapshots))
 	}
-	return toSlotSnapshot(out.Snapshots[0]), nil
+	return ToSlotSnapshot(out.Snapshots[0]), nil
 }
 
 // tagSpec builds TagSpecifications: handover tags every resource at creation, never in a second call that
 // could be lost between the two.
-func tagSpec(rt ec2types.ResourceType, tags map[string]string) []ec2types.TagSpecification {
+func TagSpec(rt ec2types.ResourceType, tags map[string]string) []ec2types.TagSpecification {
 	keys := make([]string, 0, len(tags))
 	for k := range tags {
 		keys = append(keys, k)

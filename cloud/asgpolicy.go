@@ -1,4 +1,4 @@
-package agent
+package cloud
 
 import (
 	"context"
@@ -19,23 +19,23 @@ import (
 // https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-instance-maintenance-policy.html
 
 // maintenancePolicy is a group's instance maintenance policy; -1 means not set.
-type maintenancePolicy struct {
+type MaintenancePolicy struct {
 	MinHealthy, MaxHealthy int
 	Desired                int
 }
 
 // launchesFirst reports whether replacing an instance keeps it until its replacement is in service.
-func (p maintenancePolicy) launchesFirst() bool { return p.MinHealthy >= 100 }
+func (p MaintenancePolicy) LaunchesFirst() bool { return p.MinHealthy >= 100 }
 
 // mayLaunchFirst reports whether the minimum, rounded up to whole instances, still keeps every instance of
 // a group this small: a singleton group with any minimum above 0 might.
-func (p maintenancePolicy) mayLaunchFirst() bool {
+func (p MaintenancePolicy) MayLaunchFirst() bool {
 	return p.MinHealthy > 0 && p.Desired > 0 && (p.Desired*p.MinHealthy+99)/100 >= p.Desired
 }
 
 // checkMaintenancePolicy fails (exit 3) when asgName launches replacements before terminating, naming the
 // setting to change; a minimum that may round up to the same effect on a group this small is a warning.
-func checkMaintenancePolicy(ctx context.Context, log *slog.Logger, as AutoScaling, asgName string) error {
+func CheckMaintenancePolicy(ctx context.Context, log *slog.Logger, as AutoScaling, asgName string) error {
 	out, err := as.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{asgName}})
 	if err != nil {
 		return fmt.Errorf("describe Auto Scaling group %s: %w", asgName, err)
@@ -44,7 +44,7 @@ func checkMaintenancePolicy(ctx context.Context, log *slog.Logger, as AutoScalin
 		if aws.ToString(g.AutoScalingGroupName) != asgName || g.InstanceMaintenancePolicy == nil {
 			continue
 		}
-		p := maintenancePolicy{
+		p := MaintenancePolicy{
 			MinHealthy: int(aws.ToInt32(g.InstanceMaintenancePolicy.MinHealthyPercentage)),
 			MaxHealthy: int(aws.ToInt32(g.InstanceMaintenancePolicy.MaxHealthyPercentage)),
 			Desired:    int(aws.ToInt32(g.DesiredCapacity)),
@@ -53,11 +53,11 @@ func checkMaintenancePolicy(ctx context.Context, log *slog.Logger, as AutoScalin
 			p.MinHealthy = -1
 		}
 		switch {
-		case p.launchesFirst():
+		case p.LaunchesFirst():
 			return fail.Precondition(fmt.Sprintf(
 				"Auto Scaling group %s launches replacements before terminating (instance maintenance policy MinHealthyPercentage=%d, MaxHealthyPercentage=%d): the old instance would keep the Elastic IP and the volume while the group waits for this one; set MinHealthyPercentage to 0 (aws autoscaling update-auto-scaling-group --auto-scaling-group-name %s --instance-maintenance-policy MinHealthyPercentage=0,MaxHealthyPercentage=100) or remove the policy (-1,-1)",
 				asgName, p.MinHealthy, p.MaxHealthy, asgName), nil)
-		case p.mayLaunchFirst():
+		case p.MayLaunchFirst():
 			log.Warn("the group's instance maintenance policy may keep the old instance until this one is in service; MinHealthyPercentage=0 is the safe setting for a handover group",
 				logkey.Step, "asg-policy", "asg", asgName, "min_healthy_percentage", p.MinHealthy, "max_healthy_percentage", p.MaxHealthy, "desired", p.Desired)
 		}
