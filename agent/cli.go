@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"sort"
 
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
@@ -34,14 +33,25 @@ type command struct {
 	run     func(ctx context.Context, e Env, args []string) error
 }
 
-// commands is the table of subcommands. A command is listed only once it works.
-var commands = map[string]command{}
+// commands is the table of subcommands, in the order `handover help` lists them. A command is listed only
+// once it works.
+var commands = []command{
+	{name: "up", summary: "converge this instance: Elastic IP, volumes, filesystems, mounts, launch hook", run: runUp},
+	{name: "down", summary: "hand over: pre-stop command, sync, snapshot, detach, complete the termination hook", run: runDown},
+	{name: "watch", summary: "long-running: watch metadata for termination and Spot notices; run down once per event", run: runWatch},
+	{name: "snapshot", summary: "a consistent snapshot of each slot's volume now, then retention (--keep N)", run: runSnapshot},
+	{name: "status", summary: "read-only: identity, group, who holds the Elastic IP, volumes, snapshots, what up would do", run: runStatus},
+	{name: "failover", summary: "move the group's Elastic IP to its standby, starting it if stopped", run: runFailover},
+	{name: "version", summary: "print version, commit and Go version", run: runVersion},
+}
 
-func register(c command) { commands[c.name] = c }
-
-func init() {
-	register(command{name: "version", summary: "print version, commit and Go version", run: runVersion})
-	register(command{name: "status", summary: "read-only: identity, group and tags of this instance", run: runStatus})
+func lookupCommand(name string) (command, bool) {
+	for _, c := range commands {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
 }
 
 // Main runs handover with args (without the program name) and returns the exit code. It prints the
@@ -54,7 +64,7 @@ func Main(ctx context.Context, args []string, e Env) int {
 		}
 		return fail.CodeOK
 	}
-	c, ok := commands[args[0]]
+	c, ok := lookupCommand(args[0])
 	if !ok {
 		fmt.Fprintf(e.Stderr, "handover: unknown command %q (run 'handover help' for the list)\n", args[0])
 		return fail.CodeUsage
@@ -82,13 +92,8 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "handover: keep one stateful EC2 instance's Elastic IP and data across instances and AZs.")
 	fmt.Fprintln(w, "\nusage: handover COMMAND [flags]   (handover COMMAND --help for its flags)")
 	fmt.Fprintln(w, "\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nexit codes: 0 done, 1 failed while acting (rerun converges), 2 usage, 3 precondition not met, 4 lost a race")
 }

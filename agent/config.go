@@ -5,10 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/handover/handover/cloud"
+	"github.com/handover/handover/host"
 	"github.com/handover/handover/internal/fail"
 )
 
@@ -77,7 +80,7 @@ func (f *flags) parse(args []string) error {
 		return fail.Usage(err.Error() + " (see --help)")
 	}
 	if f.fs.NArg() > 0 {
-		return fail.Usage(fmt.Sprintf("%s: unexpected argument %q (flags only; see --help)", f.fs.Name(), f.fs.Arg(0)))
+		return fail.Usage(fmt.Sprintf("unexpected argument %q (flags only; see --help)", f.fs.Arg(0)))
 	}
 	f.fs.Visit(func(fl *flag.Flag) { f.source[fl.Name] = "flag" })
 	var err error
@@ -120,25 +123,55 @@ func (f *flags) applyTags(tags map[string]string) error {
 	return err
 }
 
-// multiValue marks a flag.Value that may be repeated; from the environment or a tag it takes a
-// comma-separated list.
-type multiValue interface {
+// listValue is a flag.Value that may be repeated; from the environment or a tag, where it can be given only
+// once, it takes a list of values in one string, split its own way (a volume spec carries commas).
+type listValue interface {
 	flag.Value
-	multi()
+	setList(string) error
 }
 
 func (f *flags) setFrom(fl *flag.Flag, v string) error {
-	if _, ok := fl.Value.(multiValue); ok {
-		for _, part := range strings.Split(v, ",") {
-			if part = strings.TrimSpace(part); part != "" {
-				if err := fl.Value.Set(part); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+	if l, ok := fl.Value.(listValue); ok {
+		return l.setList(v)
 	}
 	return fl.Value.Set(v)
+}
+
+// optionError is an option whose value is wrong; explain names where the value came from.
+type optionError struct {
+	Flag string // the flag's name, without dashes
+	Msg  string
+}
+
+func (e *optionError) Error() string { return "--" + e.Flag + ": " + e.Msg }
+
+// badOption is a wrong value of option name (or a wrong combination, named by its first option).
+func badOption(name, format string, args ...any) error {
+	return &optionError{Flag: name, Msg: fmt.Sprintf(format, args...)}
+}
+
+// explain turns an *optionError into the usage error (exit 2) an operator can act on: it names the flag,
+// the environment variable or the instance tag the value came from, with the value, and where to fix it.
+// Any other error is returned as it is.
+func (f *flags) explain(err error) error {
+	var oe *optionError
+	if !errors.As(err, &oe) {
+		return err
+	}
+	v := ""
+	if fl := f.fs.Lookup(oe.Flag); fl != nil {
+		v = fl.Value.String()
+	}
+	switch src := f.source[oe.Flag]; {
+	case strings.HasPrefix(src, "env "):
+		return fail.Usage(fmt.Sprintf("environment %s=%q: %s (fix the variable, e.g. in /etc/default/handover)", envName(oe.Flag), v, oe.Msg))
+	case strings.HasPrefix(src, "tag "):
+		return fail.Usage(fmt.Sprintf("instance tag %s=%q: %s (fix the tag or pass --%s)", tagName(oe.Flag), v, oe.Msg, oe.Flag))
+	case src == "":
+		return fail.Usage(fmt.Sprintf("--%s %q (the default): %s", oe.Flag, v, oe.Msg))
+	default:
+		return fail.Usage(fmt.Sprintf("--%s %q: %s", oe.Flag, v, oe.Msg))
+	}
 }
 
 // isSet reports whether a flag got a value from the command line, the environment or a tag.
@@ -159,30 +192,47 @@ func (c common) validate() error {
 	switch c.LogFormat {
 	case "text", "json":
 	default:
-		return fail.Usage(fmt.Sprintf("--log-format %q: want text or json", c.LogFormat))
+		return badOption("log-format", "want text or json")
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
-		return fail.Usage(fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.LogLevel))
+		return badOption("log-level", "want debug, info, warn or error")
 	}
 	if c.IMDSTimeout <= 0 {
-		return fail.Usage(fmt.Sprintf("--imds-timeout %s: must be positive", c.IMDSTimeout))
+		return badOption("imds-timeout", "must be positive")
 	}
-	if c.Group != "" && !validGroupName(c.Group) {
-		return fail.Usage(fmt.Sprintf("--group %q: use letters, digits, '-', '_' and '.' only (it is a tag value and part of idempotency tokens)", c.Group))
+	if c.Group != "" && !cloud.ValidGroupName(c.Group) {
+		return badOption("group", "use letters, digits, '-', '_' and '.' only (it is a tag value and part of idempotency tokens)")
 	}
 	return nil
 }
 
-func validGroupName(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
-		default:
-			return false
+// hostOptions are the options of every command that works on this instance's volumes, declared here
+// once: which volumes (--volume), the lock they share (--lock-file), and where devices appear (--dev-dir,
+// --sys-dir; HANDOVER_DEV_DIR and HANDOVER_SYS_DIR, which the simulator sets, point every command at the
+// same devices).
+type hostOptions struct {
+	Volumes        volumeSpecs
+	LockFile       string
+	DevDir, SysDir string
+}
+
+func (h *hostOptions) register(f *flags, lockUsage string) {
+	f.fs.Var(&h.Volumes, "volume", "SLOT:DEVICE:MOUNTPOINT[:options], repeatable (default data:/dev/sdf:/data); from the environment or a tag, specs separated by spaces")
+	f.fs.StringVar(&h.LockFile, "lock-file", host.DefaultLockFile, lockUsage)
+	f.fs.StringVar(&h.DevDir, "dev-dir", "/dev", "device directory holding disk/by-id (the simulator points it elsewhere)")
+	f.fs.StringVar(&h.SysDir, "sys-dir", "/sys", "sysfs directory holding class/block/*/device/serial")
+}
+
+func (h *hostOptions) validate() error {
+	for _, o := range []struct{ name, path string }{{"lock-file", h.LockFile}, {"dev-dir", h.DevDir}, {"sys-dir", h.SysDir}} {
+		if !filepath.IsAbs(o.path) {
+			return badOption(o.name, "must be an absolute path")
 		}
 	}
-	return true
+	return nil
+}
+
+// machine is this instance's host layer, with calls (zero: the kernel's; tests substitute ones that hang).
+func (h *hostOptions) machine(calls host.FSCalls) *host.Linux {
+	return &host.Linux{DevDir: h.DevDir, SysDir: h.SysDir, Calls: calls}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -31,10 +30,6 @@ import (
 // converges: a snapshot this down already took is found by its description and not taken again, a detached
 // volume stays detached, an unmounted filesystem stays unmounted.
 // https://docs.aws.amazon.com/autoscaling/ec2/userguide/lifecycle-hooks.html
-
-func init() {
-	register(command{name: "down", summary: "hand over: pre-stop command, sync, snapshot, detach, complete the termination hook", run: runDown})
-}
 
 // Defaults of down's bounds.
 const (
@@ -64,8 +59,7 @@ func finalReserve(bound time.Duration) time.Duration { return min(bound/4, time.
 
 // downConfig is down's configuration; watch takes the same flags, because it runs down.
 type downConfig struct {
-	Volumes           volumeSpecs
-	LockFile          string
+	hostOptions
 	PreStop           string
 	PreStopShell      bool
 	PreStopTimeout    time.Duration
@@ -78,13 +72,11 @@ type downConfig struct {
 	ReleaseEIP        bool
 	SpotBudget        time.Duration
 	Timeout           time.Duration
-	DevDir, SysDir    string
 }
 
 // addFlags declares down's flags on f.
 func (c *downConfig) addFlags(f *flags) {
-	f.fs.Var(&c.Volumes, "volume", "SLOT:DEVICE:MOUNTPOINT[:options], repeatable (default data:/dev/sdf:/data)")
-	f.fs.StringVar(&c.LockFile, "lock-file", host.DefaultLockFile, "lock shared with up and snapshot, so that they never run at once")
+	c.hostOptions.register(f, "lock shared with up and snapshot, so that they never run at once")
 	f.fs.StringVar(&c.PreStop, "pre-stop", "", "command that stops the service writing the data, e.g. 'systemctl stop postgresql' (split on spaces, no shell)")
 	f.fs.BoolVar(&c.PreStopShell, "pre-stop-shell", false, "run --pre-stop through /bin/sh -c (for quoting, pipes, &&)")
 	f.fs.DurationVar(&c.PreStopTimeout, "pre-stop-timeout", time.Minute, "bound on the pre-stop command; then its process group is killed and the snapshot is not marked consistent")
@@ -97,24 +89,6 @@ func (c *downConfig) addFlags(f *flags) {
 	f.fs.BoolVar(&c.ReleaseEIP, "release-eip", false, "disassociate the group's Elastic IP (by default the replacement takes it over)")
 	f.fs.DurationVar(&c.SpotBudget, "spot-budget", defaultSpotBudget, "time down may take after a Spot interruption notice (capped by the interruption time)")
 	f.fs.DurationVar(&c.Timeout, "timeout", defaultDownTimeout, "bound on the whole down; past it down takes a crash-consistent snapshot if it can, completes the hook with CONTINUE and exits 1")
-	addDeviceDirFlags(f, &c.DevDir, &c.SysDir)
-}
-
-// addDeviceDirFlags declares --dev-dir and --sys-dir as `up` does, so HANDOVER_DEV_DIR and HANDOVER_SYS_DIR
-// (the simulator sets them) point every command at the same devices.
-func addDeviceDirFlags(f *flags, devDir, sysDir *string) {
-	f.fs.StringVar(devDir, "dev-dir", "/dev", "device directory holding disk/by-id (the simulator points it elsewhere)")
-	f.fs.StringVar(sysDir, "sys-dir", "/sys", "sysfs directory holding class/block/*/device/serial")
-}
-
-// checkDeviceDirs validates --dev-dir and --sys-dir.
-func checkDeviceDirs(devDir, sysDir string) error {
-	for name, p := range map[string]string{"--dev-dir": devDir, "--sys-dir": sysDir} {
-		if !filepath.IsAbs(p) {
-			return fail.Usage(fmt.Sprintf("%s %q: must be an absolute path", name, p))
-		}
-	}
-	return nil
 }
 
 // validate checks down's configuration in one place. openThisInstance runs it twice: on flags and
@@ -122,10 +96,10 @@ func checkDeviceDirs(devDir, sysDir string) error {
 // instance's tags are applied. It changes nothing; applyDefaults then fills what depends on other options.
 func (c *downConfig) validate() error {
 	if c.Release != "" && c.Release != releaseUnmount && c.Release != releaseFreeze {
-		return fail.Usage(fmt.Sprintf("--release %q: want unmount or freeze", c.Release))
+		return badOption("release", "want unmount or freeze")
 	}
 	if c.PreStopShell && c.PreStop == "" {
-		return fail.Usage("--pre-stop-shell is set but --pre-stop is empty: give the command to run")
+		return badOption("pre-stop-shell", "is set but --pre-stop is empty: give the command to run")
 	}
 	for _, d := range []struct {
 		name string
@@ -135,13 +109,10 @@ func (c *downConfig) validate() error {
 		{"heartbeat-interval", c.HeartbeatInterval}, {"snapshot-timeout", c.SnapshotTimeout}, {"spot-budget", c.SpotBudget}, {"timeout", c.Timeout},
 	} {
 		if d.v <= 0 {
-			return fail.Usage(fmt.Sprintf("--%s %s: must be positive", d.name, d.v))
+			return badOption(d.name, "must be positive")
 		}
 	}
-	if !filepath.IsAbs(c.LockFile) {
-		return fail.Usage(fmt.Sprintf("--lock-file %q: must be an absolute path", c.LockFile))
-	}
-	return checkDeviceDirs(c.DevDir, c.SysDir)
+	return c.hostOptions.validate()
 }
 
 // applyDefaults fills the defaults that depend on other options: --release is unmount when a pre-stop
@@ -166,47 +137,13 @@ type thisInstance struct {
 	host    *host.Linux // this machine: --dev-dir, --sys-dir and the calls that can hang
 }
 
-// openThisInstance starts down, watch and snapshot: it parses args into f, checks the options (validate,
-// the command's own check), builds the logger, reads the identity and tags from metadata, applies the tags
-// to f and checks the options again, makes sure a group is known, and builds the API clients.
-func openThisInstance(ctx context.Context, e Env, f *flags, args []string, validate func() error) (*slog.Logger, *thisInstance, error) {
-	if err := f.parse(args); err != nil {
-		return nil, nil, err
-	}
-	if err := f.Common.validate(); err != nil {
-		return nil, nil, err
-	}
-	if err := validate(); err != nil {
-		return nil, nil, err
-	}
-	log := newLogger(e.Stderr, f.Common)
-	md := newIMDS(e.Getenv)
-	id, err := identify(ctx, log, md, f.Common.IMDSTimeout)
+// openThisInstance starts down, watch and snapshot: the start-up pipeline (start), then what they share.
+func openThisInstance(ctx context.Context, e Env, args []string, spec startSpec) (*started, *thisInstance, error) {
+	st, err := start(ctx, e, args, spec)
 	if err != nil {
 		return nil, nil, err
 	}
-	clients, err := cloud.NewClients(ctx, e.Getenv, id.Region)
-	if err != nil {
-		return nil, nil, err
-	}
-	tags, _, err := instanceTags(ctx, md, func() (cloud.EC2, error) { return clients.EC2, nil }, id.InstanceID)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := f.applyTags(tags); err != nil {
-		return nil, nil, err
-	}
-	if err := f.Common.validate(); err != nil {
-		return nil, nil, err
-	}
-	if err := validate(); err != nil {
-		return nil, nil, err
-	}
-	if f.Common.Group == "" {
-		return nil, nil, fail.Precondition(fmt.Sprintf("instance %s has no %s tag: tag it through the group's launch template, or pass --group", id.InstanceID, cloud.TagGroup), nil)
-	}
-	log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
-	return log, &thisInstance{id: id, md: md, clients: clients, group: f.Common.Group}, nil
+	return st, &thisInstance{id: st.id, md: st.md, clients: st.clients, group: st.group}, nil
 }
 
 func runDown(ctx context.Context, e Env, args []string) error {
@@ -215,18 +152,17 @@ func runDown(ctx context.Context, e Env, args []string) error {
 
 // downCommand is `handover down` with the filesystem calls fsys (tests substitute ones that block).
 func downCommand(ctx context.Context, e Env, args []string, calls host.FSCalls) error {
-	f := newFlags("down", e.Getenv, e.Stderr, 10*time.Second)
-	f.dryRun()
 	var cfg downConfig
-	cfg.addFlags(f)
-	log, in, err := openThisInstance(ctx, e, f, args, cfg.validate)
+	st, in, err := openThisInstance(ctx, e, args, startSpec{name: "down", imdsTimeout: 10 * time.Second, dryRun: true,
+		declare: cfg.addFlags, validate: cfg.validate})
 	if err != nil {
 		return err
 	}
+	log := st.log
 	cfg.applyDefaults()
-	in.host = &host.Linux{DevDir: cfg.DevDir, SysDir: cfg.SysDir, Calls: calls}
+	in.host = cfg.machine(calls)
 	occ := occasionFromMetadata(ctx, log, in.md, in.id.InstanceID)
-	rep, err := in.down(ctx, log, cfg, occ, f.Common.DryRun)
+	rep, err := in.down(ctx, log, cfg, occ, st.dryRun)
 	rep.print(e.Stdout)
 	if err != nil {
 		return err

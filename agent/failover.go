@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"regexp"
 	"sort"
@@ -103,7 +102,7 @@ func (r FailoverRequest) validate() error {
 	if r.Group == "" && r.To == "" && r.From == "" {
 		return fail.Usage("name the group (--group or HANDOVER_GROUP), the target (--to) or the failed primary (--from)")
 	}
-	if r.Group != "" && !validGroupName(r.Group) {
+	if r.Group != "" && !cloud.ValidGroupName(r.Group) {
 		return fail.Usage(fmt.Sprintf("--group %q: use letters, digits, '-', '_' and '.' only", r.Group))
 	}
 	for _, v := range []struct{ flag, id string }{{"to", r.To}, {"from", r.From}} {
@@ -627,84 +626,4 @@ func finishRoleSwap(ctx context.Context, log *slog.Logger, c cloud.EC2, failed m
 		}
 	}
 	return false, nil
-}
-
-func init() {
-	register(command{name: "failover", summary: "move the group's Elastic IP to its standby, starting it if stopped", run: runFailover})
-}
-
-// runFailover is `handover failover`. It runs anywhere with credentials and a region (an operator's shell,
-// a script, the standby itself): it needs no instance metadata.
-func runFailover(ctx context.Context, e Env, args []string) error {
-	f := newFlags("failover", e.Getenv, e.Stderr, 5*time.Second)
-	f.dryRun()
-	f.fs.Lookup("group").Usage = "handover group whose Elastic IP moves (default: the group of --to or --from)"
-	var r FailoverRequest
-	f.fs.StringVar(&r.To, "to", "", "target instance ID (default: the group's instance tagged handover:role=standby)")
-	f.fs.StringVar(&r.From, "from", "", "the failed primary: move the address only away from it (what the Lambda does for an event)")
-	f.fs.BoolVar(&r.Force, "force", false, "move the address even when its holder is running with status checks ok")
-	f.fs.BoolVar(&r.WaitStatusOK, "wait-status-ok", false, "after the target runs, wait until both its status checks pass before moving the address")
-	f.fs.BoolVar(&r.SwapRoles, "swap-roles", false, "then tag the target handover:role=primary and the old primary standby, so the next failover goes back")
-	f.fs.DurationVar(&r.StartTimeout, "start-timeout", defaultStartTimeout, "how long to wait for a stopped target to be running")
-	f.fs.DurationVar(&r.StatusTimeout, "status-timeout", defaultStatusTimeout, "with --wait-status-ok, how long to wait for the status checks")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.Common.validate(); err != nil {
-		return err
-	}
-	if r.StartTimeout <= 0 || r.StatusTimeout <= 0 {
-		return fail.Usage("--start-timeout and --status-timeout must be positive")
-	}
-	r.Group, r.DryRun = f.Common.Group, f.Common.DryRun
-	if err := r.validate(); err != nil {
-		return err
-	}
-	log := newLogger(e.Stderr, f.Common)
-	log.Debug("configuration", "sources", f.sources())
-	region := cloud.FirstNonEmpty(e.Getenv("AWS_REGION"), e.Getenv("AWS_DEFAULT_REGION"))
-	clients, err := cloud.NewClients(ctx, e.Getenv, region)
-	if err != nil {
-		return err
-	}
-	if c, ok := clients.EC2.(*ec2.Client); ok && c.Options().Region == "" {
-		return fail.Usage("no AWS region: set AWS_REGION (or a region in the shared AWS config)")
-	}
-	res, err := Failover(ctx, log, clients, r)
-	if err != nil {
-		return err
-	}
-	printFailover(e.Stdout, res)
-	return nil
-}
-
-// printFailover writes the result for the operator, one line (a plan has one line per step).
-func printFailover(w io.Writer, res FailoverResult) {
-	ip := fmt.Sprintf("%s (%s)", res.PublicIP, res.AllocationID)
-	switch res.Action {
-	case FailoverPlanned:
-		fmt.Fprintf(w, "failover plan for group %s (dry run, nothing changed):\n", res.Group)
-		for i, step := range res.Plan {
-			fmt.Fprintf(w, "  %d. %s\n", i+1, step)
-		}
-		return
-	case FailoverNothingToDo:
-		fmt.Fprintf(w, "nothing to do: %s\n", res.Reason)
-		return
-	case FailoverAlready:
-		fmt.Fprintf(w, "Elastic IP %s is already on %s", ip, res.Target)
-	default:
-		if res.Previous == "" {
-			fmt.Fprintf(w, "moved Elastic IP %s to %s (it was not associated)", ip, res.Target)
-		} else {
-			fmt.Fprintf(w, "moved Elastic IP %s from %s to %s", ip, res.Previous, res.Target)
-		}
-	}
-	if res.Started {
-		fmt.Fprintf(w, "; started %s", res.Target)
-	}
-	if res.RolesSwapped {
-		fmt.Fprintf(w, "; %s is now the primary", res.Target)
-	}
-	fmt.Fprintln(w)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -22,10 +21,6 @@ import (
 
 // `handover snapshot` takes a consistent snapshot of each slot's volume now (the filesystem frozen for the
 // instant of CreateSnapshot), then applies retention. The packaged handover-snapshot.timer runs it.
-
-func init() {
-	register(command{name: "snapshot", summary: "a consistent snapshot of each slot's volume now, then retention (--keep N)", run: runSnapshot})
-}
 
 // snapshotRequest is one CreateSnapshot of a slot's volume.
 type snapshotRequest struct {
@@ -81,30 +76,32 @@ func createSlotSnapshot(ctx context.Context, c cloud.EC2, r snapshotRequest) (cl
 
 // snapshotConfig is `handover snapshot`.
 type snapshotConfig struct {
-	Volumes       volumeSpecs
-	LockFile      string
+	hostOptions
 	FreezeTimeout time.Duration
 	Keep          int
 	Timeout       time.Duration
-	DevDir        string
-	SysDir        string
+}
+
+// register declares snapshot's flags.
+func (c *snapshotConfig) register(f *flags) {
+	c.hostOptions.register(f, "lock shared with up and down, so that a snapshot never runs in the middle of them")
+	f.fs.DurationVar(&c.FreezeTimeout, "freeze-timeout", 30*time.Second, "longest a filesystem stays frozen waiting for CreateSnapshot; then it is thawed and the run fails")
+	f.fs.IntVar(&c.Keep, "keep", 0, "after the snapshot, delete the slot's oldest completed snapshots beyond this many (0: delete nothing)")
+	f.fs.DurationVar(&c.Timeout, "timeout", defaultDownTimeout, "bound on the whole snapshot; past it a freeze that hangs is given up on, a crash-consistent snapshot taken and the run fails")
 }
 
 // validate checks snapshot's options in one place.
 func (c *snapshotConfig) validate() error {
 	if c.Keep < 0 {
-		return fail.Usage(fmt.Sprintf("--keep %d: must be 0 (keep everything) or more", c.Keep))
+		return badOption("keep", "must be 0 (keep everything) or more")
 	}
 	if c.FreezeTimeout <= 0 {
-		return fail.Usage(fmt.Sprintf("--freeze-timeout %s: must be positive", c.FreezeTimeout))
+		return badOption("freeze-timeout", "must be positive")
 	}
 	if c.Timeout <= 0 {
-		return fail.Usage(fmt.Sprintf("--timeout %s: must be positive", c.Timeout))
+		return badOption("timeout", "must be positive")
 	}
-	if !filepath.IsAbs(c.LockFile) {
-		return fail.Usage(fmt.Sprintf("--lock-file %q: must be an absolute path", c.LockFile))
-	}
-	return checkDeviceDirs(c.DevDir, c.SysDir)
+	return c.hostOptions.validate()
 }
 
 func runSnapshot(ctx context.Context, e Env, args []string) error {
@@ -113,22 +110,15 @@ func runSnapshot(ctx context.Context, e Env, args []string) error {
 
 // snapshotCommand is `handover snapshot` with the filesystem calls fsys (tests substitute ones that block).
 func snapshotCommand(ctx context.Context, e Env, args []string, calls host.FSCalls) error {
-	f := newFlags("snapshot", e.Getenv, e.Stderr, 10*time.Second)
-	f.dryRun()
 	var cfg snapshotConfig
-	f.fs.Var(&cfg.Volumes, "volume", "SLOT:DEVICE:MOUNTPOINT[:options], repeatable (default data:/dev/sdf:/data)")
-	f.fs.StringVar(&cfg.LockFile, "lock-file", host.DefaultLockFile, "lock shared with up and down, so that a snapshot never runs in the middle of them")
-	f.fs.DurationVar(&cfg.FreezeTimeout, "freeze-timeout", 30*time.Second, "longest a filesystem stays frozen waiting for CreateSnapshot; then it is thawed and the run fails")
-	f.fs.IntVar(&cfg.Keep, "keep", 0, "after the snapshot, delete the slot's oldest completed snapshots beyond this many (0: delete nothing)")
-	f.fs.DurationVar(&cfg.Timeout, "timeout", defaultDownTimeout, "bound on the whole snapshot; past it a freeze that hangs is given up on, a crash-consistent snapshot taken and the run fails")
-	addDeviceDirFlags(f, &cfg.DevDir, &cfg.SysDir)
-	log, in, err := openThisInstance(ctx, e, f, args, cfg.validate)
+	st, in, err := openThisInstance(ctx, e, args, startSpec{name: "snapshot", imdsTimeout: 10 * time.Second, dryRun: true,
+		declare: cfg.register, validate: cfg.validate})
 	if err != nil {
 		return err
 	}
-	in.host = &host.Linux{DevDir: cfg.DevDir, SysDir: cfg.SysDir, Calls: calls}
+	in.host = cfg.machine(calls)
 	cfg.Volumes = cfg.Volumes.orDefault()
-	return in.snapshotNow(ctx, log, e.Stdout, cfg, f.Common.DryRun)
+	return in.snapshotNow(ctx, st.log, e.Stdout, cfg, st.dryRun)
 }
 
 // snapshotNow snapshots each slot's volume attached to this instance, frozen for the call, then applies

@@ -34,63 +34,23 @@ type statusReport struct {
 // known, the EC2 side (who holds the Elastic IP, the slots' volumes per AZ and snapshots) and the plan
 // `handover up` would follow from here with the same options.
 func runStatus(ctx context.Context, e Env, args []string) error {
-	f := newFlags("status", e.Getenv, e.Stderr, 5*time.Second)
 	var cfg statusConfig
-	f.fs.BoolVar(&cfg.JSON, "json", false, "print JSON instead of text")
-	cfg.Up.register(f)
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.Common.validate(); err != nil {
-		return err
-	}
-	if err := cfg.Up.validate(); err != nil {
-		return err
-	}
-	log := newLogger(e.Stderr, f.Common)
-	md := newIMDS(e.Getenv)
-	id, err := identify(ctx, log, md, f.Common.IMDSTimeout)
+	s, err := start(ctx, e, args, startSpec{name: "status", imdsTimeout: 5 * time.Second, optionalGroup: true,
+		declare: func(f *flags) {
+			f.fs.BoolVar(&cfg.JSON, "json", false, "print JSON instead of text")
+			cfg.Up.register(f)
+		},
+		validate: cfg.Up.validate})
 	if err != nil {
 		return err
 	}
-	var clients *cloud.Clients
-	getClients := func() (*cloud.Clients, error) {
-		if clients == nil {
-			c, err := cloud.NewClients(ctx, e.Getenv, id.Region)
-			if err != nil {
-				return nil, err
-			}
-			clients = c
-		}
-		return clients, nil
-	}
-	ec2c := func() (cloud.EC2, error) {
-		c, err := getClients()
-		if err != nil {
-			return nil, err
-		}
-		return c.EC2, nil
-	}
-	tags, from, err := instanceTags(ctx, md, ec2c, id.InstanceID)
-	if err != nil {
-		return err
-	}
-	if err := f.applyTags(tags); err != nil {
-		return err
-	}
-	if err := cfg.Up.validate(); err != nil {
-		return err
-	}
-	st := statusReport{self: self{Identity: id, Tags: tags, TagsFrom: from}, Group: f.Common.Group}
+	id, tags, from, log := s.id, s.tags, s.tagsFrom, s.log
+	st := statusReport{self: self{Identity: id, Tags: tags, TagsFrom: from}, Group: s.group}
 	if st.Group != "" {
 		ectx, cancel := context.WithTimeout(ctx, statusEC2Bound)
-		c, err := getClients()
+		rep, err := buildReport(ectx, s.clients, id.InstanceID, id.AvailabilityZone, st.Group, cfg.Up)
 		if err == nil {
-			var rep groupReport
-			rep, err = buildReport(ectx, c, id.InstanceID, id.AvailabilityZone, st.Group, cfg.Up)
-			if err == nil {
-				st.EC2 = &rep
-			}
+			st.EC2 = &rep
 		}
 		cancel()
 		if err != nil {

@@ -27,13 +27,9 @@ import (
 // difference, so a rerun after a crash or after success is safe (after success it makes no mutating
 // call at all).
 
-func init() {
-	register(command{name: "up", summary: "converge this instance: Elastic IP, volumes, filesystems, mounts, launch hook", run: runUp})
-}
-
 // upConfig is `handover up`'s configuration after flags, environment and instance tags.
 type upConfig struct {
-	Volumes          volumeSpecs
+	hostOptions
 	Shape            cloud.VolumeShape
 	FS               string
 	RequireData      bool
@@ -44,11 +40,9 @@ type upConfig struct {
 	NoComplete       bool
 	NoMount          bool
 	DeleteSuperseded bool
-	LockFile         string
 	Timeout          time.Duration
 	ReleaseTimeout   time.Duration
 	UnitDir          string // "none": do not persist mounts
-	DevDir, SysDir   string
 }
 
 // unitDirNone turns off writing mount units (for users who manage fstab themselves).
@@ -58,7 +52,7 @@ const unitDirNone = "none"
 // one `up` would follow with the same environment and tags.
 func (c *upConfig) register(f *flags) {
 	fs := f.fs
-	fs.Var(&c.Volumes, "volume", "SLOT:DEVICE:MOUNTPOINT[:options], repeatable (default data:/dev/sdf:/data)")
+	c.hostOptions.register(f, "lock that serialises up and down on this instance")
 	fs.IntVar(&c.Shape.SizeGiB, "size", 10, "GiB of a volume handover creates; grow only: a larger snapshot restores at its own size")
 	fs.StringVar(&c.Shape.Type, "type", "gp3", "EBS volume type of a volume handover creates: gp3, gp2, io1, io2, st1, sc1 or standard")
 	fs.IntVar(&c.Shape.IOPS, "iops", 0, "provisioned IOPS of a volume handover creates (gp3, io1, io2; 0: the type's default)")
@@ -74,12 +68,9 @@ func (c *upConfig) register(f *flags) {
 	fs.BoolVar(&c.NoComplete, "no-complete", false, "heartbeat the launch hook but do not complete it")
 	fs.BoolVar(&c.NoMount, "no-mount", false, "attach volumes but do not wait for devices, make filesystems or mount")
 	fs.BoolVar(&c.DeleteSuperseded, "delete-superseded", false, "delete the slot's volumes of older generations once they are detached (never attached ones)")
-	fs.StringVar(&c.LockFile, "lock-file", host.DefaultLockFile, "lock that serialises up and down on this instance")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Minute, "bound on the whole command")
 	fs.DurationVar(&c.ReleaseTimeout, "release-timeout", 5*time.Minute, "how long to wait for another instance to release the Elastic IP or the volume (then exit 4)")
 	fs.StringVar(&c.UnitDir, "unit-dir", "/etc/systemd/system", "where to write the systemd mount unit of each volume, or \"none\"")
-	fs.StringVar(&c.DevDir, "dev-dir", "/dev", "device directory holding disk/by-id (the simulator points it elsewhere)")
-	fs.StringVar(&c.SysDir, "sys-dir", "/sys", "sysfs directory holding class/block/*/device/serial")
 }
 
 var (
@@ -97,58 +88,53 @@ func (c *upConfig) validate() error {
 	s := c.Shape
 	minSize, ok := minSizeGiB[s.Type]
 	if !ok {
-		return fail.Usage(fmt.Sprintf("--type %q: want gp3, gp2, io1, io2, st1, sc1 or standard", s.Type))
+		return badOption("type", "want gp3, gp2, io1, io2, st1, sc1 or standard")
 	}
 	if s.SizeGiB < minSize || s.SizeGiB > 65536 {
-		return fail.Usage(fmt.Sprintf("--size %d: a %s volume takes %d to 65536 GiB", s.SizeGiB, s.Type, minSize))
+		return badOption("size", "a %s volume takes %d to 65536 GiB", s.Type, minSize)
 	}
 	switch {
 	case s.IOPS < 0:
-		return fail.Usage(fmt.Sprintf("--iops %d: must be positive", s.IOPS))
+		return badOption("iops", "must be positive")
 	case s.IOPS > 0 && s.Type != "gp3" && s.Type != "io1" && s.Type != "io2":
-		return fail.Usage(fmt.Sprintf("--iops: %s volumes have no provisioned IOPS (use --type gp3, io1 or io2)", s.Type))
+		return badOption("iops", "%s volumes have no provisioned IOPS (use --type gp3, io1 or io2)", s.Type)
 	case s.IOPS == 0 && (s.Type == "io1" || s.Type == "io2"):
-		return fail.Usage(fmt.Sprintf("--type %s needs --iops", s.Type))
+		return badOption("type", "needs --iops")
 	case s.Throughput < 0:
-		return fail.Usage(fmt.Sprintf("--throughput %d: must be positive", s.Throughput))
+		return badOption("throughput", "must be positive")
 	case s.Throughput > 0 && s.Type != "gp3":
-		return fail.Usage(fmt.Sprintf("--throughput: only gp3 volumes take it, not %s", s.Type))
+		return badOption("throughput", "only gp3 volumes take it, not %s", s.Type)
 	case s.KMSKeyID != "" && !s.Encrypted:
-		return fail.Usage("--kms-key-id needs --encrypted")
+		return badOption("kms-key-id", "needs --encrypted")
 	}
 	if c.FS != "ext4" && c.FS != "xfs" {
-		return fail.Usage(fmt.Sprintf("--fs %q: want ext4 or xfs", c.FS))
+		return badOption("fs", "want ext4 or xfs")
 	}
 	if c.LaunchHook != "" && !launchHookRE.MatchString(c.LaunchHook) {
-		return fail.Usage(fmt.Sprintf("--launch-hook %q: a lifecycle hook name uses letters, digits, '-', '_' and '/'", c.LaunchHook))
+		return badOption("launch-hook", "a lifecycle hook name uses letters, digits, '-', '_' and '/'")
 	}
 	if c.NetworkInterface != "" && !eniRE.MatchString(c.NetworkInterface) {
-		return fail.Usage(fmt.Sprintf("--network-interface %q: want a network interface ID such as eni-0123456789abcdef0", c.NetworkInterface))
+		return badOption("network-interface", "want a network interface ID such as eni-0123456789abcdef0")
 	}
 	if c.PrivateIP != "" {
 		if ip := net.ParseIP(c.PrivateIP); ip == nil || ip.To4() == nil {
-			return fail.Usage(fmt.Sprintf("--private-ip %q: want an IPv4 address", c.PrivateIP))
+			return badOption("private-ip", "want an IPv4 address")
 		}
 	}
 	if c.Timeout <= 0 {
-		return fail.Usage(fmt.Sprintf("--timeout %s: must be positive", c.Timeout))
+		return badOption("timeout", "must be positive")
 	}
 	if c.ReleaseTimeout <= 0 {
-		return fail.Usage(fmt.Sprintf("--release-timeout %s: must be positive", c.ReleaseTimeout))
+		return badOption("release-timeout", "must be positive")
 	}
-	for name, p := range map[string]string{"--lock-file": c.LockFile, "--dev-dir": c.DevDir, "--sys-dir": c.SysDir} {
-		if !filepath.IsAbs(p) {
-			return fail.Usage(fmt.Sprintf("%s %q: must be an absolute path", name, p))
-		}
+	if err := c.hostOptions.validate(); err != nil {
+		return err
 	}
 	if c.UnitDir != unitDirNone && !filepath.IsAbs(c.UnitDir) {
-		return fail.Usage(fmt.Sprintf("--unit-dir %q: must be an absolute path, or none", c.UnitDir))
+		return badOption("unit-dir", "must be an absolute path, or none")
 	}
 	return nil
 }
-
-// clientFactory builds the AWS clients; tests substitute one that wraps them.
-type clientFactory func(ctx context.Context, getenv func(string) string, region string) (*cloud.Clients, error)
 
 func runUp(ctx context.Context, e Env, args []string) error {
 	return up(ctx, e, args, cloud.NewClients)
@@ -199,40 +185,49 @@ type upResult struct {
 }
 
 func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
-	f := newFlags("up", e.Getenv, e.Stderr, 60*time.Second)
-	f.dryRun()
-	var cfg upConfig
-	cfg.register(f)
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	// Flags and environment are checked before anything waits on the network, so a typo fails at once.
-	if err := f.Common.validate(); err != nil {
-		return err
-	}
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	r := &upRun{cfg: cfg, dryRun: f.Common.DryRun, log: newLogger(e.Stderr, f.Common), start: time.Now(), host: host.New(cfg.DevDir, cfg.SysDir)}
-	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
-
+	r := &upRun{start: time.Now()}
 	r.enter("identity")
-	if err := r.identify(ctx, f, e.Getenv, newC); err != nil {
-		return r.explain(parent, err)
+	st, err := start(ctx, e, args, startSpec{name: "up", imdsTimeout: 60 * time.Second, dryRun: true,
+		declare: r.cfg.register, validate: r.cfg.validate, groupTagWait: groupTagBound, newClients: newC})
+	if err != nil {
+		return err
 	}
+	// r.cfg is the configuration the flags, the environment and the tags were written into: up follows
+	// exactly what start settled, tags included.
+	r.cfg.Volumes = r.cfg.Volumes.orDefault()
+	r.me, r.clients, r.group, r.dryRun = st.id, st.clients, st.group, st.dryRun
+	r.host = r.cfg.machine(host.FSCalls{})
+	// claimAddress adds the instance itself; everything else gets it here.
+	r.addrLog = st.log.With(logkey.AZ, r.me.AvailabilityZone, logkey.Group, r.group)
+	r.log = r.addrLog.With(logkey.Instance, r.me.InstanceID)
+	r.stepDone("identity", "tags_from", st.tagsFrom)
+
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
 	if r.dryRun {
 		return r.explain(parent, r.plan(ctx, e.Stdout))
 	}
+	res, err := r.run(ctx, parent)
+	if err != nil {
+		return err
+	}
+	res.Took = time.Since(r.start)
+	r.log.Info("up done", logkey.Step, "up", logkey.Elapsed, res.Took.Round(time.Millisecond).String())
+	printUpResult(e.Stdout, res)
+	return nil
+}
 
+// run is up after start: lock, Auto Scaling checks, converge with the launch hook kept alive, then the
+// hook's completion. parent is the caller's context, ctx the one bounded by --timeout.
+func (r *upRun) run(ctx, parent context.Context) (upResult, error) {
 	r.enter("lock")
 	lock, err := r.host.Lock(ctx, r.cfg.LockFile, time.Until(wait.Deadline(ctx)))
 	if errors.Is(err, context.DeadlineExceeded) && parent.Err() == nil {
-		return &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("another handover up or down held %s for all of --timeout %s; let it finish, then rerun", r.cfg.LockFile, r.cfg.Timeout), Err: err}
+		return upResult{}, fail.Failed(fmt.Sprintf("another handover up or down held %s for all of --timeout %s; let it finish, then rerun", r.cfg.LockFile, r.cfg.Timeout), err)
 	}
 	if err != nil {
-		return r.explain(parent, err)
+		return upResult{}, r.explain(parent, err)
 	}
 	defer lock.Unlock()
 	r.stepDone("lock", "path", r.cfg.LockFile)
@@ -240,7 +235,7 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	r.enter("asg")
 	hook, err := r.launchAction(ctx)
 	if err != nil {
-		return r.explain(parent, err)
+		return upResult{}, r.explain(parent, err)
 	}
 	stopHeartbeats := func() {}
 	if hook != nil {
@@ -250,42 +245,48 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	}
 	res, err := r.converge(ctx)
 	stopHeartbeats() // before the completion, so no heartbeat races it
-	res.Took = time.Since(r.start)
 	if err != nil {
 		err = r.explain(parent, err)
 		if hook != nil && !r.cfg.NoComplete && parent.Err() == nil {
 			// ABANDON makes the group replace this instance. A run stopped from outside (parent
 			// cancelled) is interrupted rather than failed: the hook's own timeout decides then.
-			actx, acancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
-			if _, cerr := hook.Complete(actx, cloud.HookAbandon); cerr != nil {
-				r.log.Error("could not abandon the launch lifecycle action", logkey.Step, "lifecycle", "error", cerr.Error())
-			}
-			acancel()
+			r.abandon(parent, hook)
 		}
-		return err
+		return res, err
 	}
-	res.Lifecycle = "no launch lifecycle action pending"
-	if hook != nil {
-		r.enter("lifecycle")
-		switch {
-		case r.cfg.NoComplete:
-			res.Lifecycle = fmt.Sprintf("hook %s left pending (--no-complete)", hook.Hook)
-		default:
-			inactive, err := hook.Complete(ctx, cloud.HookContinue)
-			if err != nil {
-				return r.explain(parent, err)
-			}
-			res.Lifecycle = fmt.Sprintf("hook %s completed with CONTINUE", hook.Hook)
-			if inactive != "" {
-				res.Lifecycle = fmt.Sprintf("hook %s: %s", hook.Hook, inactive)
-			}
-		}
-		r.stepDone("lifecycle", "hook", hook.Hook)
+	res.Lifecycle, err = r.completeLaunch(ctx, hook)
+	return res, r.explain(parent, err)
+}
+
+// completeLaunch completes the launch lifecycle action with CONTINUE (unless --no-complete) and says what
+// happened, for the summary.
+func (r *upRun) completeLaunch(ctx context.Context, hook *cloud.LifecycleAction) (string, error) {
+	if hook == nil {
+		return "no launch lifecycle action pending", nil
 	}
-	res.Took = time.Since(r.start)
-	r.log.Info("up done", logkey.Step, "up", logkey.Elapsed, res.Took.Round(time.Millisecond).String())
-	printUpResult(e.Stdout, res)
-	return nil
+	r.enter("lifecycle")
+	if r.cfg.NoComplete {
+		return fmt.Sprintf("hook %s left pending (--no-complete)", hook.Hook), nil
+	}
+	inactive, err := hook.Complete(ctx, cloud.HookContinue)
+	if err != nil {
+		return "", err
+	}
+	r.stepDone("lifecycle", "hook", hook.Hook)
+	if inactive != "" {
+		return fmt.Sprintf("hook %s: %s", hook.Hook, inactive), nil
+	}
+	return fmt.Sprintf("hook %s completed with CONTINUE", hook.Hook), nil
+}
+
+// abandon completes the launch lifecycle action with ABANDON, bounded on its own: the run's context may be
+// the one that ran out.
+func (r *upRun) abandon(ctx context.Context, hook *cloud.LifecycleAction) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if _, err := hook.Complete(actx, cloud.HookAbandon); err != nil {
+		r.log.Error("could not abandon the launch lifecycle action", logkey.Step, "lifecycle", logkey.Error, err.Error())
+	}
 }
 
 // explain turns the command's own deadline running out into a line that names the step and the flag.
@@ -301,59 +302,6 @@ func (r *upRun) explain(parent context.Context, err error) error {
 
 // groupTagBound is how long a missing group tag is read again at boot before it is an error.
 const groupTagBound = 10 * time.Second
-
-// identify reads who and where this instance is, its tags (retried for a few seconds while the group tag
-// has not propagated yet), builds the AWS clients, and settles the configuration.
-func (r *upRun) identify(ctx context.Context, f *flags, getenv func(string) string, newC clientFactory) error {
-	md := newIMDS(getenv)
-	id, err := identify(ctx, r.log, md, f.Common.IMDSTimeout)
-	if err != nil {
-		return err
-	}
-	r.me = id
-	clients, err := newC(ctx, getenv, id.Region)
-	if err != nil {
-		return err
-	}
-	r.clients = clients
-	ec2c := func() (cloud.EC2, error) { return clients.EC2, nil }
-	// Auto Scaling tags the instance as it launches it, and instance metadata can lag the tags by a few
-	// seconds at boot, so a missing group tag is read again before it is an error.
-	// https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-tagging.html
-	var tags map[string]string
-	var from string
-	err = cloud.Poll(ctx, r.log, wait.Spec{What: "instance tag " + cloud.TagGroup, Bound: groupTagBound, Step: "identity"}, func(ctx context.Context) (bool, string, error) {
-		t, src, err := instanceTags(ctx, md, ec2c, id.InstanceID)
-		if err != nil {
-			return false, "", err
-		}
-		tags, from = t, src
-		return f.isSet("group") || t[cloud.TagGroup] != "", "no " + cloud.TagGroup + " tag yet", nil
-	})
-	if err != nil && !errors.Is(err, wait.ErrTimeout) {
-		return err
-	}
-	if err := f.applyTags(tags); err != nil {
-		return err
-	}
-	if f.Common.Group == "" {
-		return fail.Precondition(fmt.Sprintf("instance %s has no %s tag (read from %s) and no --group was given: tag the group's instances (a group tag with PropagateAtLaunch) or pass --group", id.InstanceID, cloud.TagGroup, from), nil)
-	}
-	if err := f.Common.validate(); err != nil {
-		return err
-	}
-	if err := r.cfg.validate(); err != nil {
-		return err
-	}
-	r.group = f.Common.Group
-	r.cfg.Volumes = r.cfg.Volumes.orDefault()
-	// claimAddress adds the instance itself; everything else gets it here.
-	r.addrLog = r.log.With(logkey.AZ, id.AvailabilityZone, "group", r.group)
-	r.log = r.addrLog.With(logkey.Instance, id.InstanceID)
-	r.log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
-	r.stepDone("identity", "tags_from", from)
-	return nil
-}
 
 // launchAction looks this instance up in Auto Scaling, checks the group's maintenance policy, and returns
 // the launch lifecycle action to heartbeat and complete, or nil when there is none.
@@ -377,11 +325,7 @@ func (r *upRun) launchAction(ctx context.Context) (*cloud.LifecycleAction, error
 	r.enter("asg-policy")
 	if err := cloud.CheckMaintenancePolicy(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
 		if hook != nil && !r.cfg.NoComplete {
-			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			if _, cerr := hook.Complete(actx, cloud.HookAbandon); cerr != nil {
-				r.log.Error("could not abandon the launch lifecycle action", logkey.Step, "lifecycle", "error", cerr.Error())
-			}
-			cancel()
+			r.abandon(ctx, hook)
 		}
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"unicode"
 
 	"github.com/handover/handover/cloud"
 )
@@ -46,7 +47,35 @@ func (vs *volumeSpecs) String() string {
 	return strings.Join(parts, ",")
 }
 
-func (vs *volumeSpecs) multi() {}
+// setList reads the specs of the environment or a tag, where the flag can be given only once: specs
+// separated by white space or ';' ("data:/dev/sdf:/data:noatime,nodiratime wal:/dev/sdg:/wal"). A comma
+// separates specs too where what follows it starts a new spec (SLOT:/dev/...), as older releases
+// documented; any other comma belongs to the mount options.
+func (vs *volumeSpecs) setList(s string) error {
+	for _, field := range strings.FieldsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || r == ';' }) {
+		parts := strings.Split(field, ",")
+		spec := parts[0]
+		for _, p := range parts[1:] {
+			if specStartRE.MatchString(strings.TrimSpace(p)) {
+				if err := vs.Set(spec); err != nil {
+					return err
+				}
+				spec = strings.TrimSpace(p)
+				continue
+			}
+			spec += "," + p
+		}
+		if spec = strings.TrimSpace(spec); spec != "" {
+			if err := vs.Set(spec); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// specStartRE is the start of a volume spec: a slot name, then a device path.
+var specStartRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,31}:/dev/`)
 
 // Set parses one SLOT:DEVICE:MOUNTPOINT[:options] value.
 func (vs *volumeSpecs) Set(s string) error {

@@ -32,10 +32,6 @@ import (
 //   - events/recommendations/rebalance (with --on-rebalance): a Spot instance at elevated risk.
 //     https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/rebalance-recommendations.html
 
-func init() {
-	register(command{name: "watch", summary: "long-running: watch metadata for termination and Spot notices; run down once per event", run: runWatch})
-}
-
 // defaultWatchStateFile records the events whose down finished. /var/lib survives a restart of the
 // watcher and a reboot (a Spot stop/start keeps the instance).
 const defaultWatchStateFile = "/var/lib/handover/watch.json"
@@ -131,35 +127,39 @@ type watchConfig struct {
 	StateFile    string
 }
 
+// register declares down's flags, which watch runs with, and watch's own.
+func (c *watchConfig) register(f *flags) {
+	c.Down.addFlags(f)
+	f.fs.DurationVar(&c.PollInterval, "poll-interval", 5*time.Second, "how often to read the notices from instance metadata")
+	f.fs.BoolVar(&c.OnRebalance, "on-rebalance", false, "also hand over on an EC2 rebalance recommendation (Spot)")
+	f.fs.StringVar(&c.StateFile, "state-file", defaultWatchStateFile, "where the events already handed over are recorded")
+}
+
 // validate checks watch's options and down's, which it runs.
 func (c *watchConfig) validate() error {
 	if err := c.Down.validate(); err != nil {
 		return err
 	}
 	if c.PollInterval <= 0 {
-		return fail.Usage(fmt.Sprintf("--poll-interval %s: must be positive", c.PollInterval))
+		return badOption("poll-interval", "must be positive")
 	}
 	if !filepath.IsAbs(c.StateFile) {
-		return fail.Usage(fmt.Sprintf("--state-file %q: must be an absolute path", c.StateFile))
+		return badOption("state-file", "must be an absolute path")
 	}
 	return nil
 }
 
 func runWatch(ctx context.Context, e Env, args []string) error {
 	// Started at boot: the network, and so IMDS, may not be up yet.
-	f := newFlags("watch", e.Getenv, e.Stderr, 5*time.Minute)
-	f.dryRun()
 	var cfg watchConfig
-	cfg.Down.addFlags(f)
-	f.fs.DurationVar(&cfg.PollInterval, "poll-interval", 5*time.Second, "how often to read the notices from instance metadata")
-	f.fs.BoolVar(&cfg.OnRebalance, "on-rebalance", false, "also hand over on an EC2 rebalance recommendation (Spot)")
-	f.fs.StringVar(&cfg.StateFile, "state-file", defaultWatchStateFile, "where the events already handed over are recorded")
-	log, in, err := openThisInstance(ctx, e, f, args, cfg.validate)
+	st, in, err := openThisInstance(ctx, e, args, startSpec{name: "watch", imdsTimeout: 5 * time.Minute, dryRun: true,
+		declare: cfg.register, validate: cfg.validate})
 	if err != nil {
 		return err
 	}
+	log := st.log
 	cfg.Down.applyDefaults()
-	in.host = host.New(cfg.Down.DevDir, cfg.Down.SysDir)
+	in.host = cfg.Down.machine(host.FSCalls{})
 	state, err := loadWatchState(log, cfg.StateFile, in.id.InstanceID)
 	if err != nil {
 		return err
@@ -168,7 +168,7 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 	if cfg.OnRebalance {
 		monitors = append(monitors, rebalanceMonitor{md: in.md})
 	}
-	dryRun := f.Common.DryRun
+	dryRun := st.dryRun
 	w := newWatcher(log.With(logkey.Instance, in.id.InstanceID), monitors, cfg.PollInterval, state, dryRun,
 		func(ctx context.Context, n notice) error {
 			rep, err := in.down(ctx, log, cfg.Down, n.Occ, dryRun)
