@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/handover/handover/cloud"
+	"github.com/handover/handover/failover"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
@@ -27,8 +28,8 @@ type failoverWorld struct {
 func newFailoverWorld(t *testing.T) *failoverWorld {
 	t.Helper()
 	w := &failoverWorld{testRegion: newTestRegion(t), group: "db"}
-	w.primary = w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: rolePrimary}, true)
-	w.standby = w.runInstance("us-east-1b", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: roleStandby}, true)
+	w.primary = w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: failover.RolePrimary}, true)
+	w.standby = w.runInstance("us-east-1b", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: failover.RoleStandby}, true)
 	w.alloc = w.allocateAddress(w.group)
 	if _, err := w.ec2.AssociateAddress(w.ctx(), &ec2.AssociateAddressInput{AllocationId: aws.String(w.alloc), InstanceId: aws.String(w.primary)}); err != nil {
 		t.Fatalf("AssociateAddress: %v", err)
@@ -54,7 +55,7 @@ func (w *failoverWorld) terminate(id string) {
 
 func (w *failoverWorld) state(id string) string {
 	w.t.Helper()
-	m, found, err := describeMember(w.ctx(), w.ec2, id)
+	m, found, err := failover.DescribeMember(w.ctx(), w.ec2, id)
 	if err != nil || !found {
 		w.t.Fatalf("describe %s: found=%v err=%v", id, found, err)
 	}
@@ -63,7 +64,7 @@ func (w *failoverWorld) state(id string) string {
 
 func (w *failoverWorld) role(id string) string {
 	w.t.Helper()
-	m, found, err := describeMember(w.ctx(), w.ec2, id)
+	m, found, err := failover.DescribeMember(w.ctx(), w.ec2, id)
 	if err != nil || !found {
 		w.t.Fatalf("describe %s: found=%v err=%v", id, found, err)
 	}
@@ -76,7 +77,7 @@ func (w *failoverWorld) waitHealthy(id string) {
 	w.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		healthy, _, err := judgePrimary(w.ctx(), &cloud.Clients{EC2: w.ec2, AutoScaling: w.as}, id)
+		healthy, _, err := failover.JudgePrimary(w.ctx(), &cloud.Clients{EC2: w.ec2, AutoScaling: w.as}, id)
 		if err == nil && healthy {
 			return
 		}
@@ -131,7 +132,7 @@ func TestFailoverCLIStartsStoppedStandbyAndMovesAddress(t *testing.T) {
 	if n := failoverCalls(w.testRegion, "AssociateAddress"); n != 1 {
 		t.Errorf("AssociateAddress called %d times, want 1", n)
 	}
-	if w.role(w.standby) != roleStandby || w.role(w.primary) != rolePrimary {
+	if w.role(w.standby) != failover.RoleStandby || w.role(w.primary) != failover.RolePrimary {
 		t.Errorf("roles changed without --swap-roles")
 	}
 
@@ -182,7 +183,7 @@ func TestFailoverCLISwapRolesMakesTheNextFailoverGoBack(t *testing.T) {
 	if res.code != fail.CodeOK || !strings.Contains(res.stdout, w.standby+" is now the primary") {
 		t.Fatalf("exit %d, stdout %q, stderr:\n%s", res.code, res.stdout, res.stderr)
 	}
-	if w.role(w.standby) != rolePrimary || w.role(w.primary) != roleStandby {
+	if w.role(w.standby) != failover.RolePrimary || w.role(w.primary) != failover.RoleStandby {
 		t.Fatalf("roles: old standby %q, old primary %q; want swapped", w.role(w.standby), w.role(w.primary))
 	}
 
@@ -202,7 +203,7 @@ func TestFailoverCLISwapRolesMakesTheNextFailoverGoBack(t *testing.T) {
 	if got := w.addressHolder(w.alloc); got != w.primary {
 		t.Errorf("address on %q, want back on %s", got, w.primary)
 	}
-	if w.role(w.primary) != rolePrimary || w.role(w.standby) != roleStandby {
+	if w.role(w.primary) != failover.RolePrimary || w.role(w.standby) != failover.RoleStandby {
 		t.Errorf("roles not swapped back")
 	}
 }
@@ -233,7 +234,7 @@ func TestFailoverCLIDryRunPrintsThePlanAndChangesNothing(t *testing.T) {
 func TestFailoverCLIRefusesABadTarget(t *testing.T) {
 	w := newFailoverWorld(t)
 	w.stop(w.primary)
-	other := w.runInstance("us-east-1c", map[string]string{cloud.TagGroup: "web", cloud.TagRole: roleStandby}, true)
+	other := w.runInstance("us-east-1c", map[string]string{cloud.TagGroup: "web", cloud.TagRole: failover.RoleStandby}, true)
 	untagged := w.runInstance("us-east-1c", nil, true)
 	spare := w.runInstance("us-east-1c", map[string]string{cloud.TagGroup: w.group}, true)
 	w.terminate(spare)
@@ -303,72 +304,11 @@ func TestFailoverCLIUsage(t *testing.T) {
 	}
 }
 
-func TestPickStandby(t *testing.T) {
-	live := memberInstance{ID: "i-0000000000000000b", State: "stopped", Role: roleStandby}
-	gone := memberInstance{ID: "i-0000000000000000c", State: "terminated", Role: roleStandby}
-	primary := memberInstance{ID: "i-0000000000000000a", State: "running", Role: rolePrimary}
-	for _, tc := range []struct {
-		name    string
-		members []memberInstance
-		want    string // the picked ID, or a fragment of the error
-	}{
-		{"one live standby", []memberInstance{primary, gone, live}, live.ID},
-		{"only a terminated standby", []memberInstance{primary, gone}, "is terminated: launch a new standby"},
-		{"none", []memberInstance{primary}, "no instance is tagged"},
-		{"two live", []memberInstance{live, {ID: "i-0000000000000000d", State: "running", Role: roleStandby}}, "2 instances of group db"},
-	} {
-		m, err := pickStandby("db", tc.members)
-		got := m.ID
-		if err != nil {
-			got = err.Error()
-			if ExitCode(err) != fail.CodePrecondition {
-				t.Errorf("%s: exit code %d", tc.name, ExitCode(err))
-			}
-		}
-		if !strings.Contains(got, tc.want) {
-			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
-		}
-	}
-}
-
-func TestRoleChangesPromoteTheTargetFirstAndSkipTerminated(t *testing.T) {
-	target := memberInstance{ID: "i-0000000000000000b", State: "running", Role: roleStandby}
-	members := []memberInstance{
-		{ID: "i-0000000000000000a", State: "stopped", Role: rolePrimary},
-		target,
-		{ID: "i-0000000000000000c", State: "terminated", Role: rolePrimary},
-	}
-	got := roleChanges(target, members)
-	want := []roleChange{{target.ID, rolePrimary}, {"i-0000000000000000a", roleStandby}}
-	if len(got) != len(want) {
-		t.Fatalf("got %v, want %v", got, want)
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("change %d: got %v, want %v", i, got[i], want[i])
-		}
-	}
-	target.Role = rolePrimary
-	if got := roleChanges(target, []memberInstance{target, {ID: "i-0000000000000000a", State: "stopped", Role: roleStandby}}); len(got) != 0 {
-		t.Errorf("roles already swapped: got %v, want no change", got)
-	}
-}
-
-func TestReasonErrKeepsExitCodeAndReason(t *testing.T) {
-	err := notConcerned("instance i-0123456789abcdef0 has no handover:group tag")
-	if ExitCode(err) != fail.CodePrecondition || !errors.Is(err, ErrNotConcerned) || errors.Is(err, ErrPrimaryHealthy) {
-		t.Errorf("exit %d, is-not-concerned %v, is-primary-healthy %v", ExitCode(err), errors.Is(err, ErrNotConcerned), errors.Is(err, ErrPrimaryHealthy))
-	}
-	if err.Error() != "instance i-0123456789abcdef0 has no handover:group tag" {
-		t.Errorf("message %q: the reason must not be appended to the operator's line", err.Error())
-	}
-}
-
 func TestFailoverDecidesAgainAfterStartingTheTarget(t *testing.T) {
 	// Instances take 1 s to start here, long enough to change the world while the standby starts.
 	w := &failoverWorld{testRegion: newTestRegion(t, func(o *sim.Options) { o.Delays.InstanceStart = 100 * time.Second }), group: "db"}
-	w.primary = w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: rolePrimary}, true)
-	w.standby = w.runInstance("us-east-1b", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: roleStandby}, true)
+	w.primary = w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: failover.RolePrimary}, true)
+	w.standby = w.runInstance("us-east-1b", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: failover.RoleStandby}, true)
 	other := w.runInstance("us-east-1c", nil, true)
 	w.alloc = w.allocateAddress(w.group)
 	if _, err := w.ec2.AssociateAddress(w.ctx(), &ec2.AssociateAddressInput{AllocationId: aws.String(w.alloc), InstanceId: aws.String(w.primary)}); err != nil {
@@ -379,12 +319,12 @@ func TestFailoverDecidesAgainAfterStartingTheTarget(t *testing.T) {
 	w.waitHealthy(other)
 
 	type outcome struct {
-		res FailoverResult
+		res failover.Result
 		err error
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		res, err := Failover(w.ctx(), slog.New(slog.NewTextHandler(io.Discard, nil)), &cloud.Clients{EC2: w.ec2, AutoScaling: w.as}, FailoverRequest{Group: w.group})
+		res, err := failover.Run(w.ctx(), slog.New(slog.NewTextHandler(io.Discard, nil)), &cloud.Clients{EC2: w.ec2, AutoScaling: w.as}, failover.Request{Group: w.group})
 		done <- outcome{res, err}
 	}()
 	// Once the standby is starting, the first decision (move: the primary is stopped) has been made. An
@@ -394,7 +334,7 @@ func TestFailoverDecidesAgainAfterStartingTheTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := <-done
-	if !errors.Is(o.err, ErrPrimaryHealthy) || ExitCode(o.err) != fail.CodePrecondition {
+	if !errors.Is(o.err, failover.ErrPrimaryHealthy) || ExitCode(o.err) != fail.CodePrecondition {
 		t.Fatalf("err %v: want the healthy-holder refusal (exit 3)", o.err)
 	}
 	if !o.res.Started {

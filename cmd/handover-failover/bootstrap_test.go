@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/handover/handover/agent"
+	"github.com/handover/handover/failover"
 )
 
 // TestBootstrapAnswersAnInvocation builds the function as `make lambda` does and runs it as Lambda would:
@@ -110,7 +110,7 @@ func TestBootstrapAnswersAnInvocation(t *testing.T) {
 	if kind != "response" || json.Unmarshal([]byte(body), &out) != nil {
 		t.Fatalf("bootstrap answered %s", got)
 	}
-	if out.Action != agent.FailoverMoved || out.Result == nil || out.Result.Target != w.standby {
+	if out.Action != failover.Moved || out.Result == nil || out.Result.Target != w.standby {
 		t.Errorf("outcome %+v: want moved to %s", out, w.standby)
 	}
 	if h := w.holder(); h != w.standby {

@@ -8,11 +8,12 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/handover/handover/agent"
 	"github.com/handover/handover/cloud"
+	"github.com/handover/handover/failover"
+	"github.com/handover/handover/internal/fail"
 )
 
-// handler turns events into calls of agent.Failover, the code `handover failover` runs.
+// handler turns events into calls of failover.Run, the code `handover failover` runs.
 type handler struct {
 	cfg     config
 	clients *cloud.Clients
@@ -22,10 +23,10 @@ type handler struct {
 
 // Outcome is what one invocation decided, returned to the caller (visible in a test invoke) and logged.
 type Outcome struct {
-	Event  string                `json:"event"`
-	Action string                `json:"action"` // "ignored", or the failover's action: moved, already, nothing-to-do, planned
-	Reason string                `json:"reason,omitempty"`
-	Result *agent.FailoverResult `json:"result,omitempty"`
+	Event  string           `json:"event"`
+	Action string           `json:"action"` // "ignored", or the failover's action: moved, already, nothing-to-do, planned
+	Reason string           `json:"reason,omitempty"`
+	Result *failover.Result `json:"result,omitempty"`
 }
 
 const actionIgnored = "ignored"
@@ -54,7 +55,7 @@ func (h *handler) handle(ctx context.Context, raw json.RawMessage) (Outcome, err
 		return out, nil
 	}
 
-	req := agent.FailoverRequest{
+	req := failover.Request{
 		Group:         h.cfg.Group,
 		From:          t.Failed,
 		Force:         t.Force,
@@ -65,20 +66,20 @@ func (h *handler) handle(ctx context.Context, raw json.RawMessage) (Outcome, err
 		StatusTimeout: h.cfg.StatusTimeout,
 	}
 	log.Info("the event reports a failed instance", "failed_instance", t.Failed, "force", t.Force)
-	res, err := agent.Failover(ctx, log, h.clients, req)
+	res, err := failover.Run(ctx, log, h.clients, req)
 	switch {
-	case errors.Is(err, agent.ErrNotConcerned):
+	case errors.Is(err, failover.ErrNotConcerned):
 		out.Reason = err.Error()
 		log.Info("ignored", "reason", out.Reason)
 		return out, nil
-	case errors.Is(err, agent.ErrPrimaryHealthy):
+	case errors.Is(err, failover.ErrPrimaryHealthy):
 		// Only events that do not force get here: an EC2 state change about a primary that is running
 		// with status checks ok again.
 		out.Reason = "stale event: " + err.Error()
 		log.Info("ignored", "reason", out.Reason)
 		return out, nil
 	case err != nil:
-		log.Error("failover failed", "error", err.Error(), "exit_code", agent.ExitCode(err))
+		log.Error("failover failed", "error", err.Error(), "exit_code", fail.Code(err))
 		return out, fmt.Errorf("failover for %s: %w", t.Describe, err)
 	}
 	out.Action, out.Reason, out.Result = res.Action, res.Reason, &res

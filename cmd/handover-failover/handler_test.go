@@ -17,8 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
-	"github.com/handover/handover/agent"
 	"github.com/handover/handover/cloud"
+	"github.com/handover/handover/failover"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 )
@@ -223,7 +223,7 @@ func TestAlarmStartsTheStoppedStandbyAndMovesTheAddress(t *testing.T) {
 	if err != nil {
 		t.Fatalf("handle: %v", err)
 	}
-	if out.Action != agent.FailoverMoved || out.Result == nil || !out.Result.Started {
+	if out.Action != failover.Moved || out.Result == nil || !out.Result.Started {
 		t.Fatalf("outcome %+v: want moved, with the standby started", out)
 	}
 	if string(w.describe(w.standby).State.Name) != "running" {
@@ -249,7 +249,7 @@ func TestEC2TerminatedEventMovesTheAddress(t *testing.T) {
 	if err != nil {
 		t.Fatalf("handle: %v", err)
 	}
-	if out.Action != agent.FailoverMoved || w.holder() != w.standby {
+	if out.Action != failover.Moved || w.holder() != w.standby {
 		t.Fatalf("outcome %+v, address on %q: want moved to %s", out, w.holder(), w.standby)
 	}
 	if w.calls("StartInstances") != 0 {
@@ -269,7 +269,7 @@ func TestDuplicateAndOutOfOrderEventsMoveOnce(t *testing.T) {
 			stopped := event(t, "ec2-state-stopped.json", w.primary)
 			running := event(t, "ec2-state-running.json", w.primary)
 			first, err := w.handle(alarm)
-			if err != nil || first.Action != agent.FailoverMoved {
+			if err != nil || first.Action != failover.Moved {
 				t.Fatalf("first delivery: %+v, %v", first, err)
 			}
 			// EventBridge delivers at least once, and the primary's own state changes race the alarm.
@@ -278,7 +278,7 @@ func TestDuplicateAndOutOfOrderEventsMoveOnce(t *testing.T) {
 				if err != nil {
 					t.Fatalf("redelivery %s: %v", out.Event, err)
 				}
-				if out.Action == agent.FailoverMoved {
+				if out.Action == failover.Moved {
 					t.Errorf("redelivery %s moved the address again", out.Event)
 				}
 			}
@@ -295,7 +295,7 @@ func TestDuplicateAndOutOfOrderEventsMoveOnce(t *testing.T) {
 func TestRunningEventForThePrimaryDoesNotMoveTheAddressBack(t *testing.T) {
 	w := newRegion(t)
 	w.stop(w.primary)
-	if out, err := w.handle(event(t, "ec2-state-stopped.json", w.primary)); err != nil || out.Action != agent.FailoverMoved {
+	if out, err := w.handle(event(t, "ec2-state-stopped.json", w.primary)); err != nil || out.Action != failover.Moved {
 		t.Fatalf("stopped event: %+v, %v", out, err)
 	}
 	// The operator starts the old primary again; its pending and running events must change nothing.
@@ -376,8 +376,8 @@ func TestStandbyTerminatedIsAnErrorThatSaysWhatToDo(t *testing.T) {
 		t.Fatal("no error: Lambda would report success and nobody would look")
 	}
 	want := "the standby of group db, " + w.standby + ", is terminated: launch a new standby"
-	if !strings.Contains(err.Error(), want) || agent.ExitCode(err) != fail.CodePrecondition {
-		t.Errorf("error %q (exit %d), want %q (exit 3)", err, agent.ExitCode(err), want)
+	if !strings.Contains(err.Error(), want) || fail.Code(err) != fail.CodePrecondition {
+		t.Errorf("error %q (exit %d), want %q (exit 3)", err, fail.Code(err), want)
 	}
 }
 
@@ -468,14 +468,14 @@ func TestRedeliveryAfterTheOldPrimaryIsTerminatedIsHarmless(t *testing.T) {
 	w := newRegion(t)
 	w.terminate(w.primary)
 	terminated := event(t, "ec2-state-terminated.json", w.primary)
-	if out, err := w.handle(terminated); err != nil || out.Action != agent.FailoverMoved {
+	if out, err := w.handle(terminated); err != nil || out.Action != failover.Moved {
 		t.Fatalf("first delivery: %+v, %v", out, err)
 	}
 	// The terminated primary cannot be tagged standby, and the group has no standby left until an operator
 	// launches one: a redelivery must still be a quiet no-op, not a "no standby" error.
 	w.sim.ResetCalls()
 	out, err := w.handle(terminated)
-	if err != nil || out.Action != agent.FailoverNothingToDo {
+	if err != nil || out.Action != failover.NothingToDo {
 		t.Fatalf("redelivery: %+v, %v: want nothing to do", out, err)
 	}
 	if n := w.calls("AssociateAddress") + w.calls("CreateTags"); n != 0 {
@@ -494,7 +494,7 @@ func TestAnInterruptedRoleSwapIsFinishedByTheNextEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := w.handle(event(t, "ec2-state-stopped.json", w.primary))
-	if err != nil || out.Action != agent.FailoverNothingToDo || out.Result == nil || !out.Result.RolesSwapped {
+	if err != nil || out.Action != failover.NothingToDo || out.Result == nil || !out.Result.RolesSwapped {
 		t.Fatalf("outcome %+v, %v: want nothing to do, roles swapped", out, err)
 	}
 	if w.role(w.primary) != "standby" || w.role(w.standby) != "primary" {

@@ -1,7 +1,7 @@
 // Command handover-failover is the Lambda function of the standby-failover pattern: a CloudWatch alarm
 // (its Lambda action, or EventBridge) or an EC2 state change of a group's primary moves the group's
 // Elastic IP to its standby, starting the standby if it is stopped. It runs the same code as
-// `handover failover` (agent.Failover). Runtime provided.al2023, binary bootstrap (make lambda).
+// `handover failover` (failover.Run). Runtime provided.al2023, binary bootstrap (make lambda).
 package main
 
 import (

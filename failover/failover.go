@@ -1,4 +1,4 @@
-package agent
+package failover
 
 import (
 	"context"
@@ -27,8 +27,8 @@ import (
 
 // Values of the handover:role tag.
 const (
-	rolePrimary = "primary"
-	roleStandby = "standby"
+	RolePrimary = "primary"
+	RoleStandby = "standby"
 )
 
 // Reasons the Lambda function branches on. Both come wrapped in an *fail.Error (exit 3) that says what to do.
@@ -42,7 +42,7 @@ var (
 )
 
 // FailoverRequest says which group fails over to which instance, and how.
-type FailoverRequest struct {
+type Request struct {
 	// Group is the handover group; empty means the group of To or From.
 	Group string
 	// To is the target instance; empty means the group's one instance tagged handover:role=standby.
@@ -66,14 +66,14 @@ type FailoverRequest struct {
 
 // Failover outcomes (FailoverResult.Action).
 const (
-	FailoverMoved       = "moved"         // the address was associated with the target and verified
-	FailoverAlready     = "already"       // the address was already on the target
-	FailoverNothingToDo = "nothing-to-do" // From does not hold the address; someone else does
-	FailoverPlanned     = "planned"       // dry run: Plan says what would be done
+	Moved       = "moved"         // the address was associated with the target and verified
+	Already     = "already"       // the address was already on the target
+	NothingToDo = "nothing-to-do" // From does not hold the address; someone else does
+	Planned     = "planned"       // dry run: Plan says what would be done
 )
 
 // FailoverResult says what Failover found and did.
-type FailoverResult struct {
+type Result struct {
 	Group        string   `json:"group"`
 	AllocationID string   `json:"allocation_id,omitempty"`
 	PublicIP     string   `json:"public_ip,omitempty"`
@@ -90,15 +90,15 @@ type FailoverResult struct {
 // StartInstances; status checks take a few more minutes after that.
 // https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/monitoring-system-instance-status-check.html
 const (
-	defaultStartTimeout  = 5 * time.Minute
-	defaultStatusTimeout = 10 * time.Minute
+	DefaultStartTimeout  = 5 * time.Minute
+	DefaultStatusTimeout = 10 * time.Minute
 	failoverClaimBound   = 2 * time.Minute
 )
 
 var instanceIDPattern = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)
 
 // validate checks a request in one place; its errors name the CLI flags (HANDOVER_GROUP for the Lambda).
-func (r FailoverRequest) validate() error {
+func (r Request) Validate() error {
 	if r.Group == "" && r.To == "" && r.From == "" {
 		return fail.Usage("name the group (--group or HANDOVER_GROUP), the target (--to) or the failed primary (--from)")
 	}
@@ -129,12 +129,12 @@ type reasonErr struct {
 func (e *reasonErr) Error() string   { return e.err.Error() }
 func (e *reasonErr) Unwrap() []error { return []error{e.err, e.reason} }
 
-func notConcerned(msg string) error {
+func NotConcerned(msg string) error {
 	return &reasonErr{err: fail.Precondition(msg, nil), reason: ErrNotConcerned}
 }
 
 // memberInstance is one instance as failover sees it.
-type memberInstance struct {
+type MemberInstance struct {
 	ID    string
 	State string
 	AZ    string
@@ -142,11 +142,11 @@ type memberInstance struct {
 	Role  string
 }
 
-func (m memberInstance) gone() bool {
+func (m MemberInstance) gone() bool {
 	return m.State == string(ec2types.InstanceStateNameTerminated) || m.State == string(ec2types.InstanceStateNameShuttingDown)
 }
 
-func (m memberInstance) String() string {
+func (m MemberInstance) String() string {
 	role := m.Role
 	if role == "" {
 		role = "no role"
@@ -154,9 +154,9 @@ func (m memberInstance) String() string {
 	return fmt.Sprintf("%s (%s, %s, %s)", m.ID, role, orDash(m.State), orDash(m.AZ))
 }
 
-func toMember(i ec2types.Instance) memberInstance {
+func toMember(i ec2types.Instance) MemberInstance {
 	tags := cloud.TagMap(i.Tags)
-	m := memberInstance{ID: aws.ToString(i.InstanceId), Group: tags[cloud.TagGroup], Role: tags[cloud.TagRole]}
+	m := MemberInstance{ID: aws.ToString(i.InstanceId), Group: tags[cloud.TagGroup], Role: tags[cloud.TagRole]}
 	if i.State != nil {
 		m.State = string(i.State.Name)
 	}
@@ -167,13 +167,13 @@ func toMember(i ec2types.Instance) memberInstance {
 }
 
 // describeMember describes one instance; found is false when EC2 does not know it.
-func describeMember(ctx context.Context, c cloud.EC2, id string) (m memberInstance, found bool, err error) {
+func DescribeMember(ctx context.Context, c cloud.EC2, id string) (m MemberInstance, found bool, err error) {
 	out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
 	if cloud.HasCode(err, cloud.CodeInstanceNotFound) {
-		return memberInstance{}, false, nil
+		return MemberInstance{}, false, nil
 	}
 	if err != nil {
-		return memberInstance{}, false, fmt.Errorf("describe instance %s: %w", id, err)
+		return MemberInstance{}, false, fmt.Errorf("describe instance %s: %w", id, err)
 	}
 	for _, r := range out.Reservations {
 		for _, i := range r.Instances {
@@ -182,13 +182,13 @@ func describeMember(ctx context.Context, c cloud.EC2, id string) (m memberInstan
 			}
 		}
 	}
-	return memberInstance{}, false, nil
+	return MemberInstance{}, false, nil
 }
 
 // groupMembers lists the instances tagged handover:group=group, in every state (terminated ones stay
 // visible for about an hour, which is how a terminated standby is reported as such).
-func groupMembers(ctx context.Context, c cloud.EC2, group string) ([]memberInstance, error) {
-	var out []memberInstance
+func groupMembers(ctx context.Context, c cloud.EC2, group string) ([]MemberInstance, error) {
+	var out []MemberInstance
 	p := ec2.NewDescribeInstancesPaginator(c, &ec2.DescribeInstancesInput{
 		Filters: []ec2types.Filter{{Name: aws.String("tag:" + cloud.TagGroup), Values: []string{group}}},
 	})
@@ -208,10 +208,10 @@ func groupMembers(ctx context.Context, c cloud.EC2, group string) ([]memberInsta
 }
 
 // pickStandby returns the group's one live instance tagged handover:role=standby.
-func pickStandby(group string, members []memberInstance) (memberInstance, error) {
-	var live, gone []memberInstance
+func PickStandby(group string, members []MemberInstance) (MemberInstance, error) {
+	var live, gone []MemberInstance
 	for _, m := range members {
-		if m.Role != roleStandby {
+		if m.Role != RoleStandby {
 			continue
 		}
 		if m.gone() {
@@ -228,21 +228,21 @@ func pickStandby(group string, members []memberInstance) (memberInstance, error)
 		for i, m := range live {
 			ids[i] = m.String()
 		}
-		return memberInstance{}, fail.Precondition(fmt.Sprintf("%d instances of group %s are tagged %s=%s: %s; keep the tag on one, or name the target with --to",
-			len(live), group, cloud.TagRole, roleStandby, strings.Join(ids, ", ")), nil)
+		return MemberInstance{}, fail.Precondition(fmt.Sprintf("%d instances of group %s are tagged %s=%s: %s; keep the tag on one, or name the target with --to",
+			len(live), group, cloud.TagRole, RoleStandby, strings.Join(ids, ", ")), nil)
 	case len(gone) > 0:
-		return memberInstance{}, fail.Precondition(fmt.Sprintf("the standby of group %s, %s, is %s: launch a new standby in another AZ tagged %s=%s and %s=%s",
-			group, gone[0].ID, gone[0].State, cloud.TagGroup, group, cloud.TagRole, roleStandby), nil)
+		return MemberInstance{}, fail.Precondition(fmt.Sprintf("the standby of group %s, %s, is %s: launch a new standby in another AZ tagged %s=%s and %s=%s",
+			group, gone[0].ID, gone[0].State, cloud.TagGroup, group, cloud.TagRole, RoleStandby), nil)
 	}
-	return memberInstance{}, fail.Precondition(fmt.Sprintf("no instance is tagged %s=%s and %s=%s: tag the standby, or name the target with --to",
-		cloud.TagGroup, group, cloud.TagRole, roleStandby), nil)
+	return MemberInstance{}, fail.Precondition(fmt.Sprintf("no instance is tagged %s=%s and %s=%s: tag the standby, or name the target with --to",
+		cloud.TagGroup, group, cloud.TagRole, RoleStandby), nil)
 }
 
 // judgePrimary decides whether the instance holding the address is healthy: running, not being terminated
 // by its Auto Scaling group (judgeHolder), and with both the system and the instance status check ok.
 // Anything else (stopping, impaired, still initializing) is not proof of health.
 // https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/monitoring-system-instance-status-check.html
-func judgePrimary(ctx context.Context, c *cloud.Clients, holder string) (healthy bool, why string, err error) {
+func JudgePrimary(ctx context.Context, c *cloud.Clients, holder string) (healthy bool, why string, err error) {
 	v, err := cloud.JudgeHolder(ctx, c, holder)
 	if err != nil {
 		return false, "", err
@@ -262,26 +262,26 @@ func judgePrimary(ctx context.Context, c *cloud.Clients, holder string) (healthy
 
 // failedPrimary checks the instance an event reports as failed: it must be a primary (of group, when
 // given). Anything else means the event is not about a failover handover runs (ErrNotConcerned).
-func failedPrimary(ctx context.Context, c cloud.EC2, id, group string) (memberInstance, error) {
-	m, found, err := describeMember(ctx, c, id)
+func failedPrimary(ctx context.Context, c cloud.EC2, id, group string) (MemberInstance, error) {
+	m, found, err := DescribeMember(ctx, c, id)
 	switch {
 	case err != nil:
 		return m, err
 	case !found:
-		return m, notConcerned(fmt.Sprintf("instance %s does not exist (or no longer): nothing to fail over from", id))
+		return m, NotConcerned(fmt.Sprintf("instance %s does not exist (or no longer): nothing to fail over from", id))
 	case m.Group == "":
-		return m, notConcerned(fmt.Sprintf("instance %s has no %s tag: it is not part of a handover group", id, cloud.TagGroup))
+		return m, NotConcerned(fmt.Sprintf("instance %s has no %s tag: it is not part of a handover group", id, cloud.TagGroup))
 	case group != "" && m.Group != group:
-		return m, notConcerned(fmt.Sprintf("instance %s is in group %s, not %s", id, m.Group, group))
-	case m.Role != rolePrimary:
-		return m, notConcerned(fmt.Sprintf("instance %s is tagged %s=%s, not %s: only a primary is failed over from", id, cloud.TagRole, orDash(m.Role), rolePrimary))
+		return m, NotConcerned(fmt.Sprintf("instance %s is in group %s, not %s", id, m.Group, group))
+	case m.Role != RolePrimary:
+		return m, NotConcerned(fmt.Sprintf("instance %s is tagged %s=%s, not %s: only a primary is failed over from", id, cloud.TagRole, orDash(m.Role), RolePrimary))
 	}
 	return m, nil
 }
 
 // namedTarget checks a target given by ID: it must exist, be in group (when given) and not be going away.
-func namedTarget(ctx context.Context, c cloud.EC2, id, group string) (memberInstance, error) {
-	m, found, err := describeMember(ctx, c, id)
+func namedTarget(ctx context.Context, c cloud.EC2, id, group string) (MemberInstance, error) {
+	m, found, err := DescribeMember(ctx, c, id)
 	switch {
 	case err != nil:
 		return m, err
@@ -307,7 +307,7 @@ func decideMove(ctx context.Context, c *cloud.Clients, addr cloud.Address, targe
 	case "":
 		return true, "the address is not associated", nil
 	}
-	healthy, why, err := judgePrimary(ctx, c, addr.InstanceID)
+	healthy, why, err := JudgePrimary(ctx, c, addr.InstanceID)
 	if err != nil {
 		return false, "", err
 	}
@@ -326,49 +326,49 @@ func decideMove(ctx context.Context, c *cloud.Clients, addr cloud.Address, targe
 // the address and its holder; refuse what must not be done; start the target if it is stopped; associate
 // and verify with claimAddress; swap the role tags if asked. Rerunning is safe: an address already on a
 // running target makes no mutating call.
-func Failover(ctx context.Context, log *slog.Logger, c *cloud.Clients, r FailoverRequest) (FailoverResult, error) {
-	if err := r.validate(); err != nil {
-		return FailoverResult{}, err
+func Run(ctx context.Context, log *slog.Logger, c *cloud.Clients, r Request) (Result, error) {
+	if err := r.Validate(); err != nil {
+		return Result{}, err
 	}
 	if r.StartTimeout == 0 {
-		r.StartTimeout = defaultStartTimeout
+		r.StartTimeout = DefaultStartTimeout
 	}
 	if r.StatusTimeout == 0 {
-		r.StatusTimeout = defaultStatusTimeout
+		r.StatusTimeout = DefaultStatusTimeout
 	}
 	base := log // for the shared steps, which add their own step and instance keys
 
-	var from, target memberInstance
+	var from, target MemberInstance
 	var err error
 	if r.From != "" {
 		if from, err = failedPrimary(ctx, c.EC2, r.From, r.Group); err != nil {
-			return FailoverResult{}, err
+			return Result{}, err
 		}
 		r.Group = from.Group
 	}
 	if r.To != "" {
 		if target, err = namedTarget(ctx, c.EC2, r.To, r.Group); err != nil {
-			return FailoverResult{}, err
+			return Result{}, err
 		}
 		r.Group = target.Group
 	}
 	base = base.With("group", r.Group)
 	members, err := groupMembers(ctx, c.EC2, r.Group)
 	if err != nil {
-		return FailoverResult{}, err
+		return Result{}, err
 	}
 	addr, err := cloud.FindGroupAddress(ctx, c.EC2, r.Group)
 	if err != nil {
-		return FailoverResult{}, err
+		return Result{}, err
 	}
 	holder := addr.InstanceID
-	res := FailoverResult{Group: r.Group, AllocationID: addr.AllocationID, PublicIP: addr.PublicIP}
+	res := Result{Group: r.Group, AllocationID: addr.AllocationID, PublicIP: addr.PublicIP}
 
 	// The failed instance no longer holds the address: an earlier delivery of the same event, another
 	// event about the same failure, or an operator moved it already. This is decided before looking for a
 	// standby, which after a role swap may not exist until an operator provides one.
 	if r.From != "" && holder != "" && holder != r.From && holder != r.To {
-		res.Action, res.Target = FailoverNothingToDo, holder
+		res.Action, res.Target = NothingToDo, holder
 		res.Reason = fmt.Sprintf("Elastic IP %s is on %s, not on the failed instance %s", addr.PublicIP, holder, r.From)
 		base.Info("nothing to do", logkey.Step, "failover", logkey.Allocation, addr.AllocationID, "reason", res.Reason)
 		if r.SwapRoles && !r.DryRun {
@@ -377,7 +377,7 @@ func Failover(ctx context.Context, log *slog.Logger, c *cloud.Clients, r Failove
 		return res, err
 	}
 	if r.To == "" {
-		if target, err = pickStandby(r.Group, members); err != nil {
+		if target, err = PickStandby(r.Group, members); err != nil {
 			return res, err
 		}
 	}
@@ -392,11 +392,11 @@ func Failover(ctx context.Context, log *slog.Logger, c *cloud.Clients, r Failove
 		return res, err
 	}
 	if !move {
-		res.Action = FailoverAlready
+		res.Action = Already
 	}
 
 	if r.DryRun {
-		res.Action = FailoverPlanned
+		res.Action = Planned
 		res.Plan = failoverPlan(r, target, from, addr, members, moveWhy, move)
 		return res, nil
 	}
@@ -428,7 +428,7 @@ func Failover(ctx context.Context, log *slog.Logger, c *cloud.Clients, r Failove
 			return res, err
 		}
 		if !move {
-			res.Action = FailoverAlready
+			res.Action = Already
 		}
 	}
 	if move {
@@ -440,12 +440,12 @@ func Failover(ctx context.Context, log *slog.Logger, c *cloud.Clients, r Failove
 			return res, err
 		}
 		if cr.Action == "already-held" {
-			res.Action = FailoverAlready
+			res.Action = Already
 		} else {
-			res.Action = FailoverMoved
+			res.Action = Moved
 		}
 	}
-	if res.Action == FailoverAlready {
+	if res.Action == Already {
 		log.Info("the Elastic IP is already on the target", "public_ip", addr.PublicIP)
 	}
 	if r.SwapRoles {
@@ -459,7 +459,7 @@ func Failover(ctx context.Context, log *slog.Logger, c *cloud.Clients, r Failove
 }
 
 // failoverPlan is what a dry run prints: one line per step that would change something.
-func failoverPlan(r FailoverRequest, target, from memberInstance, addr cloud.Address, members []memberInstance, moveWhy string, move bool) []string {
+func failoverPlan(r Request, target, from MemberInstance, addr cloud.Address, members []MemberInstance, moveWhy string, move bool) []string {
 	var plan []string
 	if from.ID != "" {
 		plan = append(plan, fmt.Sprintf("failed primary: %s", from))
@@ -481,7 +481,7 @@ func failoverPlan(r FailoverRequest, target, from memberInstance, addr cloud.Add
 		plan = append(plan, fmt.Sprintf("Elastic IP %s (%s) is already on %s", addr.PublicIP, addr.AllocationID, target.ID))
 	}
 	if r.SwapRoles {
-		for _, step := range roleChanges(target, members) {
+		for _, step := range RoleChanges(target, members) {
 			plan = append(plan, fmt.Sprintf("tag %s %s=%s", step.id, cloud.TagRole, step.role))
 		}
 	}
@@ -493,7 +493,7 @@ func failoverPlan(r FailoverRequest, target, from memberInstance, addr cloud.Add
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_StartInstances.html
 func ensureRunning(ctx context.Context, log *slog.Logger, c cloud.EC2, id string, bound time.Duration) (started bool, err error) {
 	check := func(ctx context.Context) (bool, string, error) {
-		m, found, err := describeMember(ctx, c, id)
+		m, found, err := DescribeMember(ctx, c, id)
 		if err != nil {
 			return false, "", err
 		}
@@ -582,27 +582,27 @@ func waitStatusOK(ctx context.Context, log *slog.Logger, c cloud.EC2, id string,
 	return err
 }
 
-type roleChange struct{ id, role string }
+type RoleChange struct{ id, role string }
 
 // roleChanges lists the tags that make target the primary and every other live primary of the group a
 // standby. The target is promoted first: if the second call is lost, a rerun finds the address already on
 // the target and finishes the demotion, and no instance is left a standby it should not be.
-func roleChanges(target memberInstance, members []memberInstance) []roleChange {
-	var out []roleChange
-	if target.Role != rolePrimary {
-		out = append(out, roleChange{target.ID, rolePrimary})
+func RoleChanges(target MemberInstance, members []MemberInstance) []RoleChange {
+	var out []RoleChange
+	if target.Role != RolePrimary {
+		out = append(out, RoleChange{target.ID, RolePrimary})
 	}
 	for _, m := range members {
-		if m.ID != target.ID && m.Role == rolePrimary && !m.gone() {
-			out = append(out, roleChange{m.ID, roleStandby})
+		if m.ID != target.ID && m.Role == RolePrimary && !m.gone() {
+			out = append(out, RoleChange{m.ID, RoleStandby})
 		}
 	}
 	return out
 }
 
 // swapRoles applies roleChanges. A terminated former primary is left alone: it can never be a standby.
-func swapRoles(ctx context.Context, log *slog.Logger, c cloud.EC2, target memberInstance, members []memberInstance) (bool, error) {
-	changes := roleChanges(target, members)
+func swapRoles(ctx context.Context, log *slog.Logger, c cloud.EC2, target MemberInstance, members []MemberInstance) (bool, error) {
+	changes := RoleChanges(target, members)
 	for _, ch := range changes {
 		_, err := c.CreateTags(ctx, &ec2.CreateTagsInput{
 			Resources: []string{ch.id},
@@ -619,11 +619,19 @@ func swapRoles(ctx context.Context, log *slog.Logger, c cloud.EC2, target member
 // finishRoleSwap completes a role swap that an earlier run began but did not finish (swapRoles promotes
 // the target first): when the instance holding the address is already tagged primary, the failed
 // primary is tagged standby, unless it is going away.
-func finishRoleSwap(ctx context.Context, log *slog.Logger, c cloud.EC2, failed memberInstance, holder string, members []memberInstance) (bool, error) {
+func finishRoleSwap(ctx context.Context, log *slog.Logger, c cloud.EC2, failed MemberInstance, holder string, members []MemberInstance) (bool, error) {
 	for _, m := range members {
-		if m.ID == holder && m.Role == rolePrimary && !failed.gone() {
-			return swapRoles(ctx, log, c, m, []memberInstance{failed})
+		if m.ID == holder && m.Role == RolePrimary && !failed.gone() {
+			return swapRoles(ctx, log, c, m, []MemberInstance{failed})
 		}
 	}
 	return false, nil
+}
+
+// orDash shows an empty state as "-".
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
