@@ -154,6 +154,23 @@ type snapshotReport struct {
 	Source     string    `json:"source_volume,omitempty"`
 }
 
+// describeAddressPlan is the address plan as status and `up --dry-run` show it.
+func describeAddressPlan(p cloud.AddressPlan, cfg upConfig) string {
+	switch p.Action {
+	case cloud.AddressHeld:
+		return "nothing to do: held by this instance"
+	case cloud.AddressAssociate:
+		return "associate (free)"
+	case cloud.AddressMoveHere:
+		return "move to " + orDash(cfg.NetworkInterface) + " (on another interface of this instance)"
+	case cloud.AddressTakeOver:
+		return "take over: " + p.Why
+	case cloud.AddressTakeOverLive:
+		return "take over from a live holder (--takeover): " + p.Why
+	}
+	return fmt.Sprintf("wait up to %s (--release-timeout) for it to be released, then exit 4: %s", cfg.ReleaseTimeout, p.Why)
+}
+
 // buildReport observes the group's address, its slots and this instance's place in Auto Scaling, and
 // plans each like `up` would.
 func buildReport(ctx context.Context, c *cloud.Clients, instanceID, az, group string, cfg upConfig) (groupReport, error) {
@@ -168,30 +185,15 @@ func buildReport(ctx context.Context, c *cloud.Clients, instanceID, az, group st
 	default:
 		ar := &addressReport{AllocationID: a.AllocationID, PublicIP: a.PublicIP, InstanceID: a.InstanceID}
 		rep.Address = ar
-		switch {
-		case a.InstanceID == instanceID && (cfg.NetworkInterface == "" || cfg.NetworkInterface == a.NetworkInterfaceID):
-			ar.Holder = "this instance"
-			rep.AddressPlan = "nothing to do: held by this instance"
-		case a.InstanceID == "":
-			rep.AddressPlan = "associate (free)"
-		case a.InstanceID == instanceID:
-			ar.Holder = "this instance"
-			rep.AddressPlan = "move to " + cfg.NetworkInterface + " (on another interface of this instance)"
-		default:
-			v, err := cloud.JudgeHolder(ctx, c, a.InstanceID)
-			if err != nil {
-				return rep, err
-			}
-			ar.Holder = v.Why
-			switch {
-			case v.MayTake:
-				rep.AddressPlan = "take over: " + v.Why
-			case cfg.Takeover:
-				rep.AddressPlan = "take over from a live holder (--takeover): " + v.Why
-			default:
-				rep.AddressPlan = fmt.Sprintf("wait up to %s (--release-timeout) for it to be released, then exit 4: %s", cfg.ReleaseTimeout, v.Why)
-			}
+		p, err := cloud.PlanAddress(ctx, c, a, cfg.claimSpec(group, instanceID))
+		if err != nil {
+			return rep, err
 		}
+		ar.Holder = p.Why
+		if a.InstanceID == instanceID {
+			ar.Holder = "this instance"
+		}
+		rep.AddressPlan = describeAddressPlan(p, cfg)
 	}
 	for _, spec := range cfg.Volumes.orDefault() {
 		view, err := cloud.ObserveSlot(ctx, c, group, spec.Slot, instanceID)

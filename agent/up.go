@@ -78,6 +78,12 @@ var (
 	eniRE        = regexp.MustCompile(`^eni-[0-9a-f]{8}([0-9a-f]{9})?$`)
 )
 
+// claimSpec is how up claims the group's address; status plans with the same spec.
+func (c *upConfig) claimSpec(group, instanceID string) cloud.ClaimSpec {
+	return cloud.ClaimSpec{Group: group, InstanceID: instanceID, NetworkInterfaceID: c.NetworkInterface, PrivateIP: c.PrivateIP,
+		Takeover: c.Takeover, Wait: c.ReleaseTimeout}
+}
+
 // minSizeGiB is the smallest volume of each type; the largest sizes have grown over the years, so EBS
 // itself judges those. https://docs.aws.amazon.com/ebs/latest/userguide/ebs-volume-types.html
 var minSizeGiB = map[string]int{"gp3": 1, "gp2": 1, "io1": 4, "io2": 4, "st1": 125, "sc1": 125, "standard": 1}
@@ -340,11 +346,7 @@ func (r *upRun) launchAction(ctx context.Context) (*cloud.LifecycleAction, error
 func (r *upRun) converge(ctx context.Context) (upResult, error) {
 	res := upResult{InstanceID: r.me.InstanceID, AZ: r.me.AvailabilityZone, Group: r.group}
 	r.enter("address")
-	claim, err := cloud.ClaimAddress(ctx, r.addrLog, r.clients, cloud.ClaimSpec{
-		Group: r.group, InstanceID: r.me.InstanceID,
-		NetworkInterfaceID: r.cfg.NetworkInterface, PrivateIP: r.cfg.PrivateIP,
-		Takeover: r.cfg.Takeover, Wait: r.cfg.ReleaseTimeout,
-	})
+	claim, err := cloud.ClaimAddress(ctx, r.addrLog, r.clients, r.cfg.claimSpec(r.group, r.me.InstanceID))
 	res.Address = claim
 	if err != nil {
 		return res, err

@@ -77,8 +77,7 @@ type ClaimSpec struct {
 	// TakeoverFlag names the option that sets Takeover, for messages; default "--takeover".
 	TakeoverFlag string
 	// Wait bounds how long to wait for a live holder to let go before giving up (exit 4).
-	Wait   time.Duration
-	DryRun bool
+	Wait time.Duration
 }
 
 func (s ClaimSpec) takeoverFlag() string {
@@ -88,29 +87,29 @@ func (s ClaimSpec) takeoverFlag() string {
 	return s.TakeoverFlag
 }
 
-// claimResult says what claimAddress did.
+// ClaimResult says what ClaimAddress did.
 type ClaimResult struct {
 	Address  Address
-	Action   string // "already-held", "associated", "taken-over", "would-associate", "would-take-over"
+	Action   string // "already-held", "associated", "taken-over"
 	Previous string // the instance that held it before, if any
 }
 
-// holderVerdict says whether an address may be taken from the instance that holds it.
-type holderVerdict struct {
+// HolderVerdict says whether an address may be taken from the instance that holds it.
+type HolderVerdict struct {
 	MayTake bool
 	Why     string
 }
 
-// judgeHolder decides whether the address may be taken from holder: yes when the holder is not running
+// JudgeHolder decides whether the address may be taken from holder: yes when the holder is not running
 // (stopped, stopping, shutting down, gone), or when its Auto Scaling group is terminating it; otherwise
 // it is a live owner and only an explicit takeover moves the address.
-func JudgeHolder(ctx context.Context, c *Clients, holder string) (holderVerdict, error) {
+func JudgeHolder(ctx context.Context, c *Clients, holder string) (HolderVerdict, error) {
 	out, err := c.EC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{holder}})
 	if HasCode(err, CodeInstanceNotFound) {
-		return holderVerdict{true, "holder " + holder + " no longer exists"}, nil
+		return HolderVerdict{true, "holder " + holder + " no longer exists"}, nil
 	}
 	if err != nil {
-		return holderVerdict{}, fmt.Errorf("describe holder %s: %w", holder, err)
+		return HolderVerdict{}, fmt.Errorf("describe holder %s: %w", holder, err)
 	}
 	state := ""
 	for _, r := range out.Reservations {
@@ -121,23 +120,88 @@ func JudgeHolder(ctx context.Context, c *Clients, holder string) (holderVerdict,
 		}
 	}
 	if state != string(ec2types.InstanceStateNameRunning) && state != string(ec2types.InstanceStateNamePending) {
-		return holderVerdict{true, fmt.Sprintf("holder %s is %s", holder, dashIfEmpty(state))}, nil
+		return HolderVerdict{true, fmt.Sprintf("holder %s is %s", holder, dashIfEmpty(state))}, nil
 	}
 	if c.AutoScaling != nil {
 		as, err := c.AutoScaling.DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{holder}})
 		if err != nil {
-			return holderVerdict{}, fmt.Errorf("describe Auto Scaling state of holder %s: %w", holder, err)
+			return HolderVerdict{}, fmt.Errorf("describe Auto Scaling state of holder %s: %w", holder, err)
 		}
 		for _, i := range as.AutoScalingInstances {
 			if ls := aws.ToString(i.LifecycleState); strings.HasPrefix(ls, "Terminating") {
-				return holderVerdict{true, fmt.Sprintf("holder %s is %s in group %s", holder, ls, aws.ToString(i.AutoScalingGroupName))}, nil
+				return HolderVerdict{true, fmt.Sprintf("holder %s is %s in group %s", holder, ls, aws.ToString(i.AutoScalingGroupName))}, nil
 			}
 		}
 	}
-	return holderVerdict{false, fmt.Sprintf("holder %s is %s and not being terminated", holder, state)}, nil
+	return HolderVerdict{false, fmt.Sprintf("holder %s is %s and not being terminated", holder, state)}, nil
 }
 
-// claimAddress makes spec.InstanceID the holder of the group's Elastic IP: observe, act on the difference,
+// AddressAction is what a claim of the group's address needs next.
+type AddressAction int
+
+const (
+	AddressHeld         AddressAction = iota // on the claimant (and its interface): nothing to do
+	AddressAssociate                         // free: associate it
+	AddressMoveHere                          // on another interface of the claimant, or on no instance: reassociate
+	AddressTakeOver                          // its holder is leaving: take it
+	AddressTakeOverLive                      // its holder is live, and the claim says take over anyway
+	AddressWait                              // its holder is live: wait for it to let go (then exit 4)
+)
+
+// AddressPlan is the next step of a claim and why.
+type AddressPlan struct {
+	Action AddressAction
+	Why    string // the holder's state, when another instance holds it
+}
+
+// Reassociate reports whether the step moves an address that is associated now (AllowReassociation).
+func (p AddressPlan) Reassociate() bool {
+	return p.Action == AddressMoveHere || p.Action == AddressTakeOver || p.Action == AddressTakeOverLive
+}
+
+// PlanAddress decides the claim's next step from one observation of the address; it asks EC2 and Auto
+// Scaling about the holder only when another instance holds it. ClaimAddress and `handover status` share it.
+func PlanAddress(ctx context.Context, c *Clients, a Address, spec ClaimSpec) (AddressPlan, error) {
+	switch {
+	case a.InstanceID == spec.InstanceID && (spec.NetworkInterfaceID == "" || a.NetworkInterfaceID == spec.NetworkInterfaceID):
+		return AddressPlan{Action: AddressHeld}, nil
+	case a.InstanceID == spec.InstanceID, a.InstanceID == "" && a.AssociationID != "":
+		return AddressPlan{Action: AddressMoveHere}, nil
+	case a.InstanceID == "":
+		return AddressPlan{Action: AddressAssociate}, nil
+	}
+	v, err := JudgeHolder(ctx, c, a.InstanceID)
+	if err != nil {
+		return AddressPlan{}, err
+	}
+	switch {
+	case v.MayTake:
+		return AddressPlan{Action: AddressTakeOver, Why: v.Why}, nil
+	case spec.Takeover:
+		return AddressPlan{Action: AddressTakeOverLive, Why: v.Why}, nil
+	}
+	return AddressPlan{Action: AddressWait, Why: v.Why}, nil
+}
+
+// addressClaim is one run of ClaimAddress: what it has done so far.
+type addressClaim struct {
+	c       *Clients
+	log     *slog.Logger
+	spec    ClaimSpec
+	res     ClaimResult
+	lastWhy string // why the holder may not be taken, while waiting
+	// What the address was associated with when we associated it (AssociationId, "" when free), and when:
+	// DescribeAddresses is eventually consistent, so for a while after our AssociateAddress it may still
+	// show that old association. Only a different association proves that another claimant won.
+	// https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
+	beforeAssoc  string
+	associatedAt time.Time
+}
+
+// addressVisibilityBound is how long DescribeAddresses may go on showing the association we replaced.
+const addressVisibilityBound = 30 * time.Second
+
+// ClaimAddress makes spec.InstanceID the holder of the group's Elastic IP: observe, act on the difference,
 // verify. Rerunning is safe: an address already on the claimant is left alone with no mutating call.
 //
 // Two claimants can both be told AssociateAddress succeeded when they race with AllowReassociation, so a
@@ -145,101 +209,97 @@ func JudgeHolder(ctx context.Context, c *Clients, holder string) (holderVerdict,
 // every association is verified with a fresh Describe. Losing is exit 4.
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_AssociateAddress.html
 func ClaimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec ClaimSpec) (ClaimResult, error) {
-	log = log.With(logkey.Step, "address", logkey.Instance, spec.InstanceID)
-	var res ClaimResult
-	var lastWhy string
-	// What the address was associated with when we associated it (AssociationId, "" when free), and when:
-	// DescribeAddresses is eventually consistent, so for a while after our AssociateAddress it may still
-	// show that old association. Only a different association proves that another claimant won.
-	// https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
-	var beforeAssoc string
-	var associatedAt time.Time
-	check := func(ctx context.Context) (bool, string, error) {
-		a, err := FindGroupAddress(ctx, c.EC2, spec.Group)
-		if err != nil {
-			return false, "", backoff.Permanent(err)
-		}
-		res.Address = a
-		log := log.With(logkey.Allocation, a.AllocationID)
-		if a.InstanceID == spec.InstanceID && (spec.NetworkInterfaceID == "" || a.NetworkInterfaceID == spec.NetworkInterfaceID) {
-			if res.Action == "" {
-				res.Action = "already-held"
-			}
-			return true, "", nil
-		}
-		if res.Action == "associated" || res.Action == "taken-over" {
-			if a.AssociationID == beforeAssoc && time.Since(associatedAt) < tokenVisibilityBound {
-				// The association we replaced (or none): a stale read, not a race lost. Look again.
-				return false, "verifying: the association is not visible yet", nil
-			}
-			// We associated it and a fresh Describe shows another association: another claimant won.
-			return false, "", backoff.Permanent(fail.Fenced(fmt.Sprintf(
-				"associated %s (%s) but %s holds it now: another instance won the race; it keeps the address",
-				a.AllocationID, a.PublicIP, dashIfEmpty(a.InstanceID)), nil))
-		}
-		reassociate := false
-		if a.InstanceID != "" && a.InstanceID != spec.InstanceID {
-			v, err := JudgeHolder(ctx, c, a.InstanceID)
-			if err != nil {
-				return false, "", err
-			}
-			switch {
-			case v.MayTake:
-				log.Info("taking over the address", "public_ip", a.PublicIP, "reason", v.Why)
-			case spec.Takeover:
-				log.Warn("taking over the address from a live holder", "public_ip", a.PublicIP, "reason", v.Why, "because", spec.takeoverFlag())
-			default:
-				lastWhy = v.Why
-				return false, v.Why, nil
-			}
-			reassociate = true
-			res.Previous = a.InstanceID
-		} else if a.AssociationID != "" {
-			// Associated with this instance on another interface, or with an interface not on an instance.
-			reassociate = true
-		}
-		if spec.DryRun {
-			res.Action = "would-associate"
-			if reassociate {
-				res.Action = "would-take-over"
-			}
-			return true, "", nil
-		}
-		in := &ec2.AssociateAddressInput{AllocationId: aws.String(a.AllocationID), AllowReassociation: aws.Bool(reassociate)}
-		if spec.NetworkInterfaceID != "" {
-			in.NetworkInterfaceId = aws.String(spec.NetworkInterfaceID)
-		} else {
-			in.InstanceId = aws.String(spec.InstanceID)
-		}
-		if spec.PrivateIP != "" {
-			in.PrivateIpAddress = aws.String(spec.PrivateIP)
-		}
-		if _, err := c.EC2.AssociateAddress(ctx, in); err != nil {
-			if HasCode(err, codeAlreadyAssociated) {
-				return false, "someone else associated it first", nil // re-evaluate the new holder
-			}
-			return false, "", backoff.Permanent(fmt.Errorf("associate %s with %s: %w", a.AllocationID, spec.InstanceID, err))
-		}
-		beforeAssoc, associatedAt = a.AssociationID, time.Now()
-		res.Action = "associated"
-		if reassociate {
-			res.Action = "taken-over"
-		}
-		log.Info("associated", "public_ip", a.PublicIP)
-		return false, "verifying", nil // the next round verifies with a fresh Describe
-	}
+	cl := &addressClaim{c: c, log: log.With(logkey.Step, "address", logkey.Instance, spec.InstanceID), spec: spec}
 	bound := spec.Wait
 	if bound <= 0 {
 		bound = time.Minute
 	}
-	err := Poll(ctx, log, wait.Spec{What: "Elastic IP of group " + spec.Group, Bound: bound}, check)
-	if errors.Is(err, wait.ErrTimeout) && (res.Action == "associated" || res.Action == "taken-over") {
-		return res, &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("associated %s (%s) but DescribeAddresses did not show it on %s within %s; rerun to check",
-			res.Address.AllocationID, res.Address.PublicIP, spec.InstanceID, bound), Err: err}
+	err := Poll(ctx, cl.log, wait.Spec{What: "Elastic IP of group " + spec.Group, Bound: bound}, cl.round)
+	res := cl.res
+	if errors.Is(err, wait.ErrTimeout) && cl.associated() {
+		return res, fail.Failed(fmt.Sprintf("associated %s (%s) but DescribeAddresses did not show it on %s within %s; rerun to check",
+			res.Address.AllocationID, res.Address.PublicIP, spec.InstanceID, bound), err)
 	}
 	if errors.Is(err, wait.ErrTimeout) {
 		return res, fail.Fenced(fmt.Sprintf("Elastic IP %s (%s) is held by a live instance: %s; stop it, wait for its group to terminate it, or pass %s",
-			res.Address.AllocationID, res.Address.PublicIP, lastWhy, spec.takeoverFlag()), nil)
+			res.Address.AllocationID, res.Address.PublicIP, cl.lastWhy, spec.takeoverFlag()), nil)
 	}
 	return res, err
+}
+
+func (cl *addressClaim) associated() bool {
+	return cl.res.Action == "associated" || cl.res.Action == "taken-over"
+}
+
+// round is one observation of the claim: done, verified, or one step acted on.
+func (cl *addressClaim) round(ctx context.Context) (bool, string, error) {
+	a, err := FindGroupAddress(ctx, cl.c.EC2, cl.spec.Group)
+	if err != nil {
+		return false, "", backoff.Permanent(err)
+	}
+	cl.res.Address = a
+	if a.InstanceID == cl.spec.InstanceID && (cl.spec.NetworkInterfaceID == "" || a.NetworkInterfaceID == cl.spec.NetworkInterfaceID) {
+		if cl.res.Action == "" {
+			cl.res.Action = "already-held"
+		}
+		return true, "", nil
+	}
+	if cl.associated() {
+		return cl.verify(a)
+	}
+	p, err := PlanAddress(ctx, cl.c, a, cl.spec)
+	if err != nil {
+		return false, "", err
+	}
+	switch p.Action {
+	case AddressWait:
+		cl.lastWhy = p.Why
+		return false, p.Why, nil
+	case AddressTakeOver:
+		cl.log.Info("taking over the address", logkey.Allocation, a.AllocationID, logkey.PublicIP, a.PublicIP, logkey.Reason, p.Why)
+	case AddressTakeOverLive:
+		cl.log.Warn("taking over the address from a live holder", logkey.Allocation, a.AllocationID, logkey.PublicIP, a.PublicIP, logkey.Reason, p.Why, "because", cl.spec.takeoverFlag())
+	}
+	if p.Action == AddressTakeOver || p.Action == AddressTakeOverLive {
+		cl.res.Previous = a.InstanceID
+	}
+	return cl.associate(ctx, a, p)
+}
+
+// verify checks, after our AssociateAddress, that a fresh Describe shows the address here: the association
+// we replaced still showing is a stale read, any other one a race lost.
+func (cl *addressClaim) verify(a Address) (bool, string, error) {
+	if a.AssociationID == cl.beforeAssoc && time.Since(cl.associatedAt) < addressVisibilityBound {
+		return false, "verifying: the association is not visible yet", nil
+	}
+	return false, "", backoff.Permanent(fail.Fenced(fmt.Sprintf(
+		"associated %s (%s) but %s holds it now: another instance won the race; it keeps the address",
+		a.AllocationID, a.PublicIP, dashIfEmpty(a.InstanceID)), nil))
+}
+
+// associate carries out the plan's AssociateAddress; the next round verifies it.
+func (cl *addressClaim) associate(ctx context.Context, a Address, p AddressPlan) (bool, string, error) {
+	spec := cl.spec
+	in := &ec2.AssociateAddressInput{AllocationId: aws.String(a.AllocationID), AllowReassociation: aws.Bool(p.Reassociate())}
+	if spec.NetworkInterfaceID != "" {
+		in.NetworkInterfaceId = aws.String(spec.NetworkInterfaceID)
+	} else {
+		in.InstanceId = aws.String(spec.InstanceID)
+	}
+	if spec.PrivateIP != "" {
+		in.PrivateIpAddress = aws.String(spec.PrivateIP)
+	}
+	if _, err := cl.c.EC2.AssociateAddress(ctx, in); err != nil {
+		if HasCode(err, codeAlreadyAssociated) {
+			return false, "someone else associated it first", nil // re-evaluate the new holder
+		}
+		return false, "", backoff.Permanent(fmt.Errorf("associate %s with %s: %w", a.AllocationID, spec.InstanceID, err))
+	}
+	cl.beforeAssoc, cl.associatedAt = a.AssociationID, time.Now()
+	cl.res.Action = "associated"
+	if p.Reassociate() {
+		cl.res.Action = "taken-over"
+	}
+	cl.log.Info("associated", logkey.Allocation, a.AllocationID, logkey.PublicIP, a.PublicIP)
+	return false, "verifying", nil
 }
