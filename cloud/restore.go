@@ -507,7 +507,7 @@ func (s *SlotRun) observe(ctx context.Context) (SlotPlan, error) {
 	return PlanSlot(s.input()), nil
 }
 
-// converge acts on the slot's plan until its live volume is attached here.
+// Converge acts on the slot's plan until its live volume is attached here.
 func (s *SlotRun) Converge(ctx context.Context) error {
 	s.Res.Slot = s.Slot
 	p, err := s.observe(ctx)
@@ -518,79 +518,20 @@ func (s *SlotRun) Converge(ctx context.Context) error {
 	stuck := 0
 	for round := 0; round < maxConvergeRounds; round++ {
 		before := p.key()
-		if k := p.key(); k != lastKey {
+		if before != lastKey {
 			s.Log.Info("plan", logkey.Step, "volume", "action", p.Action.String(), "why", p.Why)
 			if p.Warn != "" {
 				s.Log.Warn(p.Warn, logkey.Step, "volume")
 			}
-			lastKey = k
+			lastKey = before
 		}
-		switch p.Action {
-		case PlanDone:
-			s.Res.Volume = p.Volume
-			if s.Res.How == "" {
-				s.Res.How = "already attached"
-			}
-			return nil
-		case PlanRefuse:
-			return p.Err
-		case PlanAttach:
-			if s.Res.How == "" {
-				s.Res.How = "reattached"
-			}
-			if err := attachVolume(ctx, s.Log, s.C.EC2, p.Volume.ID, s.InstanceID, s.Device); err != nil {
-				return err
-			}
-			if err := waitVolume(ctx, s.Log, s.C.EC2, p.Volume.ID, "attached here", func(v Volume) bool {
-				return attachmentState(v, s.InstanceID) == string(ec2types.VolumeAttachmentStateAttaching)
-			}); err != nil {
-				return err
-			}
-		case PlanWaitVolume:
-			start := p.Volume
-			if err := waitVolume(ctx, s.Log, s.C.EC2, start.ID, "the end of "+volumeTransition(start, s.InstanceID), func(v Volume) bool {
-				return v.State == start.State && attachmentState(v, s.InstanceID) == attachmentState(start, s.InstanceID) &&
-					len(v.Attachments) == len(start.Attachments)
-			}); err != nil {
-				return err
-			}
-		case PlanDetachStopped:
-			if err := detachFromStopped(ctx, s.Log, s.C.EC2, p.Volume.ID, p.Holder.ID); err != nil {
-				return err
-			}
-		case PlanWaitHolder:
-			next, err := s.waitHolder(ctx, p)
-			if err != nil {
-				return err
-			}
-			p = next
+		next, done, err := s.act(ctx, p)
+		if done || err != nil {
+			return err
+		}
+		if next != nil { // the wait observed already
+			p = *next
 			continue
-		case PlanWaitSnapshot:
-			if err := WaitSnapshot(ctx, s.Log, s.C.EC2, p.Snapshot.ID); err != nil {
-				return err
-			}
-		case PlanRestore, PlanBlank:
-			var snap *Snapshot
-			if p.Action == PlanRestore {
-				snap = &p.Snapshot
-			}
-			id, err := s.create(ctx, p.Generation, snap)
-			if errors.Is(err, errTokenSpent) {
-				break // observe again: minGen moved on, or the volume showed up
-			}
-			if err != nil {
-				return err
-			}
-			if snap != nil {
-				s.Res.How, s.Res.Snapshot = "restored from", snap.ID
-			} else {
-				s.Res.How = "created blank"
-			}
-			if err := waitVolume(ctx, s.Log, s.C.EC2, id, "available", func(v Volume) bool {
-				return v.State == string(ec2types.VolumeStateCreating)
-			}); err != nil {
-				return err
-			}
 		}
 		if p, err = s.observe(ctx); err != nil {
 			return err
@@ -607,6 +548,74 @@ func (s *SlotRun) Converge(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("slot %s did not settle after %d rounds (last plan: %s: %s); rerun", s.Slot, maxConvergeRounds, p.Action, p.Why)
+}
+
+// act carries out one plan: done when the volume is attached here, next when the step observed already.
+func (s *SlotRun) act(ctx context.Context, p SlotPlan) (next *SlotPlan, done bool, err error) {
+	switch p.Action {
+	case PlanDone:
+		s.Res.Volume = p.Volume
+		if s.Res.How == "" {
+			s.Res.How = "already attached"
+		}
+		return nil, true, nil
+	case PlanRefuse:
+		return nil, true, p.Err
+	case PlanAttach:
+		return nil, false, s.attach(ctx, p.Volume)
+	case PlanWaitVolume:
+		start := p.Volume
+		return nil, false, waitVolume(ctx, s.Log, s.C.EC2, start.ID, "the end of "+volumeTransition(start, s.InstanceID), func(v Volume) bool {
+			return v.State == start.State && attachmentState(v, s.InstanceID) == attachmentState(start, s.InstanceID) &&
+				len(v.Attachments) == len(start.Attachments)
+		})
+	case PlanDetachStopped:
+		return nil, false, detachFromStopped(ctx, s.Log, s.C.EC2, p.Volume.ID, p.Holder.ID)
+	case PlanWaitHolder:
+		np, err := s.waitHolder(ctx, p)
+		return &np, false, err
+	case PlanWaitSnapshot:
+		return nil, false, WaitSnapshot(ctx, s.Log, s.C.EC2, p.Snapshot.ID)
+	case PlanRestore, PlanBlank:
+		return nil, false, s.make(ctx, p)
+	}
+	return nil, true, fmt.Errorf("slot %s: no action for plan %s", s.Slot, p.Action)
+}
+
+// attach attaches the live volume here and waits for the attachment.
+func (s *SlotRun) attach(ctx context.Context, v Volume) error {
+	if s.Res.How == "" {
+		s.Res.How = "reattached"
+	}
+	if err := attachVolume(ctx, s.Log, s.C.EC2, v.ID, s.InstanceID, s.Device); err != nil {
+		return err
+	}
+	return waitVolume(ctx, s.Log, s.C.EC2, v.ID, "attached here", func(v Volume) bool {
+		return attachmentState(v, s.InstanceID) == string(ec2types.VolumeAttachmentStateAttaching)
+	})
+}
+
+// make creates the slot's next volume here (restored from the plan's snapshot, or blank) and waits for it.
+func (s *SlotRun) make(ctx context.Context, p SlotPlan) error {
+	var snap *Snapshot
+	if p.Action == PlanRestore {
+		snap = &p.Snapshot
+	}
+	id, err := s.create(ctx, p.Generation, snap)
+	if errors.Is(err, errTokenSpent) {
+		return nil // observe again: minGen moved on, or the volume showed up
+	}
+	if err != nil {
+		return err
+	}
+	if snap != nil {
+		s.Res.How, s.Res.Snapshot = "restored from", snap.ID
+	} else {
+		s.Res.How = "created blank"
+	}
+	return waitVolume(ctx, s.Log, s.C.EC2, id, "available", func(v Volume) bool {
+		return v.State == string(ec2types.VolumeStateCreating)
+	})
 }
 
 // errTokenSpent: CreateVolume's token for this generation was used before with other parameters.
