@@ -187,7 +187,7 @@ func (r *Region) createVolume(c *reqCtx) ([]node, *apiError) {
 }
 
 func (r *Region) scheduleVolumeCreated(v *volume, d time.Duration) {
-	r.scheduleLocked("volume/"+v.ID, d, true, func() {
+	r.scheduleLocked("volume/"+v.ID, VolumeCreate, d, true, func() {
 		if v.State == "creating" && r.w.Volumes[v.ID] == v {
 			v.State = "available"
 		}
@@ -380,7 +380,7 @@ func (r *Region) attachVolume(c *reqCtx) ([]node, *apiError) {
 }
 
 func (r *Region) scheduleAttached(v *volume, d time.Duration) {
-	r.scheduleLocked("attach/"+v.ID, d, true, func() {
+	r.scheduleLocked("attach/"+v.ID, VolumeAttach, d, true, func() {
 		if v.Attachment == nil || v.Attachment.State != "attaching" {
 			return
 		}
@@ -437,7 +437,7 @@ func (r *Region) detachVolume(c *reqCtx) ([]node, *apiError) {
 func (r *Region) beginDetachLocked(v *volume) {
 	v.Attachment.State = "detaching"
 	r.cancelLocked("attach/" + v.ID)
-	r.scheduleLocked("detach/"+v.ID, r.delay(r.opts.Delays.Detach), true, func() {
+	r.scheduleLocked("detach/"+v.ID, VolumeDetach, r.delay(r.opts.Delays.Detach), true, func() {
 		if v.Attachment == nil || v.Attachment.State != "detaching" {
 			return
 		}
@@ -551,7 +551,7 @@ func (r *Region) scheduleModificationLocked(v *volume) {
 	default:
 		return
 	}
-	r.scheduleLocked("modify/"+v.ID, max(0, time.Until(at)), true, func() {
+	r.scheduleLocked("modify/"+v.ID, VolumeModify, max(0, time.Until(at)), true, func() {
 		if v.Mod == m {
 			m.State = next
 			r.scheduleModificationLocked(v)
