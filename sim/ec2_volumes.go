@@ -543,15 +543,16 @@ func (r *Region) scheduleModificationLocked(v *volume) {
 	m := v.Mod
 	var next string
 	var at time.Time
+	kind := VolumeModify
 	switch m.State {
 	case "modifying":
 		next, at = "optimizing", m.Start.Add(m.Duration/2)
 	case "optimizing":
-		next, at = "completed", m.Start.Add(m.Duration)
+		next, at, kind = "completed", m.Start.Add(m.Duration), VolumeOptimize
 	default:
 		return
 	}
-	r.scheduleLocked("modify/"+v.ID, VolumeModify, max(0, time.Until(at)), true, func() {
+	r.scheduleLocked("modify/"+v.ID, kind, max(0, time.Until(at)), true, func() {
 		if v.Mod == m {
 			m.State = next
 			r.scheduleModificationLocked(v)
@@ -559,15 +560,21 @@ func (r *Region) scheduleModificationLocked(v *volume) {
 	})
 }
 
-// progress grows from 0 to 100 over the modification's duration.
+// progress grows from 0 to 100 over the modification's duration, and stays
+// within its state's half (modifying below 50, optimizing from 50), also while
+// a Hold keeps a state past its time.
 func (m *modification) progress(now time.Time) int {
-	if m.State == "completed" {
+	lo, hi := 0, 49
+	switch m.State {
+	case "completed":
 		return 100
+	case "optimizing":
+		lo, hi = 50, 99
 	}
 	if m.Duration <= 0 {
-		return 99
+		return hi
 	}
-	return min(99, max(0, int(100*now.Sub(m.Start)/m.Duration)))
+	return min(hi, max(lo, int(100*now.Sub(m.Start)/m.Duration)))
 }
 
 // modificationFields are the elements of a VolumeModification, shared by

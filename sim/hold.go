@@ -17,7 +17,8 @@ const (
 	VolumeCreate      Transition = "volume-create"      // volume creating -> available
 	VolumeAttach      Transition = "volume-attach"      // attachment attaching -> attached
 	VolumeDetach      Transition = "volume-detach"      // attachment detaching -> gone, volume available
-	VolumeModify      Transition = "volume-modify"      // modification modifying -> optimizing, and optimizing -> completed
+	VolumeModify      Transition = "volume-modify"      // modification modifying -> optimizing
+	VolumeOptimize    Transition = "volume-optimize"    // modification optimizing -> completed
 	SnapshotComplete  Transition = "snapshot-complete"  // snapshot pending -> completed
 	InstanceStart     Transition = "instance-start"     // instance pending -> running
 	InstanceStop      Transition = "instance-stop"      // instance stopping -> stopped
@@ -26,7 +27,7 @@ const (
 	SpotInterruption  Transition = "spot-interruption"  // a Spot notice's action is carried out
 )
 
-var transitions = []Transition{VolumeCreate, VolumeAttach, VolumeDetach, VolumeModify, SnapshotComplete,
+var transitions = []Transition{VolumeCreate, VolumeAttach, VolumeDetach, VolumeModify, VolumeOptimize, SnapshotComplete,
 	InstanceStart, InstanceStop, InstanceTerminate, HookTimeout, SpotInterruption}
 
 // hold is one active Hold call.
