@@ -3,7 +3,6 @@ package sim
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -87,24 +86,6 @@ func idle(t testing.TB, r *Region) {
 	if err := r.WaitIdle(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// testClock is a clock the test moves (Options.IMDSClock).
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 // waitBound limits simtest.Eventually in these tests: a wedged test fails, a slow machine does not.

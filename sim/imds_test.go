@@ -39,8 +39,8 @@ func wantStatus(t *testing.T, err error, status int) {
 }
 
 func TestIMDSTokenRules(t *testing.T) {
-	clock := &testClock{now: time.Now()}
-	r := startRegion(t, Options{IMDSClock: clock.Now})
+	clock := &fakeClock{t: time.Now()}
+	r := startRegion(t, Options{IMDSClock: clock.now})
 	id := runInstance(t, r, "us-east-1a", nil)
 	env, _ := r.InstanceEnv(id)
 	base := env["AWS_EC2_METADATA_SERVICE_ENDPOINT"]
@@ -79,11 +79,11 @@ func TestIMDSTokenRules(t *testing.T) {
 	if code, _ := do("GET", "/latest/meta-data/instance-id", map[string]string{"X-aws-ec2-metadata-token": "forged"}); code != 401 {
 		t.Fatalf("GET with a forged token: %d", code)
 	}
-	clock.Add(999 * time.Millisecond)
+	clock.advance(999 * time.Millisecond)
 	if code, _ := do("GET", "/latest/meta-data/instance-id", map[string]string{"X-aws-ec2-metadata-token": tok}); code != 200 {
 		t.Fatalf("GET with a token 1 ms before its TTL ends: %d", code)
 	}
-	clock.Add(2 * time.Millisecond) // the 1 s TTL is over
+	clock.advance(2 * time.Millisecond) // the 1 s TTL is over
 	if code, _ := do("GET", "/latest/meta-data/instance-id", map[string]string{"X-aws-ec2-metadata-token": tok}); code != 401 {
 		t.Fatalf("GET with an expired token: %d", code)
 	}
