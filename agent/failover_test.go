@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/handover/handover/sim"
+	"github.com/handover/handover/sim/simtest"
 )
 
 // failoverWorld is a simulated region with the standby pattern: a primary in us-east-1a holding the
@@ -72,15 +74,10 @@ func (w *failoverWorld) role(id string) string {
 // "initializing" for a short while after the instance runs).
 func (w *failoverWorld) waitHealthy(id string) {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		healthy, _, err := judgePrimary(w.ctx(), &Clients{EC2: w.ec2, AutoScaling: w.as}, id)
-		if err == nil && healthy {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	w.t.Fatalf("%s did not pass its status checks", id)
+	simtest.Eventually(w.t, waitBound, id+" passes its status checks", func() (bool, string) {
+		healthy, why, err := judgePrimary(w.ctx(), &Clients{EC2: w.ec2, AutoScaling: w.as}, id)
+		return err == nil && healthy, fmt.Sprintf("healthy %v (%v), err %v", healthy, why, err)
+	})
 }
 
 func (w *failoverWorld) failover(args ...string) agentResult {
