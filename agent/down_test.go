@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/handover/handover/host/hosttest"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
+	"github.com/handover/handover/sim/simtest"
 )
 
 func TestDownConfigValidate(t *testing.T) {
@@ -135,17 +137,12 @@ func (w *downWorld) describeVolume(id string) ec2types.Volume {
 
 func (w *downWorld) waitVolumeUntil(id string, ok func(ec2types.Volume) bool) ec2types.Volume {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		v := w.describeVolume(id)
-		if ok(v) {
-			return v
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("volume %s: condition not reached; last %s %+v", id, v.State, v.Attachments)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var v ec2types.Volume
+	simtest.Eventually(w.t, waitBound, "volume "+id+" condition", func() (bool, string) {
+		v = w.describeVolume(id)
+		return ok(v), fmt.Sprintf("%s %+v", v.State, v.Attachments)
+	})
+	return v
 }
 
 // attach attaches a volume to an instance as /dev/sdf and waits for the attachment and, when the
@@ -279,11 +276,11 @@ func (w *downWorld) autoScalingGroup(heartbeatTimeout int32) (asgName, instance 
 // that ok accepts, and returns that instance. An instance the group forgot counts as "Terminated".
 func (w *downWorld) waitLifecycle(asgName, instance string, ok func(string) bool) string {
 	w.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	var reached string
+	simtest.Eventually(w.t, waitBound, fmt.Sprintf("group %s: instance %q in the wanted lifecycle state", asgName, instance), func() (bool, string) {
 		out, err := w.as.DescribeAutoScalingGroups(w.ctx(), &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{asgName}})
 		if err != nil || len(out.AutoScalingGroups) != 1 {
-			w.t.Fatalf("DescribeAutoScalingGroups: %v", err)
+			return false, fmt.Sprintf("DescribeAutoScalingGroups: %v", err)
 		}
 		found := false
 		for _, i := range out.AutoScalingGroups[0].Instances {
@@ -293,17 +290,17 @@ func (w *downWorld) waitLifecycle(asgName, instance string, ok func(string) bool
 			}
 			found = true
 			if ok(string(i.LifecycleState)) {
-				return id
+				reached = id
+				return true, ""
 			}
 		}
 		if instance != "" && !found && ok("Terminated") {
-			return instance
+			reached = instance
+			return true, ""
 		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("group %s: instance %q never reached the wanted lifecycle state: %+v", asgName, instance, out.AutoScalingGroups[0].Instances)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("%+v", out.AutoScalingGroups[0].Instances)
+	})
+	return reached
 }
 
 // agentRun is handover running in the background as an instance, with logs readable while it runs.
@@ -346,12 +343,22 @@ func (r *agentRun) stop(t testing.TB) int {
 // waitLog waits until the run's log contains s.
 func (r *agentRun) waitLog(t testing.TB, s string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(r.stderr.String(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("log never showed %q:\n%s", s, r.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	simtest.Eventually(t, waitBound, fmt.Sprintf("log shows %q", s), func() (bool, string) {
+		log := r.stderr.String()
+		return strings.Contains(log, s), "log:\n" + log
+	})
+}
+
+// wait waits for the run to end by itself and returns what it printed, as runAgent does.
+func (r *agentRun) wait(t testing.TB) agentResult {
+	t.Helper()
+	select {
+	case code := <-r.done:
+		close(r.done) // so that stop, at cleanup, finds the run collected
+		return agentResult{code: code, stdout: r.stdout.String(), stderr: r.stderr.String()}
+	case <-time.After(waitBound):
+		t.Fatalf("handover did not end within %s\n%s", waitBound, r.stderr.String())
+		return agentResult{}
 	}
 }
 
@@ -805,21 +812,21 @@ func handoverOnce(b *testing.B) (seen, done time.Time) {
 // replacementOf waits for the group to launch an instance other than old and returns it.
 func (w *downWorld) replacementOf(asgName, old string) string {
 	w.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	var repl string
+	simtest.Eventually(w.t, waitBound, "a replacement for "+old+" in group "+asgName, func() (bool, string) {
 		out, err := w.as.DescribeAutoScalingGroups(w.ctx(), &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{asgName}})
 		if err != nil || len(out.AutoScalingGroups) != 1 {
-			w.t.Fatalf("DescribeAutoScalingGroups: %v", err)
+			return false, fmt.Sprintf("DescribeAutoScalingGroups: %v", err)
 		}
 		for _, i := range out.AutoScalingGroups[0].Instances {
 			if id := aws.ToString(i.InstanceId); id != old {
-				return id
+				repl = id
+				return true, ""
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	w.t.Fatalf("group %s launched no replacement for %s", asgName, old)
-	return ""
+		return false, fmt.Sprintf("%+v", out.AutoScalingGroups[0].Instances)
+	})
+	return repl
 }
 
 // TestUsageErrorsFailBeforeMetadata: a bad flag is exit 2 at once, without waiting for instance metadata

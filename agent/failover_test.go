@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/handover/handover/failover"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
+	"github.com/handover/handover/sim/simtest"
 )
 
 // failoverWorld is a simulated region with the standby pattern: a primary in us-east-1a holding the
@@ -75,15 +77,10 @@ func (w *failoverWorld) role(id string) string {
 // "initializing" for a short while after the instance runs).
 func (w *failoverWorld) waitHealthy(id string) {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		healthy, _, err := failover.JudgePrimary(w.ctx(), &cloud.Clients{EC2: w.ec2, AutoScaling: w.as}, id)
-		if err == nil && healthy {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	w.t.Fatalf("%s did not pass its status checks", id)
+	simtest.Eventually(w.t, waitBound, id+" passes its status checks", func() (bool, string) {
+		healthy, why, err := failover.JudgePrimary(w.ctx(), &cloud.Clients{EC2: w.ec2, AutoScaling: w.as}, id)
+		return err == nil && healthy, fmt.Sprintf("healthy %v (%v), err %v", healthy, why, err)
+	})
 }
 
 func (w *failoverWorld) failover(args ...string) agentResult {

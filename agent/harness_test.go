@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/sim"
+	"github.com/handover/handover/sim/simtest"
 )
 
 // testRegion is a simulated region for one test, with admin clients to build the world through the
@@ -28,6 +30,10 @@ type testRegion struct {
 	as  *autoscaling.Client
 	dir string
 }
+
+// waitBound limits every wait of these tests for a state of the simulated region: a wedged test fails,
+// a slow machine does not.
+const waitBound = time.Minute
 
 // testSpeed makes the simulator's AWS-like delays (2 s create, 20 s snapshot, ...) 100 times shorter.
 const testSpeed = 100
@@ -98,16 +104,14 @@ func (w *testRegion) runInstance(az string, tags map[string]string, tagsInIMDS b
 
 func (w *testRegion) waitInstanceState(id, want string) {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	simtest.Eventually(w.t, waitBound, "instance "+id+" "+want, func() (bool, string) {
 		out, err := w.ec2.DescribeInstances(w.ctx(), &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
-		if err == nil && len(out.Reservations) > 0 && len(out.Reservations[0].Instances) > 0 &&
-			string(out.Reservations[0].Instances[0].State.Name) == want {
-			return
+		if err != nil || len(out.Reservations) == 0 || len(out.Reservations[0].Instances) == 0 {
+			return false, fmt.Sprintf("DescribeInstances: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	w.t.Fatalf("instance %s did not become %s", id, want)
+		got := string(out.Reservations[0].Instances[0].State.Name)
+		return got == want, "state " + got
+	})
 }
 
 // allocateAddress allocates an Elastic IP tagged for group and returns its allocation ID.

@@ -93,8 +93,7 @@ func TestPlanRetention(t *testing.T) {
 // history: an old volume, the snapshot the live volume was restored from, periodic snapshots of the live
 // volume, a late snapshot of the old volume, and one in error.
 func TestSnapshotCommandRetention(t *testing.T) {
-	// Snapshots take 3 s here, so the one the command takes is surely still pending when retention runs.
-	w := newDownWorld(t, func(o *sim.Options) { o.Delays.Snapshot = 300 * time.Second })
+	w := newDownWorld(t)
 	inst := w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group}, true)
 	v1 := w.createSlotVolume("us-east-1a", 1, nil)
 	// Start times order the slot's snapshots; the pauses keep them distinct at the API's millisecond.
@@ -130,6 +129,9 @@ func TestSnapshotCommandRetention(t *testing.T) {
 		t.Fatalf("dry run made %d mutating calls", n)
 	}
 
+	// The snapshot the command takes stays pending: retention must keep it.
+	release := w.sim.Hold(sim.SnapshotComplete, "")
+	defer release()
 	res := w.runAgent(w.ctx(), inst, nil, "snapshot", "--keep", "1")
 	if res.code != fail.CodeOK {
 		t.Fatalf("exit %d: %s", res.code, res.stderr)

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -28,6 +29,7 @@ import (
 	"github.com/handover/handover/host/hosttest"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
+	"github.com/handover/handover/sim/simtest"
 )
 
 // Tests of `handover up` against the simulated region, with the real agent code run in process as each
@@ -121,16 +123,16 @@ func (w *testRegion) createSlotVolume(az string, generation int, extraTags map[s
 
 func (w *testRegion) waitVolumeState(id, want string) ec2types.Volume {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	var v ec2types.Volume
+	simtest.Eventually(w.t, waitBound, "volume "+id+" "+want, func() (bool, string) {
 		out, err := w.ec2.DescribeVolumes(w.ctx(), &ec2.DescribeVolumesInput{VolumeIds: []string{id}})
-		if err == nil && len(out.Volumes) == 1 && string(out.Volumes[0].State) == want {
-			return out.Volumes[0]
+		if err != nil || len(out.Volumes) != 1 {
+			return false, fmt.Sprintf("DescribeVolumes: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	w.t.Fatalf("volume %s did not become %s", id, want)
-	return ec2types.Volume{}
+		v = out.Volumes[0]
+		return string(v.State) == want, "state " + string(v.State)
+	})
+	return v
 }
 
 // snapshot snapshots a volume of the default slot the way `down` tags it, and waits for it to complete
@@ -157,15 +159,13 @@ func (w *testRegion) snapshot(volumeID string, generation int, consistent, wait 
 
 func (w *testRegion) waitSnapshotState(id, want string) {
 	w.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	simtest.Eventually(w.t, waitBound, "snapshot "+id+" "+want, func() (bool, string) {
 		out, err := w.ec2.DescribeSnapshots(w.ctx(), &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
-		if err == nil && len(out.Snapshots) == 1 && string(out.Snapshots[0].State) == want {
-			return
+		if err != nil || len(out.Snapshots) != 1 {
+			return false, fmt.Sprintf("DescribeSnapshots: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	w.t.Fatalf("snapshot %s did not become %s", id, want)
+		return string(out.Snapshots[0].State) == want, "state " + string(out.Snapshots[0].State)
+	})
 }
 
 // terminate terminates an instance through the API and waits until it is gone.
@@ -310,7 +310,7 @@ func TestUpRerunAfterSuccessChangesNothing(t *testing.T) {
 // the same volume, data and all, without creating a new one.
 func TestUpSameAZReattach(t *testing.T) {
 	requireRoot(t)
-	w := newTestRegion(t, func(o *sim.Options) { o.Delays.InstanceTerminate = 300 * time.Second }) // 3 s at test speed: long enough that up sees the holder on its way out even on a loaded machine
+	w := newTestRegion(t)
 	w.unmountOnCleanup()
 	alloc := w.allocateAddress(testGroup)
 	old := w.runInstance("us-east-1a", groupTags, true)
@@ -319,12 +319,18 @@ func TestUpSameAZReattach(t *testing.T) {
 	w.unmount(w.mountPoint(old))
 	first := w.slotVolumes()[0]
 
+	// The old instance stays shutting-down until up has planned to wait for it.
+	release := w.sim.Hold(sim.InstanceTerminate, old)
+	defer release()
 	if _, err := w.ec2.TerminateInstances(w.ctx(), &ec2.TerminateInstancesInput{InstanceIds: []string{old}}); err != nil {
 		t.Fatal(err)
 	}
 	w.sim.ResetCalls()
 	id := w.runInstance("us-east-1a", groupTags, true)
-	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id)...)
+	run := (&downWorld{testRegion: w, group: testGroup}).startAgent(id, w.upArgs(id)...)
+	run.waitLog(t, "action=wait-holder")
+	release()
+	res := run.wait(t)
 	mustSucceed(t, res)
 
 	vols := w.slotVolumes()
@@ -333,11 +339,6 @@ func TestUpSameAZReattach(t *testing.T) {
 	}
 	if n := w.calls("CreateVolume"); n != 0 {
 		t.Errorf("%d CreateVolume calls, want 0", n)
-	}
-	// Whether up looks while the old instance is still shutting down or once it is terminated and its
-	// volume detaching depends on scheduling; either way it must have planned a wait, not a restore.
-	if !strings.Contains(res.stderr, "action=wait-holder") && !strings.Contains(res.stderr, "action=wait-volume") {
-		t.Errorf("up did not wait for the dying instance to release the volume:\n%s", res.stderr)
 	}
 	got, err := os.ReadFile(filepath.Join(w.mountPoint(id), "orders.db"))
 	if err != nil || !bytes.Equal(got, data) {
@@ -404,14 +405,19 @@ func TestUpCrossAZRestoreByteForByte(t *testing.T) {
 // TestUpWaitsForPendingSnapshot: a newer snapshot still pending is waited for, not passed over for the
 // older completed one.
 func TestUpWaitsForPendingSnapshot(t *testing.T) {
-	w := newTestRegion(t, func(o *sim.Options) { o.Delays.Snapshot = 400 * time.Second }) // 4 s at test speed: still pending when up looks, even on a loaded machine
+	w := newTestRegion(t)
 	w.allocateAddress(testGroup)
 	vol := w.createSlotVolume("us-east-1a", 1, nil)
 	older := w.snapshot(vol, 1, true, true)
+	release := w.sim.Hold(sim.SnapshotComplete, "") // the newer one stays pending until up waits for it
+	defer release()
 	newer := w.snapshot(vol, 1, true, false)
 
 	id := w.runInstance("us-east-1b", groupTags, true)
-	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
+	run := (&downWorld{testRegion: w, group: testGroup}).startAgent(id, w.upArgs(id, "--no-mount")...)
+	run.waitLog(t, "waiting for it rather than restoring older data")
+	release()
+	res := run.wait(t)
 	mustSucceed(t, res)
 	var restored ec2types.Volume
 	for _, v := range w.slotVolumes() {
@@ -889,12 +895,13 @@ func TestUpReadsTagsThroughDescribeTagsAndWaitsForTheGroupTag(t *testing.T) {
 	w := newTestRegion(t)
 	w.allocateAddress(testGroup)
 	id := w.runInstance("us-east-1a", nil, false)
-	go func() {
-		time.Sleep(1500 * time.Millisecond) // well after up has looked once, even on a loaded machine
-		_, _ = w.ec2.CreateTags(context.Background(), &ec2.CreateTagsInput{Resources: []string{id},
-			Tags: []ec2types.Tag{{Key: aws.String(cloud.TagGroup), Value: aws.String(testGroup)}}})
-	}()
-	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
+	run := (&downWorld{testRegion: w, group: testGroup}).startAgent(id, w.upArgs(id, "--no-mount")...)
+	run.waitLog(t, "no handover:group tag yet") // up has looked once and found none
+	if _, err := w.ec2.CreateTags(w.ctx(), &ec2.CreateTagsInput{Resources: []string{id},
+		Tags: []ec2types.Tag{{Key: aws.String(cloud.TagGroup), Value: aws.String(testGroup)}}}); err != nil {
+		t.Fatal(err)
+	}
+	res := run.wait(t)
 	mustSucceed(t, res)
 	if !strings.Contains(res.stderr, "tags_from=ec2:DescribeTags") || !strings.Contains(res.stderr, "no handover:group tag yet") {
 		t.Errorf("the log does not show tags read through DescribeTags after a wait for the group tag:\n%s", res.stderr)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/sim/simtest"
 )
 
 // scriptedMonitor answers observe from a script, repeating its last step.
@@ -164,11 +166,10 @@ func TestWatcherRetriesAFailedDown(t *testing.T) {
 	if ev := st.Events[spot.Occ.Key]; ev == nil || !ev.Finished.IsZero() || ev.LastError == "" {
 		t.Fatalf("after a failed down the state file should hold an unfinished event with its error: %+v", ev)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(calls) < 2 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	simtest.Eventually(t, waitBound, "a retry of the failed down", func() (bool, string) {
 		w.tick(context.Background())
-	}
+		return len(calls) >= 2, fmt.Sprintf("down ran %d times", len(calls))
+	})
 	for range 5 {
 		w.tick(context.Background())
 	}

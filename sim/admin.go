@@ -2,7 +2,9 @@ package sim
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -21,6 +23,9 @@ import (
 //	POST /sim/calls/reset
 //	GET  /sim/env?instance=i-.. (JSON object)
 //	GET  /sim/idle             (returns once no transition is scheduled)
+//	POST /sim/hold?transition=volume-create[&id=vol-..]   (JSON {"hold": "h-N"}; see Hold)
+//	POST /sim/release?hold=h-N
+//	GET  /sim/held?transition=volume-create[&id=vol-..]   (returns {"id": ...} once one is held; see WaitHeld)
 func (r *Region) serveAdmin(w http.ResponseWriter, req *http.Request) {
 	q := req.URL.Query()
 	id := q.Get("instance")
@@ -53,6 +58,21 @@ func (r *Region) serveAdmin(w http.ResponseWriter, req *http.Request) {
 		out, err = r.InstanceEnv(id)
 	case "/sim/idle":
 		err = r.WaitIdle(req.Context())
+	case "/sim/hold":
+		var kind Transition
+		if kind, err = ParseTransition(q.Get("transition")); err == nil {
+			out = map[string]string{"hold": r.adminHold(kind, q.Get("id"))}
+		}
+	case "/sim/release":
+		err = r.adminRelease(q.Get("hold"))
+	case "/sim/held":
+		var kind Transition
+		if kind, err = ParseTransition(q.Get("transition")); err == nil {
+			var held string
+			if held, err = r.WaitHeld(req.Context(), kind, q.Get("id")); err == nil {
+				out = map[string]string{"id": held}
+			}
+		}
 	default:
 		http.NotFound(w, req)
 		return
@@ -63,4 +83,31 @@ func (r *Region) serveAdmin(w http.ResponseWriter, req *http.Request) {
 		out = map[string]string{"error": err.Error()}
 	}
 	_ = json.NewEncoder(w).Encode(out)
+}
+
+// adminHold is Hold for the admin path: the release is kept under a name
+// the caller passes to /sim/release.
+func (r *Region) adminHold(kind Transition, id string) string {
+	release := r.Hold(kind, id)
+	r.cfgMu.Lock()
+	defer r.cfgMu.Unlock()
+	r.adminHolds++
+	name := "h-" + strconv.Itoa(r.adminHolds)
+	if r.releases == nil {
+		r.releases = map[string]func(){}
+	}
+	r.releases[name] = release
+	return name
+}
+
+func (r *Region) adminRelease(name string) error {
+	r.cfgMu.Lock()
+	release := r.releases[name]
+	delete(r.releases, name)
+	r.cfgMu.Unlock()
+	if release == nil {
+		return fmt.Errorf("sim: no hold %q", name)
+	}
+	release()
+	return nil
 }

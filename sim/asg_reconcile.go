@@ -246,7 +246,7 @@ func (r *Region) startHookLocked(in *instance, h *hook, now time.Time, waitState
 
 // scheduleHookTimeoutLocked applies the default result at the deadline.
 func (r *Region) scheduleHookTimeoutLocked(in *instance) {
-	r.scheduleLocked("hook/"+in.ID, max(0, time.Until(in.Hook.Deadline)), false, func() {
+	r.scheduleLocked("hook/"+in.ID, HookTimeout, max(0, time.Until(in.Hook.Deadline)), false, func() {
 		if in.Hook != nil && in.Hook.Result == "" {
 			r.log.Info("lifecycle action timed out", "instance", in.ID, "hook", in.Hook.Name, "result", in.Hook.DefaultResult)
 			r.finishHookLocked(in, in.Hook.DefaultResult)

@@ -1,14 +1,17 @@
 package sim
 
 import (
+	"context"
+	"fmt"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	asgtypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/handover/handover/sim/simtest"
 )
 
 // makeGroup creates a launch template and a one-instance group over two
@@ -152,29 +155,46 @@ func TestGroupLifecycleHooks(t *testing.T) {
 }
 
 func TestLifecycleHookTimeoutAndHeartbeat(t *testing.T) {
-	// Speed 100: a 100 s heartbeat timeout is 1 s; heartbeats every 150 ms for 1.2 s outlast it with a wide
-	// margin per heartbeat, even on a loaded machine.
+	// Speed 100: the 100 s heartbeat timeout is 1 s, long next to the few calls between the heartbeat and
+	// the check that it restarted the timeout.
 	r := startRegion(t, Options{Speed: 100})
 	a := asgClient(r)
 	ctx := ctxT(t)
 	short := launchHook
 	short.HeartbeatTimeout = aws.Int32(100)
+	release := r.Hold(HookTimeout, "")
 	makeGroup(t, r, nil, short)
 	id := *groupInstances(t, r)[0].InstanceId
-	// Heartbeats keep it waiting past the timeout.
-	for range 8 {
-		time.Sleep(150 * time.Millisecond)
-		if _, err := a.RecordLifecycleActionHeartbeat(ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{AutoScalingGroupName: aws.String("web"),
-			LifecycleHookName: aws.String("up"), InstanceId: aws.String(id)}); err != nil {
-			t.Fatal(err)
-		}
+	// The timeout is due and held: the instance waits in Pending:Wait.
+	if _, err := r.WaitHeld(ctx, HookTimeout, id); err != nil {
+		t.Fatal(err)
 	}
 	if got := lifecycleOf(t, r, id); got != "Pending:Wait" {
-		t.Fatalf("heartbeats should hold the instance, got %s", got)
+		t.Fatalf("held timeout: lifecycle %s, want Pending:Wait", got)
 	}
-	// Then the timeout applies ABANDON: terminated and replaced.
-	eventually(t, "abandon", func() bool { return lifecycleOf(t, r, id) == "gone" })
-	eventually(t, "replacement", func() bool { return len(groupInstances(t, r)) == 1 })
+	// A heartbeat restarts the timeout: the one that was due is gone.
+	if _, err := a.RecordLifecycleActionHeartbeat(ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{AutoScalingGroupName: aws.String("web"),
+		LifecycleHookName: aws.String("up"), InstanceId: aws.String(id)}); err != nil {
+		t.Fatal(err)
+	}
+	now, cancel := context.WithCancel(ctx)
+	cancel() // WaitHeld with an ended context only reports what is held now
+	if _, err := r.WaitHeld(now, HookTimeout, id); err == nil {
+		t.Fatal("after the heartbeat the old timeout is still due")
+	}
+	if got := lifecycleOf(t, r, id); got != "Pending:Wait" {
+		t.Fatalf("the heartbeat should keep the instance waiting, got %s", got)
+	}
+	// Then, without heartbeats, the restarted timeout applies ABANDON: terminated and replaced.
+	release()
+	simtest.Eventually(t, waitBound, "abandon", func() (bool, string) {
+		got := lifecycleOf(t, r, id)
+		return got == "gone", "lifecycle " + got
+	})
+	simtest.Eventually(t, waitBound, "replacement", func() (bool, string) {
+		ins := groupInstances(t, r)
+		return len(ins) == 1, fmt.Sprintf("group instances %+v", ins)
+	})
 	idle(t, r)
 	if s := instanceState(t, r, id).State.Name; s != ec2types.InstanceStateNameTerminated {
 		t.Fatalf("abandoned instance %s", s)
@@ -207,7 +227,10 @@ func TestGroupReplacesKilledAndUnhealthyInstances(t *testing.T) {
 	if len(ins) != 2 || lifecycleOf(t, r, id) != "InService" {
 		t.Fatalf("launch before terminate: %+v", ins)
 	}
-	eventually(t, "old instance terminating", func() bool { return lifecycleOf(t, r, id) == "Terminating:Wait" })
+	simtest.Eventually(t, waitBound, "old instance terminating", func() (bool, string) {
+		got := lifecycleOf(t, r, id)
+		return got == "Terminating:Wait", "lifecycle " + got
+	})
 	if _, err := a.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{AutoScalingGroupName: aws.String("web"),
 		LifecycleHookName: aws.String("down"), InstanceId: aws.String(id), LifecycleActionResult: aws.String("CONTINUE")}); err != nil {
 		t.Fatal(err)

@@ -74,7 +74,7 @@ func indexOf(s []string, v string) int {
 }
 
 func (r *Region) scheduleRunning(in *instance, d time.Duration) {
-	r.scheduleLocked("instance/"+in.ID, d, true, func() {
+	r.scheduleLocked("instance/"+in.ID, InstanceStart, d, true, func() {
 		if in.State != "pending" {
 			return
 		}
@@ -94,7 +94,7 @@ func (r *Region) scheduleRunning(in *instance, d time.Duration) {
 func (r *Region) beginStopLocked(in *instance, reason string) {
 	in.State = "stopping"
 	in.StateReason = reason
-	r.scheduleLocked("instance/"+in.ID, r.delay(r.opts.Delays.InstanceStop), true, func() {
+	r.scheduleLocked("instance/"+in.ID, InstanceStop, r.delay(r.opts.Delays.InstanceStop), true, func() {
 		if in.State != "stopping" {
 			return
 		}
@@ -119,7 +119,7 @@ func (r *Region) beginTerminateLocked(in *instance, reason string) {
 	}
 	in.State = "shutting-down"
 	in.StateReason = reason
-	r.scheduleLocked("instance/"+in.ID, r.delay(r.opts.Delays.InstanceTerminate), true, func() {
+	r.scheduleLocked("instance/"+in.ID, InstanceTerminate, r.delay(r.opts.Delays.InstanceTerminate), true, func() {
 		if in.State != "shutting-down" {
 			return
 		}
@@ -565,7 +565,7 @@ func (r *Region) SetSpotAction(instanceID, action string, at time.Time) error {
 }
 
 func (r *Region) scheduleSpotLocked(in *instance) {
-	r.scheduleLocked("spot/"+in.ID, max(0, time.Until(in.SpotTime)), false, func() {
+	r.scheduleLocked("spot/"+in.ID, SpotInterruption, max(0, time.Until(in.SpotTime)), false, func() {
 		switch in.SpotAction {
 		case "terminate":
 			if in.Group != "" && !strings.HasPrefix(in.Lifecycle, "Terminat") {

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -10,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/handover/handover/sim/simtest"
 )
 
 func instanceState(t *testing.T, r *Region, id string) ec2types.Instance {
@@ -44,10 +47,14 @@ func TestInstanceLifecycleAndVolumes(t *testing.T) {
 	if len(st.InstanceStatuses) != 1 {
 		t.Fatalf("statuses: %+v", st.InstanceStatuses)
 	}
-	eventually(t, "status ok", func() bool {
+	simtest.Eventually(t, waitBound, "status ok", func() (bool, string) {
 		st, err := c.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: []string{id}})
-		return err == nil && st.InstanceStatuses[0].InstanceStatus.Status == ec2types.SummaryStatusOk &&
-			st.InstanceStatuses[0].SystemStatus.Status == ec2types.SummaryStatusOk
+		if err != nil {
+			return false, err.Error()
+		}
+		s := st.InstanceStatuses[0]
+		return s.InstanceStatus.Status == ec2types.SummaryStatusOk && s.SystemStatus.Status == ec2types.SummaryStatusOk,
+			fmt.Sprintf("instance %s, system %s", s.InstanceStatus.Status, s.SystemStatus.Status)
 	})
 	vol := createVolume(t, r, "us-east-1b", 1, nil)
 	idle(t, r)
@@ -169,9 +176,9 @@ func TestSetInstanceStatusImpairsStatusChecks(t *testing.T) {
 		}
 		return *out.InstanceStatuses[0].SystemStatus, *out.InstanceStatuses[0].InstanceStatus
 	}
-	eventually(t, "status checks ok", func() bool {
+	simtest.Eventually(t, waitBound, "status checks ok", func() (bool, string) {
 		s, i := checks()
-		return s.Status == ec2types.SummaryStatusOk && i.Status == ec2types.SummaryStatusOk
+		return s.Status == ec2types.SummaryStatusOk && i.Status == ec2types.SummaryStatusOk, fmt.Sprintf("system %s, instance %s", s.Status, i.Status)
 	})
 
 	if err := r.SetInstanceStatus(id, "impaired", ""); err != nil {

@@ -53,7 +53,7 @@ func (r *Region) createSnapshot(c *reqCtx) ([]node, *apiError) {
 }
 
 func (r *Region) scheduleSnapshotDone(s *snapshot, d time.Duration) {
-	r.scheduleLocked("snapshot/"+s.ID, d, true, func() {
+	r.scheduleLocked("snapshot/"+s.ID, SnapshotComplete, d, true, func() {
 		if s.State == "pending" {
 			s.State = "completed"
 		}

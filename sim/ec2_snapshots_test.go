@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -124,23 +124,43 @@ func TestSnapshotIsPointInTimeAndRestores(t *testing.T) {
 }
 
 func TestSnapshotProgressGrows(t *testing.T) {
-	r := startRegion(t, Options{Speed: 1, Delays: Delays{CreateVolume: time.Millisecond, Snapshot: 2 * time.Second}})
+	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
 	vol := createVolume(t, r, "us-east-1a", 1, nil)
 	idle(t, r)
+	release := r.Hold(SnapshotComplete, "")
 	snap, err := c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{VolumeId: aws.String(vol)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(600 * time.Millisecond) // mid-way through the 2 s snapshot, with margin for a loaded machine
-	out, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{*snap.SnapshotId}})
-	if err != nil {
+	progress := func() (ec2types.SnapshotState, int) {
+		t.Helper()
+		out, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{*snap.SnapshotId}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := *out.Snapshots[0].Progress
+		n, err := strconv.Atoi(strings.TrimSuffix(p, "%"))
+		if err != nil || !strings.HasSuffix(p, "%") {
+			t.Fatalf("progress %q is not a percentage", p)
+		}
+		return out.Snapshots[0].State, n
+	}
+	state, first := progress()
+	if state != ec2types.SnapshotStatePending || first >= 100 {
+		t.Fatalf("new snapshot: %s %d%%, want pending below 100%%", state, first)
+	}
+	// Its duration over but held, the snapshot is still pending at the most a pending one shows.
+	if _, err := r.WaitHeld(ctx, SnapshotComplete, *snap.SnapshotId); err != nil {
 		t.Fatal(err)
 	}
-	p := *out.Snapshots[0].Progress
-	if out.Snapshots[0].State != ec2types.SnapshotStatePending || p == "0%" || p == "100%" || !strings.HasSuffix(p, "%") {
-		t.Fatalf("mid-way snapshot: %s %s", out.Snapshots[0].State, p)
+	if state, p := progress(); state != ec2types.SnapshotStatePending || p != 99 || p < first {
+		t.Fatalf("snapshot past its duration: %s %d%% (first %d%%), want pending at 99%%", state, p, first)
+	}
+	release()
+	if state, p := progress(); state != ec2types.SnapshotStateCompleted || p != 100 {
+		t.Fatalf("released snapshot: %s %d%%, want completed at 100%%", state, p)
 	}
 }
 

@@ -187,7 +187,7 @@ func (r *Region) createVolume(c *reqCtx) ([]node, *apiError) {
 }
 
 func (r *Region) scheduleVolumeCreated(v *volume, d time.Duration) {
-	r.scheduleLocked("volume/"+v.ID, d, true, func() {
+	r.scheduleLocked("volume/"+v.ID, VolumeCreate, d, true, func() {
 		if v.State == "creating" && r.w.Volumes[v.ID] == v {
 			v.State = "available"
 		}
@@ -380,7 +380,7 @@ func (r *Region) attachVolume(c *reqCtx) ([]node, *apiError) {
 }
 
 func (r *Region) scheduleAttached(v *volume, d time.Duration) {
-	r.scheduleLocked("attach/"+v.ID, d, true, func() {
+	r.scheduleLocked("attach/"+v.ID, VolumeAttach, d, true, func() {
 		if v.Attachment == nil || v.Attachment.State != "attaching" {
 			return
 		}
@@ -437,7 +437,7 @@ func (r *Region) detachVolume(c *reqCtx) ([]node, *apiError) {
 func (r *Region) beginDetachLocked(v *volume) {
 	v.Attachment.State = "detaching"
 	r.cancelLocked("attach/" + v.ID)
-	r.scheduleLocked("detach/"+v.ID, r.delay(r.opts.Delays.Detach), true, func() {
+	r.scheduleLocked("detach/"+v.ID, VolumeDetach, r.delay(r.opts.Delays.Detach), true, func() {
 		if v.Attachment == nil || v.Attachment.State != "detaching" {
 			return
 		}
@@ -543,15 +543,16 @@ func (r *Region) scheduleModificationLocked(v *volume) {
 	m := v.Mod
 	var next string
 	var at time.Time
+	kind := VolumeModify
 	switch m.State {
 	case "modifying":
 		next, at = "optimizing", m.Start.Add(m.Duration/2)
 	case "optimizing":
-		next, at = "completed", m.Start.Add(m.Duration)
+		next, at, kind = "completed", m.Start.Add(m.Duration), VolumeOptimize
 	default:
 		return
 	}
-	r.scheduleLocked("modify/"+v.ID, max(0, time.Until(at)), true, func() {
+	r.scheduleLocked("modify/"+v.ID, kind, max(0, time.Until(at)), true, func() {
 		if v.Mod == m {
 			m.State = next
 			r.scheduleModificationLocked(v)
@@ -559,15 +560,21 @@ func (r *Region) scheduleModificationLocked(v *volume) {
 	})
 }
 
-// progress grows from 0 to 100 over the modification's duration.
+// progress grows from 0 to 100 over the modification's duration, and stays
+// within its state's half (modifying below 50, optimizing from 50), also while
+// a Hold keeps a state past its time.
 func (m *modification) progress(now time.Time) int {
-	if m.State == "completed" {
+	lo, hi := 0, 49
+	switch m.State {
+	case "completed":
 		return 100
+	case "optimizing":
+		lo, hi = 50, 99
 	}
 	if m.Duration <= 0 {
-		return 99
+		return hi
 	}
-	return min(99, max(0, int(100*now.Sub(m.Start)/m.Duration)))
+	return min(hi, max(lo, int(100*now.Sub(m.Start)/m.Duration)))
 }
 
 // modificationFields are the elements of a VolumeModification, shared by

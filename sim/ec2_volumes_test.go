@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -8,14 +9,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/handover/handover/sim/simtest"
 )
 
 func TestVolumeLifecycle(t *testing.T) {
-	// Speed 10: each transition lasts 200-300 ms, so the intermediate states (creating, attaching) are
-	// still there when the test describes them right after the call, even on a loaded machine.
-	r := startRegion(t, Options{Speed: 10})
+	// Each intermediate state (creating, attaching, detaching) is held until the test has looked at it.
+	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
+	release := r.Hold(VolumeCreate, "")
 	id := createVolume(t, r, "us-east-1a", 1, map[string]string{"handover:group": "web"})
 	v := describeVolume(t, r, id)
 	if v.State != ec2types.VolumeStateCreating || *v.Size != 1 || *v.AvailabilityZone != "us-east-1a" || *v.Iops != 3000 || *v.Throughput != 125 {
@@ -24,12 +27,14 @@ func TestVolumeLifecycle(t *testing.T) {
 	if len(v.Tags) != 1 || *v.Tags[0].Key != "handover:group" {
 		t.Fatalf("tags: %+v", v.Tags)
 	}
+	release()
 	idle(t, r)
 	if v := describeVolume(t, r, id); v.State != ec2types.VolumeStateAvailable {
 		t.Fatalf("want available, got %s", v.State)
 	}
 	iid := runInstance(t, r, "us-east-1a", nil)
 	idle(t, r)
+	release = r.Hold(VolumeAttach, id)
 	att, err := c.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(id), InstanceId: aws.String(iid), Device: aws.String("/dev/sdf")})
 	if err != nil {
 		t.Fatal(err)
@@ -41,6 +46,7 @@ func TestVolumeLifecycle(t *testing.T) {
 	if v.State != ec2types.VolumeStateInUse || v.Attachments[0].State != ec2types.VolumeAttachmentStateAttaching {
 		t.Fatalf("attaching: %+v", v)
 	}
+	release()
 	idle(t, r)
 	v = describeVolume(t, r, id)
 	if v.Attachments[0].State != ec2types.VolumeAttachmentStateAttached || *v.Attachments[0].InstanceId != iid || *v.Attachments[0].Device != "/dev/sdf" {
@@ -48,6 +54,7 @@ func TestVolumeLifecycle(t *testing.T) {
 	}
 	_, err = c.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(id)})
 	wantCode(t, err, "VolumeInUse")
+	release = r.Hold(VolumeDetach, id)
 	det, err := c.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(id), InstanceId: aws.String(iid)})
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +62,11 @@ func TestVolumeLifecycle(t *testing.T) {
 	if det.State != ec2types.VolumeAttachmentStateDetaching {
 		t.Fatalf("detach state %s", det.State)
 	}
+	v = describeVolume(t, r, id)
+	if v.State != ec2types.VolumeStateInUse || v.Attachments[0].State != ec2types.VolumeAttachmentStateDetaching {
+		t.Fatalf("detaching: %+v", v)
+	}
+	release()
 	idle(t, r)
 	if v := describeVolume(t, r, id); v.State != ec2types.VolumeStateAvailable || len(v.Attachments) != 0 {
 		t.Fatalf("detached: %+v", v)
@@ -104,9 +116,13 @@ func TestAttachVolumeRules(t *testing.T) {
 	sc := ec2Client(slow)
 	creating := createVolume(t, slow, "us-east-1a", 1, nil)
 	inst := runInstance(t, slow, "us-east-1a", nil)
-	eventually(t, "instance running", func() bool {
+	simtest.Eventually(t, waitBound, "instance running", func() (bool, string) {
 		out, err := sc.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{inst}})
-		return err == nil && out.Reservations[0].Instances[0].State.Name == ec2types.InstanceStateNameRunning
+		if err != nil {
+			return false, err.Error()
+		}
+		s := out.Reservations[0].Instances[0].State.Name
+		return s == ec2types.InstanceStateNameRunning, "state " + string(s)
 	})
 	_, err = sc.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(creating), InstanceId: aws.String(inst), Device: aws.String("/dev/sdf")})
 	wantCode(t, err, "IncorrectState")
@@ -209,13 +225,12 @@ func TestVolumeFiltersAndPagination(t *testing.T) {
 }
 
 func TestModifyVolumeGrowsImage(t *testing.T) {
-	// The modification lasts 1 s of wall time (at the tests' speed), so the second call surely finds it
-	// still in progress, even on a loaded machine.
-	r := startRegion(t, Options{Delays: Delays{ModifyVolume: 1000 * time.Second}})
+	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
 	id := createVolume(t, r, "us-east-1a", 1, nil)
 	idle(t, r)
+	release := r.Hold(VolumeModify, id) // the second call must find the modification in progress
 	out, err := c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: aws.String(id), Size: aws.Int32(3)})
 	if err != nil {
 		t.Fatal(err)
@@ -229,6 +244,7 @@ func TestModifyVolumeGrowsImage(t *testing.T) {
 	}
 	_, err = c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: aws.String(id), Size: aws.Int32(2)})
 	wantCode(t, err, "IncorrectModificationState")
+	release()
 	idle(t, r)
 	_, err = c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: aws.String(id), Size: aws.Int32(2)})
 	wantCode(t, err, "InvalidParameterValue")
@@ -245,9 +261,9 @@ func TestConsistencyDelayHidesNewVolumes(t *testing.T) {
 	if err != nil || len(out.Volumes) != 0 {
 		t.Fatalf("new volume visible too early: %v %v", out, err)
 	}
-	eventually(t, "volume visible", func() bool {
+	simtest.Eventually(t, waitBound, "volume visible", func() (bool, string) {
 		_, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{id}})
-		return err == nil
+		return err == nil, fmt.Sprint(err)
 	})
 }
 
@@ -338,8 +354,7 @@ func TestModifyVolumeChecksCreateVolumeRules(t *testing.T) {
 }
 
 func TestDescribeVolumesModifications(t *testing.T) {
-	// Speed 1: the modification lasts the default 2 s, 1 s modifying and 1 s optimizing.
-	r := startRegion(t, Options{Speed: 1, Delays: Delays{CreateVolume: time.Millisecond}})
+	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
 	id := createVolume(t, r, "us-east-1a", 1, nil)
@@ -350,6 +365,8 @@ func TestDescribeVolumesModifications(t *testing.T) {
 	_, err = c.DescribeVolumesModifications(ctx, &ec2.DescribeVolumesModificationsInput{VolumeIds: []string{"vol-0123456789abcdef0"}})
 	wantCode(t, err, "InvalidVolume.NotFound")
 
+	// Both halves are held, so the test sees each state for as long as it looks.
+	releaseModifying, releaseOptimizing := r.Hold(VolumeModify, id), r.Hold(VolumeOptimize, id)
 	if _, err := c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: aws.String(id), Size: aws.Int32(2)}); err != nil {
 		t.Fatal(err)
 	}
@@ -366,12 +383,19 @@ func TestDescribeVolumesModifications(t *testing.T) {
 		*ms[0].TargetSize != 2 || *ms[0].OriginalSize != 1 || ms[0].StartTime == nil || ms[0].EndTime != nil || *ms[0].Progress > 50 {
 		t.Fatalf("modifying: %+v", ms)
 	}
-	eventually(t, "optimizing", func() bool {
-		ms := describe(&ec2.DescribeVolumesModificationsInput{VolumeIds: []string{id}})
-		return ms[0].ModificationState == ec2types.VolumeModificationStateOptimizing && *ms[0].Progress >= 50
-	})
+	if _, err := r.WaitHeld(ctx, VolumeModify, id); err != nil {
+		t.Fatal(err)
+	}
+	if ms := describe(&ec2.DescribeVolumesModificationsInput{VolumeIds: []string{id}}); ms[0].ModificationState != ec2types.VolumeModificationStateModifying || *ms[0].Progress >= 50 {
+		t.Fatalf("modifying past its half: %s %d%%, want modifying below 50%%", ms[0].ModificationState, *ms[0].Progress)
+	}
+	releaseModifying()
+	if ms := describe(&ec2.DescribeVolumesModificationsInput{VolumeIds: []string{id}}); ms[0].ModificationState != ec2types.VolumeModificationStateOptimizing || *ms[0].Progress < 50 {
+		t.Fatalf("optimizing: %s %d%%, want optimizing from 50%%", ms[0].ModificationState, *ms[0].Progress)
+	}
 	_, err = c.ModifyVolume(ctx, &ec2.ModifyVolumeInput{VolumeId: aws.String(id), Size: aws.Int32(3)})
 	wantCode(t, err, "IncorrectModificationState")
+	releaseOptimizing()
 	idle(t, r)
 	ms = describe(&ec2.DescribeVolumesModificationsInput{Filters: []ec2types.Filter{{Name: aws.String("modification-state"), Values: []string{"completed"}}}})
 	if len(ms) != 1 || *ms[0].Progress != 100 || ms[0].EndTime == nil {

@@ -1,10 +1,13 @@
 package sim
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/handover/handover/sim/simtest"
 )
 
 // autoScalingScenario: a launch template, a group over two zones with tags
@@ -50,9 +53,9 @@ func autoScalingScenario(t *testing.T, aws *awsCLI, caps capabilities, o *outcom
 	}
 	if caps.lifecycle {
 		var waiting []string
-		waitUntil(t, "two instances in Pending:Wait", func() bool {
+		simtest.Eventually(t, fidelityBound, "two instances in Pending:Wait", func() (bool, string) {
 			waiting = members(describe(), "Pending:Wait")
-			return len(waiting) == 2
+			return len(waiting) == 2, fmt.Sprintf("in Pending:Wait: %v", waiting)
 		})
 		aws.ok("autoscaling", "record-lifecycle-action-heartbeat", "--auto-scaling-group-name", group,
 			"--lifecycle-hook-name", "launch", "--instance-id", waiting[0])
@@ -64,9 +67,9 @@ func autoScalingScenario(t *testing.T, aws *awsCLI, caps capabilities, o *outcom
 			"--lifecycle-hook-name", "launch", "--instance-id", waiting[0], "--lifecycle-action-result", "CONTINUE")
 	}
 	var g any
-	waitUntil(t, "two instances InService", func() bool {
+	simtest.Eventually(t, fidelityBound, "two instances InService", func() (bool, string) {
 		g = describe()
-		return len(members(g, "InService")) == 2
+		return len(members(g, "InService")) == 2, fmt.Sprintf("group %v", g)
 	})
 	ids := members(g, "InService")
 	var zones, health []string
@@ -144,15 +147,16 @@ func autoScalingScenario(t *testing.T, aws *awsCLI, caps capabilities, o *outcom
 	aws.ok("autoscaling", "set-instance-health", "--instance-id", sick, "--health-status", "Unhealthy")
 	if caps.azBalance {
 		if caps.lifecycle {
-			waitUntil(t, "unhealthy instance in Terminating:Wait", func() bool {
-				return slices.Contains(members(describe(), "Terminating:Wait"), sick)
+			simtest.Eventually(t, fidelityBound, "unhealthy instance in Terminating:Wait", func() (bool, string) {
+				g := describe()
+				return slices.Contains(members(g, "Terminating:Wait"), sick), fmt.Sprintf("group %v", g)
 			})
 			aws.ok("autoscaling", "record-lifecycle-action-heartbeat", "--auto-scaling-group-name", group,
 				"--lifecycle-hook-name", "term", "--instance-id", sick)
 			aws.ok("autoscaling", "complete-lifecycle-action", "--auto-scaling-group-name", group,
 				"--lifecycle-hook-name", "term", "--instance-id", sick, "--lifecycle-action-result", "CONTINUE")
 		}
-		waitUntil(t, "a replacement for the unhealthy instance", func() bool {
+		simtest.Eventually(t, fidelityBound, "a replacement for the unhealthy instance", func() (bool, string) {
 			g = describe()
 			in := members(g, "")
 			if caps.lifecycle {
@@ -161,7 +165,7 @@ func autoScalingScenario(t *testing.T, aws *awsCLI, caps capabilities, o *outcom
 						"--lifecycle-hook-name", "launch", "--instance-id", id, "--lifecycle-action-result", "CONTINUE")
 				}
 			}
-			return !slices.Contains(in, sick) && len(members(g, "InService")) == 2
+			return !slices.Contains(in, sick) && len(members(g, "InService")) == 2, fmt.Sprintf("group %v", g)
 		})
 		aws.fails("ValidationError", "autoscaling", "set-instance-health", "--instance-id", sick, "--health-status", "Healthy")
 	}
@@ -175,21 +179,22 @@ func autoScalingScenario(t *testing.T, aws *awsCLI, caps capabilities, o *outcom
 		t.Errorf("terminate-instance-in-auto-scaling-group: activity %v does not name %s", act, keep)
 	}
 	if caps.lifecycle {
-		waitUntil(t, "terminated member in Terminating:Wait", func() bool {
-			return slices.Contains(members(describe(), "Terminating:Wait"), keep)
+		simtest.Eventually(t, fidelityBound, "terminated member in Terminating:Wait", func() (bool, string) {
+			g := describe()
+			return slices.Contains(members(g, "Terminating:Wait"), keep), fmt.Sprintf("group %v", g)
 		})
 		aws.ok("autoscaling", "complete-lifecycle-action", "--auto-scaling-group-name", group,
 			"--lifecycle-hook-name", "term", "--instance-id", keep, "--lifecycle-action-result", "CONTINUE")
 	}
-	waitUntil(t, "group down to one instance", func() bool {
+	simtest.Eventually(t, fidelityBound, "group down to one instance", func() (bool, string) {
 		g = describe()
-		return jnum(g, "DesiredCapacity") == 1 && !slices.Contains(members(g, ""), keep)
+		return jnum(g, "DesiredCapacity") == 1 && !slices.Contains(members(g, ""), keep), fmt.Sprintf("group %v", g)
 	})
 	o.rec("group after terminate", map[string]any{"desired": jnum(g, "DesiredCapacity"), "min": jnum(g, "MinSize")})
 	if caps.transitions {
-		waitUntil(t, "terminated member terminated in EC2", func() bool {
+		simtest.Eventually(t, fidelityBound, "terminated member terminated in EC2", func() (bool, string) {
 			in := instancesOf(aws.ok("ec2", "describe-instances", "--instance-ids", keep))
-			return len(in) == 1 && jstr(in[0], "State", "Name") == "terminated"
+			return len(in) == 1 && jstr(in[0], "State", "Name") == "terminated", fmt.Sprintf("instances %v", in)
 		})
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/handover/handover/sim/simtest"
 )
 
 // Volume IDs, instance IDs etc. that exist nowhere (valid shape).
@@ -54,10 +56,10 @@ func cliScenario(t *testing.T, endpoint string, caps capabilities) *outcome {
 		return id
 	}
 	instA, instB := run(azA, "fid-a"), run(azB, "fid-b")
-	waitUntil(t, "both instances running", func() bool {
+	simtest.Eventually(t, fidelityBound, "both instances running", func() (bool, string) {
 		out := aws.ok("ec2", "describe-instances", "--instance-ids", instA, instB)
 		ins := instancesOf(out)
-		return len(ins) == 2 && jstr(ins[0], "State", "Name") == "running" && jstr(ins[1], "State", "Name") == "running"
+		return len(ins) == 2 && jstr(ins[0], "State", "Name") == "running" && jstr(ins[1], "State", "Name") == "running", fmt.Sprintf("instances %v", ins)
 	})
 	// Filters on instances.
 	byTag := instancesOf(aws.ok("ec2", "describe-instances", "--filters", "Name=tag:fidelity,Values=yes"))
@@ -190,9 +192,9 @@ func cliScenario(t *testing.T, endpoint string, caps capabilities) *outcome {
 		t.Errorf("create-snapshot: state %q, want pending", jstr(snap, "State"))
 	}
 	var done any
-	waitUntil(t, "snapshot completed", func() bool {
+	simtest.Eventually(t, fidelityBound, "snapshot completed", func() (bool, string) {
 		done = jget(aws.ok("ec2", "describe-snapshots", "--snapshot-ids", snapID), "Snapshots", 0)
-		return jstr(done, "State") == "completed"
+		return jstr(done, "State") == "completed", fmt.Sprintf("snapshot %v", done)
 	})
 	o.rec("snapshot completed", map[string]any{
 		"volume": jstr(done, "VolumeId"), "state": jstr(done, "State"), "progress": jstr(done, "Progress"),
@@ -287,17 +289,17 @@ func sorted(s ...string) []string {
 
 func waitVolume(t *testing.T, aws *awsCLI, id, state string) {
 	t.Helper()
-	waitUntil(t, "volume "+id+" "+state, func() bool {
+	simtest.Eventually(t, fidelityBound, "volume "+id+" "+state, func() (bool, string) {
 		v := jget(aws.ok("ec2", "describe-volumes", "--volume-ids", id), "Volumes", 0)
-		return jstr(v, "State") == state && (state != "available" || len(jlist(v, "Attachments")) == 0)
+		return jstr(v, "State") == state && (state != "available" || len(jlist(v, "Attachments")) == 0), fmt.Sprintf("volume %v", v)
 	})
 }
 
 func waitAttachment(t *testing.T, aws *awsCLI, id, state string) {
 	t.Helper()
-	waitUntil(t, "volume "+id+" attachment "+state, func() bool {
+	simtest.Eventually(t, fidelityBound, "volume "+id+" attachment "+state, func() (bool, string) {
 		v := jget(aws.ok("ec2", "describe-volumes", "--volume-ids", id), "Volumes", 0)
-		return jstr(v, "Attachments", 0, "State") == state
+		return jstr(v, "Attachments", 0, "State") == state, fmt.Sprintf("volume %v", v)
 	})
 }
 

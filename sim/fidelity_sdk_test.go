@@ -17,6 +17,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/handover/handover/sim/motoserver"
+	"github.com/handover/handover/sim/simtest"
 )
 
 // sdkConfig points aws-sdk-go-v2 at endpoint with dummy credentials, no
@@ -109,18 +110,12 @@ func sdkScenario(t *testing.T, endpoint string, caps capabilities, imdsFor func(
 	// (the volume is in-use from the call on); callers poll the attachment.
 	attachedWait := func(id string) {
 		t.Helper()
-		deadline := time.Now().Add(time.Minute)
-		for {
+		simtest.Eventually(t, fidelityBound, "volume "+id+" attached", func() (bool, string) {
 			out, err := e.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{id}})
 			must("DescribeVolumes "+id, err)
-			if a := out.Volumes[0].Attachments; len(a) == 1 && a[0].State == ec2types.VolumeAttachmentStateAttached {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("volume %s: attachment not attached after 1 min: %+v", id, out.Volumes[0].Attachments)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			a := out.Volumes[0].Attachments
+			return len(a) == 1 && a[0].State == ec2types.VolumeAttachmentStateAttached, fmt.Sprintf("attachments %+v", a)
+		})
 	}
 	volWait(data)
 	_, err = e.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(data), InstanceId: aws.String(instA), Device: aws.String("/dev/sdf")})

@@ -226,17 +226,9 @@ func idsOf(items []any, key string) []string {
 	return out
 }
 
-// waitUntil polls cond through the CLI until it holds, for at most 60 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 60 s waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// fidelityBound limits each wait of the fidelity scenarios, which go through the CLI (a Python process
+// per call) or moto.
+const fidelityBound = time.Minute
 
 // outcome records, per scenario step, the values both targets model. IDs,
 // times and IPs are normalised by normalise before comparison.

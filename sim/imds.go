@@ -25,6 +25,7 @@ import (
 type imdsServer struct {
 	ln  net.Listener
 	srv *http.Server
+	now func() time.Time // Options.IMDSClock: token lifetimes
 
 	mu     sync.Mutex
 	tokens map[string]time.Time
@@ -59,7 +60,7 @@ func (r *Region) startIMDSLocked(in *instance) {
 		r.log.Error("imds listen", "instance", in.ID, "err", err)
 		return
 	}
-	s := &imdsServer{ln: ln, tokens: map[string]time.Time{}}
+	s := &imdsServer{ln: ln, tokens: map[string]time.Time{}, now: r.opts.IMDSClock}
 	s.srv = &http.Server{Handler: r.imdsHandler(in.ID, s), ReadHeaderTimeout: 5 * time.Second}
 	in.IMDSPort = ln.Addr().(*net.TCPAddr).Port
 	r.imds[in.ID] = s
@@ -132,7 +133,7 @@ func (s *imdsServer) putToken(w http.ResponseWriter, req *http.Request) {
 	_, _ = rand.Read(b)
 	tok := base64.URLEncoding.EncodeToString(b)
 	s.mu.Lock()
-	s.tokens[tok] = time.Now().Add(time.Duration(ttl) * time.Second)
+	s.tokens[tok] = s.now().Add(time.Duration(ttl) * time.Second)
 	s.mu.Unlock()
 	w.Header().Set("X-aws-ec2-metadata-token-ttl-seconds", strconv.Itoa(ttl))
 	_, _ = w.Write([]byte(tok))
@@ -145,7 +146,7 @@ func (s *imdsServer) validToken(tok string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	exp, ok := s.tokens[tok]
-	if ok && time.Now().After(exp) {
+	if ok && s.now().After(exp) {
 		delete(s.tokens, tok)
 		return false
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/handover/handover/sim/simtest"
 )
 
 func metadata(t *testing.T, c *imds.Client, path string) (string, error) {
@@ -37,7 +39,8 @@ func wantStatus(t *testing.T, err error, status int) {
 }
 
 func TestIMDSTokenRules(t *testing.T) {
-	r := startRegion(t, Options{})
+	clock := &fakeClock{t: time.Now()}
+	r := startRegion(t, Options{IMDSClock: clock.now})
 	id := runInstance(t, r, "us-east-1a", nil)
 	env, _ := r.InstanceEnv(id)
 	base := env["AWS_EC2_METADATA_SERVICE_ENDPOINT"]
@@ -76,7 +79,11 @@ func TestIMDSTokenRules(t *testing.T) {
 	if code, _ := do("GET", "/latest/meta-data/instance-id", map[string]string{"X-aws-ec2-metadata-token": "forged"}); code != 401 {
 		t.Fatalf("GET with a forged token: %d", code)
 	}
-	time.Sleep(1100 * time.Millisecond)
+	clock.advance(999 * time.Millisecond)
+	if code, _ := do("GET", "/latest/meta-data/instance-id", map[string]string{"X-aws-ec2-metadata-token": tok}); code != 200 {
+		t.Fatalf("GET with a token 1 ms before its TTL ends: %d", code)
+	}
+	clock.advance(2 * time.Millisecond) // the 1 s TTL is over
 	if code, _ := do("GET", "/latest/meta-data/instance-id", map[string]string{"X-aws-ec2-metadata-token": tok}); code != 401 {
 		t.Fatalf("GET with an expired token: %d", code)
 	}
@@ -183,8 +190,12 @@ func TestSpotActionIsCarriedOut(t *testing.T) {
 	if err := r.SetSpotAction(id, "terminate", time.Now().Add(50*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "spot termination", func() bool {
+	simtest.Eventually(t, waitBound, "spot termination", func() (bool, string) {
 		out, err := ec2Client(r).DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
-		return err == nil && out.Reservations[0].Instances[0].State.Name == ec2types.InstanceStateNameTerminated
+		if err != nil {
+			return false, err.Error()
+		}
+		s := out.Reservations[0].Instances[0].State.Name
+		return s == ec2types.InstanceStateNameTerminated, "state " + string(s)
 	})
 }

@@ -74,6 +74,10 @@ type Options struct {
 	Faults   Faults
 	Logger   *slog.Logger // nil discards
 	Seed     int64        // jitter and fault randomness
+	// IMDSClock is the clock IMDSv2 token lifetimes are measured on
+	// (default time.Now), so a test can expire a token without waiting out
+	// its TTL. Transitions run on timers; tests hold them with Hold.
+	IMDSClock func() time.Time
 }
 
 // Call is one entry of the API call log.
@@ -95,7 +99,9 @@ type Region struct {
 	closed  bool
 	started bool
 	timers  map[string]*simTimer
-	changed chan struct{} // closed and replaced whenever timers change
+	holds   []*hold       // active Hold calls
+	saved   bool          // Close has written the last state: nothing may write StateDir again
+	changed chan struct{} // closed and replaced whenever timers, holds or the world change
 	imds    map[string]*imdsServer
 	loops   map[string]string // volume id -> loop device
 	loopOK  bool
@@ -107,6 +113,9 @@ type Region struct {
 	faults   Faults
 	throttle *throttler
 	calls    []Call
+	// releases of the holds made through /sim/hold, by name
+	releases   map[string]func()
+	adminHolds int
 
 	ln       net.Listener
 	srv      *http.Server
@@ -116,6 +125,10 @@ type Region struct {
 type simTimer struct {
 	t          *time.Timer
 	transition bool
+	kind       Transition
+	id         string // the resource the timer belongs to
+	fn         func()
+	due        bool // the delay is over but a Hold defers the change
 }
 
 // New builds a region from opts, loading StateDir/state.json if present. It
@@ -136,6 +149,9 @@ func New(o Options) (*Region, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.IMDSClock == nil {
+		o.IMDSClock = time.Now
 	}
 	for _, d := range []string{"", "volumes", "snapshots", "instances"} {
 		if err := os.MkdirAll(filepath.Join(o.StateDir, d), 0o755); err != nil {
@@ -215,18 +231,36 @@ func (r *Region) Endpoint() string { return r.endpoint }
 
 // Close stops every server and timer, removes the instances' block devices
 // (detaching loop devices) and saves the state. A later New+Start on the same
-// StateDir picks up from here.
+// StateDir picks up from here. Once Close returns nothing writes into StateDir
+// any more, so a caller may remove it.
 func (r *Region) Close() error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return nil
 	}
+	// closed first: API calls from now on answer Unavailable, timers do
+	// nothing, and WaitIdle (/sim/idle) returns, so the server's Shutdown
+	// below does not wait for a long poll.
 	r.closed = true
 	for k, t := range r.timers {
 		t.t.Stop()
 		delete(r.timers, k)
 	}
+	r.notifyLocked()
+	r.mu.Unlock()
+	var srvErr error
+	if r.srv != nil {
+		// Shutdown waits for the handlers still running; what they change
+		// is in the save below, not written after it.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := r.srv.Shutdown(ctx); err != nil {
+			srvErr = r.srv.Close()
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for id, s := range r.imds {
 		s.close()
 		delete(r.imds, id)
@@ -237,14 +271,10 @@ func (r *Region) Close() error {
 		}
 	}
 	r.saveLocked()
+	r.saved = true
 	r.notifyLocked()
-	r.mu.Unlock()
-	if r.srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := r.srv.Shutdown(ctx); err != nil {
-			return r.srv.Close()
-		}
+	if srvErr != nil {
+		return fmt.Errorf("sim: stop the API server: %w", srvErr)
 	}
 	return nil
 }
@@ -268,28 +298,43 @@ func (r *Region) random() float64 {
 }
 
 // scheduleLocked runs fn under r.mu after d, replacing any timer with the
-// same key. transition says whether WaitIdle waits for it (hook timeouts and
-// spot deadlines are not transitions: they may be hours away).
-func (r *Region) scheduleLocked(key string, d time.Duration, transition bool, fn func()) {
+// same key ("family/RESOURCE-ID"). kind is the transition a Hold names;
+// transition says whether WaitIdle waits for it (hook timeouts and spot
+// deadlines are not transitions: they may be hours away).
+func (r *Region) scheduleLocked(key string, kind Transition, d time.Duration, transition bool, fn func()) {
 	if r.closed || !r.started {
 		return
 	}
 	if old := r.timers[key]; old != nil {
 		old.t.Stop()
 	}
-	st := &simTimer{transition: transition}
+	_, id, _ := strings.Cut(key, "/")
+	st := &simTimer{transition: transition, kind: kind, id: id, fn: fn}
 	st.t = time.AfterFunc(d, func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if r.closed || r.timers[key] != st {
 			return
 		}
-		delete(r.timers, key)
-		fn()
-		r.afterChangeLocked()
+		if r.heldLocked(st) {
+			// The change waits for the release; the timer stays in r.timers so
+			// that WaitIdle still counts it and a later schedule or cancel of
+			// the same key (a heartbeat, DeleteSnapshot) still replaces it.
+			st.due = true
+			r.notifyLocked()
+			return
+		}
+		r.fireLocked(key, st)
 	})
 	r.timers[key] = st
 	r.notifyLocked()
+}
+
+// fireLocked applies a timer's state change.
+func (r *Region) fireLocked(key string, st *simTimer) {
+	delete(r.timers, key)
+	st.fn()
+	r.afterChangeLocked()
 }
 
 func (r *Region) cancelLocked(key string) {
@@ -306,7 +351,7 @@ func (r *Region) notifyLocked() {
 }
 
 // afterChangeLocked runs after every mutation: groups reconcile, then the
-// state is saved.
+// state is saved (unless Close has saved it for the last time).
 func (r *Region) afterChangeLocked() {
 	r.reconcileGroupsLocked()
 	r.saveLocked()
@@ -314,7 +359,9 @@ func (r *Region) afterChangeLocked() {
 }
 
 // WaitIdle returns when no state transition is scheduled (lifecycle hook
-// timeouts and spot deadlines do not count), or when ctx ends.
+// timeouts and spot deadlines do not count), or when ctx ends, or when the
+// region closes. A held transition is still scheduled: WaitIdle waits for
+// its release.
 func (r *Region) WaitIdle(ctx context.Context) error {
 	for {
 		r.mu.Lock()

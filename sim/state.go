@@ -233,6 +233,9 @@ func loadState(path string) (*world, error) {
 // saveLocked writes state.json atomically (temp file + rename) so a crash
 // never leaves half a file. Caller holds r.mu.
 func (r *Region) saveLocked() {
+	if r.saved {
+		return // after Close's last save the caller may be removing StateDir
+	}
 	b, err := json.MarshalIndent(r.w, "", " ")
 	if err != nil {
 		r.log.Error("encode state", "err", err)

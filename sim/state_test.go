@@ -1,6 +1,9 @@
 package sim
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -42,5 +45,30 @@ func TestStateSurvivesRestart(t *testing.T) {
 	}
 	if got := readAt(t, r2.volumeImage(vol), 0, 4); string(got) != "kept" {
 		t.Fatalf("image after restart: %q", got)
+	}
+}
+
+// TestCloseIsTheLastWrite: once Close returns, nothing writes into the state directory, not even a
+// change through the in-process admin calls, so a caller may remove it (t.TempDir's cleanup does).
+func TestCloseIsTheLastWrite(t *testing.T) {
+	dir := t.TempDir()
+	r := startRegion(t, Options{StateDir: dir})
+	id := runInstance(t, r, "us-east-1a", nil)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.KillInstance(id); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil || !bytes.Equal(before, after) {
+		t.Fatalf("state.json changed after Close (err %v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state.json.tmp")); !os.IsNotExist(err) {
+		t.Fatalf("a state save started after Close: %v", err)
 	}
 }

@@ -18,8 +18,9 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
-// fakeClock drives the throttler's refills, so that tests observe a refill
-// without sleeping.
+// fakeClock drives the throttler's refills and IMDS token lifetimes
+// (Options.IMDSClock), so that tests observe a refill or an expiry without
+// sleeping.
 type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time

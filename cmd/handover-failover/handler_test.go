@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/handover/handover/failover"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
+	"github.com/handover/handover/sim/simtest"
 )
 
 // docInstanceID is the instance ID in the samples under testdata/; tests put a simulated instance's there.
@@ -124,14 +126,10 @@ func (w *region) describe(id string) ec2types.Instance {
 
 func (w *region) waitState(id, want string) {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if string(w.describe(id).State.Name) == want {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	w.t.Fatalf("%s did not become %s", id, want)
+	simtest.Eventually(w.t, time.Minute, id+" "+want, func() (bool, string) {
+		got := string(w.describe(id).State.Name)
+		return got == want, "state " + got
+	})
 }
 
 func (w *region) stop(id string) {
@@ -153,17 +151,15 @@ func (w *region) terminate(id string) {
 // waitHealthy waits until the simulator reports both status checks of id ok.
 func (w *region) waitHealthy(id string) {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	simtest.Eventually(w.t, time.Minute, id+" passes its status checks", func() (bool, string) {
 		out, err := w.ec2.DescribeInstanceStatus(w.ctx(), &ec2.DescribeInstanceStatusInput{InstanceIds: []string{id}})
-		if err == nil && len(out.InstanceStatuses) == 1 &&
-			out.InstanceStatuses[0].SystemStatus.Status == ec2types.SummaryStatusOk &&
-			out.InstanceStatuses[0].InstanceStatus.Status == ec2types.SummaryStatusOk {
-			return
+		if err != nil || len(out.InstanceStatuses) != 1 {
+			return false, fmt.Sprintf("DescribeInstanceStatus: %v %+v", err, out)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	w.t.Fatalf("%s did not pass its status checks", id)
+		s := out.InstanceStatuses[0]
+		return s.SystemStatus.Status == ec2types.SummaryStatusOk && s.InstanceStatus.Status == ec2types.SummaryStatusOk,
+			fmt.Sprintf("system %s, instance %s", s.SystemStatus.Status, s.InstanceStatus.Status)
+	})
 }
 
 func (w *region) holder() string {

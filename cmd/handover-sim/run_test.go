@@ -29,8 +29,12 @@ func TestServeEnvKillCalls(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{ch: make(chan string, 1)}
 	done := make(chan int)
+	// The state directory is made here, before the cleanup below is registered: cleanups run last in
+	// first out, so serve has stopped (and Close has saved for the last time) before the directory is
+	// removed. Made inside the goroutine, its removal ran first and raced the server's last save.
+	state := t.TempDir()
 	go func() {
-		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--state", t.TempDir(), "--speed", "1000",
+		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--state", state, "--speed", "1000",
 			"--fault-rate", "RebootInstances=0.5", "--log-format", "json"}, out, &bytes.Buffer{})
 	}()
 	t.Cleanup(func() {
