@@ -145,6 +145,9 @@ type optionError struct {
 
 func (e *optionError) Error() string { return "--" + e.Flag + ": " + e.Msg }
 
+// Unwrap makes an optionError a usage error (exit 2) even before explain names its source.
+func (e *optionError) Unwrap() error { return fail.Usage(e.Error()) }
+
 // badOption is a wrong value of option name (or a wrong combination, named by its first option).
 func badOption(name, format string, args ...any) error {
 	return &optionError{Flag: name, Msg: fmt.Sprintf(format, args...)}

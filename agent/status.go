@@ -30,16 +30,19 @@ type statusReport struct {
 	EC2Error string       `json:"ec2_error,omitempty"`
 }
 
+// declareStatus declares status's flags: --json, and up's options, so that the plan shown is up's.
+func declareStatus(c *statusConfig, f *flags) {
+	f.fs.BoolVar(&c.JSON, "json", false, "print JSON instead of text")
+	c.Up.register(f)
+}
+
 // runStatus is `handover status`: read-only. The instance's identity and tags; then, when the group is
 // known, the EC2 side (who holds the Elastic IP, the slots' volumes per AZ and snapshots) and the plan
 // `handover up` would follow from here with the same options.
 func runStatus(ctx context.Context, e Env, args []string) error {
 	var cfg statusConfig
 	s, err := start(ctx, e, args, startSpec{name: "status", imdsTimeout: 5 * time.Second, optionalGroup: true,
-		declare: func(f *flags) {
-			f.fs.BoolVar(&cfg.JSON, "json", false, "print JSON instead of text")
-			cfg.Up.register(f)
-		},
+		declare:  func(f *flags) { declareStatus(&cfg, f) },
 		validate: cfg.Up.validate})
 	if err != nil {
 		return err

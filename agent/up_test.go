@@ -812,10 +812,10 @@ func TestUpBadFlags(t *testing.T) {
 			t.Errorf("up %v: exit %d, stderr %q; want exit 2 and one line naming %s", tc.args, code, msg, tc.want)
 		}
 	}
-	// From the environment, the error names the variable.
+	// From the environment, the error names the variable, not the flag nobody passed.
 	var stderr bytes.Buffer
 	code := Main(context.Background(), []string{"up"}, Env{Getenv: mapEnv(map[string]string{"HANDOVER_FS": "zfs"}), Stdout: io.Discard, Stderr: &stderr})
-	if code != fail.CodeUsage || !strings.Contains(stderr.String(), "--fs") {
+	if code != fail.CodeUsage || !strings.Contains(stderr.String(), `environment HANDOVER_FS="zfs"`) {
 		t.Errorf("HANDOVER_FS=zfs: exit %d, %q", code, stderr.String())
 	}
 }

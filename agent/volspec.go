@@ -44,7 +44,7 @@ func (vs *volumeSpecs) String() string {
 	for _, v := range *vs {
 		parts = append(parts, v.String())
 	}
-	return strings.Join(parts, ",")
+	return strings.Join(parts, " ") // as setList reads it: options carry commas
 }
 
 // setList reads the specs of the environment or a tag, where the flag can be given only once: specs
@@ -56,6 +56,9 @@ func (vs *volumeSpecs) setList(s string) error {
 		parts := strings.Split(field, ",")
 		spec := parts[0]
 		for _, p := range parts[1:] {
+			if p == "" {
+				continue // "a:/dev/sdf:/a, b:/dev/sdg:/b": the comma before the space
+			}
 			if specStartRE.MatchString(strings.TrimSpace(p)) {
 				if err := vs.Set(spec); err != nil {
 					return err

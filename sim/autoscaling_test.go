@@ -327,6 +327,15 @@ func TestGroupInstanceTemplateVersion(t *testing.T) {
 	if tags["aws:ec2launchtemplate:version"] != "1" || tags["aws:ec2launchtemplate:id"] == "" || tags["aws:autoscaling:groupName"] != "web" {
 		t.Errorf("instance tags: %v", tags)
 	}
+	// The caller may tag such an instance: AWS's own aws: tags are not the caller's to refuse, and do not
+	// count against the 50 tags. Creating an aws: tag is refused.
+	if _, err := ec2Client(r).CreateTags(ctxT(t), &ec2.CreateTagsInput{Resources: []string{*ins[0].InstanceId},
+		Tags: []ec2types.Tag{{Key: aws.String("handover:launch-hook"), Value: aws.String("launch")}}}); err != nil {
+		t.Errorf("CreateTags on a group's instance: %v", err)
+	}
+	_, err = ec2Client(r).CreateTags(ctxT(t), &ec2.CreateTagsInput{Resources: []string{*ins[0].InstanceId},
+		Tags: []ec2types.Tag{{Key: aws.String("aws:mine"), Value: aws.String("x")}}})
+	wantCode(t, err, "InvalidParameterValue")
 }
 
 func TestGroupReplacesImpairedInstance(t *testing.T) {

@@ -93,7 +93,7 @@ func (r *Region) createTags(c *reqCtx) ([]node, *apiError) {
 		for k, v := range tags {
 			merged[k] = v
 		}
-		if err := checkTags(merged); err != nil {
+		if err := checkTagCount(merged); err != nil {
 			return nil, err
 		}
 		targets = append(targets, t)

@@ -141,6 +141,22 @@ func checkTags(tags map[string]string) *apiError {
 	return nil
 }
 
+// checkTagCount applies the 50-tags limit to a resource's tags after a CreateTags: the aws: tags AWS set
+// itself (aws:ec2launchtemplate:id on a group's instance) do not count, and are not the caller's to refuse.
+// https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions
+func checkTagCount(tags map[string]string) *apiError {
+	n := 0
+	for k := range tags {
+		if !strings.HasPrefix(strings.ToLower(k), "aws:") {
+			n++
+		}
+	}
+	if n > 50 {
+		return badRequest("TagLimitExceeded", "The maximum number of tags per resource is 50.")
+	}
+	return nil
+}
+
 func copyTags(m map[string]string) map[string]string {
 	if len(m) == 0 {
 		return nil
