@@ -336,126 +336,172 @@ func Run(ctx context.Context, log *slog.Logger, c *cloud.Clients, r Request) (Re
 	if r.StatusTimeout == 0 {
 		r.StatusTimeout = DefaultStatusTimeout
 	}
-	base := log // for the shared steps, which add their own step and instance keys
-
-	var from, target MemberInstance
-	var err error
-	if r.From != "" {
-		if from, err = failedPrimary(ctx, c.EC2, r.From, r.Group); err != nil {
-			return Result{}, err
-		}
-		r.Group = from.Group
+	f := &run{c: c, r: r}
+	if err := f.observe(ctx, log); err != nil {
+		return f.res, err
 	}
-	if r.To != "" {
-		if target, err = namedTarget(ctx, c.EC2, r.To, r.Group); err != nil {
-			return Result{}, err
-		}
-		r.Group = target.Group
-	}
-	base = base.With("group", r.Group)
-	members, err := groupMembers(ctx, c.EC2, r.Group)
-	if err != nil {
-		return Result{}, err
-	}
-	addr, err := cloud.FindGroupAddress(ctx, c.EC2, r.Group)
-	if err != nil {
-		return Result{}, err
-	}
-	holder := addr.InstanceID
-	res := Result{Group: r.Group, AllocationID: addr.AllocationID, PublicIP: addr.PublicIP}
-
 	// The failed instance no longer holds the address: an earlier delivery of the same event, another
 	// event about the same failure, or an operator moved it already. This is decided before looking for a
 	// standby, which after a role swap may not exist until an operator provides one.
-	if r.From != "" && holder != "" && holder != r.From && holder != r.To {
-		res.Action, res.Target = NothingToDo, holder
-		res.Reason = fmt.Sprintf("Elastic IP %s is on %s, not on the failed instance %s", addr.PublicIP, holder, r.From)
-		base.Info("nothing to do", logkey.Step, "failover", logkey.Allocation, addr.AllocationID, "reason", res.Reason)
-		if r.SwapRoles && !r.DryRun {
-			res.RolesSwapped, err = finishRoleSwap(ctx, base, c.EC2, from, holder, members)
-		}
-		return res, err
+	if holder := f.addr.InstanceID; r.From != "" && holder != "" && holder != r.From && holder != r.To {
+		return f.nothingToDo(ctx)
 	}
-	if r.To == "" {
-		if target, err = PickStandby(r.Group, members); err != nil {
-			return res, err
-		}
+	if err := f.pickTarget(ctx); err != nil {
+		return f.res, err
 	}
-	res.Target = target.ID
-	if holder != target.ID {
-		res.Previous = holder
-	}
-	log = base.With(logkey.Step, "failover", logkey.Instance, target.ID, logkey.AZ, target.AZ, logkey.Allocation, addr.AllocationID)
-
-	move, moveWhy, err := decideMove(ctx, c, addr, target.ID, r.Force)
+	move, why, err := decideMove(ctx, c, f.addr, f.target.ID, r.Force)
 	if err != nil {
-		return res, err
+		return f.res, err
 	}
 	if !move {
-		res.Action = Already
+		f.res.Action = Already
 	}
-
 	if r.DryRun {
-		res.Action = Planned
-		res.Plan = failoverPlan(r, target, from, addr, members, moveWhy, move)
-		return res, nil
+		f.res.Action = Planned
+		f.res.Plan = failoverPlan(r, f.target, f.from, f.addr, f.members, why, move)
+		return f.res, nil
 	}
-
-	started, err := ensureRunning(ctx, base.With(logkey.Instance, target.ID), c.EC2, target.ID, r.StartTimeout)
-	res.Started = started
-	if err != nil {
-		return res, err
-	}
-	if r.WaitStatusOK {
-		if err := waitStatusOK(ctx, base.With(logkey.Instance, target.ID), c.EC2, target.ID, r.StatusTimeout); err != nil {
-			return res, err
-		}
-	}
-	if move && (started || r.WaitStatusOK) {
-		// The world may have changed while the target started (the primary came back, another invocation
-		// or an operator moved the address): decide again on a fresh look before moving anything.
-		if addr, err = cloud.FindGroupAddress(ctx, c.EC2, r.Group); err != nil {
-			return res, err
-		}
-		res.Previous = ""
-		if addr.InstanceID != target.ID {
-			res.Previous = addr.InstanceID
-		}
-		if move, moveWhy, err = decideMove(ctx, c, addr, target.ID, r.Force); err != nil {
-			if res.Started {
-				log.Warn("the target was started but the address stays where it is; stop the target if it is not needed", "error", err.Error())
-			}
-			return res, err
-		}
-		if !move {
-			res.Action = Already
-		}
+	if move, why, err = f.startTarget(ctx, move, why); err != nil {
+		return f.res, err
 	}
 	if move {
-		log.Info("moving the Elastic IP", "public_ip", addr.PublicIP, "from", orDash(addr.InstanceID), "reason", moveWhy)
-		// The decision above is the takeover's authority: claimAddress associates with AllowReassociation
-		// when the address is held, then verifies with a fresh Describe.
-		cr, err := cloud.ClaimAddress(ctx, base, c, cloud.ClaimSpec{Group: r.Group, InstanceID: target.ID, Takeover: true, TakeoverFlag: "--force", Wait: failoverClaimBound})
-		if err != nil {
-			return res, err
-		}
-		if cr.Action == "already-held" {
-			res.Action = Already
-		} else {
-			res.Action = Moved
+		if err := f.moveAddress(ctx, why); err != nil {
+			return f.res, err
 		}
 	}
-	if res.Action == Already {
-		log.Info("the Elastic IP is already on the target", "public_ip", addr.PublicIP)
+	if f.res.Action == Already {
+		f.log.Info("the Elastic IP is already on the target", logkey.PublicIP, f.addr.PublicIP)
 	}
 	if r.SwapRoles {
-		swapped, err := swapRoles(ctx, log, c.EC2, target, members)
-		res.RolesSwapped = swapped
+		swapped, err := swapRoles(ctx, f.log, c.EC2, f.target, f.members)
+		f.res.RolesSwapped = swapped
 		if err != nil {
-			return res, err
+			return f.res, err
 		}
 	}
-	return res, nil
+	return f.res, nil
+}
+
+// run is one failover: what it was asked and what it has found.
+type run struct {
+	c            *cloud.Clients
+	r            Request
+	base, log    *slog.Logger // base for the shared steps (they add their own keys), log for this one's
+	from, target MemberInstance
+	members      []MemberInstance
+	addr         cloud.Address
+	res          Result
+}
+
+// observe reads the failed primary and the named target (each settles the group when it was not given),
+// the group's members and its address.
+func (f *run) observe(ctx context.Context, log *slog.Logger) error {
+	var err error
+	if f.r.From != "" {
+		if f.from, err = failedPrimary(ctx, f.c.EC2, f.r.From, f.r.Group); err != nil {
+			return err
+		}
+		f.r.Group = f.from.Group
+	}
+	if f.r.To != "" {
+		if f.target, err = namedTarget(ctx, f.c.EC2, f.r.To, f.r.Group); err != nil {
+			return err
+		}
+		f.r.Group = f.target.Group
+	}
+	f.base = log.With(logkey.Group, f.r.Group)
+	if f.members, err = groupMembers(ctx, f.c.EC2, f.r.Group); err != nil {
+		return err
+	}
+	if f.addr, err = cloud.FindGroupAddress(ctx, f.c.EC2, f.r.Group); err != nil {
+		return err
+	}
+	f.res = Result{Group: f.r.Group, AllocationID: f.addr.AllocationID, PublicIP: f.addr.PublicIP}
+	return nil
+}
+
+// nothingToDo ends a failover whose failed instance no longer holds the address, finishing a role swap an
+// earlier run began.
+func (f *run) nothingToDo(ctx context.Context) (Result, error) {
+	holder := f.addr.InstanceID
+	f.res.Action, f.res.Target = NothingToDo, holder
+	f.res.Reason = fmt.Sprintf("Elastic IP %s is on %s, not on the failed instance %s", f.addr.PublicIP, holder, f.r.From)
+	f.base.Info("nothing to do", logkey.Step, "failover", logkey.Allocation, f.addr.AllocationID, logkey.Reason, f.res.Reason)
+	var err error
+	if f.r.SwapRoles && !f.r.DryRun {
+		f.res.RolesSwapped, err = finishRoleSwap(ctx, f.base, f.c.EC2, f.from, holder, f.members)
+	}
+	return f.res, err
+}
+
+// pickTarget settles the target: the one named, or the group's standby.
+func (f *run) pickTarget(context.Context) error {
+	if f.r.To == "" {
+		t, err := PickStandby(f.r.Group, f.members)
+		if err != nil {
+			return err
+		}
+		f.target = t
+	}
+	f.res.Target = f.target.ID
+	if f.addr.InstanceID != f.target.ID {
+		f.res.Previous = f.addr.InstanceID
+	}
+	f.log = f.base.With(logkey.Step, "failover", logkey.Instance, f.target.ID, logkey.AZ, f.target.AZ, logkey.Allocation, f.addr.AllocationID)
+	return nil
+}
+
+// startTarget makes the target run (and pass its status checks when asked). The world may have changed
+// while it started (the primary came back, another invocation or an operator moved the address), so the
+// move is decided again on a fresh look.
+func (f *run) startTarget(ctx context.Context, move bool, why string) (bool, string, error) {
+	tlog := f.base.With(logkey.Instance, f.target.ID)
+	started, err := ensureRunning(ctx, tlog, f.c.EC2, f.target.ID, f.r.StartTimeout)
+	f.res.Started = started
+	if err != nil {
+		return false, "", err
+	}
+	if f.r.WaitStatusOK {
+		if err := waitStatusOK(ctx, tlog, f.c.EC2, f.target.ID, f.r.StatusTimeout); err != nil {
+			return false, "", err
+		}
+	}
+	if !move || !(started || f.r.WaitStatusOK) {
+		return move, why, nil
+	}
+	if f.addr, err = cloud.FindGroupAddress(ctx, f.c.EC2, f.r.Group); err != nil {
+		return false, "", err
+	}
+	f.res.Previous = ""
+	if f.addr.InstanceID != f.target.ID {
+		f.res.Previous = f.addr.InstanceID
+	}
+	if move, why, err = decideMove(ctx, f.c, f.addr, f.target.ID, f.r.Force); err != nil {
+		if f.res.Started {
+			f.log.Warn("the target was started but the address stays where it is; stop the target if it is not needed", logkey.Error, err.Error())
+		}
+		return false, "", err
+	}
+	if !move {
+		f.res.Action = Already
+	}
+	return move, why, nil
+}
+
+// moveAddress moves the address to the target. The decision made before is the takeover's authority:
+// ClaimAddress associates with AllowReassociation when the address is held, then verifies with a fresh
+// Describe.
+func (f *run) moveAddress(ctx context.Context, why string) error {
+	f.log.Info("moving the Elastic IP", logkey.PublicIP, f.addr.PublicIP, "from", orDash(f.addr.InstanceID), logkey.Reason, why)
+	cr, err := cloud.ClaimAddress(ctx, f.base, f.c, cloud.ClaimSpec{Group: f.r.Group, InstanceID: f.target.ID, Takeover: true, TakeoverFlag: "--force", Wait: failoverClaimBound})
+	if err != nil {
+		return err
+	}
+	f.res.Action = Moved
+	if cr.Action == "already-held" {
+		f.res.Action = Already
+	}
+	return nil
 }
 
 // failoverPlan is what a dry run prints: one line per step that would change something.
