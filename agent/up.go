@@ -158,8 +158,12 @@ type upRun struct {
 	host    *host.Linux
 	start   time.Time
 
-	mu   sync.Mutex // guards step, shared by the slots' goroutines for messages
-	step string
+	mu    sync.Mutex        // guards step and slots, shared by the slots' goroutines for messages
+	step  string            // the step the run is at
+	slots map[string]string // during the volume steps: slot -> the step that slot is at
+	// failedAt is where the run was when a slot first failed: the other slots go on, and the run moves to
+	// the next step before it returns the error.
+	failedAt string
 }
 
 // stepDone logs the one line each step ends with.
@@ -169,14 +173,62 @@ func (r *upRun) stepDone(step string, attrs ...any) {
 
 func (r *upRun) enter(step string) {
 	r.mu.Lock()
-	r.step = step
+	r.step, r.slots = step, nil
 	r.mu.Unlock()
 }
 
+// enterSlot records the step one slot is at: the slots converge in parallel, so a timeout names each.
+func (r *upRun) enterSlot(slot, step string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.slots == nil {
+		r.slots = map[string]string{}
+	}
+	r.slots[slot] = step
+}
+
+// slotFailed records where the run was when a slot's step failed; it returns err.
+func (r *upRun) slotFailed(err error) error {
+	if err != nil {
+		where := r.current()
+		r.mu.Lock()
+		if r.failedAt == "" {
+			r.failedAt = where
+		}
+		r.mu.Unlock()
+	}
+	return err
+}
+
+// where names the step a failure happened at: the first failed slot's, else the current one.
+func (r *upRun) where() string {
+	r.mu.Lock()
+	at := r.failedAt
+	r.mu.Unlock()
+	if at != "" {
+		return at
+	}
+	return r.current()
+}
+
+// current names where the run is: the step, and while slots are at work, the step of each
+// ("volumes: data at device, wal at volume").
 func (r *upRun) current() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.step
+	if len(r.slots) == 0 {
+		return r.step
+	}
+	names := make([]string, 0, len(r.slots))
+	for slot := range r.slots {
+		names = append(names, slot)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, slot := range names {
+		parts[i] = slot + " at " + r.slots[slot]
+	}
+	return r.step + ": " + strings.Join(parts, ", ")
 }
 
 // upResult is what the final summary reports.
@@ -301,7 +353,7 @@ func (r *upRun) explain(parent context.Context, err error) error {
 		return nil
 	}
 	if errors.Is(err, context.DeadlineExceeded) && parent.Err() == nil {
-		return &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("up did not finish within --timeout %s (it was at step %q); rerun to carry on, or raise --timeout", r.cfg.Timeout, r.current()), Err: err}
+		return &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("up did not finish within --timeout %s (it was at step %q); rerun to carry on, or raise --timeout", r.cfg.Timeout, r.where()), Err: err}
 	}
 	return err
 }
@@ -363,6 +415,7 @@ func (r *upRun) converge(ctx context.Context) (upResult, error) {
 		go func() {
 			defer wg.Done()
 			slots[i], errs[i] = r.bringVolume(ctx, spec)
+			errs[i] = r.slotFailed(errs[i])
 		}()
 	}
 	wg.Wait()
@@ -382,7 +435,7 @@ func (r *upRun) converge(ctx context.Context) (upResult, error) {
 		return pa < pb
 	})
 	for _, i := range order {
-		errs[i] = r.finishSlot(ctx, slots[i])
+		errs[i] = r.slotFailed(r.finishSlot(ctx, slots[i]))
 	}
 	res.Slots = make([]slotResult, n)
 	for i, s := range slots {
@@ -433,6 +486,7 @@ func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*upSlot, erro
 		Slot: spec.Slot, Device: spec.Device, Shape: r.cfg.Shape, Takeover: r.cfg.Takeover, RequireData: r.cfg.RequireData,
 		ReleaseTimeout: r.cfg.ReleaseTimeout,
 	}}
+	r.enterSlot(spec.Slot, "volume")
 	if err := s.run.Converge(ctx); err != nil {
 		return s, err
 	}
@@ -441,6 +495,7 @@ func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*upSlot, erro
 	if r.cfg.NoMount {
 		return s, nil
 	}
+	r.enterSlot(spec.Slot, "device")
 	dev, err := r.host.WaitForDevice(ctx, s.run.Log, vol.ID, host.DeviceBound)
 	if err != nil {
 		return s, err
@@ -454,6 +509,7 @@ func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*upSlot, erro
 func (r *upRun) finishSlot(ctx context.Context, s *upSlot) error {
 	spec, vol := s.spec, s.run.Res.Volume
 	if !r.cfg.NoMount {
+		r.enterSlot(spec.Slot, "mount")
 		fsr, err := prepareFilesystem(ctx, s.run.Log, r.host, fsRequest{
 			Device: s.device, VolumeID: vol.ID, CreatedBlank: vol.CreatedBlank, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
 		})
@@ -463,6 +519,7 @@ func (r *upRun) finishSlot(ctx context.Context, s *upSlot) error {
 		}
 		r.stepDone("mount", "slot", spec.Slot, logkey.Volume, vol.ID, "mount_point", spec.MountPoint, "fs", fsr.Type, "uuid", fsr.UUID)
 	}
+	r.enterSlot(spec.Slot, "superseded")
 	s.run.Retire(ctx, r.cfg.DeleteSuperseded) // housekeeping: failures are warnings, not a failed up
 	if out := s.run.Res; len(out.Superseded)+len(out.Deleted) > 0 {
 		r.stepDone("superseded", "slot", spec.Slot, "tagged", strings.Join(out.Superseded, ","), "deleted", strings.Join(out.Deleted, ","))

@@ -1213,3 +1213,14 @@ func TestUpDeleteSupersededKeepsNewerData(t *testing.T) {
 		t.Errorf("generation 1 %s, the restored snapshot's source, was not deleted", old)
 	}
 }
+
+// TestUpTimeoutNamesTheStep: when --timeout runs out, the line names the step each slot was at (the slots
+// converge in parallel), here the wait for a device that never appears.
+func TestUpTimeoutNamesTheStep(t *testing.T) {
+	w := newTestRegion(t)
+	w.allocateAddress(testGroup)
+	id := w.runInstance("us-east-1a", groupTags, true)
+	empty := t.TempDir() // no disk/by-id here: the device never appears
+	res := w.runAgent(w.ctx(), id, map[string]string{"HANDOVER_DEV_DIR": empty}, w.upArgs(id, "--timeout", "5s")...)
+	mustExit(t, res, fail.CodeFailed, "did not finish within --timeout 5s", `it was at step "volumes: data at device"`)
+}
