@@ -137,13 +137,14 @@ type thisInstance struct {
 	host    *host.Linux // this machine: --dev-dir, --sys-dir and the calls that can hang
 }
 
-// openThisInstance starts down, watch and snapshot: the start-up pipeline (start), then what they share.
-func openThisInstance(ctx context.Context, e Env, args []string, spec startSpec) (*started, *thisInstance, error) {
+// openThisInstance starts down, watch and snapshot: the start-up pipeline (start), then this instance as
+// they share it, with the host its settled options describe.
+func openThisInstance(ctx context.Context, e Env, args []string, spec startSpec, opts *hostOptions, calls host.FSCalls) (*started, *thisInstance, error) {
 	st, err := start(ctx, e, args, spec)
 	if err != nil {
 		return nil, nil, err
 	}
-	return st, &thisInstance{id: st.id, md: st.md, clients: st.clients, group: st.group}, nil
+	return st, &thisInstance{id: st.id, md: st.md, clients: st.clients, group: st.group, host: opts.machine(calls)}, nil
 }
 
 func runDown(ctx context.Context, e Env, args []string) error {
@@ -154,13 +155,12 @@ func runDown(ctx context.Context, e Env, args []string) error {
 func downCommand(ctx context.Context, e Env, args []string, calls host.FSCalls) error {
 	var cfg downConfig
 	st, in, err := openThisInstance(ctx, e, args, startSpec{name: "down", imdsTimeout: 10 * time.Second, dryRun: true,
-		declare: cfg.addFlags, validate: cfg.validate})
+		declare: cfg.addFlags, validate: cfg.validate}, &cfg.hostOptions, calls)
 	if err != nil {
 		return err
 	}
 	log := st.log
 	cfg.applyDefaults()
-	in.host = cfg.machine(calls)
 	occ := occasionFromMetadata(ctx, log, in.md, in.id.InstanceID)
 	rep, err := in.down(ctx, log, cfg, occ, st.dryRun)
 	rep.print(e.Stdout)

@@ -112,11 +112,10 @@ func runSnapshot(ctx context.Context, e Env, args []string) error {
 func snapshotCommand(ctx context.Context, e Env, args []string, calls host.FSCalls) error {
 	var cfg snapshotConfig
 	st, in, err := openThisInstance(ctx, e, args, startSpec{name: "snapshot", imdsTimeout: 10 * time.Second, dryRun: true,
-		declare: cfg.register, validate: cfg.validate})
+		declare: cfg.register, validate: cfg.validate}, &cfg.hostOptions, calls)
 	if err != nil {
 		return err
 	}
-	in.host = cfg.machine(calls)
 	cfg.Volumes = cfg.Volumes.orDefault()
 	return in.snapshotNow(ctx, st.log, e.Stdout, cfg, st.dryRun)
 }

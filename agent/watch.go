@@ -153,13 +153,12 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 	// Started at boot: the network, and so IMDS, may not be up yet.
 	var cfg watchConfig
 	st, in, err := openThisInstance(ctx, e, args, startSpec{name: "watch", imdsTimeout: 5 * time.Minute, dryRun: true,
-		declare: cfg.register, validate: cfg.validate})
+		declare: cfg.register, validate: cfg.validate}, &cfg.Down.hostOptions, host.FSCalls{})
 	if err != nil {
 		return err
 	}
 	log := st.log
 	cfg.Down.applyDefaults()
-	in.host = cfg.Down.machine(host.FSCalls{})
 	state, err := loadWatchState(log, cfg.StateFile, in.id.InstanceID)
 	if err != nil {
 		return err
