@@ -55,7 +55,7 @@ type fsResult struct {
 // prepareFilesystem makes the slot's device a mounted, persisted filesystem: probe, make one only on a
 // blank volume of handover's, grow it when the volume is larger, mount it, write the unit.
 func prepareFilesystem(ctx context.Context, log *slog.Logger, h host.Host, req fsRequest) (fsResult, error) {
-	log = log.With(logkey.Step, "filesystem", logkey.Volume, req.VolumeID, "device", req.Device)
+	log = log.With(logkey.Step, "filesystem", logkey.Volume, req.VolumeID, logkey.Device, req.Device)
 	res := fsResult{MountPoint: req.Spec.MountPoint}
 	sig, err := h.Probe(ctx, req.Device)
 	if err != nil {
@@ -106,7 +106,7 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, h host.Host, req f
 			return res, fmt.Errorf("mount %s (%s) at %s: %w", req.VolumeID, req.Device, req.Spec.MountPoint, err)
 		}
 		res.Mounted = "mounted"
-		log.Info("mounted", "mount_point", req.Spec.MountPoint, "fs", sig.Type, "uuid", sig.UUID)
+		log.Info("mounted", logkey.MountPoint, req.Spec.MountPoint, logkey.FS, sig.Type, "uuid", sig.UUID)
 	} else {
 		res.Mounted = "already mounted"
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
 	"github.com/handover/handover/internal/wait"
 )
 
@@ -80,7 +81,7 @@ func start(ctx context.Context, e Env, args []string, spec startSpec) (*started,
 			return nil, err
 		}
 		st.clients, st.group = c, f.Common.Group
-		st.log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
+		st.log.Debug("configuration", logkey.Sources, strings.Join(f.sources(), " "))
 		return st, nil
 	}
 	st.md = newIMDS(e.Getenv)
@@ -105,7 +106,7 @@ func start(ctx context.Context, e Env, args []string, spec startSpec) (*started,
 	if st.group == "" && !spec.optionalGroup {
 		return nil, preconditionNoGroup(id.InstanceID, st.tagsFrom)
 	}
-	st.log.Debug("configuration", "sources", strings.Join(f.sources(), " "))
+	st.log.Debug("configuration", logkey.Sources, strings.Join(f.sources(), " "))
 	return st, nil
 }
 

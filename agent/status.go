@@ -11,6 +11,7 @@ import (
 
 	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
 )
 
 // statusConfig is `handover status`.
@@ -60,7 +61,7 @@ func runStatus(ctx context.Context, e Env, args []string) error {
 			// status reports what it could see: the local part stands, and the EC2 part says why it is
 			// missing (no credentials, no permission, no network) instead of hiding the rest.
 			st.EC2Error = fail.OneLine(err.Error())
-			log.Warn("EC2 side unavailable", "group", st.Group, "error", st.EC2Error)
+			log.Warn("EC2 side unavailable", logkey.Group, st.Group, logkey.Error, st.EC2Error)
 		}
 	}
 

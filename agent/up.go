@@ -373,7 +373,7 @@ func (r *upRun) launchAction(ctx context.Context) (*cloud.LifecycleAction, error
 		if r.cfg.LaunchHook != "" {
 			hook = &cloud.LifecycleAction{As: r.clients.AutoScaling, Log: r.log, Kind: cloud.LaunchHookKind, AsgName: m.ASGName, Hook: r.cfg.LaunchHook, InstanceID: r.me.InstanceID}
 		} else {
-			r.log.Warn("this instance waits in Pending:Wait but no --launch-hook was given: the group waits for the hook's timeout", logkey.Step, "asg", "asg", m.ASGName)
+			r.log.Warn("this instance waits in Pending:Wait but no --launch-hook was given: the group waits for the hook's timeout", logkey.Step, "asg", logkey.ASG, m.ASGName)
 		}
 	}
 	r.stepDone("asg", "asg", orDash(m.ASGName), "lifecycle_state", orDash(m.LifecycleState), "hook_pending", hook != nil)
@@ -482,7 +482,7 @@ type upSlot struct {
 // bringVolume makes one slot's volume attached here and, unless --no-mount, waits for its device.
 func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*upSlot, error) {
 	s := &upSlot{spec: spec, run: &cloud.SlotRun{
-		C: r.clients, Log: r.log.With("slot", spec.Slot), InstanceID: r.me.InstanceID, Az: r.me.AvailabilityZone, Group: r.group,
+		C: r.clients, Log: r.log.With(logkey.Slot, spec.Slot), InstanceID: r.me.InstanceID, Az: r.me.AvailabilityZone, Group: r.group,
 		Slot: spec.Slot, Device: spec.Device, Shape: r.cfg.Shape, Takeover: r.cfg.Takeover, RequireData: r.cfg.RequireData,
 		ReleaseTimeout: r.cfg.ReleaseTimeout,
 	}}

@@ -173,7 +173,7 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 			rep, err := in.down(ctx, log, cfg.Down, n.Occ, dryRun)
 			rep.print(e.Stdout)
 			if err == nil && rep.PreStopErr != nil {
-				log.Error("handed over, but the pre-stop command failed, so no snapshot is marked consistent; fix the command", logkey.Step, "watch", "error", rep.PreStopErr.Error())
+				log.Error("handed over, but the pre-stop command failed, so no snapshot is marked consistent; fix the command", logkey.Step, "watch", logkey.Error, rep.PreStopErr.Error())
 			}
 			return err
 		})
@@ -212,7 +212,7 @@ func (w *watcher) run(ctx context.Context) error {
 	for _, m := range w.monitors {
 		sources = append(sources, m.source())
 	}
-	w.log.Info("watching instance metadata", "sources", strings.Join(sources, ","), "every", w.every.String(), "state_file", w.state.path)
+	w.log.Info("watching instance metadata", logkey.Sources, strings.Join(sources, ","), logkey.Every, w.every.String(), "state_file", w.state.path)
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -238,17 +238,17 @@ func (w *watcher) tick(ctx context.Context) {
 		}
 		if err != nil {
 			if !w.failing[src] {
-				w.log.Warn("cannot read the notice; retrying at every poll", "source", src, "error", err.Error())
+				w.log.Warn("cannot read the notice; retrying at every poll", logkey.Source, src, logkey.Error, err.Error())
 				w.failing[src] = true
 			}
 			continue
 		}
 		if w.failing[src] {
-			w.log.Info("notice readable again", "source", src)
+			w.log.Info("notice readable again", logkey.Source, src)
 			w.failing[src] = false
 		}
 		if st != w.last[src] {
-			w.log.Info("state changed", "source", src, "from", orDash(w.last[src]), "to", st)
+			w.log.Info("state changed", logkey.Source, src, logkey.From, orDash(w.last[src]), "to", st)
 			w.last[src] = st
 		}
 		if n != nil {
@@ -261,7 +261,7 @@ func (w *watcher) tick(ctx context.Context) {
 // later poll, with a growing delay; a down cut short by ctx is left for the next start of the watcher.
 func (w *watcher) handleNotice(ctx context.Context, n notice) {
 	key := n.Occ.Key
-	log := w.log.With("source", n.Source, "event", key)
+	log := w.log.With(logkey.Source, n.Source, logkey.Event, key)
 	if ev := w.state.Events[key]; ev != nil && !ev.Finished.IsZero() {
 		if !w.quiet[key] {
 			log.Info("event already handed over; not running down again", "finished", ev.Finished.UTC().Format(time.RFC3339))
@@ -276,7 +276,7 @@ func (w *watcher) handleNotice(ctx context.Context, n notice) {
 		if !w.quiet[key] {
 			log.Info("event seen (dry run): printing down's plan")
 			if err := w.handle(ctx, n); err != nil {
-				log.Error("down plan failed", "error", err.Error())
+				log.Error("down plan failed", logkey.Error, err.Error())
 			}
 			w.quiet[key] = true
 		}
@@ -288,16 +288,16 @@ func (w *watcher) handleNotice(ctx context.Context, n notice) {
 		w.state.Events[key] = ev
 		log.Info("hand-over triggered: running down", "detail", n.Detail)
 	} else if w.attempts[key] == 0 {
-		log.Info("down for this event started earlier but did not finish: running it again", "started", ev.Started.Format(time.RFC3339), "attempts", ev.Attempts)
+		log.Info("down for this event started earlier but did not finish: running it again", logkey.Started, ev.Started.Format(time.RFC3339), "attempts", ev.Attempts)
 	}
 	ev.Attempts++
 	if err := w.state.save(); err != nil {
-		log.Warn("could not record the event; running down anyway", "error", err.Error())
+		log.Warn("could not record the event; running down anyway", logkey.Error, err.Error())
 	}
 	err := w.handle(ctx, n)
 	if err != nil {
 		if ctx.Err() != nil {
-			log.Warn("stopped while down was running; the next start of the watcher runs it again", "error", err.Error())
+			log.Warn("stopped while down was running; the next start of the watcher runs it again", logkey.Error, err.Error())
 			return
 		}
 		w.attempts[key]++
@@ -305,15 +305,15 @@ func (w *watcher) handleNotice(ctx context.Context, n notice) {
 		w.retryAt[key] = time.Now().Add(delay)
 		ev.LastError = fail.OneLine(err.Error())
 		if serr := w.state.save(); serr != nil {
-			log.Warn("could not record the failed attempt", "error", serr.Error())
+			log.Warn("could not record the failed attempt", logkey.Error, serr.Error())
 		}
-		log.Error("down failed; retrying", "in", delay.String(), "exit_code", ExitCode(err), "error", err.Error())
+		log.Error("down failed; retrying", "in", delay.String(), logkey.ExitCode, ExitCode(err), logkey.Error, err.Error())
 		return
 	}
 	ev.Finished, ev.LastError = time.Now().UTC(), ""
 	if err := w.state.save(); err != nil {
 		// down converges when rerun, so a restart that runs it again does no harm; say so.
-		log.Error("down finished but could not be recorded: a restarted watcher will run it again (harmless, it converges)", "error", err.Error())
+		log.Error("down finished but could not be recorded: a restarted watcher will run it again (harmless, it converges)", logkey.Error, err.Error())
 	}
 	log.Info("hand-over done for this event")
 }
@@ -355,7 +355,7 @@ func loadWatchState(log *slog.Logger, path, instanceID string) (*watchState, err
 		if rerr := os.Rename(path, aside); rerr != nil {
 			return nil, fmt.Errorf("state file %s is not valid JSON (%v) and could not be moved aside: %w", path, err, rerr)
 		}
-		log.Warn("state file was not valid JSON; moved aside, starting with no recorded events", logkey.Step, "watch", "moved_to", aside, "error", err.Error())
+		log.Warn("state file was not valid JSON; moved aside, starting with no recorded events", logkey.Step, "watch", "moved_to", aside, logkey.Error, err.Error())
 		return s, nil
 	}
 	if got.InstanceID != instanceID {

@@ -59,7 +59,7 @@ func CheckMaintenancePolicy(ctx context.Context, log *slog.Logger, as AutoScalin
 				asgName, p.MinHealthy, p.MaxHealthy, asgName), nil)
 		case p.MayLaunchFirst():
 			log.Warn("the group's instance maintenance policy may keep the old instance until this one is in service; MinHealthyPercentage=0 is the safe setting for a handover group",
-				logkey.Step, "asg-policy", "asg", asgName, "min_healthy_percentage", p.MinHealthy, "max_healthy_percentage", p.MaxHealthy, "desired", p.Desired)
+				logkey.Step, "asg-policy", logkey.ASG, asgName, "min_healthy_percentage", p.MinHealthy, "max_healthy_percentage", p.MaxHealthy, "desired", p.Desired)
 		}
 	}
 	return nil

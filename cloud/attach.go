@@ -28,7 +28,7 @@ func attachVolume(ctx context.Context, log *slog.Logger, c EC2, volumeID, instan
 	})
 	switch {
 	case err == nil:
-		log.Info("attaching", logkey.Step, "attach", logkey.Volume, volumeID, "device", device)
+		log.Info("attaching", logkey.Step, "attach", logkey.Volume, volumeID, logkey.Device, device)
 		return nil
 	case HasCode(err, codeVolumeInUse, CodeIncorrectState):
 		log.Info("volume changed before it could be attached; looking again", logkey.Step, "attach", logkey.Volume, volumeID, "code", errorCode(err))
@@ -44,7 +44,7 @@ func detachFromStopped(ctx context.Context, log *slog.Logger, c EC2, volumeID, i
 	_, err := c.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(volumeID), InstanceId: aws.String(instanceID)})
 	switch {
 	case err == nil:
-		log.Info("detaching from stopped instance", logkey.Step, "attach", logkey.Volume, volumeID, "from", instanceID)
+		log.Info("detaching from stopped instance", logkey.Step, "attach", logkey.Volume, volumeID, logkey.From, instanceID)
 		return nil
 	case HasCode(err, CodeIncorrectState, CodeAttachmentNotFound):
 		return nil // already detaching or detached: the next observation says which

@@ -93,13 +93,13 @@ func (a *LifecycleAction) Complete(ctx context.Context, result string) (inactive
 		if cerr != nil {
 			return "", cerr
 		}
-		a.Log.Warn("no active lifecycle action to complete", logkey.Step, "lifecycle", "hook", a.Hook, "result", result, "why", inactive)
+		a.Log.Warn("no active lifecycle action to complete", logkey.Step, "lifecycle", logkey.Hook, a.Hook, logkey.Result, result, logkey.Why, inactive)
 		return inactive, nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("complete lifecycle hook %s with %s: %w", a.Hook, result, err)
 	}
-	a.Log.Info("lifecycle action completed", logkey.Step, "lifecycle", "hook", a.Hook, "result", result)
+	a.Log.Info("lifecycle action completed", logkey.Step, "lifecycle", logkey.Hook, a.Hook, logkey.Result, result)
 	return "", nil
 }
 
@@ -111,7 +111,7 @@ func (a *LifecycleAction) Complete(ctx context.Context, result string) (inactive
 func (a *LifecycleAction) checkHook(ctx context.Context) (inactive string, err error) {
 	out, err := a.As.DescribeLifecycleHooks(ctx, &autoscaling.DescribeLifecycleHooksInput{AutoScalingGroupName: aws.String(a.AsgName)})
 	if err != nil {
-		a.Log.Warn("could not read the group's lifecycle hooks to tell why there is no active action", logkey.Step, "lifecycle", "asg", a.AsgName, "error", err.Error())
+		a.Log.Warn("could not read the group's lifecycle hooks to tell why there is no active action", logkey.Step, "lifecycle", logkey.ASG, a.AsgName, logkey.Error, err.Error())
 		return fmt.Sprintf("no active lifecycle action: already completed, timed out, or no hook named %s on group %s", a.Hook, a.AsgName), nil
 	}
 	var hooks []string
@@ -154,9 +154,9 @@ func (a *LifecycleAction) KeepAlive(ctx context.Context, interval time.Duration)
 				err := a.heartbeat(hctx)
 				hcancel()
 				if err != nil && ctx.Err() == nil {
-					a.Log.Warn("lifecycle heartbeat failed; retrying at the next tick", logkey.Step, "lifecycle", "hook", a.Hook, "error", err.Error())
+					a.Log.Warn("lifecycle heartbeat failed; retrying at the next tick", logkey.Step, "lifecycle", logkey.Hook, a.Hook, logkey.Error, err.Error())
 				} else if err == nil {
-					a.Log.Debug("lifecycle heartbeat sent", logkey.Step, "lifecycle", "hook", a.Hook)
+					a.Log.Debug("lifecycle heartbeat sent", logkey.Step, "lifecycle", logkey.Hook, a.Hook)
 				}
 			}
 		}

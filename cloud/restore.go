@@ -519,7 +519,7 @@ func (s *SlotRun) Converge(ctx context.Context) error {
 	for round := 0; round < maxConvergeRounds; round++ {
 		before := p.key()
 		if before != lastKey {
-			s.Log.Info("plan", logkey.Step, "volume", "action", p.Action.String(), "why", p.Why)
+			s.Log.Info("plan", logkey.Step, "volume", logkey.Action, p.Action.String(), logkey.Why, p.Why)
 			if p.Warn != "" {
 				s.Log.Warn(p.Warn, logkey.Step, "volume")
 			}
@@ -630,7 +630,7 @@ func (s *SlotRun) create(ctx context.Context, generation int, snap *Snapshot) (s
 	in := CreateVolumeInput(s.Group, s.Slot, s.Az, generation, s.Shape, snap)
 	out, err := s.C.EC2.CreateVolume(ctx, in)
 	if HasCode(err, codeIdempotentMismatch) {
-		s.Log.Warn("CreateVolume token of this generation was used with other parameters; looking for its volume", logkey.Step, "volume", "generation", generation)
+		s.Log.Warn("CreateVolume token of this generation was used with other parameters; looking for its volume", logkey.Step, "volume", logkey.Generation, generation)
 		err := Poll(ctx, s.Log, wait.Spec{What: fmt.Sprintf("a volume of generation %d to show up", generation), Bound: tokenVisibilityBound, Step: "volume"},
 			func(ctx context.Context) (bool, string, error) {
 				vols, err := ListSlotVolumes(ctx, s.C.EC2, s.Group, s.Slot)
@@ -641,7 +641,7 @@ func (s *SlotRun) create(ctx context.Context, generation int, snap *Snapshot) (s
 			})
 		switch {
 		case errors.Is(err, wait.ErrTimeout):
-			s.Log.Warn("no volume of this generation exists: skipping it", logkey.Step, "volume", "generation", generation)
+			s.Log.Warn("no volume of this generation exists: skipping it", logkey.Step, "volume", logkey.Generation, generation)
 			s.minGen = generation + 1
 		case err != nil:
 			return "", err
@@ -656,7 +656,7 @@ func (s *SlotRun) create(ctx context.Context, generation int, snap *Snapshot) (s
 		return "", fmt.Errorf("create %s in %s (generation %d): %w", what, s.Az, generation, err)
 	}
 	id := aws.ToString(out.VolumeId)
-	s.Log.Info("volume created", logkey.Step, "volume", logkey.Volume, id, "generation", generation, "size_gib", aws.ToInt32(in.Size), "type", s.Shape.Type)
+	s.Log.Info("volume created", logkey.Step, "volume", logkey.Volume, id, logkey.Generation, generation, "size_gib", aws.ToInt32(in.Size), "type", s.Shape.Type)
 	return id, nil
 }
 
@@ -743,13 +743,13 @@ func (s *SlotRun) Retire(ctx context.Context, deleteThem bool) {
 		}
 		if v.Generation > cutFrom {
 			s.Log.Warn("superseded volume is newer than the snapshot this volume was restored from, and holds writes no snapshot has: keeping it",
-				logkey.Step, "superseded", logkey.Volume, v.ID, "generation", v.Generation, "restored_generation", cutFrom)
+				logkey.Step, "superseded", logkey.Volume, v.ID, logkey.Generation, v.Generation, "restored_generation", cutFrom)
 			continue
 		}
 		doomed = append(doomed, v)
 	}
 	warn := func(msg string, err error) {
-		s.Log.Warn(msg+"; up goes on", logkey.Step, "superseded", "error", err.Error())
+		s.Log.Warn(msg+"; up goes on", logkey.Step, "superseded", logkey.Error, err.Error())
 		s.Res.Warnings = append(s.Res.Warnings, msg+": "+fail.OneLine(err.Error()))
 	}
 	if len(untagged) > 0 {
@@ -777,7 +777,7 @@ func (s *SlotRun) Retire(ctx context.Context, deleteThem bool) {
 			continue
 		}
 		s.Res.Deleted = append(s.Res.Deleted, v.ID)
-		s.Log.Info("superseded volume deleted (--delete-superseded)", logkey.Step, "superseded", logkey.Volume, v.ID, "generation", v.Generation)
+		s.Log.Info("superseded volume deleted (--delete-superseded)", logkey.Step, "superseded", logkey.Volume, v.ID, logkey.Generation, v.Generation)
 	}
 }
 

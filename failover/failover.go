@@ -492,7 +492,7 @@ func (f *run) startTarget(ctx context.Context, move bool, why string) (bool, str
 // ClaimAddress associates with AllowReassociation when the address is held, then verifies with a fresh
 // Describe.
 func (f *run) moveAddress(ctx context.Context, why string) error {
-	f.log.Info("moving the Elastic IP", logkey.PublicIP, f.addr.PublicIP, "from", orDash(f.addr.InstanceID), logkey.Reason, why)
+	f.log.Info("moving the Elastic IP", logkey.PublicIP, f.addr.PublicIP, logkey.From, orDash(f.addr.InstanceID), logkey.Reason, why)
 	cr, err := cloud.ClaimAddress(ctx, f.base, f.c, cloud.ClaimSpec{Group: f.r.Group, InstanceID: f.target.ID, Takeover: true, TakeoverFlag: "--force", Wait: failoverClaimBound})
 	if err != nil {
 		return err
@@ -558,7 +558,7 @@ func ensureRunning(ctx context.Context, log *slog.Logger, c cloud.EC2, id string
 			switch {
 			case err == nil:
 				if !started {
-					log.Info("starting the target", logkey.Step, "failover", "state", m.State)
+					log.Info("starting the target", logkey.Step, "failover", logkey.State, m.State)
 				}
 				started = true
 				return false, "starting", nil

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
 )
 
 // Filesystems on a block device: probe, make, grow, mount, persist as a systemd mount unit. Which device
@@ -133,7 +134,7 @@ func (l *Linux) MakeFilesystem(ctx context.Context, log *slog.Logger, dev, fs st
 	if err != nil {
 		return fmt.Errorf("make %s filesystem on %s: %w", fs, dev, err)
 	}
-	log.Info("filesystem made on a blank volume", "fs", fs)
+	log.Info("filesystem made on a blank volume", logkey.FS, fs)
 	return nil
 }
 
@@ -149,12 +150,12 @@ const growSlack = 64 << 20
 func (l *Linux) Grow(ctx context.Context, log *slog.Logger, dev, mountPoint, fsType string, mounted bool) string {
 	devBytes, err := deviceSize(dev)
 	if err != nil {
-		log.Warn("could not read the device size; not growing", "error", err.Error())
+		log.Warn("could not read the device size; not growing", logkey.Error, err.Error())
 		return ""
 	}
 	fsBytes, err := filesystemSize(ctx, dev, mountPoint, fsType)
 	if err != nil {
-		log.Warn("could not read the filesystem size; not growing", "error", err.Error())
+		log.Warn("could not read the filesystem size; not growing", logkey.Error, err.Error())
 		return ""
 	}
 	if devBytes-fsBytes < growSlack {
@@ -177,11 +178,11 @@ func (l *Linux) Grow(ctx context.Context, log *slog.Logger, dev, mountPoint, fsT
 			if s[0] == "e2fsck" && errors.As(err, &exit) && exit.ExitCode() == 1 {
 				continue // 1: errors corrected
 			}
-			log.Warn("filesystem not grown; it stays usable at its old size", "from_bytes", fsBytes, "to_bytes", devBytes, "error", err.Error())
+			log.Warn("filesystem not grown; it stays usable at its old size", logkey.FromBytes, fsBytes, logkey.ToBytes, devBytes, logkey.Error, err.Error())
 			return fmt.Sprintf("not grown from %s to %s: %s", gib(fsBytes), gib(devBytes), oneLine(err.Error()))
 		}
 	}
-	log.Info("filesystem grown to the volume", "from_bytes", fsBytes, "to_bytes", devBytes)
+	log.Info("filesystem grown to the volume", logkey.FromBytes, fsBytes, logkey.ToBytes, devBytes)
 	return fmt.Sprintf("grown from %s to %s", gib(fsBytes), gib(devBytes))
 }
 

@@ -136,11 +136,11 @@ func (l *Linux) Unmount(ctx context.Context, log *slog.Logger, mounts []Mount) e
 		var unfinished *UnfinishedError
 		switch {
 		case err == nil:
-			log.Info("unmounted", logkey.Step, "release", "mount_point", mp)
+			log.Info("unmounted", logkey.Step, "release", logkey.MountPoint, mp)
 		case errors.As(err, &unfinished):
 			return err
 		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
-			log.Info("already unmounted", logkey.Step, "release", "mount_point", mp)
+			log.Info("already unmounted", logkey.Step, "release", logkey.MountPoint, mp)
 		case errors.Is(err, unix.EBUSY):
 			return fmt.Errorf("unmount %s: %w (a process still uses it; see `fuser -vm %s`)", mp, ErrBusy, mp)
 		default:
@@ -248,11 +248,11 @@ func (l *Linux) WhileFrozen(ctx context.Context, log *slog.Logger, mountPoints [
 					terr, thawBound, h.mountPoint, h.mountPoint)
 			}
 			if terr != nil {
-				log.Error("thaw failed", logkey.Step, "release", "mount_point", h.mountPoint, "error", terr.Error())
+				log.Error("thaw failed", logkey.Step, "release", logkey.MountPoint, h.mountPoint, logkey.Error, terr.Error())
 				err = errors.Join(err, terr)
 				continue
 			}
-			log.Info("thawed", logkey.Step, "release", "mount_point", h.mountPoint)
+			log.Info("thawed", logkey.Step, "release", logkey.MountPoint, h.mountPoint)
 		}
 	}()
 	frozen := map[string]bool{}
@@ -263,23 +263,23 @@ func (l *Linux) WhileFrozen(ctx context.Context, log *slog.Logger, mountPoints [
 					return // the freeze failed late: nothing is frozen
 				}
 				if terr := z.Thaw(); terr != nil {
-					log.Error("a freeze handover had stopped waiting for completed, and thawing it failed", logkey.Step, "release", "mount_point", mp, "error", terr.Error())
+					log.Error("a freeze handover had stopped waiting for completed, and thawing it failed", logkey.Step, "release", logkey.MountPoint, mp, logkey.Error, terr.Error())
 					return
 				}
-				log.Warn("a freeze handover had stopped waiting for completed; thawed it at once", logkey.Step, "release", "mount_point", mp)
+				log.Warn("a freeze handover had stopped waiting for completed; thawed it at once", logkey.Step, "release", logkey.MountPoint, mp)
 			})
 		var unfinished *UnfinishedError
 		if errors.As(ferr, &unfinished) {
-			log.Error("freeze did not return; giving up on it (the filesystem is thawed as soon as it does)", logkey.Step, "release", "mount_point", mp)
+			log.Error("freeze did not return; giving up on it (the filesystem is thawed as soon as it does)", logkey.Step, "release", logkey.MountPoint, mp)
 			return ferr
 		}
 		if ferr != nil {
-			log.Warn("could not freeze the filesystem", logkey.Step, "release", "mount_point", mp, "error", ferr.Error())
+			log.Warn("could not freeze the filesystem", logkey.Step, "release", logkey.MountPoint, mp, logkey.Error, ferr.Error())
 			continue
 		}
 		holds = append(holds, held{mountPoint: mp, z: z})
 		frozen[mp] = true
-		log.Info("frozen", logkey.Step, "release", "mount_point", mp)
+		log.Info("frozen", logkey.Step, "release", logkey.MountPoint, mp)
 	}
 	fctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()

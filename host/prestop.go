@@ -55,7 +55,7 @@ func (l *Linux) RunPreStop(ctx context.Context, log *slog.Logger, spec PreStop) 
 	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGTERM) }
 	cmd.WaitDelay = preStopGrace
 
-	log.Info("running pre-stop command", "command", spec.Command, "shell", spec.Shell, "timeout", spec.Timeout.String())
+	log.Info("running pre-stop command", "command", spec.Command, "shell", spec.Shell, logkey.Timeout, spec.Timeout.String())
 	start := time.Now()
 	err := cmd.Run()
 	elapsed := time.Since(start).Round(time.Millisecond).String()
@@ -66,20 +66,20 @@ func (l *Linux) RunPreStop(ctx context.Context, log *slog.Logger, spec PreStop) 
 	tail := out.String()
 	switch {
 	case err == nil:
-		log.Info("pre-stop command done", logkey.Elapsed, elapsed, "output", tail)
+		log.Info("pre-stop command done", logkey.Elapsed, elapsed, logkey.Output, tail)
 		return nil
 	case errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success():
 		// It exited 0 but left a child holding its output open: the stop itself worked.
-		log.Warn("pre-stop command succeeded but left a process holding its output", logkey.Elapsed, elapsed, "output", tail)
+		log.Warn("pre-stop command succeeded but left a process holding its output", logkey.Elapsed, elapsed, logkey.Output, tail)
 		return nil
 	case ctx.Err() != nil:
 		return fmt.Errorf("pre-stop command %q stopped after %s: %w", spec.Command, elapsed, ctx.Err())
 	case cctx.Err() != nil:
-		log.Error("pre-stop command timed out; its process group was killed", logkey.Elapsed, elapsed, "output", tail)
+		log.Error("pre-stop command timed out; its process group was killed", logkey.Elapsed, elapsed, logkey.Output, tail)
 		return fmt.Errorf("pre-stop command %q did not finish within %s (raise --pre-stop-timeout or fix the command): %w",
 			spec.Command, spec.Timeout, ErrPreStopTimeout)
 	default:
-		log.Error("pre-stop command failed", logkey.Elapsed, elapsed, "error", err.Error(), "output", tail)
+		log.Error("pre-stop command failed", logkey.Elapsed, elapsed, logkey.Error, err.Error(), logkey.Output, tail)
 		return fmt.Errorf("pre-stop command %q failed: %w", spec.Command, err)
 	}
 }

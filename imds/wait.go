@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/handover/handover/internal/logkey"
 )
 
 // ErrUnreachable is wrapped by WaitIdentity when IMDS did not answer within the bound.
@@ -52,8 +53,8 @@ func (c *Client) WaitIdentity(ctx context.Context, bound time.Duration, log *slo
 		lastErr = err
 		if time.Since(lastLog) >= logEvery {
 			lastLog = time.Now()
-			log.Info("waiting for instance metadata", "step", "imds", "endpoint", c.endpoint,
-				"elapsed", time.Since(start).Round(time.Millisecond).String(), "error", err.Error())
+			log.Info("waiting for instance metadata", logkey.Step, "imds", "endpoint", c.endpoint,
+				logkey.Elapsed, time.Since(start).Round(time.Millisecond).String(), logkey.Error, err.Error())
 		}
 		return err
 	}

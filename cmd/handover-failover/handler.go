@@ -11,6 +11,7 @@ import (
 	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/failover"
 	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
 )
 
 // handler turns events into calls of failover.Run, the code `handover failover` runs.
@@ -39,10 +40,10 @@ func (h *handler) handle(ctx context.Context, raw json.RawMessage) (Outcome, err
 	t, err := decode(raw)
 	if err != nil {
 		// A malformed event will be malformed on every retry: log it and let it go.
-		h.log.Error("ignored an event that cannot be read", "error", err.Error())
+		h.log.Error("ignored an event that cannot be read", logkey.Error, err.Error())
 		return Outcome{Action: actionIgnored, Reason: err.Error()}, nil
 	}
-	log := h.log.With("event", t.Describe, "event_id", t.ID)
+	log := h.log.With(logkey.Event, t.Describe, "event_id", t.ID)
 	out := Outcome{Event: t.Describe, Action: actionIgnored}
 	if t.Ignore == "" && h.cfg.MaxEventAge > 0 && !t.Time.IsZero() {
 		if age := h.now().Sub(t.Time); age > h.cfg.MaxEventAge {
@@ -51,7 +52,7 @@ func (h *handler) handle(ctx context.Context, raw json.RawMessage) (Outcome, err
 	}
 	if t.Ignore != "" {
 		out.Reason = t.Ignore
-		log.Info("ignored", "reason", t.Ignore)
+		log.Info("ignored", logkey.Reason, t.Ignore)
 		return out, nil
 	}
 
@@ -70,23 +71,23 @@ func (h *handler) handle(ctx context.Context, raw json.RawMessage) (Outcome, err
 	switch {
 	case errors.Is(err, failover.ErrNotConcerned):
 		out.Reason = err.Error()
-		log.Info("ignored", "reason", out.Reason)
+		log.Info("ignored", logkey.Reason, out.Reason)
 		return out, nil
 	case errors.Is(err, failover.ErrPrimaryHealthy):
 		// Only events that do not force get here: an EC2 state change about a primary that is running
 		// with status checks ok again.
 		out.Reason = "stale event: " + err.Error()
-		log.Info("ignored", "reason", out.Reason)
+		log.Info("ignored", logkey.Reason, out.Reason)
 		return out, nil
 	case err != nil:
-		log.Error("failover failed", "error", err.Error(), "exit_code", fail.Code(err))
+		log.Error("failover failed", logkey.Error, err.Error(), logkey.ExitCode, fail.Code(err))
 		return out, fmt.Errorf("failover for %s: %w", t.Describe, err)
 	}
 	out.Action, out.Reason, out.Result = res.Action, res.Reason, &res
-	log.Info("done", "action", res.Action, "group", res.Group, "target", res.Target, "previous", res.Previous,
-		"started", res.Started, "roles_swapped", res.RolesSwapped)
+	log.Info("done", logkey.Action, res.Action, logkey.Group, res.Group, "target", res.Target, "previous", res.Previous,
+		logkey.Started, res.Started, "roles_swapped", res.RolesSwapped)
 	for i, step := range res.Plan {
-		log.Info("dry run: would do", "n", i+1, "step", step)
+		log.Info("dry run: would do", "n", i+1, logkey.Step, step)
 	}
 	return out, nil
 }
