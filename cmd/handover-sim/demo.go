@@ -29,6 +29,7 @@ import (
 
 	"github.com/handover/handover/agent"
 	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/wait"
 	"github.com/handover/handover/sim"
 )
 
@@ -322,7 +323,7 @@ func (d *demoRun) waitForInstance(ctx context.Context, s *demoStep, previous str
 				}
 			}
 		}
-		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+		if err := wait.Pause(ctx, 20*time.Millisecond); err != nil {
 			return "", err
 		}
 	}
@@ -607,7 +608,7 @@ func (d *demoRun) waitTerminated(ctx context.Context, s *demoStep) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s was not terminated within %s", d.first, waitBound)
 		}
-		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+		if err := wait.Pause(ctx, 20*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -800,7 +801,7 @@ func (b *bgAgent) waitLog(ctx context.Context, msg string, failures ...string) (
 		if time.Now().After(deadline) {
 			return logRecord{}, fmt.Errorf("handover %s did not log %q within %s:\n%s", b.log.who, msg, waitBound, b.log.String())
 		}
-		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+		if err := wait.Pause(ctx, 10*time.Millisecond); err != nil {
 			return logRecord{}, err
 		}
 	}
@@ -925,17 +926,6 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // shellJoin prints a command line, quoting the arguments that need it.
