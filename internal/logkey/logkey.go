@@ -22,4 +22,7 @@ const (
 	Error      = "error"
 	PublicIP   = "public_ip"
 	Reason     = "reason"
+	Why        = "why"   // why a thing was kept, deleted or skipped
+	State      = "state" // an AWS resource's state, as AWS names it
+	Every      = "every" // the interval of a repeated call
 )
