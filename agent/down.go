@@ -700,7 +700,7 @@ func (r *downRun) giveUp(b runBounds, step string, err error) (downReport, error
 		outcomes = append(outcomes, r.rep.Hook)
 	}
 	r.rep.Elapsed = time.Since(r.start)
-	return r.rep, pastBound(overrun{Command: "down", Within: r.within, Step: step, Cause: err}, outcomes,
+	return r.rep, pastBound(overrun{Command: "down", Within: r.within, Step: step, Cause: err, Bound: b.work.Err()}, outcomes,
 		"the replacement restores the newest snapshot; look for a hung device (dmesg) on this instance")
 }
 

@@ -305,10 +305,12 @@ type overrun struct {
 	Within  string // the bound as the operator set it: "--timeout 10m0s"
 	Step    string // the step given up on: "lock", "pre-stop", "sync", "unmount", "freeze", "snapshot", ...
 	Cause   error
+	Bound   error // the bound's context error (context.DeadlineExceeded), whatever the cause says
 }
 
 // pastBound is the one line a command fails with (exit 1) when a step ran past its bound: the bound, the
-// step and why, what the command still did (outcomes), and what to do.
+// step and why, what the command still did (outcomes), and what to do. The error unwraps to the cause and
+// to the bound's context error, so errors.Is(err, context.DeadlineExceeded) holds.
 func pastBound(o overrun, outcomes []string, advice string) error {
 	why := o.Cause.Error()
 	var unfinished *host.UnfinishedError
@@ -324,5 +326,27 @@ func pastBound(o overrun, outcomes []string, advice string) error {
 			parts = append(parts, s)
 		}
 	}
-	return &fail.Error{Code: fail.CodeFailed, Msg: strings.Join(append(parts, advice), "; ")}
+	return &overrunError{
+		line:   &fail.Error{Code: fail.CodeFailed, Msg: strings.Join(append(parts, advice), "; ")},
+		causes: []error{o.Cause, o.Bound},
+	}
+}
+
+// overrunError is pastBound's error: its text is the line alone (the line already says why, so the cause
+// is not repeated after it), and it unwraps to the line (for the exit code) and to the causes.
+type overrunError struct {
+	line   *fail.Error
+	causes []error
+}
+
+func (e *overrunError) Error() string { return e.line.Error() }
+
+func (e *overrunError) Unwrap() []error {
+	out := []error{e.line}
+	for _, c := range e.causes {
+		if c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
 }

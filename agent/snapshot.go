@@ -186,7 +186,7 @@ func (r *snapshotRun) giveUp(b runBounds, step string, err error) error {
 	if r.cfg.Keep > 0 {
 		outcomes = append(outcomes, "retention skipped")
 	}
-	return pastBound(overrun{Command: "snapshot", Within: b.within, Step: step, Cause: err}, outcomes,
+	return pastBound(overrun{Command: "snapshot", Within: b.within, Step: step, Cause: err, Bound: b.work.Err()}, outcomes,
 		"look for a hung device (dmesg), then rerun handover snapshot")
 }
 
