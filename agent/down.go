@@ -404,7 +404,7 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 	}
 	r.startHeartbeats(b.all)
 	defer r.endHeartbeats()
-	defer r.held.Unlock()
+	defer func() { r.held.Unlock() }() // r.held is set by the lock step, after this defer
 	for _, st := range []runStep{
 		{"lock", r.lock}, {"observe", r.observe}, {"pre-stop", r.stopWriter}, {"sync", r.sync}, {"snapshot", r.snapshot},
 		// Optional from here on: the data is in the snapshots.

@@ -95,7 +95,7 @@ func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out i
 	r := &snapshotRun{in: in, log: log.With(logkey.Instance, in.id.InstanceID), out: out, cfg: cfg, dryRun: dryRun}
 	b, cancel := newRunBounds(ctx, cfg.Timeout, "--timeout "+cfg.Timeout.String())
 	defer cancel()
-	defer r.held.Unlock()
+	defer func() { r.held.Unlock() }() // r.held is set by the lock step, after this defer
 	for _, st := range []runStep{{"lock", r.lock}, {"observe", r.observe}, {"snapshot", r.snapshot}, {"retention", r.retention}} {
 		if err := st.run(b.work); err != nil {
 			return r.giveUp(b, st.name, err)
