@@ -9,10 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-
 	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/host"
 	"github.com/handover/handover/imds"
@@ -186,12 +182,12 @@ type occasion struct {
 // Metadata errors leave it "manual": down must not fail because the notices could not be read.
 func occasionFromMetadata(ctx context.Context, log *slog.Logger, md *imds.Client, instanceID string) occasion {
 	if a, err := md.SpotInstanceAction(ctx); err != nil {
-		log.Warn("could not read the Spot interruption notice", logkey.Step, "down", "error", err.Error())
+		log.Warn("could not read the Spot interruption notice", logkey.Step, "down", logkey.Error, err.Error())
 	} else if a != nil {
 		return spotOccasion(a)
 	}
 	if st, ok, err := md.TargetLifecycleState(ctx); err != nil {
-		log.Warn("could not read the Auto Scaling target lifecycle state", logkey.Step, "down", "error", err.Error())
+		log.Warn("could not read the Auto Scaling target lifecycle state", logkey.Step, "down", logkey.Error, err.Error())
 	} else if ok && st == targetTerminated {
 		return lifecycleOccasion(instanceID)
 	}
@@ -213,25 +209,6 @@ func spotOccasion(a *imds.SpotAction) occasion {
 
 func rebalanceOccasion(r *imds.Rebalance) occasion {
 	return occasion{Kind: "rebalance", Key: "rebalance " + r.NoticeTime.UTC().Format(time.RFC3339)}
-}
-
-// slotRelease is one slot's volume on this instance, as down found and left it.
-type slotRelease struct {
-	Spec       volumeSpec
-	Volume     cloud.Volume
-	AttachTime time.Time
-	AttachSt   string       // attaching, attached, detaching
-	Device     string       // block device on this instance; "" when not visible
-	Mounts     []host.Mount // where Device is mounted, before down
-
-	Existing *cloud.Snapshot // a snapshot this down took already (rerun)
-
-	Still      string // how the data was kept still: "unmounted", "frozen", "not mounted", "" (not at all)
-	Snapshot   cloud.Snapshot
-	Reused     bool
-	Consistent bool
-	Detached   bool
-	Note       string
 }
 
 // description is the snapshot description down uses for this volume and occasion. It makes a rerun find
@@ -306,6 +283,43 @@ func (r downReport) print(w io.Writer) {
 // wait for the hook's heartbeat timeout as well.
 const hookCompleteBound = 30 * time.Second
 
+// downRun is one run of down. Its steps are its methods, run in this order:
+//
+//	observeMembership   where the instance is in its Auto Scaling group (member, memberErr)
+//	startHeartbeats     keep the termination hook alive (action, stopHeartbeat)
+//	lock                the lock shared with up and snapshot (held)
+//	observe             the slot volumes attached here and their snapshots from this down (slots)
+//	stopWriter          the pre-stop command (rep.PreStopErr)
+//	sync                flush
+//	snapshot            keep still (unmount or freeze) and snapshot: snapshotStill, shared with snapshot
+//	detach              detach what is snapshotted and unmounted (slot.Detached)
+//	releaseAddress      --release-eip (rep.Address)
+//	waitSnapshots       --wait-snapshot
+//	completeHook        CONTINUE, with a fresh membership when the first read failed (rep.Hook)
+//
+// and, for --dry-run, plan instead of the steps from startHeartbeats on. A step that runs past the bound
+// ends in giveUp. Each field is written by the step named beside it.
+type downRun struct {
+	in     *thisInstance
+	log    *slog.Logger
+	cfg    downConfig
+	occ    occasion // with the Spot interruption time, when there is one
+	start  time.Time
+	spot   bool          // a Spot interruption is scheduled: the budget may bound the run
+	bound  time.Duration // --timeout, or the Spot budget when shorter
+	within string        // bound as the operator knows it
+
+	member    cloud.Membership
+	memberErr error // the first read of member failed; completeHook reads it again
+
+	action        *cloud.LifecycleAction // the termination hook to heartbeat and complete; nil for none
+	stopHeartbeat func()
+
+	held  *host.Lock
+	slots []*slotRelease
+	rep   downReport
+}
+
 // down runs the hand-over. A pre-stop failure does not stop it (the snapshot is still taken, without the
 // consistent tag): it is reported in the report, and the caller decides the exit code.
 //
@@ -313,573 +327,203 @@ const hookCompleteBound = 30 * time.Second
 // steps up to the snapshot must end finalReserve before the bound; one that does not (a lock held by a hung
 // run, a pre-stop command, sync, unmount or FIFREEZE on a hung device) is given up on, and down still
 // takes a crash-consistent snapshot when that is safe, completes the termination hook with CONTINUE (the
-// termination goes ahead anyway) and fails with one line naming the step (pastBound).
+// termination goes ahead anyway) and fails with one line naming the step (giveUp, pastBound).
 func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConfig, occ occasion, dryRun bool) (downReport, error) {
-	start := time.Now()
-	self := in.id.InstanceID
-	log = log.With(logkey.Instance, self, logkey.AZ, in.id.AvailabilityZone)
-	rep := downReport{Instance: self, Occasion: occ, DryRun: dryRun}
+	r := in.newDownRun(ctx, log, cfg, occ, dryRun)
+	b, cancel := newRunBounds(ctx, r.bound, r.within)
+	defer cancel()
+	r.log.Info("down starting", logkey.Step, "down", "occasion", r.occ.Kind, logkey.Group, in.group, "timeout", r.bound.String())
 
-	// A Spot interruption leaves about two minutes: everything down does must fit before it, and the
-	// snapshot comes before anything optional.
-	spot := false
+	r.observeMembership(b.work)
+	if dryRun {
+		return r.plan(b.all)
+	}
+	r.startHeartbeats(b.all)
+	defer r.endHeartbeats()
+	defer func() { r.held.Unlock() }() // r.held is set by the lock step, after this defer
+	for _, st := range []runStep{
+		{"lock", r.lock}, {"observe", r.observe}, {"pre-stop", r.stopWriter}, {"sync", r.sync}, {"snapshot", r.snapshot},
+		// Optional from here on: the data is in the snapshots.
+		{"detach", r.detach}, {"release-eip", r.releaseAddress}, {"wait-snapshot", r.waitSnapshots},
+	} {
+		if err := st.run(b.work); err != nil {
+			return r.giveUp(b, st.name, err)
+		}
+	}
+	// Let the group go on.
+	if err := r.completeHook(b.all); err != nil {
+		return r.giveUp(b, "lifecycle", err)
+	}
+	r.rep.Elapsed = time.Since(r.start)
+	r.log.Info("down done", logkey.Step, "down", logkey.Elapsed, r.rep.Elapsed.Round(time.Millisecond).String())
+	return r.rep, nil
+}
+
+// newDownRun works out the run's bound. A Spot interruption leaves about two minutes: everything down
+// does must fit before it, and the snapshot comes before anything optional.
+func (in *thisInstance) newDownRun(ctx context.Context, log *slog.Logger, cfg downConfig, occ occasion, dryRun bool) *downRun {
+	r := &downRun{
+		in: in, log: log.With(logkey.Instance, in.id.InstanceID, logkey.AZ, in.id.AvailabilityZone), cfg: cfg, start: time.Now(),
+		bound: cfg.Timeout, within: "--timeout " + cfg.Timeout.String(),
+		rep: downReport{Instance: in.id.InstanceID, Occasion: occ, DryRun: dryRun},
+	}
 	if occ.Deadline.IsZero() {
 		if a, err := in.md.SpotInstanceAction(ctx); err == nil && a != nil {
 			occ.Deadline = a.Time
 		}
 	}
-	bound, within := cfg.Timeout, "--timeout "+cfg.Timeout.String()
-	if !occ.Deadline.IsZero() {
-		spot = true
-		budget := min(cfg.SpotBudget, time.Until(occ.Deadline))
-		if budget <= 0 {
-			// The interruption time has passed and the instance still runs: EC2 is late, not gone. Try
-			// within the configured budget.
-			budget = cfg.SpotBudget
-		}
-		if budget < bound {
-			bound, within = budget, "the Spot budget "+budget.Round(time.Second).String()
-		}
-		log.Info("Spot interruption scheduled: working inside the budget", logkey.Step, "down", "budget", budget.Round(time.Second).String(), "interruption", occ.Deadline.UTC().Format(time.RFC3339))
+	r.occ = occ
+	if occ.Deadline.IsZero() {
+		return r
 	}
-	parent := ctx
-	ctx, cancel := context.WithTimeout(parent, bound)
-	defer cancel()
-	// work bounds the steps up to the snapshot; the rest of the bound is kept for pastBound.
-	work, cancelWork := context.WithTimeout(ctx, bound-finalReserve(bound))
-	defer cancelWork()
-	log.Info("down starting", logkey.Step, "down", "occasion", occ.Kind, "group", in.group, "timeout", bound.String())
+	r.spot = true
+	budget := min(cfg.SpotBudget, time.Until(occ.Deadline))
+	if budget <= 0 {
+		// The interruption time has passed and the instance still runs: EC2 is late, not gone. Try
+		// within the configured budget.
+		budget = cfg.SpotBudget
+	}
+	if budget < r.bound {
+		r.bound, r.within = budget, "the Spot budget "+budget.Round(time.Second).String()
+	}
+	r.log.Info("Spot interruption scheduled: working inside the budget", logkey.Step, "down", "budget", budget.Round(time.Second).String(), "interruption", occ.Deadline.UTC().Format(time.RFC3339))
+	return r
+}
 
-	// Observe: the instance's place in its Auto Scaling group, then (under the lock, so that no `up`
-	// changes them meanwhile) each slot's volume, its mounts and any snapshot this down took already.
-	member, memberErr := cloud.MembershipOf(work, in.clients.AutoScaling, self)
-	if memberErr != nil {
-		log.Warn("could not read the Auto Scaling state; going on, and trying again before completing the hook", logkey.Step, "lifecycle", "error", memberErr.Error())
+// describe is the description of the snapshots this down takes (slotRelease.description).
+func (r *downRun) describe(s *slotRelease) string { return s.description(r.occ, r.in.id.InstanceID) }
+
+// hookActive reports whether the group holds the instance in Terminating:Wait, as last read.
+func (r *downRun) hookActive() bool { return r.member.LifecycleState == "Terminating:Wait" }
+
+// termination is the termination hook's action when the group holds the instance for it and
+// --terminate-hook names it; nil otherwise.
+func (r *downRun) termination() *cloud.LifecycleAction {
+	if !r.hookActive() || r.cfg.TerminateHook == "" {
+		return nil
 	}
-	observe := func(ctx context.Context) ([]*slotRelease, error) {
-		slots, err := in.findSlotVolumes(ctx, log, cfg.Volumes)
-		if err != nil {
+	return &cloud.LifecycleAction{As: r.in.clients.AutoScaling, Log: r.log, Kind: cloud.TerminateHookKind,
+		AsgName: r.member.ASGName, Hook: r.cfg.TerminateHook, InstanceID: r.in.id.InstanceID}
+}
+
+// observeMembership reads the instance's place in its Auto Scaling group. A failure is not the end: down
+// goes on, and completeHook reads it again.
+func (r *downRun) observeMembership(ctx context.Context) {
+	r.member, r.memberErr = cloud.MembershipOf(ctx, r.in.clients.AutoScaling, r.in.id.InstanceID)
+	if r.memberErr != nil {
+		r.log.Warn("could not read the Auto Scaling state; going on, and trying again before completing the hook", logkey.Step, "lifecycle", logkey.Error, r.memberErr.Error())
+	}
+}
+
+// startHeartbeats keeps the termination hook alive from the first moment: waiting for the lock, a slow
+// pre-stop command or a throttled API must not let the hook time out.
+func (r *downRun) startHeartbeats(ctx context.Context) {
+	if !r.hookActive() {
+		return
+	}
+	if r.cfg.TerminateHook == "" {
+		r.log.Warn("instance is in Terminating:Wait but --terminate-hook is not set: the group waits for the hook's heartbeat timeout", logkey.Step, "lifecycle", logkey.ASG, r.member.ASGName)
+		return
+	}
+	r.action = r.termination()
+	r.stopHeartbeat = r.action.KeepAlive(ctx, r.cfg.HeartbeatInterval)
+	r.log.Info("sending lifecycle heartbeats while working", logkey.Step, "lifecycle", logkey.ASG, r.member.ASGName, logkey.Hook, r.cfg.TerminateHook, logkey.Every, r.cfg.HeartbeatInterval.String())
+}
+
+// endHeartbeats stops the heartbeats, if they run; it may be called more than once.
+func (r *downRun) endHeartbeats() {
+	if r.stopHeartbeat != nil {
+		r.stopHeartbeat()
+	}
+}
+
+// lock takes the lock shared with up and snapshot, so that no `up` changes the volumes meanwhile.
+func (r *downRun) lock(ctx context.Context) (err error) {
+	r.held, err = r.in.host.Lock(ctx, r.cfg.LockFile, r.bound)
+	return err
+}
+
+// observe finds each slot's volume, its mounts and any snapshot this down took already.
+func (r *downRun) observe(ctx context.Context) error {
+	slots, err := r.findSlots(ctx)
+	if err != nil {
+		return err
+	}
+	r.slots, r.rep.Slots = slots, slots
+	return nil
+}
+
+// findSlots is observe's reading: findSlotVolumes, then each volume's snapshot from this down (rerun).
+func (r *downRun) findSlots(ctx context.Context) ([]*slotRelease, error) {
+	slots, err := r.in.findSlotVolumes(ctx, r.log, r.cfg.Volumes)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range slots {
+		if s.released() {
+			continue
+		}
+		q := cloud.SnapshotQuery{Group: r.in.group, Slot: s.Spec.Slot, VolumeID: s.Volume.ID, InstanceID: r.in.id.InstanceID, Description: r.describe(s)}
+		if s.Existing, err = cloud.FindSnapshotOf(ctx, r.in.clients.EC2, q); err != nil {
 			return nil, err
 		}
-		for _, s := range slots {
-			if s.Volume.ID == "" || s.Note != "" {
-				continue
-			}
-			if s.Existing, err = findDownSnapshot(ctx, in.clients.EC2, in.group, s.Spec.Slot, s.Volume.ID, self, s.description(occ, self)); err != nil {
-				return nil, err
-			}
-		}
-		return slots, nil
 	}
-	if dryRun {
-		slots, err := observe(ctx)
-		if err != nil {
-			return rep, err
-		}
-		rep.Slots, rep.Plan = slots, in.downPlan(cfg, occ, member, slots)
-		return rep, nil
-	}
+	return slots, nil
+}
 
-	// Keep the termination hook alive from the first moment: waiting for the lock, a slow pre-stop
-	// command or a throttled API must not let the hook time out.
-	hookActive := member.LifecycleState == "Terminating:Wait"
-	var action *cloud.LifecycleAction
-	stopHeartbeat := func() {}
-	if hookActive {
-		if cfg.TerminateHook == "" {
-			log.Warn("instance is in Terminating:Wait but --terminate-hook is not set: the group waits for the hook's heartbeat timeout", logkey.Step, "lifecycle", "asg", member.ASGName)
-		} else {
-			action = &cloud.LifecycleAction{As: in.clients.AutoScaling, Log: log, Kind: cloud.TerminateHookKind, AsgName: member.ASGName, Hook: cfg.TerminateHook, InstanceID: self}
-			stopHeartbeat = action.KeepAlive(ctx, cfg.HeartbeatInterval)
-			log.Info("sending lifecycle heartbeats while working", logkey.Step, "lifecycle", "asg", member.ASGName, "hook", cfg.TerminateHook, "every", cfg.HeartbeatInterval.String())
-		}
-	}
-	defer stopHeartbeat()
-
-	// completeHook lets the group go on: CONTINUE, after reading the group membership again when the
-	// first read failed.
-	completeHook := func(ctx context.Context) error {
-		if memberErr != nil {
-			m, err := cloud.MembershipOf(ctx, in.clients.AutoScaling, self)
-			if err != nil {
-				return err
-			}
-			member, memberErr = m, nil
-			hookActive = member.LifecycleState == "Terminating:Wait"
-			if hookActive && cfg.TerminateHook != "" {
-				action = &cloud.LifecycleAction{As: in.clients.AutoScaling, Log: log, Kind: cloud.TerminateHookKind, AsgName: member.ASGName, Hook: cfg.TerminateHook, InstanceID: self}
-			}
-		}
-		stopHeartbeat()
-		switch {
-		case action != nil:
-			inactive, err := action.Complete(ctx, cloud.HookContinue)
-			if err != nil {
-				return err
-			}
-			rep.Hook = fmt.Sprintf("completed %s in %s with CONTINUE", cfg.TerminateHook, member.ASGName)
-			if inactive != "" {
-				rep.Hook = fmt.Sprintf("hook %s in %s: %s", cfg.TerminateHook, member.ASGName, inactive)
-			}
-		case hookActive:
-			rep.Hook = "Terminating:Wait, but no --terminate-hook to complete"
-		case member.ASGName != "":
-			rep.Hook = fmt.Sprintf("%s in %s: no termination hook waiting", orDash(member.LifecycleState), member.ASGName)
-		}
+// stopWriter runs the pre-stop command. Its failure is recorded, not returned: the snapshot is still
+// taken, not tagged consistent. Only running past the bound ends the run here.
+func (r *downRun) stopWriter(ctx context.Context) error {
+	if r.cfg.PreStop == "" {
 		return nil
 	}
-
-	var slots []*slotRelease
-	describe := func(s *slotRelease) string { return s.description(occ, self) }
-	// failed ends down after a failing step. A step that ran into the work bound (not a signal) is given
-	// up on: down then takes a crash-consistent snapshot when that is safe, which it is once down holds
-	// the lock and knows the volumes, and the failure is not in CreateSnapshot itself; it completes the
-	// hook with CONTINUE (with a bound of its own: the group should not wait for the heartbeat timeout
-	// too), and fails with one line naming the step.
-	failed := func(step string, err error) (downReport, error) {
-		if work.Err() == nil || parent.Err() != nil {
-			return rep, err
-		}
-		var unfinished *host.UnfinishedError
-		if errors.As(err, &unfinished) {
-			step = unfinished.Step
-		}
-		log.Error("step did not finish within the bound; giving up on it", logkey.Step, step, "bound", within, "error", err.Error())
-		var outcomes []string
-		if slots != nil && (step == "pre-stop" || step == "sync" || step == "unmount" || step == "freeze") {
-			if serr := in.snapshotCrashConsistent(ctx, log, slots, describe); serr != nil {
-				outcomes = append(outcomes, "crash-consistent snapshot failed: "+serr.Error())
-			}
-		}
-		outcomes = append(outcomes, snapshotsSummary(slots))
-		if cfg.TerminateHook != "" && (action != nil || memberErr != nil) {
-			log.Warn("completing the termination hook with CONTINUE anyway: the termination goes ahead", logkey.Step, "lifecycle", "hook", cfg.TerminateHook)
-		}
-		hctx, hcancel := context.WithTimeout(context.WithoutCancel(parent), hookCompleteBound)
-		defer hcancel()
-		switch herr := completeHook(hctx); {
-		case herr != nil:
-			log.Error("could not complete the termination hook; its heartbeat timeout ends it with its default result", logkey.Step, "lifecycle", "error", herr.Error())
-			outcomes = append(outcomes, "could not complete the termination hook ("+herr.Error()+"): its heartbeat timeout ends it")
-		case action != nil:
-			outcomes = append(outcomes, rep.Hook+": the termination goes ahead")
-		case rep.Hook != "":
-			outcomes = append(outcomes, rep.Hook)
-		}
-		rep.Elapsed = time.Since(start)
-		return rep, pastBound(overrun{Command: "down", Within: within, Step: step, Cause: err}, outcomes,
-			"the replacement restores the newest snapshot; look for a hung device (dmesg) on this instance")
+	timeout := r.cfg.PreStopTimeout
+	if dl, ok := ctx.Deadline(); ok && r.spot {
+		timeout = min(timeout, time.Until(dl)/2) // leave the other half for the snapshot
 	}
-
-	lock, err := in.host.Lock(work, cfg.LockFile, bound)
-	if err != nil {
-		return failed("lock", err)
+	r.rep.PreStopErr = r.in.host.RunPreStop(ctx, r.log, host.PreStop{Command: r.cfg.PreStop, Shell: r.cfg.PreStopShell, Timeout: timeout})
+	if r.rep.PreStopErr != nil && ctx.Err() != nil {
+		return r.rep.PreStopErr
 	}
-	defer lock.Unlock()
-	if slots, err = observe(work); err != nil {
-		return failed("observe", err)
-	}
-	rep.Slots = slots
-
-	// Stop the writer, then flush.
-	if cfg.PreStop != "" {
-		ptimeout := cfg.PreStopTimeout
-		if dl, ok := work.Deadline(); ok && spot {
-			ptimeout = min(ptimeout, time.Until(dl)/2) // leave the other half for the snapshot
-		}
-		rep.PreStopErr = in.host.RunPreStop(work, log, host.PreStop{Command: cfg.PreStop, Shell: cfg.PreStopShell, Timeout: ptimeout})
-		if rep.PreStopErr != nil && work.Err() != nil {
-			return failed("pre-stop", rep.PreStopErr)
-		}
-	}
-	if err := in.host.Sync(work, log); err != nil {
-		return failed("sync", err)
-	}
-
-	st := stillness{Release: cfg.Release, FreezeTimeout: cfg.FreezeTimeout, PreStop: cfg.PreStop != "", PreStopErr: rep.PreStopErr, Rerun: "down"}
-	if err := in.snapshotStill(work, log, slots, st, describe); err != nil {
-		return failed("snapshot", err)
-	}
-
-	// Optional from here on: the data is in the snapshots.
-	in.detachReleased(work, log, slots)
-	if cfg.ReleaseEIP {
-		rep.Address, err = releaseGroupAddress(work, log, in.clients.EC2, in.group, self)
-		if err != nil {
-			return failed("release-eip", err)
-		}
-	}
-	if cfg.WaitSnapshot {
-		if spot {
-			log.Info("not waiting for the snapshots to complete: Spot interruption (they complete on their own)", logkey.Step, "snapshot")
-		} else if err := waitSnapshotsDone(work, log, in.clients.EC2, slots, cfg.SnapshotTimeout); err != nil {
-			return failed("wait-snapshot", err)
-		}
-	}
-
-	// Let the group go on.
-	if err := completeHook(ctx); err != nil {
-		return failed("lifecycle", err)
-	}
-	rep.Elapsed = time.Since(start)
-	log.Info("down done", logkey.Step, "down", logkey.Elapsed, rep.Elapsed.Round(time.Millisecond).String())
-	return rep, nil
+	return nil
 }
 
-// overrun is a step of down or snapshot that ran past the command's bound.
-type overrun struct {
-	Command string // "down", "snapshot"
-	Within  string // the bound as the operator set it: "--timeout 10m0s"
-	Step    string // the step given up on: "lock", "pre-stop", "sync", "unmount", "freeze", "snapshot", ...
-	Cause   error
+// sync flushes every filesystem, after the writer stopped.
+func (r *downRun) sync(ctx context.Context) error { return r.in.host.Sync(ctx, r.log) }
+
+// snapshot keeps each slot's data still and snapshots it (snapshotStill, shared with `handover snapshot`).
+func (r *downRun) snapshot(ctx context.Context) error {
+	st := stillness{Release: r.cfg.Release, FreezeTimeout: r.cfg.FreezeTimeout, PreStop: r.cfg.PreStop != "", PreStopErr: r.rep.PreStopErr, Rerun: "down"}
+	return r.in.snapshotStill(ctx, r.log, r.slots, st, r.describe)
 }
 
-// pastBound is the one line a command fails with (exit 1) when a step ran past its bound: the bound, the
-// step and why, what the command still did (outcomes), and what to do.
-func pastBound(o overrun, outcomes []string, advice string) error {
-	why := o.Cause.Error()
-	var unfinished *host.UnfinishedError
-	if errors.As(o.Cause, &unfinished) {
-		why = unfinished.What + " did not return"
-	}
-	if o.Step == "lock" {
-		why = "another handover up, down or snapshot held the lock"
-	}
-	parts := []string{fmt.Sprintf("%s did not finish within %s: step %q timed out (%s)", o.Command, o.Within, o.Step, why)}
-	for _, s := range outcomes {
-		if s != "" {
-			parts = append(parts, s)
-		}
-	}
-	return &fail.Error{Code: fail.CodeFailed, Msg: strings.Join(append(parts, advice), "; ")}
-}
-
-// snapshotCrashConsistent is what down and snapshot still do after a step before the snapshot (pre-stop,
-// sync, unmount, freeze) ran past their bound: snapshot each slot's volume that has no snapshot yet,
-// without keeping it still, and not tagged consistent (the writes the hung step was flushing may not be
-// on the volume). A snapshot an earlier run of the same down took is kept instead.
-func (in *thisInstance) snapshotCrashConsistent(ctx context.Context, log *slog.Logger, slots []*slotRelease, describe func(*slotRelease) string) error {
-	var errs []error
-	for _, s := range slots {
-		if s.Volume.ID == "" || s.Note != "" || s.Snapshot.ID != "" {
-			continue
-		}
-		vlog := log.With(logkey.Step, "snapshot", logkey.Volume, s.Volume.ID, "slot", s.Spec.Slot)
-		if s.Existing != nil {
-			s.Snapshot, s.Reused, s.Consistent = *s.Existing, true, s.Existing.Consistent
-			vlog.Info("snapshot already taken by this down", "snapshot_id", s.Snapshot.ID, "state", s.Snapshot.State)
-			continue
-		}
-		s.Consistent = false
-		snap, err := createSlotSnapshot(ctx, in.clients.EC2, snapshotRequest{
-			Group: in.group, Slot: s.Spec.Slot, Volume: s.Volume, InstanceID: in.id.InstanceID, Description: describe(s),
-		})
-		if err != nil {
-			vlog.Error("crash-consistent snapshot failed", "error", err.Error())
-			errs = append(errs, err)
-			continue
-		}
-		s.Snapshot = snap
-		vlog.Warn("crash-consistent snapshot created past the bound (not tagged consistent)", "snapshot_id", snap.ID)
-	}
-	return errors.Join(errs...)
-}
-
-// snapshotsSummary says which snapshots a run has, for the line it fails with.
-func snapshotsSummary(slots []*slotRelease) string {
-	var have []string
-	for _, s := range slots {
+// detach detaches each volume that is snapshotted and no longer mounted, so that a replacement in the
+// same AZ attaches it directly. It does not wait for the detach to finish: the replacement's `up` waits
+// for the volume to be available, and the instance's termination detaches it anyway. Failures are logged,
+// not fatal: the data is already in the snapshot.
+func (r *downRun) detach(ctx context.Context) error {
+	for _, s := range r.slots {
 		if s.Snapshot.ID == "" {
 			continue
 		}
-		how := "consistent"
-		switch {
-		case s.Reused:
-			how = "from an earlier run"
-		case !s.Consistent:
-			how = "crash-consistent, not tagged consistent"
-		}
-		have = append(have, fmt.Sprintf("snapshot %s of %s (%s)", s.Snapshot.ID, s.Volume.ID, how))
-	}
-	if len(have) == 0 {
-		return "no snapshot taken"
-	}
-	return "took " + strings.Join(have, ", ")
-}
-
-// findSlotVolumes finds, for each slot, the group's volume attached to this instance, its block device
-// and where that is mounted.
-func (in *thisInstance) findSlotVolumes(ctx context.Context, log *slog.Logger, specs volumeSpecs) ([]*slotRelease, error) {
-	self := in.id.InstanceID
-	var out []*slotRelease
-	for _, spec := range specs {
-		s := &slotRelease{Spec: spec}
-		out = append(out, s)
-		filters := append(cloud.SlotFilters(in.group, spec.Slot), ec2types.Filter{Name: aws.String("attachment.instance-id"), Values: []string{self}})
-		res, err := in.clients.EC2.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: filters})
-		if err != nil {
-			return nil, fmt.Errorf("describe volumes of %s/%s attached to %s: %w", in.group, spec.Slot, self, err)
-		}
-		switch len(res.Volumes) {
-		case 0:
-			s.Note = "no volume of this slot is attached to this instance (already detached, or never attached)"
-			log.Info("no volume of the slot attached", logkey.Step, "volumes", "slot", spec.Slot)
-			continue
-		case 1:
-		default:
-			var ids []string
-			for _, v := range res.Volumes {
-				ids = append(ids, aws.ToString(v.VolumeId))
-			}
-			return nil, fail.Precondition(fmt.Sprintf("%d volumes tagged %s=%s, %s=%s are attached to %s (%s): detach all but the live one",
-				len(ids), cloud.TagGroup, in.group, cloud.TagSlot, spec.Slot, self, strings.Join(ids, ", ")), nil)
-		}
-		v := res.Volumes[0]
-		s.Volume = cloud.ToSlotVolume(v)
-		for _, a := range v.Attachments {
-			if aws.ToString(a.InstanceId) == self {
-				s.AttachTime, s.AttachSt = aws.ToTime(a.AttachTime), string(a.State)
-			}
-		}
-		vlog := log.With(logkey.Volume, s.Volume.ID, "slot", spec.Slot)
-		if s.AttachSt == string(ec2types.VolumeAttachmentStateDetaching) || s.AttachSt == string(ec2types.VolumeAttachmentStateDetached) {
-			s.Note = "already " + s.AttachSt
-			vlog.Info("volume already being detached: handed over by an earlier run", logkey.Step, "volumes")
-			continue
-		}
-		dev, seen, err := in.host.FindVolumeDevice(s.Volume.ID)
-		switch {
-		case err != nil:
-			vlog.Warn("block device not usable; treating it as not visible", logkey.Step, "volumes", "error", err.Error())
-		case dev == "":
-			vlog.Warn("block device not visible", logkey.Step, "volumes", "seen", seen)
-		}
-		if dev == "" {
-			continue
-		}
-		if mounts, err := in.host.MountsOf(dev); err != nil {
-			vlog.Warn("cannot tell where the device is mounted; treating it as not visible", logkey.Step, "volumes", "device", dev, "error", err.Error())
-		} else {
-			s.Device, s.Mounts = dev, mounts
-		}
-	}
-	return out, nil
-}
-
-// findDownSnapshot returns the newest snapshot (not in error) with down's description for this volume and
-// occasion, or nil.
-func findDownSnapshot(ctx context.Context, c cloud.EC2, group, slot, volumeID, instanceID, description string) (*cloud.Snapshot, error) {
-	filters := append(cloud.SlotFilters(group, slot),
-		ec2types.Filter{Name: aws.String("tag:" + cloud.TagSourceVolume), Values: []string{volumeID}},
-		ec2types.Filter{Name: aws.String("tag:" + cloud.TagSourceInstance), Values: []string{instanceID}},
-		ec2types.Filter{Name: aws.String("description"), Values: []string{description}},
-	)
-	res, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: filters})
-	if err != nil {
-		return nil, fmt.Errorf("look for a snapshot of %s taken by an earlier down: %w", volumeID, err)
-	}
-	var best *cloud.Snapshot
-	for _, sn := range res.Snapshots {
-		s := cloud.ToSlotSnapshot(sn)
-		if s.State == string(ec2types.SnapshotStateError) {
-			continue
-		}
-		if best == nil || s.StartTime.After(best.StartTime) {
-			best = &s
-		}
-	}
-	return best, nil
-}
-
-// downPlan says what down would do, for --dry-run.
-func (in *thisInstance) downPlan(cfg downConfig, occ occasion, member cloud.Membership, slots []*slotRelease) []string {
-	var plan []string
-	if occ.Kind == "spot" {
-		plan = append(plan, fmt.Sprintf("Spot interruption at %s: everything below within %s", occ.Deadline.UTC().Format(time.RFC3339), min(cfg.SpotBudget, cfg.Timeout)))
-	} else {
-		plan = append(plan, fmt.Sprintf("everything below within --timeout %s (past it: a crash-consistent snapshot if the volumes are known, the hook completed with CONTINUE, exit 1)", cfg.Timeout))
-	}
-	if member.LifecycleState == "Terminating:Wait" && cfg.TerminateHook != "" {
-		plan = append(plan, fmt.Sprintf("heartbeat lifecycle hook %s of %s every %s while working", cfg.TerminateHook, member.ASGName, cfg.HeartbeatInterval))
-	}
-	plan = append(plan, "lock "+cfg.LockFile)
-	if cfg.PreStop != "" {
-		how := "without a shell"
-		if cfg.PreStopShell {
-			how = "with /bin/sh -c"
-		}
-		plan = append(plan, fmt.Sprintf("run the pre-stop command %q %s, at most %s", cfg.PreStop, how, cfg.PreStopTimeout))
-	}
-	plan = append(plan, "sync")
-	for _, s := range slots {
-		switch {
-		case s.Volume.ID == "" || s.Note != "":
-			plan = append(plan, fmt.Sprintf("slot %s: %s", s.Spec.Slot, s.Note))
-			continue
-		case s.Existing != nil:
-			plan = append(plan, fmt.Sprintf("slot %s: %s already has snapshot %s from this down (%s): not taken again unless the new one would be consistent and it is not",
-				s.Spec.Slot, s.Volume.ID, s.Existing.ID, s.Existing.State))
-		}
-		mps := mountPointsOf(s)
-		step := fmt.Sprintf("slot %s: %s (generation %d)", s.Spec.Slot, s.Volume.ID, s.Volume.Generation)
-		switch {
-		case len(mps) == 0:
-			step += ": not mounted; snapshot it, then detach it"
-		case cfg.Release == releaseUnmount:
-			step += fmt.Sprintf(": unmount %s, snapshot it, detach it", strings.Join(mps, ", "))
-		default:
-			step += fmt.Sprintf(": freeze %s for the CreateSnapshot call (at most %s), thaw; it stays attached", mps[0], cfg.FreezeTimeout)
-		}
-		plan = append(plan, step+fmt.Sprintf("; tags %s=%s %s=%s %s=%d %s=%s %s=%s", cloud.TagGroup, in.group, cloud.TagSlot, s.Spec.Slot,
-			cloud.TagGeneration, s.Volume.Generation, cloud.TagSourceVolume, s.Volume.ID, cloud.TagSourceInstance, in.id.InstanceID))
-	}
-	if cfg.ReleaseEIP {
-		plan = append(plan, "disassociate the group's Elastic IP from this instance")
-	} else {
-		plan = append(plan, "keep the Elastic IP associated (the replacement takes it over)")
-	}
-	if cfg.WaitSnapshot {
-		plan = append(plan, fmt.Sprintf("wait for the snapshots to complete, at most %s", cfg.SnapshotTimeout))
-	}
-	switch {
-	case member.LifecycleState == "Terminating:Wait" && cfg.TerminateHook != "":
-		plan = append(plan, fmt.Sprintf("complete lifecycle hook %s of %s with CONTINUE", cfg.TerminateHook, member.ASGName))
-	case member.LifecycleState == "Terminating:Wait":
-		plan = append(plan, "the instance is in Terminating:Wait but --terminate-hook is not set: no hook to complete")
-	}
-	return plan
-}
-
-// mountPointsOf lists where the slot's volume is mounted on this instance, by its device.
-func mountPointsOf(s *slotRelease) []string {
-	var mps []string
-	for _, m := range s.Mounts {
-		mps = append(mps, m.MountPoint)
-	}
-	return mps
-}
-
-// stillness is how a run keeps the data still for its snapshots.
-type stillness struct {
-	Release       string // releaseUnmount or releaseFreeze
-	FreezeTimeout time.Duration
-	PreStop       bool   // a pre-stop command was configured
-	PreStopErr    error  // and how it ended
-	Rerun         string // what to tell the operator to rerun when a snapshot fails ("down", "snapshot")
-}
-
-// snapshotStill keeps each slot's volume still and snapshots it: unmount (falling back to a freeze when
-// something still holds the filesystem) or freeze, then CreateSnapshot, thawing right after. A slot with an
-// Existing snapshot (down's rerun) keeps it unless the new one would be consistent and it is not.
-// describe gives each snapshot's description. down and snapshot share it.
-func (in *thisInstance) snapshotStill(ctx context.Context, log *slog.Logger, slots []*slotRelease, st stillness, describe func(*slotRelease) string) error {
-	preStopOK := st.PreStop && st.PreStopErr == nil
-	preStopFailed := st.PreStop && st.PreStopErr != nil
-	var toFreeze []string
-	freezeOf := map[*slotRelease]string{}
-	var work []*slotRelease
-	for _, s := range slots {
-		if s.Volume.ID == "" || s.Note != "" {
-			continue
-		}
-		vlog := log.With(logkey.Volume, s.Volume.ID, "slot", s.Spec.Slot)
-		if s.Device != "" {
-			// Read the mounts again: the pre-stop command may have unmounted the filesystem itself.
-			mounts, err := in.host.MountsOf(s.Device)
-			if err != nil {
-				return err
-			}
-			s.Mounts = mounts
-		}
-		mps := mountPointsOf(s)
-		switch {
-		case s.Device == "":
-			// Without its device handover cannot tell where the volume is mounted, so it touches no
-			// filesystem: the snapshot is crash-consistent only (unless the service was stopped).
-			vlog.Warn("block device not visible: snapshot without unmount or freeze", logkey.Step, "release")
-		case len(mps) == 0:
-			s.Still = "not mounted"
-		case st.Release == releaseUnmount:
-			var unfinished *host.UnfinishedError
-			if err := in.host.Unmount(ctx, vlog, s.Mounts); errors.As(err, &unfinished) {
-				return err
-			} else if err != nil {
-				vlog.Warn("could not unmount; freezing for the snapshot instead, and leaving the volume attached", logkey.Step, "release", "error", err.Error())
-				freezeOf[s] = mps[0]
-			} else {
-				s.Still = "unmounted"
-			}
-		default:
-			freezeOf[s] = mps[0]
-		}
-		// Would a new snapshot be consistent? If one from this down exists and is no worse, keep it.
-		wouldBe := !preStopFailed && (preStopOK || s.Still != "" || freezeOf[s] != "")
-		if s.Existing != nil && (s.Existing.Consistent || !wouldBe) {
-			s.Snapshot, s.Reused, s.Consistent = *s.Existing, true, s.Existing.Consistent
-			delete(freezeOf, s)
-			vlog.Info("snapshot already taken by this down", logkey.Step, "snapshot", "snapshot_id", s.Snapshot.ID, "state", s.Snapshot.State)
-			continue
-		}
-		if mp := freezeOf[s]; mp != "" {
-			toFreeze = append(toFreeze, mp)
-		}
-		work = append(work, s)
-	}
-	if len(work) == 0 {
-		return nil
-	}
-	return in.host.WhileFrozen(ctx, log, toFreeze, st.FreezeTimeout, func(ctx context.Context, frozen map[string]bool) error {
-		for _, s := range work {
-			if mp := freezeOf[s]; mp != "" && frozen[mp] {
-				s.Still = "frozen"
-			}
-			s.Consistent = !preStopFailed && (preStopOK || s.Still != "")
-			snap, err := createSlotSnapshot(ctx, in.clients.EC2, snapshotRequest{
-				Group: in.group, Slot: s.Spec.Slot, Volume: s.Volume, InstanceID: in.id.InstanceID,
-				Consistent: s.Consistent, Description: describe(s),
-			})
-			if err != nil {
-				bound := ""
-				if errors.Is(err, context.DeadlineExceeded) && len(toFreeze) > 0 {
-					bound = fmt.Sprintf(" within --freeze-timeout %s", st.FreezeTimeout)
-				}
-				return fmt.Errorf("snapshot of %s (slot %s) failed%s; the filesystem is thawed and the volume stays attached; rerun %s: %w",
-					s.Volume.ID, s.Spec.Slot, bound, st.Rerun, err)
-			}
-			s.Snapshot = snap
-			log.Info("snapshot created", logkey.Step, "snapshot", logkey.Volume, s.Volume.ID, "slot", s.Spec.Slot, "snapshot_id", snap.ID,
-				"consistent", s.Consistent, "still", orDash(s.Still))
-		}
-		return nil
-	})
-}
-
-// detachReleased detaches each volume that is snapshotted and no longer mounted, so that a replacement in
-// the same AZ attaches it directly. It does not wait for the detach to finish: the replacement's `up`
-// waits for the volume to be available, and the instance's termination detaches it anyway. Failures are
-// logged, not fatal: the data is already in the snapshot.
-func (in *thisInstance) detachReleased(ctx context.Context, log *slog.Logger, slots []*slotRelease) {
-	for _, s := range slots {
-		if s.Snapshot.ID == "" {
-			continue
-		}
-		vlog := log.With(logkey.Volume, s.Volume.ID, "slot", s.Spec.Slot, logkey.Step, "detach")
-		if !s.unmountedNow(in.host) {
+		vlog := s.slotLog(r.log).With(logkey.Step, "detach")
+		if !s.unmountedNow(r.in.host) {
 			vlog.Info("volume still mounted (or its device is not visible): left attached")
 			continue
 		}
-		_, err := in.clients.EC2.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(s.Volume.ID), InstanceId: aws.String(in.id.InstanceID)})
+		already, err := cloud.DetachVolume(ctx, r.in.clients.EC2, s.Volume.ID, r.in.id.InstanceID)
 		switch {
-		case err == nil:
-			s.Detached = true
-			vlog.Info("detaching")
-		case cloud.HasCode(err, cloud.CodeIncorrectState, cloud.CodeAttachmentNotFound):
+		case err != nil:
+			vlog.Warn("detach failed; the volume detaches when the instance terminates", logkey.Error, err.Error())
+		case already:
 			s.Detached = true
 			vlog.Info("already detached")
 		default:
-			vlog.Warn("detach failed; the volume detaches when the instance terminates", "error", err.Error())
+			s.Detached = true
+			vlog.Info("detaching")
 		}
 	}
+	return nil
 }
 
 // unmountedNow reports whether the slot's volume is mounted nowhere on this instance, read afresh: only
@@ -894,61 +538,231 @@ func (s *slotRelease) unmountedNow(h host.Host) bool {
 	return err == nil && len(m) == 0
 }
 
-// releaseGroupAddress disassociates the group's Elastic IP when this instance holds it (observe, act,
-// verify). An address held elsewhere is left alone.
-func releaseGroupAddress(ctx context.Context, log *slog.Logger, c cloud.EC2, group, self string) (string, error) {
-	log = log.With(logkey.Step, "address")
-	a, err := cloud.FindGroupAddress(ctx, c, group)
+// releaseAddress disassociates the group's Elastic IP from this instance, with --release-eip.
+func (r *downRun) releaseAddress(ctx context.Context) error {
+	if !r.cfg.ReleaseEIP {
+		return nil
+	}
+	res, err := cloud.ReleaseAddress(ctx, r.log, r.in.clients.EC2, r.in.group, r.in.id.InstanceID)
 	if err != nil {
-		return "", err
+		return err
 	}
-	log = log.With(logkey.Allocation, a.AllocationID)
-	if a.InstanceID != self {
-		log.Info("Elastic IP not on this instance: nothing to release", "holder", orDash(a.InstanceID))
-		return fmt.Sprintf("%s (%s) not on this instance (holder %s)", a.AllocationID, a.PublicIP, orDash(a.InstanceID)), nil
+	a := res.Address
+	if res.Released {
+		r.rep.Address = fmt.Sprintf("released %s (%s)", a.AllocationID, a.PublicIP)
+	} else {
+		r.rep.Address = fmt.Sprintf("%s (%s) not on this instance (holder %s)", a.AllocationID, a.PublicIP, orDash(a.InstanceID))
 	}
-	_, err = c.DisassociateAddress(ctx, &ec2.DisassociateAddressInput{AssociationId: aws.String(a.AssociationID)})
-	if err != nil && !cloud.HasCode(err, cloud.CodeAssociationNotFound) {
-		return "", fmt.Errorf("disassociate %s from %s: %w", a.AllocationID, self, err)
-	}
-	after, err := cloud.FindGroupAddress(ctx, c, group)
-	if err != nil {
-		return "", err
-	}
-	if after.InstanceID == self {
-		return "", fmt.Errorf("disassociated %s but it is still on %s; rerun down", a.AllocationID, self)
-	}
-	log.Info("Elastic IP released", "public_ip", a.PublicIP)
-	return fmt.Sprintf("released %s (%s)", a.AllocationID, a.PublicIP), nil
+	return nil
 }
 
-// waitSnapshotsDone waits until every snapshot down took or found is completed.
-func waitSnapshotsDone(ctx context.Context, log *slog.Logger, c cloud.EC2, slots []*slotRelease, bound time.Duration) error {
-	for _, s := range slots {
+// waitSnapshots waits, with --wait-snapshot, until every snapshot down took or found is completed; not
+// for a Spot interruption, where they complete on their own.
+func (r *downRun) waitSnapshots(ctx context.Context) error {
+	if !r.cfg.WaitSnapshot {
+		return nil
+	}
+	if r.spot {
+		r.log.Info("not waiting for the snapshots to complete: Spot interruption (they complete on their own)", logkey.Step, "snapshot")
+		return nil
+	}
+	for _, s := range r.slots {
 		if s.Snapshot.ID == "" {
 			continue
 		}
-		if err := waitSnapshotCompleted(ctx, log, c, s.Snapshot.ID, bound); err != nil {
+		err := cloud.WaitSnapshotCompleted(ctx, r.log, r.in.clients.EC2, s.Snapshot.ID, r.cfg.SnapshotTimeout)
+		var ended *cloud.SnapshotEndedError
+		if errors.As(err, &ended) {
+			return fmt.Errorf("%w: take a new one with `handover snapshot`, or rerun down", err)
+		}
+		if err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// waitSnapshotCompleted waits, at most bound, until a snapshot is no longer pending (restore.go's wait),
-// and fails when it ended in error.
-func waitSnapshotCompleted(ctx context.Context, log *slog.Logger, c cloud.EC2, id string, bound time.Duration) error {
-	wctx, cancel := context.WithTimeout(ctx, bound)
-	defer cancel()
-	if err := cloud.WaitSnapshot(wctx, log.With(logkey.Step, "snapshot"), c, id); err != nil {
-		return err
+// completeHook lets the group go on: CONTINUE, after reading the group membership again when the first
+// read failed.
+func (r *downRun) completeHook(ctx context.Context) error {
+	if r.memberErr != nil {
+		m, err := cloud.MembershipOf(ctx, r.in.clients.AutoScaling, r.in.id.InstanceID)
+		if err != nil {
+			return err
+		}
+		r.member, r.memberErr = m, nil
+		r.action = r.termination()
 	}
-	s, err := cloud.DescribeSnapshot(ctx, c, id)
-	if err != nil {
-		return err
-	}
-	if s.State != string(ec2types.SnapshotStateCompleted) {
-		return fmt.Errorf("snapshot %s ended %s: take a new one with `handover snapshot`, or rerun down", id, s.State)
+	r.endHeartbeats()
+	switch {
+	case r.action != nil:
+		inactive, err := r.action.Complete(ctx, cloud.HookContinue)
+		if err != nil {
+			return err
+		}
+		r.rep.Hook = fmt.Sprintf("completed %s in %s with CONTINUE", r.cfg.TerminateHook, r.member.ASGName)
+		if inactive != "" {
+			r.rep.Hook = fmt.Sprintf("hook %s in %s: %s", r.cfg.TerminateHook, r.member.ASGName, inactive)
+		}
+	case r.hookActive():
+		r.rep.Hook = "Terminating:Wait, but no --terminate-hook to complete"
+	case r.member.ASGName != "":
+		r.rep.Hook = fmt.Sprintf("%s in %s: no termination hook waiting", orDash(r.member.LifecycleState), r.member.ASGName)
 	}
 	return nil
+}
+
+// giveUp ends down after step failed with err. A step that ran into the work bound (not a signal) is
+// given up on: down takes a crash-consistent snapshot when that is safe (givingUp), completes the hook
+// with CONTINUE (with a bound of its own: the group should not wait for the heartbeat timeout too), and
+// fails with one line naming the step. Any other failure is returned as it is.
+func (r *downRun) giveUp(b runBounds, step string, err error) (downReport, error) {
+	step, outcomes, over := r.in.givingUp(b, r.log, step, err, r.slots, r.describe)
+	if !over {
+		return r.rep, err
+	}
+	if r.cfg.TerminateHook != "" && (r.action != nil || r.memberErr != nil) {
+		r.log.Warn("completing the termination hook with CONTINUE anyway: the termination goes ahead", logkey.Step, "lifecycle", logkey.Hook, r.cfg.TerminateHook)
+	}
+	hctx, hcancel := context.WithTimeout(context.WithoutCancel(b.parent), hookCompleteBound)
+	defer hcancel()
+	switch herr := r.completeHook(hctx); {
+	case herr != nil:
+		r.log.Error("could not complete the termination hook; its heartbeat timeout ends it with its default result", logkey.Step, "lifecycle", logkey.Error, herr.Error())
+		outcomes = append(outcomes, "could not complete the termination hook ("+herr.Error()+"): its heartbeat timeout ends it")
+	case r.action != nil:
+		outcomes = append(outcomes, r.rep.Hook+": the termination goes ahead")
+	case r.rep.Hook != "":
+		outcomes = append(outcomes, r.rep.Hook)
+	}
+	r.rep.Elapsed = time.Since(r.start)
+	return r.rep, pastBound(overrun{Command: "down", Within: r.within, Step: step, Cause: err, Bound: b.work.Err()}, outcomes,
+		"the replacement restores the newest snapshot; look for a hung device (dmesg) on this instance")
+}
+
+// findSlotVolumes finds, for each slot, the group's volume attached to this instance, its block device
+// and where that is mounted. down and snapshot share it.
+func (in *thisInstance) findSlotVolumes(ctx context.Context, log *slog.Logger, specs volumeSpecs) ([]*slotRelease, error) {
+	var out []*slotRelease
+	for _, spec := range specs {
+		s := &slotRelease{Spec: spec}
+		out = append(out, s)
+		v, err := cloud.FindAttachedSlotVolume(ctx, in.clients.EC2, in.group, spec.Slot, in.id.InstanceID)
+		if err != nil {
+			return nil, err
+		}
+		if v == nil {
+			s.Note = "no volume of this slot is attached to this instance (already detached, or never attached)"
+			log.Info("no volume of the slot attached", logkey.Step, "volumes", logkey.Slot, spec.Slot)
+			continue
+		}
+		s.Volume = *v
+		if a, ok := v.AttachmentTo(in.id.InstanceID); ok {
+			s.AttachTime, s.AttachSt = a.AttachTime, a.State
+		}
+		vlog := s.slotLog(log)
+		if s.AttachSt == cloud.AttachmentDetaching || s.AttachSt == cloud.AttachmentDetached {
+			s.Note = "already " + s.AttachSt
+			vlog.Info("volume already being detached: handed over by an earlier run", logkey.Step, "volumes")
+			continue
+		}
+		s.Device, s.Mounts = in.findDevice(vlog, s.Volume.ID)
+	}
+	return out, nil
+}
+
+// findDevice finds the volume's block device and where it is mounted; "" when it is not visible, or not
+// usable, or its mounts cannot be read (then handover touches no filesystem of it).
+func (in *thisInstance) findDevice(vlog *slog.Logger, volumeID string) (string, []host.Mount) {
+	dev, seen, err := in.host.FindVolumeDevice(volumeID)
+	switch {
+	case err != nil:
+		vlog.Warn("block device not usable; treating it as not visible", logkey.Step, "volumes", logkey.Error, err.Error())
+	case dev == "":
+		vlog.Warn("block device not visible", logkey.Step, "volumes", "seen", seen)
+	}
+	if dev == "" {
+		return "", nil
+	}
+	mounts, err := in.host.MountsOf(dev)
+	if err != nil {
+		vlog.Warn("cannot tell where the device is mounted; treating it as not visible", logkey.Step, "volumes", logkey.Device, dev, logkey.Error, err.Error())
+		return "", nil
+	}
+	return dev, mounts
+}
+
+// plan is --dry-run: observe, and say what down would do.
+func (r *downRun) plan(ctx context.Context) (downReport, error) {
+	slots, err := r.findSlots(ctx)
+	if err != nil {
+		return r.rep, err
+	}
+	r.rep.Slots, r.rep.Plan = slots, r.planSteps(slots)
+	return r.rep, nil
+}
+
+// planSteps lists down's steps as they would run, for --dry-run.
+func (r *downRun) planSteps(slots []*slotRelease) []string {
+	cfg, member := r.cfg, r.member
+	var plan []string
+	if r.occ.Kind == "spot" {
+		plan = append(plan, fmt.Sprintf("Spot interruption at %s: everything below within %s", r.occ.Deadline.UTC().Format(time.RFC3339), min(cfg.SpotBudget, cfg.Timeout)))
+	} else {
+		plan = append(plan, fmt.Sprintf("everything below within --timeout %s (past it: a crash-consistent snapshot if the volumes are known, the hook completed with CONTINUE, exit 1)", cfg.Timeout))
+	}
+	if r.hookActive() && cfg.TerminateHook != "" {
+		plan = append(plan, fmt.Sprintf("heartbeat lifecycle hook %s of %s every %s while working", cfg.TerminateHook, member.ASGName, cfg.HeartbeatInterval))
+	}
+	plan = append(plan, "lock "+cfg.LockFile)
+	if cfg.PreStop != "" {
+		how := "without a shell"
+		if cfg.PreStopShell {
+			how = "with /bin/sh -c"
+		}
+		plan = append(plan, fmt.Sprintf("run the pre-stop command %q %s, at most %s", cfg.PreStop, how, cfg.PreStopTimeout))
+	}
+	plan = append(plan, "sync")
+	for _, s := range slots {
+		plan = append(plan, r.planSlot(s)...)
+	}
+	if cfg.ReleaseEIP {
+		plan = append(plan, "disassociate the group's Elastic IP from this instance")
+	} else {
+		plan = append(plan, "keep the Elastic IP associated (the replacement takes it over)")
+	}
+	if cfg.WaitSnapshot {
+		plan = append(plan, fmt.Sprintf("wait for the snapshots to complete, at most %s", cfg.SnapshotTimeout))
+	}
+	switch {
+	case r.hookActive() && cfg.TerminateHook != "":
+		plan = append(plan, fmt.Sprintf("complete lifecycle hook %s of %s with CONTINUE", cfg.TerminateHook, member.ASGName))
+	case r.hookActive():
+		plan = append(plan, "the instance is in Terminating:Wait but --terminate-hook is not set: no hook to complete")
+	}
+	return plan
+}
+
+// planSlot says what down would do with one slot's volume, for --dry-run.
+func (r *downRun) planSlot(s *slotRelease) []string {
+	if s.released() {
+		return []string{fmt.Sprintf("slot %s: %s", s.Spec.Slot, s.Note)}
+	}
+	var plan []string
+	if s.Existing != nil {
+		plan = append(plan, fmt.Sprintf("slot %s: %s already has snapshot %s from this down (%s): not taken again unless the new one would be consistent and it is not",
+			s.Spec.Slot, s.Volume.ID, s.Existing.ID, s.Existing.State))
+	}
+	mps := mountPointsOf(s.Mounts)
+	step := fmt.Sprintf("slot %s: %s (generation %d)", s.Spec.Slot, s.Volume.ID, s.Volume.Generation)
+	switch {
+	case len(mps) == 0:
+		step += ": not mounted; snapshot it, then detach it"
+	case r.cfg.Release == releaseUnmount:
+		step += fmt.Sprintf(": unmount %s, snapshot it, detach it", strings.Join(mps, ", "))
+	default:
+		step += fmt.Sprintf(": freeze %s for the CreateSnapshot call (at most %s), thaw; it stays attached", mps[0], r.cfg.FreezeTimeout)
+	}
+	return append(plan, step+fmt.Sprintf("; tags %s=%s %s=%s %s=%d %s=%s %s=%s", cloud.TagGroup, r.in.group, cloud.TagSlot, s.Spec.Slot,
+		cloud.TagGeneration, s.Volume.Generation, cloud.TagSourceVolume, s.Volume.ID, cloud.TagSourceInstance, r.in.id.InstanceID))
 }

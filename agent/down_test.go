@@ -868,3 +868,19 @@ func TestDownWrongTerminateHook(t *testing.T) {
 		t.Errorf("lifecycle state after down with a wrong hook name: %s, want Terminating:Wait", s)
 	}
 }
+
+// TestDownAndSnapshotReleaseTheLock: down and snapshot unlock the lock they share with up when they
+// return, so that the next run in the same process (watch runs down in-process) need not wait for it.
+func TestDownAndSnapshotReleaseTheLock(t *testing.T) {
+	w := newDownWorld(t)
+	id := w.runInstance("us-east-1a", groupTags, true)
+	lockPath := w.agentEnv(id, nil)("HANDOVER_LOCK_FILE")
+	for _, cmd := range []string{"down", "snapshot"} {
+		res := w.runAgent(w.ctx(), id, nil, cmd) // no volume attached: down has nothing to do, snapshot refuses
+		held, err := host.New("/dev", "/sys").Lock(context.Background(), lockPath, 0)
+		if err != nil {
+			t.Fatalf("after handover %s (exit %d) the lock is still held: %v\n%s", cmd, res.code, err, res.stderr)
+		}
+		held.Unlock()
+	}
+}

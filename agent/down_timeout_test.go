@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -123,6 +124,9 @@ func TestDownTimeoutGivesUpOnAHungDevice(t *testing.T) {
 			if code := ExitCode(err); code != fail.CodeFailed {
 				t.Fatalf("exit %d (%v), want 1\n%s", code, err, stderr.String())
 			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("errors.Is(err, context.DeadlineExceeded) = false for a down past its bound: %v", err)
+			}
 			line := fail.OneLine(err.Error())
 			t.Logf("handover down: %s\nstdout:\n%s\nstderr:\n%s", line, stdout.String(), stderr.String())
 			for _, want := range []string{`step "` + tc.step + `" timed out`, "--timeout 4s", "crash-consistent, not tagged consistent", "completed " + terminateHook, "the termination goes ahead"} {
@@ -200,5 +204,26 @@ func TestSnapshotTimeoutGivesUpOnAHungFreeze(t *testing.T) {
 	snaps := w.slotSnapshots(cloud.DefaultSlot)
 	if len(snaps) != 1 || snaps[0].SourceVolume != vol || snaps[0].Consistent {
 		t.Fatalf("snapshots = %+v, want one crash-consistent snapshot of %s", snaps, vol)
+	}
+}
+
+// TestDownPastBoundKeepsTheCause: the line a run fails with past its bound keeps its cause in the chain
+// (errors.Is finds context.DeadlineExceeded), keeps exit 1, and does not repeat the cause after the line.
+func TestDownPastBoundKeepsTheCause(t *testing.T) {
+	cause := &host.UnfinishedError{Step: "sync", What: "sync(2)", Err: context.DeadlineExceeded}
+	err := pastBound(overrun{Command: "down", Within: "--timeout 4s", Step: "sync", Cause: cause}, []string{"no snapshot taken"}, "look for a hung device")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("errors.Is(err, context.DeadlineExceeded) = false: %v", err)
+	}
+	var unfinished *host.UnfinishedError
+	if !errors.As(err, &unfinished) || unfinished.Step != "sync" {
+		t.Errorf("errors.As(err, *host.UnfinishedError) does not find the cause: %v", err)
+	}
+	if code := ExitCode(err); code != fail.CodeFailed {
+		t.Errorf("exit %d, want 1", code)
+	}
+	want := `down did not finish within --timeout 4s: step "sync" timed out (sync(2) did not return); no snapshot taken; look for a hung device`
+	if err.Error() != want {
+		t.Errorf("line:\n%s\nwant:\n%s", err.Error(), want)
 	}
 }

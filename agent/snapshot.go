@@ -2,17 +2,12 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/host"
 	"github.com/handover/handover/internal/fail"
@@ -21,58 +16,6 @@ import (
 
 // `handover snapshot` takes a consistent snapshot of each slot's volume now (the filesystem frozen for the
 // instant of CreateSnapshot), then applies retention. The packaged handover-snapshot.timer runs it.
-
-// snapshotRequest is one CreateSnapshot of a slot's volume.
-type snapshotRequest struct {
-	Group       string
-	Slot        string
-	Volume      cloud.Volume
-	InstanceID  string
-	Consistent  bool
-	Description string
-}
-
-// tags are the snapshot's tags, set at creation (DESIGN.md): group, slot, generation, source volume and
-// instance, and handover:consistent=true only when the data was still.
-func (r snapshotRequest) tags() map[string]string {
-	t := map[string]string{
-		cloud.TagGroup:          r.Group,
-		cloud.TagSlot:           r.Slot,
-		cloud.TagGeneration:     strconv.Itoa(r.Volume.Generation),
-		cloud.TagSourceVolume:   r.Volume.ID,
-		cloud.TagSourceInstance: r.InstanceID,
-	}
-	if r.Consistent {
-		t[cloud.TagConsistent] = "true"
-	}
-	return t
-}
-
-// createSlotSnapshot calls CreateSnapshot with the tags in TagSpecifications, so that a snapshot never
-// exists untagged. CreateSnapshot has no idempotency token: callers find an earlier one by description.
-// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateSnapshot.html
-func createSlotSnapshot(ctx context.Context, c cloud.EC2, r snapshotRequest) (cloud.Snapshot, error) {
-	out, err := c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{
-		VolumeId:          aws.String(r.Volume.ID),
-		Description:       aws.String(r.Description),
-		TagSpecifications: cloud.TagSpec(ec2types.ResourceTypeSnapshot, r.tags()),
-	})
-	if err != nil {
-		return cloud.Snapshot{}, fmt.Errorf("create snapshot of %s: %w", r.Volume.ID, err)
-	}
-	return cloud.Snapshot{
-		ID:             aws.ToString(out.SnapshotId),
-		State:          string(out.State),
-		Progress:       aws.ToString(out.Progress),
-		Generation:     r.Volume.Generation,
-		Consistent:     r.Consistent,
-		SourceVolume:   r.Volume.ID,
-		SourceInstance: r.InstanceID,
-		VolumeSizeGiB:  aws.ToInt32(out.VolumeSize),
-		StartTime:      aws.ToTime(out.StartTime),
-		Tags:           cloud.TagMap(out.Tags),
-	}, nil
-}
 
 // snapshotConfig is `handover snapshot`.
 type snapshotConfig struct {
@@ -120,91 +63,120 @@ func snapshotCommand(ctx context.Context, e Env, args []string, calls host.FSCal
 	return in.snapshotNow(ctx, st.log, e.Stdout, cfg, st.dryRun)
 }
 
+// snapshotRun is one run of `handover snapshot`. Its steps are its methods, run in this order: lock,
+// observe (slots), snapshot (keep still and snapshot: snapshotStill, shared with down), retention; a step
+// that runs past the bound ends in giveUp.
+type snapshotRun struct {
+	in     *thisInstance
+	log    *slog.Logger
+	out    io.Writer
+	cfg    snapshotConfig
+	dryRun bool
+
+	held  *host.Lock
+	slots []*slotRelease
+}
+
 // snapshotNow snapshots each slot's volume attached to this instance, frozen for the call, then applies
 // retention to each slot. Like down, it is bounded by --timeout, with finalReserve of it kept for a
 // crash-consistent snapshot when the freeze hangs; then it skips retention and fails naming the step.
 func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out io.Writer, cfg snapshotConfig, dryRun bool) error {
-	self := in.id.InstanceID
-	log = log.With(logkey.Instance, self)
-	parent := ctx
-	ctx, cancel := context.WithTimeout(parent, cfg.Timeout)
+	r := &snapshotRun{in: in, log: log.With(logkey.Instance, in.id.InstanceID), out: out, cfg: cfg, dryRun: dryRun}
+	b, cancel := newRunBounds(ctx, cfg.Timeout, "--timeout "+cfg.Timeout.String())
 	defer cancel()
-	work, cancelWork := context.WithTimeout(ctx, cfg.Timeout-finalReserve(cfg.Timeout))
-	defer cancelWork()
-	var slots []*slotRelease
-	describe := func(s *slotRelease) string { return fmt.Sprintf("handover snapshot: %s of %s", s.Volume.ID, self) }
-	failed := func(step string, err error) error {
-		if work.Err() == nil || parent.Err() != nil {
-			return err
+	defer func() { r.held.Unlock() }() // r.held is set by the lock step, after this defer
+	for _, st := range []runStep{{"lock", r.lock}, {"observe", r.observe}, {"snapshot", r.snapshot}, {"retention", r.retention}} {
+		if err := st.run(b.work); err != nil {
+			return r.giveUp(b, st.name, err)
 		}
-		var unfinished *host.UnfinishedError
-		if errors.As(err, &unfinished) {
-			step = unfinished.Step
-		}
-		log.Error("step did not finish within the bound; giving up on it", logkey.Step, step, "bound", "--timeout "+cfg.Timeout.String(), "error", err.Error())
-		var outcomes []string
-		if slots != nil && (step == "unmount" || step == "freeze") {
-			if serr := in.snapshotCrashConsistent(ctx, log, slots, describe); serr != nil {
-				outcomes = append(outcomes, "crash-consistent snapshot failed: "+serr.Error())
-			}
-		}
-		outcomes = append(outcomes, snapshotsSummary(slots))
-		if cfg.Keep > 0 {
-			outcomes = append(outcomes, "retention skipped")
-		}
-		return pastBound(overrun{Command: "snapshot", Within: "--timeout " + cfg.Timeout.String(), Step: step, Cause: err}, outcomes,
-			"look for a hung device (dmesg), then rerun handover snapshot")
 	}
+	return nil
+}
 
-	if !dryRun {
-		lock, err := in.host.Lock(work, cfg.LockFile, cfg.Timeout)
-		if err != nil {
-			return failed("lock", err)
-		}
-		defer lock.Unlock()
+// describe is the description of the snapshots `handover snapshot` takes.
+func (r *snapshotRun) describe(s *slotRelease) string {
+	return fmt.Sprintf("handover snapshot: %s of %s", s.Volume.ID, r.in.id.InstanceID)
+}
+
+// lock takes the lock shared with up and down, so that a snapshot never runs in the middle of them.
+func (r *snapshotRun) lock(ctx context.Context) (err error) {
+	if r.dryRun {
+		return nil
 	}
-	found, err := in.findSlotVolumes(work, log, cfg.Volumes)
+	r.held, err = r.in.host.Lock(ctx, r.cfg.LockFile, r.cfg.Timeout)
+	return err
+}
+
+// observe finds each slot's volume attached here (every slot must have one) and, for --dry-run, says
+// what would be snapshotted.
+func (r *snapshotRun) observe(ctx context.Context) error {
+	found, err := r.in.findSlotVolumes(ctx, r.log, r.cfg.Volumes)
 	if err != nil {
-		return failed("observe", err)
+		return err
 	}
 	for _, s := range found {
-		if s.Volume.ID == "" || s.Note != "" {
+		if s.released() {
 			return fail.Precondition(fmt.Sprintf("slot %s: %s; run `handover up` first, or drop the slot from --volume", s.Spec.Slot, orDash(s.Note)), nil)
 		}
-		slots = append(slots, s)
-		if dryRun {
+		if r.dryRun {
 			how := "not mounted"
-			switch mps := mountPointsOf(s); {
+			switch mps := mountPointsOf(s.Mounts); {
 			case s.Device == "":
 				how = "device not visible: crash-consistent only"
 			case len(mps) > 0:
 				how = "freeze " + mps[0] + " for the call"
 			}
-			fmt.Fprintf(out, "would snapshot slot %s: %s (generation %d), %s\n", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, how)
+			fmt.Fprintf(r.out, "would snapshot slot %s: %s (generation %d), %s\n", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, how)
 		}
 	}
-	if !dryRun {
-		st := stillness{Release: releaseFreeze, FreezeTimeout: cfg.FreezeTimeout, Rerun: "snapshot"}
-		if err := in.snapshotStill(work, log, slots, st, describe); err != nil {
-			return failed("snapshot", err)
-		}
-		for _, s := range slots {
-			cons := "consistent"
-			if !s.Consistent {
-				cons = "NOT consistent"
-			}
-			fmt.Fprintf(out, "slot %s: %s (generation %d) -> snapshot %s (%s, %s)\n", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, s.Snapshot.ID, cons, orDash(s.Still))
-		}
-	}
-	if cfg.Keep == 0 {
+	r.slots = found
+	return nil
+}
+
+// snapshot freezes each slot's filesystem for its CreateSnapshot (snapshotStill) and prints the result.
+func (r *snapshotRun) snapshot(ctx context.Context) error {
+	if r.dryRun {
 		return nil
 	}
-	for _, s := range slots {
-		if err := in.applyRetention(work, log, out, s.Spec.Slot, cfg.Keep, dryRun); err != nil {
-			return failed("retention", err)
+	st := stillness{Release: releaseFreeze, FreezeTimeout: r.cfg.FreezeTimeout, Rerun: "snapshot"}
+	if err := r.in.snapshotStill(ctx, r.log, r.slots, st, r.describe); err != nil {
+		return err
+	}
+	for _, s := range r.slots {
+		cons := "consistent"
+		if !s.Consistent {
+			cons = "NOT consistent"
+		}
+		fmt.Fprintf(r.out, "slot %s: %s (generation %d) -> snapshot %s (%s, %s)\n", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, s.Snapshot.ID, cons, orDash(s.Still))
+	}
+	return nil
+}
+
+// retention applies --keep to each slot.
+func (r *snapshotRun) retention(ctx context.Context) error {
+	if r.cfg.Keep == 0 {
+		return nil
+	}
+	for _, s := range r.slots {
+		if err := r.in.applyRetention(ctx, r.log, r.out, s.Spec.Slot, r.cfg.Keep, r.dryRun); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// giveUp ends the run after step failed with err: past the bound, with a crash-consistent snapshot when
+// that is safe (givingUp), retention skipped, and one line naming the step; any other failure as it is.
+func (r *snapshotRun) giveUp(b runBounds, step string, err error) error {
+	step, outcomes, over := r.in.givingUp(b, r.log, step, err, r.slots, r.describe)
+	if !over {
+		return err
+	}
+	if r.cfg.Keep > 0 {
+		outcomes = append(outcomes, "retention skipped")
+	}
+	return pastBound(overrun{Command: "snapshot", Within: b.within, Step: step, Cause: err, Bound: b.work.Err()}, outcomes,
+		"look for a hung device (dmesg), then rerun handover snapshot")
 }
 
 // retentionVerdict is what retention decided for one snapshot.
@@ -233,7 +205,7 @@ type liveLineage struct {
 func planRetention(snaps []cloud.Snapshot, keep int, live liveLineage) []retentionVerdict {
 	newestConsistent := ""
 	for _, s := range snaps {
-		if s.State == string(ec2types.SnapshotStateCompleted) && s.Consistent {
+		if s.State == cloud.SnapshotCompleted && s.Consistent {
 			newestConsistent = s.ID
 			break
 		}
@@ -243,7 +215,7 @@ func planRetention(snaps []cloud.Snapshot, keep int, live liveLineage) []retenti
 	for _, s := range snaps {
 		v := retentionVerdict{Snapshot: s}
 		switch {
-		case s.State != string(ec2types.SnapshotStateCompleted):
+		case s.State != cloud.SnapshotCompleted:
 			v.Why = s.State + ": never deleted"
 		case kept < keep:
 			kept++
@@ -272,14 +244,8 @@ func liveLineageOf(ctx context.Context, c cloud.EC2, group, slot string, snaps [
 		if v.Superseded {
 			continue
 		}
-		out, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{v.ID}})
-		if err != nil {
-			return liveLineage{}, fmt.Errorf("describe live volume %s: %w", v.ID, err)
-		}
-		l := liveLineage{VolumeID: v.ID, Cut: v.CreateTime}
-		if len(out.Volumes) == 1 {
-			l.Source = aws.ToString(out.Volumes[0].SnapshotId)
-		}
+		// ListSlotVolumes describes the volume with the snapshot it was created from.
+		l := liveLineage{VolumeID: v.ID, Source: v.SnapshotID, Cut: v.CreateTime}
 		if l.Source != "" {
 			found := false
 			for _, s := range snaps {
@@ -303,7 +269,7 @@ func liveLineageOf(ctx context.Context, c cloud.EC2, group, slot string, snaps [
 
 // applyRetention deletes the snapshots planRetention picks for one slot.
 func (in *thisInstance) applyRetention(ctx context.Context, log *slog.Logger, out io.Writer, slot string, keep int, dryRun bool) error {
-	log = log.With(logkey.Step, "retention", "slot", slot)
+	log = log.With(logkey.Step, "retention", logkey.Slot, slot)
 	snaps, err := cloud.ListSlotSnapshots(ctx, in.clients.EC2, in.group, slot)
 	if err != nil {
 		return err
@@ -316,23 +282,23 @@ func (in *thisInstance) applyRetention(ctx context.Context, log *slog.Logger, ou
 	for _, v := range planRetention(snaps, keep, live) {
 		if !v.Delete {
 			kept = append(kept, v.Snapshot.ID)
-			log.Debug("keeping snapshot", "snapshot_id", v.Snapshot.ID, "why", v.Why)
+			log.Debug("keeping snapshot", logkey.Snapshot, v.Snapshot.ID, logkey.Why, v.Why)
 			continue
 		}
 		if dryRun {
 			fmt.Fprintf(out, "would delete %s (slot %s, generation %d, %s): %s\n", v.Snapshot.ID, slot, v.Snapshot.Generation, v.Snapshot.StartTime.UTC().Format(time.RFC3339), v.Why)
 			continue
 		}
-		_, err := in.clients.EC2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(v.Snapshot.ID)})
+		err := cloud.DeleteSnapshot(ctx, in.clients.EC2, v.Snapshot.ID)
 		switch {
-		case err == nil, cloud.HasCode(err, cloud.CodeSnapshotNotFound):
+		case err == nil:
 			deleted = append(deleted, v.Snapshot.ID)
-			log.Info("deleted snapshot", "snapshot_id", v.Snapshot.ID, "why", v.Why)
+			log.Info("deleted snapshot", logkey.Snapshot, v.Snapshot.ID, logkey.Why, v.Why)
 		case cloud.HasCode(err, cloud.CodeSnapshotInUse):
 			kept = append(kept, v.Snapshot.ID)
-			log.Warn("snapshot in use (by an AMI): kept", "snapshot_id", v.Snapshot.ID)
+			log.Warn("snapshot in use (by an AMI): kept", logkey.Snapshot, v.Snapshot.ID)
 		default:
-			return fmt.Errorf("delete snapshot %s: %w", v.Snapshot.ID, err)
+			return err
 		}
 	}
 	if !dryRun {

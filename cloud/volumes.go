@@ -33,6 +33,7 @@ type Attachment struct {
 	InstanceID string
 	Device     string
 	State      string // attaching, attached, detaching, detached
+	AttachTime time.Time
 }
 
 // slotSnapshot is one snapshot of a group's slot.
@@ -120,6 +121,7 @@ func ToSlotVolume(v ec2types.Volume) Volume {
 			InstanceID: aws.ToString(a.InstanceId),
 			Device:     aws.ToString(a.Device),
 			State:      string(a.State),
+			AttachTime: aws.ToTime(a.AttachTime),
 		})
 	}
 	return sv

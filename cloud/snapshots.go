@@ -1,0 +1,149 @@
+package cloud
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/handover/handover/internal/logkey"
+)
+
+// Snapshot states, as Snapshot.State holds them.
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_Snapshot.html
+const (
+	SnapshotPending   = string(ec2types.SnapshotStatePending)
+	SnapshotCompleted = string(ec2types.SnapshotStateCompleted)
+	SnapshotError     = string(ec2types.SnapshotStateError)
+)
+
+// SnapshotRequest is one CreateSnapshot of a slot's volume.
+type SnapshotRequest struct {
+	Group       string
+	Slot        string
+	Volume      Volume
+	InstanceID  string
+	Consistent  bool
+	Description string
+}
+
+// tags are the snapshot's tags, set at creation (DESIGN.md): group, slot, generation, source volume and
+// instance, and handover:consistent=true only when the data was still.
+func (r SnapshotRequest) tags() map[string]string {
+	t := map[string]string{
+		TagGroup:          r.Group,
+		TagSlot:           r.Slot,
+		TagGeneration:     strconv.Itoa(r.Volume.Generation),
+		TagSourceVolume:   r.Volume.ID,
+		TagSourceInstance: r.InstanceID,
+	}
+	if r.Consistent {
+		t[TagConsistent] = "true"
+	}
+	return t
+}
+
+// CreateSnapshot calls CreateSnapshot with the tags in TagSpecifications, so that a snapshot never exists
+// untagged. CreateSnapshot has no idempotency token: the observe step is the caller's, which looks for an
+// earlier snapshot by description (FindSnapshotOf) before it asks for a new one, and the answer is the
+// verification (a snapshot ID in the pending state; WaitSnapshotCompleted waits for the rest).
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateSnapshot.html
+func CreateSnapshot(ctx context.Context, c EC2, r SnapshotRequest) (Snapshot, error) {
+	out, err := c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{
+		VolumeId:          aws.String(r.Volume.ID),
+		Description:       aws.String(r.Description),
+		TagSpecifications: TagSpec(ec2types.ResourceTypeSnapshot, r.tags()),
+	})
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("create snapshot of %s: %w", r.Volume.ID, err)
+	}
+	return Snapshot{
+		ID:             aws.ToString(out.SnapshotId),
+		State:          string(out.State),
+		Progress:       aws.ToString(out.Progress),
+		Generation:     r.Volume.Generation,
+		Consistent:     r.Consistent,
+		SourceVolume:   r.Volume.ID,
+		SourceInstance: r.InstanceID,
+		VolumeSizeGiB:  aws.ToInt32(out.VolumeSize),
+		StartTime:      aws.ToTime(out.StartTime),
+		Tags:           TagMap(out.Tags),
+	}, nil
+}
+
+// SnapshotQuery names the snapshot a run of down took of one volume: by its slot tags, its source tags and
+// its description, which scopes it to the run's occasion.
+type SnapshotQuery struct {
+	Group, Slot string
+	VolumeID    string
+	InstanceID  string
+	Description string
+}
+
+// FindSnapshotOf returns the newest snapshot (not in error) matching q, or nil when there is none.
+func FindSnapshotOf(ctx context.Context, c EC2, q SnapshotQuery) (*Snapshot, error) {
+	filters := append(SlotFilters(q.Group, q.Slot),
+		ec2types.Filter{Name: aws.String("tag:" + TagSourceVolume), Values: []string{q.VolumeID}},
+		ec2types.Filter{Name: aws.String("tag:" + TagSourceInstance), Values: []string{q.InstanceID}},
+		ec2types.Filter{Name: aws.String("description"), Values: []string{q.Description}},
+	)
+	res, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: filters})
+	if err != nil {
+		return nil, fmt.Errorf("look for a snapshot of %s taken by an earlier down: %w", q.VolumeID, err)
+	}
+	var best *Snapshot
+	for _, sn := range res.Snapshots {
+		s := ToSlotSnapshot(sn)
+		if s.State == SnapshotError {
+			continue
+		}
+		if best == nil || s.StartTime.After(best.StartTime) {
+			best = &s
+		}
+	}
+	return best, nil
+}
+
+// SnapshotEndedError is a snapshot that stopped being pending in a state other than completed.
+type SnapshotEndedError struct {
+	ID, State string
+}
+
+func (e *SnapshotEndedError) Error() string {
+	return fmt.Sprintf("snapshot %s ended %s", e.ID, e.State)
+}
+
+// WaitSnapshotCompleted waits, at most bound, until a snapshot is no longer pending (WaitSnapshot), then
+// describes it again and fails with a *SnapshotEndedError when it ended in error.
+func WaitSnapshotCompleted(ctx context.Context, log *slog.Logger, c EC2, id string, bound time.Duration) error {
+	wctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	if err := WaitSnapshot(wctx, log.With(logkey.Step, "snapshot"), c, id); err != nil {
+		return err
+	}
+	s, err := DescribeSnapshot(ctx, c, id)
+	if err != nil {
+		return err
+	}
+	if s.State != SnapshotCompleted {
+		return &SnapshotEndedError{ID: id, State: s.State}
+	}
+	return nil
+}
+
+// DeleteSnapshot deletes a snapshot. One already gone counts as deleted (a rerun, or an operator was
+// first). Any other failure is returned wrapped, so that the caller classifies it by code: DeleteSnapshot
+// refuses a snapshot an AMI uses with InvalidSnapshot.InUse (CodeSnapshotInUse).
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DeleteSnapshot.html
+func DeleteSnapshot(ctx context.Context, c EC2, id string) error {
+	_, err := c.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
+	if err == nil || HasCode(err, CodeSnapshotNotFound) {
+		return nil
+	}
+	return fmt.Errorf("delete snapshot %s: %w", id, err)
+}
