@@ -332,7 +332,7 @@ func (in *thisInstance) down(ctx context.Context, log *slog.Logger, cfg downConf
 	r := in.newDownRun(ctx, log, cfg, occ, dryRun)
 	b, cancel := newRunBounds(ctx, r.bound, r.within)
 	defer cancel()
-	r.log.Info("down starting", logkey.Step, "down", "occasion", r.occ.Kind, logkey.Group, in.group, "timeout", r.bound.String())
+	r.log.Info("down starting", logkey.Step, "down", "occasion", r.occ.Kind, logkey.Group, in.group, logkey.Timeout, r.bound.String())
 
 	r.observeMembership(b.work)
 	if dryRun {

@@ -289,7 +289,7 @@ func (in *thisInstance) givingUp(b runBounds, log *slog.Logger, step string, err
 	if errors.As(err, &unfinished) {
 		step = unfinished.Step
 	}
-	log.Error("step did not finish within the bound; giving up on it", logkey.Step, step, "bound", b.within, logkey.Error, err.Error())
+	log.Error("step did not finish within the bound; giving up on it", logkey.Step, step, logkey.Bound, b.within, logkey.Error, err.Error())
 	var outcomes []string
 	if slots != nil && stepsBeforeSnapshot[step] {
 		if serr := in.snapshotCrashConsistent(b.all, log, slots, describe); serr != nil {
