@@ -365,8 +365,6 @@ func (r *agentRun) wait(t testing.TB) agentResult {
 // testLogger logs to the test's output when verbose.
 func testLogger(t testing.TB) *slog.Logger { return hosttest.Logger(t) }
 
-func mountScratchExt4(t testing.TB) (mountPoint, loop string) { return hosttest.MountScratchExt4(t) }
-
 func assertWritable(t testing.TB, dir string) { hosttest.AssertWritable(t, dir) }
 
 // TestWatchLifecycleTerminatedRunsOneDown: the group terminates the instance (a termination hook holds it
@@ -674,7 +672,7 @@ func TestDownThenSameAZReplacementReattaches(t *testing.T) {
 // it, not the older periodic one, so the last write survives.
 func TestUpPrefersTheSnapshotDownMade(t *testing.T) {
 	requireRoot(t)
-	w := newDownWorld(t, func(o *sim.Options) { o.Delays.Snapshot = 300 * time.Second }) // 3 s at the test speed
+	w := newDownWorld(t)
 	w.unmountOnCleanup()
 	alloc := w.allocateAddress(w.group)
 	old := w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group}, true)
@@ -690,6 +688,9 @@ func TestUpPrefersTheSnapshotDownMade(t *testing.T) {
 	w.waitSnapshotState(snaps[0].ID, "completed")
 	late := w.writeData(w.mountPoint(old), "late.db", 64<<10)
 
+	// down's snapshot stays pending until the replacement is seen waiting for it.
+	release := w.sim.Hold(sim.SnapshotComplete, "")
+	defer release()
 	res := w.runAgent(w.ctx(), old, nil, w.downArgs(old, "--pre-stop", "true", "--release-eip")...)
 	if res.code != fail.CodeOK {
 		t.Fatalf("down exit %d\n%s", res.code, res.stderr)
@@ -705,7 +706,10 @@ func TestUpPrefersTheSnapshotDownMade(t *testing.T) {
 	}
 
 	repl := w.runInstance("us-east-1b", map[string]string{cloud.TagGroup: w.group}, true)
-	res = w.runAgent(w.ctx(), repl, nil, w.upArgs(repl)...)
+	run := w.startAgent(repl, w.upArgs(repl)...)
+	run.waitLog(t, "waiting for it rather than restoring older data")
+	release()
+	res = run.wait(t)
 	mustSucceed(t, res)
 	var restored ec2types.Volume
 	for _, v := range w.slotVolumes() {
@@ -716,7 +720,7 @@ func TestUpPrefersTheSnapshotDownMade(t *testing.T) {
 	if got := aws.ToString(restored.SnapshotId); got != downSnap.ID {
 		t.Errorf("the replacement restored %q, want down's snapshot %s (not the periodic %s)", got, downSnap.ID, snaps[0].ID)
 	}
-	if !strings.Contains(res.stderr, downSnap.ID) || !strings.Contains(res.stderr, "progress=") {
+	if !strings.Contains(res.stderr, "snapshot "+downSnap.ID+" to complete") {
 		t.Errorf("up's log does not show it waiting for %s:\n%s", downSnap.ID, res.stderr)
 	}
 	got, err := os.ReadFile(filepath.Join(w.mountPoint(repl), "late.db"))

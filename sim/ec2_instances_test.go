@@ -84,12 +84,14 @@ func TestInstanceLifecycleAndVolumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	idle(t, r)
+	release := r.Hold(InstanceTerminate, id) // shutting-down stays observable, however fast the test runs
 	if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
 		t.Fatal(err)
 	}
 	if s := instanceState(t, r, id).State.Name; s != ec2types.InstanceStateNameShuttingDown {
 		t.Fatalf("want shutting-down, got %s", s)
 	}
+	release()
 	idle(t, r)
 	if s := instanceState(t, r, id).State.Name; s != ec2types.InstanceStateNameTerminated {
 		t.Fatalf("want terminated, got %s", s)
