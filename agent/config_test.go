@@ -13,6 +13,7 @@ import (
 // TestConfigPrecedence checks flag > HANDOVER_* environment > instance tag > default for every layer
 // combination.
 func TestConfigPrecedence(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		args       []string
@@ -48,6 +49,7 @@ func TestConfigPrecedence(t *testing.T) {
 }
 
 func TestConfigDurationAndRepeatedFromEnv(t *testing.T) {
+	t.Parallel()
 	f := newFlags("test", mapEnv(map[string]string{
 		"HANDOVER_IMDS_TIMEOUT": "7s",
 		"HANDOVER_VOLUME":       "data:/dev/sdf:/data, logs:/dev/sdg:/var/log/app:noatime",
@@ -66,6 +68,7 @@ func TestConfigDurationAndRepeatedFromEnv(t *testing.T) {
 }
 
 func TestConfigErrorsNameTheSource(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		args    []string
@@ -99,6 +102,7 @@ func TestConfigErrorsNameTheSource(t *testing.T) {
 }
 
 func TestValidateCommon(t *testing.T) {
+	t.Parallel()
 	ok := common{LogFormat: "text", LogLevel: "info", IMDSTimeout: time.Second}
 	if err := ok.validate(); err != nil {
 		t.Fatalf("valid config rejected: %v", err)
@@ -118,6 +122,7 @@ func TestValidateCommon(t *testing.T) {
 }
 
 func TestVolumeSpecParsing(t *testing.T) {
+	t.Parallel()
 	var vs volumeSpecs
 	if err := vs.Set("data:/dev/sdf:/data"); err != nil {
 		t.Fatal(err)
@@ -136,6 +141,7 @@ func TestVolumeSpecParsing(t *testing.T) {
 }
 
 func TestExitCodeMapping(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		err  error
 		want int

@@ -30,6 +30,7 @@ import (
 )
 
 func TestDownConfigValidate(t *testing.T) {
+	t.Parallel()
 	parse := func(t *testing.T, args ...string) (*downConfig, error) {
 		t.Helper()
 		f := newFlags("down", mapEnv(nil), io.Discard, time.Second)
@@ -81,6 +82,7 @@ func TestDownConfigValidate(t *testing.T) {
 }
 
 func TestDownDescriptionScopesTheOccasion(t *testing.T) {
+	t.Parallel()
 	attached := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	s := &slotRelease{Volume: cloud.Volume{ID: "vol-1"}, AttachTime: attached}
 	life := s.description(lifecycleOccasion("i-1"), "i-1")
@@ -372,6 +374,7 @@ func assertWritable(t testing.TB, dir string) { hosttest.AssertWritable(t, dir) 
 // command outlasts the heartbeat interval, so heartbeats are sent; the snapshot is consistent (service
 // stopped, filesystem unmounted); the volume is detached; the hook is completed.
 func TestWatchLifecycleTerminatedRunsOneDown(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newDownWorld(t)
 	asgName, inst := w.autoScalingGroup(300) // 3 s at the test speed: heartbeats keep it from timing out
@@ -452,6 +455,7 @@ func (w *downWorld) instanceWithMountedVolume(content string) (inst, vol, mp str
 // TestWatchSpotNoticeAndRestart: a Spot interruption notice makes watch run down (no hook; freeze, since
 // no pre-stop command); a watcher restarted afterwards on the same state file does not run it again.
 func TestWatchSpotNoticeAndRestart(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newDownWorld(t)
 	inst, vol, mp := w.instanceWithMountedVolume("spot data")
@@ -493,6 +497,7 @@ func TestWatchSpotNoticeAndRestart(t *testing.T) {
 // the freeze bound, thaws, fails with exit 1 and leaves the volume attached; the filesystem is writable.
 // Once the API heals, a rerun converges.
 func TestDownThawsWhenCreateSnapshotFails(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newDownWorld(t)
 	inst, vol, mp := w.instanceWithMountedVolume("precious")
@@ -527,6 +532,7 @@ func TestDownThawsWhenCreateSnapshotFails(t *testing.T) {
 // TestDownPreStopFailingOrHanging: a pre-stop command that fails or hangs is bounded and logged; the
 // snapshot is still taken, but not tagged consistent, and down exits 1 saying so.
 func TestDownPreStopFailingOrHanging(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	for _, tc := range []struct {
 		name    string
@@ -563,6 +569,7 @@ func TestDownPreStopFailingOrHanging(t *testing.T) {
 // TestDownRerunConverges: a second down takes no second snapshot and makes no second detach; in freeze
 // mode (volume left attached) the snapshot of the first run is found by its description.
 func TestDownRerunConverges(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	t.Run("unmount", func(t *testing.T) {
 		w := newDownWorld(t)
@@ -602,6 +609,7 @@ func TestDownRerunConverges(t *testing.T) {
 
 // TestDownDryRun prints the plan and changes nothing.
 func TestDownDryRun(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newDownWorld(t)
 	inst, vol, mp := w.instanceWithMountedVolume("x")
@@ -632,6 +640,7 @@ func (w *downWorld) downArgs(id string, extra ...string) []string {
 // zone reattaches it with no snapshot restore (no CreateVolume at all) and finds the data; the Elastic IP
 // that down released (--release-eip) goes to the replacement.
 func TestDownThenSameAZReplacementReattaches(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newDownWorld(t)
 	w.unmountOnCleanup()
@@ -671,6 +680,7 @@ func TestDownThenSameAZReplacementReattaches(t *testing.T) {
 // its snapshot; a replacement in another zone waits for down's snapshot while it is pending and restores
 // it, not the older periodic one, so the last write survives.
 func TestUpPrefersTheSnapshotDownMade(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newDownWorld(t)
 	w.unmountOnCleanup()
@@ -836,6 +846,7 @@ func (w *downWorld) replacementOf(asgName, old string) string {
 // TestUsageErrorsFailBeforeMetadata: a bad flag is exit 2 at once, without waiting for instance metadata
 // (here unreachable, which would be exit 3 after --imds-timeout).
 func TestUsageErrorsFailBeforeMetadata(t *testing.T) {
+	t.Parallel()
 	env := mapEnv(map[string]string{"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:1"})
 	for _, args := range [][]string{
 		{"down", "--release", "eject"},
@@ -857,6 +868,7 @@ func TestUsageErrorsFailBeforeMetadata(t *testing.T) {
 // TestDownWrongTerminateHook: a --terminate-hook the group does not have is bad configuration (exit 2)
 // with a line naming the group's hooks, not "no active action" and exit 0; the instance stays held.
 func TestDownWrongTerminateHook(t *testing.T) {
+	t.Parallel()
 	w := newDownWorld(t)
 	asgName, inst := w.autoScalingGroup(7200) // 72 s at the test speed: only down could end the wait
 	if _, err := w.as.TerminateInstanceInAutoScalingGroup(w.ctx(), &autoscaling.TerminateInstanceInAutoScalingGroupInput{
@@ -876,6 +888,7 @@ func TestDownWrongTerminateHook(t *testing.T) {
 // TestDownAndSnapshotReleaseTheLock: down and snapshot unlock the lock they share with up when they
 // return, so that the next run in the same process (watch runs down in-process) need not wait for it.
 func TestDownAndSnapshotReleaseTheLock(t *testing.T) {
+	t.Parallel()
 	w := newDownWorld(t)
 	id := w.runInstance("us-east-1a", groupTags, true)
 	lockPath := w.agentEnv(id, nil)("HANDOVER_LOCK_FILE")

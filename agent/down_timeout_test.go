@@ -81,6 +81,7 @@ func (z *thawSignal) Thaw() error {
 // the termination hook with CONTINUE, and fails with exit 1 and one line naming the step. A freeze that
 // completes after down gave up is thawed at once.
 func TestDownTimeoutGivesUpOnAHungDevice(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	for _, tc := range []struct {
 		step string
@@ -176,6 +177,7 @@ func TestDownTimeoutGivesUpOnAHungDevice(t *testing.T) {
 // TestSnapshotTimeoutGivesUpOnAHungFreeze: `handover snapshot` whose FIFREEZE never returns stops waiting
 // at --timeout, takes a crash-consistent snapshot, skips retention and fails naming the step.
 func TestSnapshotTimeoutGivesUpOnAHungFreeze(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newDownWorld(t)
 	inst, vol, mp := w.instanceWithMountedVolume("x")
@@ -210,6 +212,7 @@ func TestSnapshotTimeoutGivesUpOnAHungFreeze(t *testing.T) {
 // TestDownPastBoundKeepsTheCause: the line a run fails with past its bound keeps its cause in the chain
 // (errors.Is finds context.DeadlineExceeded), keeps exit 1, and does not repeat the cause after the line.
 func TestDownPastBoundKeepsTheCause(t *testing.T) {
+	t.Parallel()
 	cause := &host.UnfinishedError{Step: "sync", What: "sync(2)", Err: context.DeadlineExceeded}
 	err := pastBound(overrun{Command: "down", Within: "--timeout 4s", Step: "sync", Cause: cause}, []string{"no snapshot taken"}, "look for a hung device")
 	if !errors.Is(err, context.DeadlineExceeded) {

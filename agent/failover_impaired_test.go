@@ -10,6 +10,7 @@ import (
 // A running primary whose status checks fail is not healthy: failover without --force moves the address
 // to the standby. (A healthy primary is refused with exit 3: TestFailoverCLIRefusesHealthyPrimaryWithoutForce.)
 func TestFailoverCLIMovesAddressFromImpairedPrimary(t *testing.T) {
+	t.Parallel()
 	w := newFailoverWorld(t)
 	w.waitHealthy(w.primary)
 	w.waitHealthy(w.standby)

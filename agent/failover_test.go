@@ -99,6 +99,7 @@ func failoverCalls(w *testRegion, action string) int {
 }
 
 func TestFailoverCLIStartsStoppedStandbyAndMovesAddress(t *testing.T) {
+	t.Parallel()
 	w := newFailoverWorld(t)
 	w.stop(w.standby)
 	w.stop(w.primary) // the primary failed: stopped, still holding the address
@@ -145,6 +146,7 @@ func TestFailoverCLIStartsStoppedStandbyAndMovesAddress(t *testing.T) {
 }
 
 func TestFailoverCLIRefusesHealthyPrimaryWithoutForce(t *testing.T) {
+	t.Parallel()
 	w := newFailoverWorld(t)
 	w.waitHealthy(w.primary)
 	w.sim.ResetCalls()
@@ -173,6 +175,7 @@ func TestFailoverCLIRefusesHealthyPrimaryWithoutForce(t *testing.T) {
 }
 
 func TestFailoverCLISwapRolesMakesTheNextFailoverGoBack(t *testing.T) {
+	t.Parallel()
 	w := newFailoverWorld(t)
 	w.stop(w.primary)
 
@@ -206,6 +209,7 @@ func TestFailoverCLISwapRolesMakesTheNextFailoverGoBack(t *testing.T) {
 }
 
 func TestFailoverCLIDryRunPrintsThePlanAndChangesNothing(t *testing.T) {
+	t.Parallel()
 	w := newFailoverWorld(t)
 	w.stop(w.standby)
 	w.stop(w.primary)
@@ -229,6 +233,7 @@ func TestFailoverCLIDryRunPrintsThePlanAndChangesNothing(t *testing.T) {
 }
 
 func TestFailoverCLIRefusesABadTarget(t *testing.T) {
+	t.Parallel()
 	w := newFailoverWorld(t)
 	w.stop(w.primary)
 	other := w.runInstance("us-east-1c", map[string]string{cloud.TagGroup: "web", cloud.TagRole: failover.RoleStandby}, true)
@@ -264,6 +269,7 @@ func TestFailoverCLIRefusesABadTarget(t *testing.T) {
 }
 
 func TestFailoverCLIStandbyTerminated(t *testing.T) {
+	t.Parallel()
 	w := newFailoverWorld(t)
 	w.stop(w.primary)
 	w.terminate(w.standby)
@@ -283,6 +289,7 @@ func TestFailoverCLIStandbyTerminated(t *testing.T) {
 }
 
 func TestFailoverCLIUsage(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -302,6 +309,7 @@ func TestFailoverCLIUsage(t *testing.T) {
 }
 
 func TestFailoverDecidesAgainAfterStartingTheTarget(t *testing.T) {
+	t.Parallel()
 	// Instances take 1 s to start here, long enough to change the world while the standby starts.
 	w := &failoverWorld{testRegion: newTestRegion(t, func(o *sim.Options) { o.Delays.InstanceStart = 100 * time.Second }), group: "db"}
 	w.primary = w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: failover.RolePrimary}, true)

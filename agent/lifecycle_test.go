@@ -22,6 +22,7 @@ func (denyDescribeLifecycleHooks) DescribeLifecycleHooks(context.Context, *autos
 // action already completed and for a hook the group does not have; complete tells them apart with
 // DescribeLifecycleHooks, and names all three causes when it cannot read the hooks.
 func TestLifecycleCompleteTellsWhyThereIsNoAction(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	id := w.launchGroup("orders-asg", nil)
 	a := &cloud.LifecycleAction{As: w.as, Log: testLogger(t), Kind: cloud.LaunchHookKind, AsgName: "orders-asg", Hook: "launch", InstanceID: id}

@@ -24,6 +24,7 @@ import (
 // makes every transition instant and has no lifecycle actions, hence --no-mount and --no-complete.
 
 func TestUpAgainstMoto(t *testing.T) {
+	t.Parallel()
 	endpoint := motoserver.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

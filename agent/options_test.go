@@ -75,6 +75,7 @@ var optionSamples = map[string]struct {
 // (a volume list keeps its mount options), with the source recorded. The table covers the flags as the
 // commands declare them, so a new option or command without a case fails here.
 func TestEveryOptionFromEnvironmentOrTagAlone(t *testing.T) {
+	t.Parallel()
 	opts := commandOptions()
 	for _, c := range commands {
 		if _, ok := opts[c.name]; !ok && c.name != "version" {
@@ -147,6 +148,7 @@ func settle(t *testing.T, cmd string, open func() (func(*flags), func() error), 
 }
 
 func TestVolumeListKeepsMountOptions(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		in   string
 		want []string
@@ -189,6 +191,7 @@ func (w *testRegion) tagInstance(id string, tags map[string]string) {
 // parsed: a launch hook named by tag is completed, handover:require-data=true refuses a blank volume.
 // (up used to copy its configuration before applying the tags, and ignored all of these.)
 func TestUpFollowsItsInstanceTags(t *testing.T) {
+	t.Parallel()
 	t.Run("launch hook", func(t *testing.T) {
 		w := newTestRegion(t)
 		w.allocateAddress(testGroup)
@@ -234,6 +237,7 @@ func mountOptionsAt(t *testing.T, dir string) string {
 // TestUpMountOptionsFromEnvironmentAndTag: a volume spec with comma-separated mount options given through
 // HANDOVER_VOLUME or the handover:volume tag is mounted with those options.
 func TestUpMountOptionsFromEnvironmentAndTag(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	for _, from := range []string{"environment", "tag"} {
 		t.Run(from, func(t *testing.T) {

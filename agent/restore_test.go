@@ -39,6 +39,7 @@ func snap(id, state string, gen int, consistent bool, minutes int) cloud.Snapsho
 }
 
 func TestPlanSlot(t *testing.T) {
+	t.Parallel()
 	running := cloud.Holder{ID: other, State: "running", ASGState: "InService"}
 	leavingASG := cloud.Holder{ID: other, State: "running", ASGState: "Terminating:Wait"}
 	shuttingDown := cloud.Holder{ID: other, State: "shutting-down"}
@@ -153,6 +154,7 @@ func TestPlanSlot(t *testing.T) {
 }
 
 func TestVolumeClientToken(t *testing.T) {
+	t.Parallel()
 	a := cloud.VolumeClientToken("orders", "data", 3)
 	if len(a) != 64 {
 		t.Errorf("token %q is %d characters; EC2 takes at most 64", a, len(a))
@@ -168,6 +170,7 @@ func TestVolumeClientToken(t *testing.T) {
 }
 
 func TestCreateVolumeInput(t *testing.T) {
+	t.Parallel()
 	shape := cloud.VolumeShape{SizeGiB: 20, Type: "gp3", IOPS: 6000, Throughput: 250, Encrypted: true, KMSKeyID: "alias/data"}
 	big := snap("snap-1", "completed", 3, true, 0)
 	big.VolumeSizeGiB = 50
@@ -196,6 +199,7 @@ func TestCreateVolumeInput(t *testing.T) {
 }
 
 func TestMaintenancePolicy(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		p            cloud.MaintenancePolicy
 		first, maybe bool

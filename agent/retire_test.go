@@ -35,6 +35,7 @@ func (c refuseRetire) DeleteVolume(context.Context, *ec2.DeleteVolumeInput, ...f
 // and the summary: up exits 0 and completes the launch hook with CONTINUE rather than ABANDON, which
 // would make the group terminate a healthy instance.
 func TestUpRetireFailureIsAWarning(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newTestRegion(t)
 	w.unmountOnCleanup()

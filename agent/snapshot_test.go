@@ -14,6 +14,7 @@ import (
 )
 
 func TestPlanRetention(t *testing.T) {
+	t.Parallel()
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(h int) time.Time { return t0.Add(time.Duration(h) * time.Hour) }
 	snap := func(id, state, vol string, gen, hour int, consistent bool) cloud.Snapshot {
@@ -93,6 +94,7 @@ func TestPlanRetention(t *testing.T) {
 // history: an old volume, the snapshot the live volume was restored from, periodic snapshots of the live
 // volume, a late snapshot of the old volume, and one in error.
 func TestSnapshotCommandRetention(t *testing.T) {
+	t.Parallel()
 	w := newDownWorld(t)
 	inst := w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group}, true)
 	v1 := w.createSlotVolume("us-east-1a", 1, nil)
@@ -173,6 +175,7 @@ func TestSnapshotCommandRetention(t *testing.T) {
 // TestSnapshotCommandFreezesAMountedVolume: a mounted volume is frozen for the call (so the snapshot is
 // tagged consistent) and writable afterwards.
 func TestSnapshotCommandFreezesAMountedVolume(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newDownWorld(t)
 	inst := w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group}, true)

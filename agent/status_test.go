@@ -15,6 +15,7 @@ import (
 // TestStatusAgainstMetadataMock runs `handover status` against AWS's amazon-ec2-metadata-mock: the
 // identity and tags it prints are the ones configured in the mock.
 func TestStatusAgainstMetadataMock(t *testing.T) {
+	t.Parallel()
 	endpoint := imdsmock.Start(t, imdsmock.Config{
 		InstanceID:         "i-0aaaabbbbccccdddd",
 		Region:             "eu-west-1",
@@ -64,6 +65,7 @@ func TestStatusAgainstMetadataMock(t *testing.T) {
 // TestStatusWithoutIMDS: on a machine with no metadata service, status gives up after its bound with
 // exit code 3 and one line that names the endpoint.
 func TestStatusWithoutIMDS(t *testing.T) {
+	t.Parallel()
 	// A port nothing listens on: bind, note the address, close.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -92,6 +94,7 @@ func TestStatusWithoutIMDS(t *testing.T) {
 }
 
 func TestMainUsage(t *testing.T) {
+	t.Parallel()
 	var out, errOut strings.Builder
 	e := Env{Getenv: mapEnv(nil), Stdout: &out, Stderr: &errOut}
 	if code := Main(context.Background(), nil, e); code != fail.CodeUsage {

@@ -232,6 +232,7 @@ func blkidType(t *testing.T, dev string) string {
 }
 
 func TestUpFirstBootMakesBlankVolumeFilesystemAndMount(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newTestRegion(t)
 	w.unmountOnCleanup()
@@ -278,6 +279,7 @@ func TestUpFirstBootMakesBlankVolumeFilesystemAndMount(t *testing.T) {
 // TestUpRerunAfterSuccessChangesNothing: a second run finds everything in place and makes no mutating
 // API call (the simulator's call log), and leaves the mount unit file untouched.
 func TestUpRerunAfterSuccessChangesNothing(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newTestRegion(t)
 	w.unmountOnCleanup()
@@ -309,6 +311,7 @@ func TestUpRerunAfterSuccessChangesNothing(t *testing.T) {
 // `up` while the old one is still shutting down: up waits for the volume to be released and reattaches
 // the same volume, data and all, without creating a new one.
 func TestUpSameAZReattach(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newTestRegion(t)
 	w.unmountOnCleanup()
@@ -353,6 +356,7 @@ func TestUpSameAZReattach(t *testing.T) {
 // for byte on a new instance in AZ b, in a new volume of the next generation; the old volume is tagged
 // superseded.
 func TestUpCrossAZRestoreByteForByte(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newTestRegion(t)
 	w.unmountOnCleanup()
@@ -405,6 +409,7 @@ func TestUpCrossAZRestoreByteForByte(t *testing.T) {
 // TestUpWaitsForPendingSnapshot: a newer snapshot still pending is waited for, not passed over for the
 // older completed one.
 func TestUpWaitsForPendingSnapshot(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	w.allocateAddress(testGroup)
 	vol := w.createSlotVolume("us-east-1a", 1, nil)
@@ -436,6 +441,7 @@ func TestUpWaitsForPendingSnapshot(t *testing.T) {
 // TestUpRefusesToFormatRestoredVolume: a snapshot of a volume without a filesystem restores into a volume
 // without one; up refuses with exit 3 and leaves it unformatted.
 func TestUpRefusesToFormatRestoredVolume(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newTestRegion(t)
 	w.unmountOnCleanup()
@@ -468,6 +474,7 @@ func TestUpRefusesToFormatRestoredVolume(t *testing.T) {
 // TestUpElasticIP: the address is free, held by a stopped instance, held by a live one (refused without
 // --takeover, exit 4, before any volume is touched; taken with it), or ambiguous (exit 3).
 func TestUpElasticIP(t *testing.T) {
+	t.Parallel()
 	t.Run("free", func(t *testing.T) {
 		w := newTestRegion(t)
 		alloc := w.allocateAddress(testGroup)
@@ -559,6 +566,7 @@ func (c crashAfterCreateVolume) CreateVolume(ctx context.Context, in *ec2.Create
 // DescribeVolumes shows the new volume (EC2's eventual consistency, 1 s here), plans the same generation,
 // sends the same ClientToken and gets the same volume back: one volume, not two.
 func TestUpCrashAfterCreateVolumeThenRerun(t *testing.T) {
+	t.Parallel()
 	const lag = time.Second
 	w := newTestRegion(t)
 	w.allocateAddress(testGroup)
@@ -612,6 +620,7 @@ func TestUpCrashAfterCreateVolumeThenRerun(t *testing.T) {
 // TestUpConvergesUnderThrottling: with 30% of every API call failing with RequestLimitExceeded or
 // InternalError, a cross-AZ restore still converges, to one volume.
 func TestUpConvergesUnderThrottling(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	alloc := w.allocateAddress(testGroup)
 	vol := w.createSlotVolume("us-east-1a", 1, nil)
@@ -698,6 +707,7 @@ func (w *testRegion) lifecycleState(id string) string {
 // TestUpLaunchHook: up completes the launch lifecycle action with CONTINUE when it succeeds (the instance
 // goes in service) and with ABANDON when it fails (the group terminates it).
 func TestUpLaunchHook(t *testing.T) {
+	t.Parallel()
 	t.Run("CONTINUE on success", func(t *testing.T) {
 		w := newTestRegion(t)
 		w.allocateAddress(testGroup)
@@ -764,6 +774,7 @@ func TestUpLaunchHook(t *testing.T) {
 // TestUpRefusesLaunchBeforeTerminate: a group whose maintenance policy launches before terminating would
 // deadlock; up says which setting to change (exit 3) and touches neither the address nor a volume.
 func TestUpRefusesLaunchBeforeTerminate(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	alloc := w.allocateAddress(testGroup)
 	id := w.launchGroup("orders-asg", &astypes.InstanceMaintenancePolicy{MinHealthyPercentage: aws.Int32(100), MaxHealthyPercentage: aws.Int32(200)})
@@ -780,6 +791,7 @@ func TestUpRefusesLaunchBeforeTerminate(t *testing.T) {
 // TestUpBadFlags: each bad value is exit 2 with one line naming the flag, before anything waits on the
 // network.
 func TestUpBadFlags(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -822,6 +834,7 @@ func TestUpBadFlags(t *testing.T) {
 
 // TestUpDryRunChangesNothing: the dry run prints the plan and makes no mutating call.
 func TestUpDryRunChangesNothing(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	w.allocateAddress(testGroup)
 	vol := w.createSlotVolume("us-east-1a", 1, nil)
@@ -846,6 +859,7 @@ func TestUpDryRunChangesNothing(t *testing.T) {
 // TestStatusShowsEC2SideAndPlan: after up, status shows who holds the address, the slot's volumes and
 // snapshots, and that up has nothing left to do.
 func TestStatusShowsEC2SideAndPlan(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	alloc := w.allocateAddress(testGroup)
 	vol := w.createSlotVolume("us-east-1a", 1, nil)
@@ -892,6 +906,7 @@ func TestStatusShowsEC2SideAndPlan(t *testing.T) {
 // TestUpReadsTagsThroughDescribeTagsAndWaitsForTheGroupTag: with instance tags not in metadata, up reads
 // them with ec2:DescribeTags, and when the group tag arrives a moment after boot it waits for it.
 func TestUpReadsTagsThroughDescribeTagsAndWaitsForTheGroupTag(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	w.allocateAddress(testGroup)
 	id := w.runInstance("us-east-1a", nil, false)
@@ -910,6 +925,7 @@ func TestUpReadsTagsThroughDescribeTagsAndWaitsForTheGroupTag(t *testing.T) {
 
 // TestUpWithoutGroup: no group tag and no --group is exit 3 naming both.
 func TestUpWithoutGroup(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	id := w.runInstance("us-east-1a", map[string]string{"Name": "db"}, true)
 	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
@@ -919,6 +935,7 @@ func TestUpWithoutGroup(t *testing.T) {
 // TestUpWaitsForTheInstanceLock: while another up or down holds the lock, up waits; past --timeout it
 // gives up naming the lock, having changed nothing.
 func TestUpWaitsForTheInstanceLock(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	w.allocateAddress(testGroup)
 	id := w.runInstance("us-east-1a", groupTags, true)
@@ -940,6 +957,7 @@ func TestUpWaitsForTheInstanceLock(t *testing.T) {
 // TestUpSeveralSlots: two --volume slots come up side by side, each with its own volume and mount; the
 // second mount point lies inside the first and is given first, and still ends up mounted on top of it.
 func TestUpSeveralSlots(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newTestRegion(t)
 	w.unmountOnCleanup()
@@ -997,6 +1015,7 @@ func TestUpSeveralSlots(t *testing.T) {
 // TestUpRefusesUsedBlankVolumeWithoutFilesystem: a volume handover created blank that holds data but has
 // lost its filesystem signature is not formatted (exit 3).
 func TestUpRefusesUsedBlankVolumeWithoutFilesystem(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	w := newTestRegion(t)
 	w.unmountOnCleanup()
@@ -1026,6 +1045,7 @@ func TestUpRefusesUsedBlankVolumeWithoutFilesystem(t *testing.T) {
 // TestUpDeleteSuperseded: --delete-superseded deletes an older generation that is detached, and never
 // one that is attached (here to a stopped instance, which keeps it).
 func TestUpDeleteSuperseded(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	w.allocateAddress(testGroup)
 	detached := w.createSlotVolume("us-east-1a", 1, nil)
@@ -1061,6 +1081,7 @@ func TestUpDeleteSuperseded(t *testing.T) {
 
 // TestUpNetworkInterface: --network-interface associates the address with that interface.
 func TestUpNetworkInterface(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	alloc := w.allocateAddress(testGroup)
 	id := w.runInstance("us-east-1a", groupTags, true)
@@ -1079,6 +1100,7 @@ func TestUpNetworkInterface(t *testing.T) {
 // TestUpDetachesFromStoppedInstance: the slot's volume is attached to a stopped instance in this AZ (its
 // OS is not running); up detaches it and attaches it here, the same volume, nothing restored.
 func TestUpDetachesFromStoppedInstance(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	w.allocateAddress(testGroup)
 	vol := w.createSlotVolume("us-east-1a", 1, nil)
@@ -1149,6 +1171,7 @@ func (c staleAddressAfterAssociate) AssociateAddress(ctx context.Context, in *ec
 // may still show the address free or on its old holder. That is a stale read, not a lost race: up must
 // look again until its own association shows, not exit 4 (and abandon the launch) holding the address.
 func TestUpElasticIPVerifyToleratesAStaleDescribe(t *testing.T) {
+	t.Parallel()
 	for _, held := range []bool{false, true} {
 		name := "free"
 		if held {
@@ -1190,6 +1213,7 @@ func TestUpElasticIPVerifyToleratesAStaleDescribe(t *testing.T) {
 // was never snapshotted, so up restores generation 1's snapshot and warns that generation 2's writes are
 // not carried over. --delete-superseded must then not delete generation 2: it is the only copy of them.
 func TestUpDeleteSupersededKeepsNewerData(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	w.allocateAddress(testGroup)
 	old := w.createSlotVolume("us-east-1a", 1, nil)
@@ -1217,6 +1241,7 @@ func TestUpDeleteSupersededKeepsNewerData(t *testing.T) {
 // TestUpTimeoutNamesTheStep: when --timeout runs out, the line names the step each slot was at (the slots
 // converge in parallel), here the wait for a device that never appears.
 func TestUpTimeoutNamesTheStep(t *testing.T) {
+	t.Parallel()
 	w := newTestRegion(t)
 	w.allocateAddress(testGroup)
 	id := w.runInstance("us-east-1a", groupTags, true)

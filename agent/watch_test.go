@@ -91,6 +91,7 @@ func countLines(logs, substr string) int {
 // TestWatcherRunsDownOncePerEvent: the notice stays up for many polls, with IMDS hiccups in between;
 // down runs once, and a watcher restarted on the same state file does not run it again.
 func TestWatcherRunsDownOncePerEvent(t *testing.T) {
+	t.Parallel()
 	statePath := filepath.Join(t.TempDir(), "state", "watch.json")
 	var downs int
 	handle := func(context.Context, notice) error { downs++; return nil }
@@ -149,6 +150,7 @@ func TestWatcherRunsDownOncePerEvent(t *testing.T) {
 // TestWatcherRetriesAFailedDown: a failed down is run again at a later poll, and only a finished one is
 // recorded; a new event (another key) gets its own down.
 func TestWatcherRetriesAFailedDown(t *testing.T) {
+	t.Parallel()
 	statePath := filepath.Join(t.TempDir(), "watch.json")
 	var calls []string
 	handle := func(_ context.Context, n notice) error {
@@ -198,6 +200,7 @@ func TestWatcherRetriesAFailedDown(t *testing.T) {
 }
 
 func TestWatchStateFileForeignOrCorrupt(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	log := slog.New(slog.DiscardHandler)
 	foreign := filepath.Join(dir, "foreign.json")
@@ -228,6 +231,7 @@ func TestWatchStateFileForeignOrCorrupt(t *testing.T) {
 }
 
 func TestWatcherStopsOnCancel(t *testing.T) {
+	t.Parallel()
 	mon := &scriptedMonitor{name: "lifecycle", steps: []scriptStep{{state: "target InService"}}}
 	w, _ := newTestWatcher(t, filepath.Join(t.TempDir(), "w.json"), []monitor{mon}, func(context.Context, notice) error { return nil })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -242,6 +246,7 @@ func TestWatcherStopsOnCancel(t *testing.T) {
 // TestMonitorsOverFlakyIMDS drives the real monitors through the IMDSv2 client against a metadata server
 // that refuses some calls, expires the token once, and then shows the termination and a Spot notice.
 func TestMonitorsOverFlakyIMDS(t *testing.T) {
+	t.Parallel()
 	var (
 		calls     atomic.Int32
 		tokens    atomic.Int32

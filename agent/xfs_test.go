@@ -29,6 +29,7 @@ func requireXFS(t *testing.T) {
 // blank volume; the replacement in the other AZ restores it into a larger volume, and xfs (which grows only
 // online) is grown after the mount; the data is back byte for byte.
 func TestUpXFSFirstBootThenCrossAZRestoreAndGrow(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	requireXFS(t)
 	w := newTestRegion(t)

@@ -9,6 +9,7 @@ import (
 )
 
 func TestPickStandby(t *testing.T) {
+	t.Parallel()
 	live := MemberInstance{ID: "i-0000000000000000b", State: "stopped", Role: RoleStandby}
 	gone := MemberInstance{ID: "i-0000000000000000c", State: "terminated", Role: RoleStandby}
 	primary := MemberInstance{ID: "i-0000000000000000a", State: "running", Role: RolePrimary}
@@ -37,6 +38,7 @@ func TestPickStandby(t *testing.T) {
 }
 
 func TestRoleChangesPromoteTheTargetFirstAndSkipTerminated(t *testing.T) {
+	t.Parallel()
 	target := MemberInstance{ID: "i-0000000000000000b", State: "running", Role: RoleStandby}
 	members := []MemberInstance{
 		{ID: "i-0000000000000000a", State: "stopped", Role: RolePrimary},
@@ -60,6 +62,7 @@ func TestRoleChangesPromoteTheTargetFirstAndSkipTerminated(t *testing.T) {
 }
 
 func TestReasonErrKeepsExitCodeAndReason(t *testing.T) {
+	t.Parallel()
 	err := NotConcerned("instance i-0123456789abcdef0 has no handover:group tag")
 	if fail.Code(err) != fail.CodePrecondition || !errors.Is(err, ErrNotConcerned) || errors.Is(err, ErrPrimaryHealthy) {
 		t.Errorf("exit %d, is-not-concerned %v, is-primary-healthy %v", fail.Code(err), errors.Is(err, ErrNotConcerned), errors.Is(err, ErrPrimaryHealthy))

@@ -11,6 +11,7 @@ import (
 )
 
 func TestSystemdEscapePath(t *testing.T) {
+	t.Parallel()
 	// Expected values are what `systemd-escape --path` prints.
 	for in, want := range map[string]string{
 		"/data":         "data",
@@ -28,6 +29,7 @@ func TestSystemdEscapePath(t *testing.T) {
 }
 
 func TestWriteMountUnitIsIdempotent(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	u := MountUnit{Group: "orders", Slot: "data", UUID: "0b1c2d3e-1111-2222-3333-444455556666", MountPoint: "/srv/my-data", Type: "xfs", Options: "noatime"}
 	path, err := (&Linux{}).WriteMountUnit(dir, u)
@@ -72,6 +74,7 @@ func TestWriteMountUnitIsIdempotent(t *testing.T) {
 }
 
 func TestParseFilesystemSizes(t *testing.T) {
+	t.Parallel()
 	dump := "Filesystem volume name:   <none>\nBlock count:              262144\nReserved block count:     13107\nBlock size:               4096\n"
 	if n, err := parseExtSize(dump); err != nil || n != 1<<30 {
 		t.Errorf("ext size %d, %v; want 1 GiB", n, err)
@@ -93,6 +96,7 @@ naming   =version 2              bsize=4096   ascii-ci=0, ftype=1
 // TestFindVolumeDevice: the by-id link is followed only to a block device whose serial is the volume's; a
 // stale link (serial of another volume) is not accepted, a link to a regular file is an error.
 func TestFindVolumeDevice(t *testing.T) {
+	t.Parallel()
 	hosttest.RequireRoot(t)
 	dir := t.TempDir()
 	devDir, sysDir := filepath.Join(dir, "dev"), filepath.Join(dir, "sys")
@@ -145,6 +149,7 @@ func TestFindVolumeDevice(t *testing.T) {
 }
 
 func TestHoldsData(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "disk")
 	if err := os.WriteFile(path, make([]byte, 3<<20), 0o644); err != nil {

@@ -16,6 +16,7 @@ import (
 )
 
 func TestParseMountInfo(t *testing.T) {
+	t.Parallel()
 	in := `22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw
 36 35 259:3 / /data rw,noatime shared:12 master:1 - xfs /dev/nvme1n1 rw,attr2
 37 22 7:4 / /tmp/with\040space rw - ext4 /dev/loop4 rw
@@ -44,6 +45,7 @@ short line
 }
 
 func TestRunPreStop(t *testing.T) {
+	t.Parallel()
 	l := &Linux{}
 	ctx := context.Background()
 	log := hosttest.Logger(t)
@@ -121,6 +123,7 @@ func TestRunPreStop(t *testing.T) {
 }
 
 func TestTailBufferKeepsTheEnd(t *testing.T) {
+	t.Parallel()
 	b := &tailBuffer{max: 8}
 	_, _ = io.WriteString(b, "0123456789")
 	_, _ = io.WriteString(b, "abc")
@@ -132,6 +135,7 @@ func TestTailBufferKeepsTheEnd(t *testing.T) {
 // TestWhileFrozenAlwaysThaws freezes a real ext4 filesystem and checks it is writable again after fn
 // succeeds, fails, panics, and when its context is cancelled (as SIGTERM does).
 func TestWhileFrozenAlwaysThaws(t *testing.T) {
+	t.Parallel()
 	l := &Linux{}
 	mp, _ := hosttest.MountScratchExt4(t)
 	log := hosttest.Logger(t)
@@ -220,6 +224,7 @@ func TestWhileFrozenAlwaysThaws(t *testing.T) {
 }
 
 func TestMountsOfDeviceAndUnmount(t *testing.T) {
+	t.Parallel()
 	l := &Linux{}
 	mp, loop := hosttest.MountScratchExt4(t)
 	mounts, err := l.MountsOf(loop)
@@ -253,6 +258,7 @@ func TestMountsOfDeviceAndUnmount(t *testing.T) {
 // TestFreezeRefusesADirectoryThatIsNotAMountPoint: freezing a plain directory would freeze the filesystem
 // it is on (here the test's temporary directory, on a real system the root filesystem).
 func TestFreezeRefusesADirectoryThatIsNotAMountPoint(t *testing.T) {
+	t.Parallel()
 	hosttest.RequireRoot(t)
 	mp, _ := hosttest.MountScratchExt4(t)
 	dir := filepath.Join(mp, "sub")
@@ -272,6 +278,7 @@ func TestFreezeRefusesADirectoryThatIsNotAMountPoint(t *testing.T) {
 
 // TestCallBoundedHandsALateResultOver: a call that returns after its caller gave up goes to late.
 func TestCallBoundedHandsALateResultOver(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	release := make(chan struct{})
 	late := make(chan int, 1)
