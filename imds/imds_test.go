@@ -205,6 +205,7 @@ func assertEveryGetHasLiveToken(t *testing.T, f *fakeIMDS) {
 }
 
 func TestIdentityFetchesTokenFirstAndSendsItOnEveryGet(t *testing.T) {
+	t.Parallel()
 	f := &fakeIMDS{docs: baseDocs()}
 	c := startFake(t, f, 2*time.Second)
 
@@ -247,6 +248,7 @@ func TestIdentityFetchesTokenFirstAndSendsItOnEveryGet(t *testing.T) {
 }
 
 func TestIdentityWithoutAZIDLeavesItEmpty(t *testing.T) {
+	t.Parallel()
 	docs := baseDocs()
 	delete(docs, metadataRoot+"placement/availability-zone-id")
 	c := startFake(t, &fakeIMDS{docs: docs}, 2*time.Second)
@@ -263,6 +265,7 @@ func TestIdentityWithoutAZIDLeavesItEmpty(t *testing.T) {
 }
 
 func TestIdentityRejectsDocumentWithoutRegion(t *testing.T) {
+	t.Parallel()
 	docs := baseDocs()
 	docs[docPath] = `{"instanceId": "i-0123456789abcdef0", "availabilityZone": "eu-west-1b"}`
 	c := startFake(t, &fakeIMDS{docs: docs}, 2*time.Second)
@@ -277,6 +280,7 @@ func TestIdentityRejectsDocumentWithoutRegion(t *testing.T) {
 }
 
 func TestUnauthorizedGetFetchesNewTokenAndRetries(t *testing.T) {
+	t.Parallel()
 	f := &fakeIMDS{docs: baseDocs()}
 	c := startFake(t, f, 2*time.Second)
 	if _, err := c.Get(t.Context(), "instance-id"); err != nil {
@@ -309,6 +313,7 @@ func TestUnauthorizedGetFetchesNewTokenAndRetries(t *testing.T) {
 }
 
 func TestTagsDisabledIsErrTagsDisabled(t *testing.T) {
+	t.Parallel()
 	docs := baseDocs()
 	for p := range docs {
 		if strings.HasPrefix(p, metadataRoot+"tags/") {
@@ -328,6 +333,7 @@ func TestTagsDisabledIsErrTagsDisabled(t *testing.T) {
 }
 
 func TestTagsListsKeysAndReadsEachValue(t *testing.T) {
+	t.Parallel()
 	f := &fakeIMDS{docs: baseDocs()}
 	c := startFake(t, f, 2*time.Second)
 
@@ -343,6 +349,7 @@ func TestTagsListsKeysAndReadsEachValue(t *testing.T) {
 }
 
 func TestTagValueVanishingIsAnError(t *testing.T) {
+	t.Parallel()
 	// The tag was removed between the listing and the read: the listing is stale, so say so rather than
 	// return a partial map.
 	docs := baseDocs()
@@ -359,6 +366,7 @@ func TestTagValueVanishingIsAnError(t *testing.T) {
 }
 
 func TestServerErrorThenSuccess(t *testing.T) {
+	t.Parallel()
 	f := &fakeIMDS{docs: baseDocs()}
 	var mu sync.Mutex
 	failures := 1
@@ -387,6 +395,7 @@ func TestServerErrorThenSuccess(t *testing.T) {
 }
 
 func TestPersistentServerErrorIsUnreachable(t *testing.T) {
+	t.Parallel()
 	f := &fakeIMDS{docs: baseDocs()}
 	f.intercept = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodGet {
@@ -410,6 +419,7 @@ func TestPersistentServerErrorIsUnreachable(t *testing.T) {
 }
 
 func TestCallTimeoutBoundsAHangingServer(t *testing.T) {
+	t.Parallel()
 	for _, hangOn := range []string{http.MethodPut, http.MethodGet} {
 		t.Run("hang on "+hangOn, func(t *testing.T) {
 			const callTimeout = 300 * time.Millisecond
@@ -456,6 +466,7 @@ func TestCallTimeoutBoundsAHangingServer(t *testing.T) {
 }
 
 func TestTokenRefusedNeverFallsBackToV1(t *testing.T) {
+	t.Parallel()
 	// A host that only speaks IMDSv1 (or has IMDS turned off) refuses the token PUT. The SDK's default
 	// would fall back to tokenless GETs; ours must not, and must not read the refusal as "not found".
 	for _, status := range []int{http.StatusForbidden, http.StatusNotFound, http.StatusMethodNotAllowed} {
@@ -523,6 +534,7 @@ func TestTokenRefusedNeverFallsBackToV1(t *testing.T) {
 }
 
 func TestSpotInstanceAction(t *testing.T) {
+	t.Parallel()
 	const path = metadataRoot + "spot/instance-action"
 	tests := []struct {
 		name    string
@@ -567,6 +579,7 @@ func TestSpotInstanceAction(t *testing.T) {
 }
 
 func TestRebalanceRecommendation(t *testing.T) {
+	t.Parallel()
 	const path = metadataRoot + "events/recommendations/rebalance"
 	t.Run("absent", func(t *testing.T) {
 		c := startFake(t, &fakeIMDS{docs: baseDocs()}, 2*time.Second)
@@ -590,6 +603,7 @@ func TestRebalanceRecommendation(t *testing.T) {
 }
 
 func TestTargetLifecycleState(t *testing.T) {
+	t.Parallel()
 	const path = metadataRoot + "autoscaling/target-lifecycle-state"
 	t.Run("not in a group", func(t *testing.T) {
 		c := startFake(t, &fakeIMDS{docs: baseDocs()}, 2*time.Second)
@@ -610,6 +624,7 @@ func TestTargetLifecycleState(t *testing.T) {
 }
 
 func TestWaitIdentityGivesUpAtTheBoundWhenNothingListens(t *testing.T) {
+	t.Parallel()
 	// A port on 127.0.0.1 that was just closed: every connection is refused, as on a host with no IMDS.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -639,6 +654,7 @@ func TestWaitIdentityGivesUpAtTheBoundWhenNothingListens(t *testing.T) {
 }
 
 func TestWaitIdentityRetriesWhileIMDSIsStarting(t *testing.T) {
+	t.Parallel()
 	f := &fakeIMDS{docs: baseDocs()}
 	var mu sync.Mutex
 	failures := 3
@@ -668,6 +684,7 @@ func TestWaitIdentityRetriesWhileIMDSIsStarting(t *testing.T) {
 }
 
 func TestWaitIdentityReturnsAnAnswerAtOnce(t *testing.T) {
+	t.Parallel()
 	// Retrying will not heal these: WaitIdentity must return them without waiting for its bound.
 	tests := []struct {
 		name      string
@@ -736,6 +753,7 @@ func TestWaitIdentityReturnsAnAnswerAtOnce(t *testing.T) {
 }
 
 func TestWaitIdentityStopsWhenTheCallerCancels(t *testing.T) {
+	t.Parallel()
 	f := &fakeIMDS{docs: baseDocs()}
 	f.intercept = func(w http.ResponseWriter, r *http.Request) bool {
 		http.Error(w, "", http.StatusServiceUnavailable)
@@ -757,6 +775,7 @@ func TestWaitIdentityStopsWhenTheCallerCancels(t *testing.T) {
 }
 
 func TestUnreachable(t *testing.T) {
+	t.Parallel()
 	if imds.Unreachable(nil) {
 		t.Error("Unreachable(nil) = true")
 	}

@@ -70,6 +70,7 @@ var (
 )
 
 func TestGroupLifecycleHooks(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{Speed: 100})
 	a := asgClient(r)
 	ctx := ctxT(t)
@@ -155,6 +156,7 @@ func TestGroupLifecycleHooks(t *testing.T) {
 }
 
 func TestLifecycleHookTimeoutAndHeartbeat(t *testing.T) {
+	t.Parallel()
 	// Speed 100: the 100 s heartbeat timeout is 1 s, long next to the few calls between the heartbeat and
 	// the check that it restarted the timeout.
 	r := startRegion(t, Options{Speed: 100})
@@ -202,6 +204,7 @@ func TestLifecycleHookTimeoutAndHeartbeat(t *testing.T) {
 }
 
 func TestGroupReplacesKilledAndUnhealthyInstances(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	a := asgClient(r)
 	ctx := ctxT(t)
@@ -274,6 +277,7 @@ func TestGroupReplacesKilledAndUnhealthyInstances(t *testing.T) {
 }
 
 func TestGroupValidation(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	a := asgClient(r)
 	ctx := ctxT(t)
@@ -309,6 +313,7 @@ func TestGroupValidation(t *testing.T) {
 // An instance launched by a group reports the template version "$Latest" resolved to, and EC2's
 // aws:ec2launchtemplate tags, as AWS does; the group itself keeps "$Latest".
 func TestGroupInstanceTemplateVersion(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	makeGroup(t, r, nil)
 	idle(t, r)
@@ -339,6 +344,7 @@ func TestGroupInstanceTemplateVersion(t *testing.T) {
 }
 
 func TestGroupReplacesImpairedInstance(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	makeGroup(t, r, nil)
 	idle(t, r)

@@ -34,6 +34,7 @@ func run(t *testing.T, name string, args ...string) {
 // mount a volume in one zone, write a file, snapshot, restore in another zone,
 // attach, mount and read the file back.
 func TestFilesystemSurvivesCrossZoneRestore(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	r := startRegion(t, Options{Speed: 100})
 	c := ec2Client(r)

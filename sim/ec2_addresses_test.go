@@ -9,6 +9,7 @@ import (
 )
 
 func TestElasticIPRules(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -69,6 +70,7 @@ func TestElasticIPRules(t *testing.T) {
 }
 
 func TestTags(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)

@@ -25,6 +25,7 @@ func instanceState(t *testing.T, r *Region, id string) ec2types.Instance {
 }
 
 func TestInstanceLifecycleAndVolumes(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -114,6 +115,7 @@ func TestInstanceLifecycleAndVolumes(t *testing.T) {
 }
 
 func TestRunInstancesSubnetAndZones(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -136,6 +138,7 @@ func TestRunInstancesSubnetAndZones(t *testing.T) {
 }
 
 func TestUnknownActionAndCaller(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	resp, err := http.PostForm(r.Endpoint(), url.Values{"Action": {"RebootInstances"}, "Version": {"2016-11-15"}})
 	if err != nil {
@@ -166,6 +169,7 @@ func TestUnknownActionAndCaller(t *testing.T) {
 }
 
 func TestSetInstanceStatusImpairsStatusChecks(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)

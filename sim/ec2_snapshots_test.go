@@ -42,6 +42,7 @@ func readAt(t *testing.T, path string, off int64, n int) []byte {
 }
 
 func TestSnapshotIsPointInTimeAndRestores(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{Speed: 50})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -124,6 +125,7 @@ func TestSnapshotIsPointInTimeAndRestores(t *testing.T) {
 }
 
 func TestSnapshotProgressGrows(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -165,6 +167,7 @@ func TestSnapshotProgressGrows(t *testing.T) {
 }
 
 func TestBlockDeviceFollowsAttachment(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)

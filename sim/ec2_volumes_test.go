@@ -14,6 +14,7 @@ import (
 )
 
 func TestVolumeLifecycle(t *testing.T) {
+	t.Parallel()
 	// Each intermediate state (creating, attaching, detaching) is held until the test has looked at it.
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
@@ -79,6 +80,7 @@ func TestVolumeLifecycle(t *testing.T) {
 }
 
 func TestAttachVolumeRules(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -129,6 +131,7 @@ func TestAttachVolumeRules(t *testing.T) {
 }
 
 func TestCreateVolumeClientToken(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -164,6 +167,7 @@ func TestCreateVolumeClientToken(t *testing.T) {
 }
 
 func TestVolumeFiltersAndPagination(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -225,6 +229,7 @@ func TestVolumeFiltersAndPagination(t *testing.T) {
 }
 
 func TestModifyVolumeGrowsImage(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -251,6 +256,7 @@ func TestModifyVolumeGrowsImage(t *testing.T) {
 }
 
 func TestConsistencyDelayHidesNewVolumes(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{Faults: Faults{ConsistencyDelay: 300 * time.Millisecond}})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -268,6 +274,7 @@ func TestConsistencyDelayHidesNewVolumes(t *testing.T) {
 }
 
 func TestModifyVolumeOmitsThroughputOutsideGp3(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -309,6 +316,7 @@ func TestModifyVolumeOmitsThroughputOutsideGp3(t *testing.T) {
 }
 
 func TestModifyVolumeChecksCreateVolumeRules(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -354,6 +362,7 @@ func TestModifyVolumeChecksCreateVolumeRules(t *testing.T) {
 }
 
 func TestDescribeVolumesModifications(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)

@@ -230,6 +230,7 @@ func sdkScenario(t *testing.T, endpoint string, caps capabilities, imdsFor func(
 // TestFidelitySDK runs the SDK scenario against the sim and moto_server and
 // compares what both model.
 func TestFidelitySDK(t *testing.T) {
+	t.Parallel()
 	var simOut, motoOut *outcome
 	t.Run("targets", func(t *testing.T) {
 		t.Run("sim", func(t *testing.T) {

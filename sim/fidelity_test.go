@@ -351,6 +351,7 @@ func compareOutcomes(t *testing.T, a, b *outcome, aName, bName string) {
 // TestFidelityCLI runs the AWS CLI scenario against the sim and against
 // moto_server in parallel, then compares what both model.
 func TestFidelityCLI(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "aws")
 	var simOut, motoOut *outcome
 	t.Run("targets", func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 // TestHoldDefersTransitionsUntilRelease: a held volume stays creating past its delay, WaitIdle counts it,
 // a hold on one volume outlives a release of the hold on all, and each release applies the change at once.
 func TestHoldDefersTransitionsUntilRelease(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	ctx := ctxT(t)
 	releaseAll := r.Hold(VolumeCreate, "*")
@@ -46,6 +47,7 @@ func TestHoldDefersTransitionsUntilRelease(t *testing.T) {
 // TestHeldTransitionSurvivesRestart: Close saves a held volume as creating; the resumed region resumes
 // the transition (a hold made before Start catches it again), and without a hold completes it.
 func TestHeldTransitionSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	r := startRegion(t, Options{StateDir: dir})
 	r.Hold(VolumeCreate, "")
@@ -83,6 +85,7 @@ func TestHeldTransitionSurvivesRestart(t *testing.T) {
 
 // TestAdminHold: /sim/hold, /sim/held and /sim/release do what Hold, WaitHeld and release do.
 func TestAdminHold(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	post := func(path string, out any) int {
 		t.Helper()

@@ -39,6 +39,7 @@ func wantStatus(t *testing.T, err error, status int) {
 }
 
 func TestIMDSTokenRules(t *testing.T) {
+	t.Parallel()
 	clock := &fakeClock{t: time.Now()}
 	r := startRegion(t, Options{IMDSClock: clock.now})
 	id := runInstance(t, r, "us-east-1a", nil)
@@ -90,6 +91,7 @@ func TestIMDSTokenRules(t *testing.T) {
 }
 
 func TestIMDSContent(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -170,6 +172,7 @@ func TestIMDSContent(t *testing.T) {
 }
 
 func TestIMDSTagsDisabled(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	out, err := ec2Client(r).RunInstances(ctxT(t), &ec2.RunInstancesInput{ImageId: aws.String("ami-1"), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
 		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance, Tags: toTags(map[string]string{"k": "v"})}}})
@@ -184,6 +187,7 @@ func TestIMDSTagsDisabled(t *testing.T) {
 }
 
 func TestSpotActionIsCarriedOut(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	id := runInstance(t, r, "us-east-1a", nil)
 	idle(t, r)

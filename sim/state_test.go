@@ -12,6 +12,7 @@ import (
 )
 
 func TestStateSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	r, err := New(Options{StateDir: dir, Speed: 1000})
 	if err != nil {
@@ -51,6 +52,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 // TestCloseIsTheLastWrite: once Close returns, nothing writes into the state directory, not even a
 // change through the in-process admin calls, so a caller may remove it (t.TempDir's cleanup does).
 func TestCloseIsTheLastWrite(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	r := startRegion(t, Options{StateDir: dir})
 	id := runInstance(t, r, "us-east-1a", nil)

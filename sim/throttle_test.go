@@ -88,6 +88,7 @@ func drain(t *testing.T, limit int, fn func() error) (int, error) {
 }
 
 func TestThrottlingRequestLimitExceeded(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{Throttle: true})
 	clock := throttleOn(r)
 	c := ec2Client(r)
@@ -140,6 +141,7 @@ func TestThrottlingRequestLimitExceeded(t *testing.T) {
 }
 
 func TestThrottlingMutatingAndUncategorizedBuckets(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	clock := throttleOn(r)
 	c := ec2Client(r)
@@ -184,6 +186,7 @@ func TestThrottlingMutatingAndUncategorizedBuckets(t *testing.T) {
 }
 
 func TestThrottlingResourceBuckets(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -247,6 +250,7 @@ func TestThrottlingResourceBuckets(t *testing.T) {
 }
 
 func TestThrottlingAutoScaling(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{Throttle: true})
 	clock := throttleOn(r)
 	as := asgClient(r)
@@ -286,6 +290,7 @@ func TestThrottlingAutoScaling(t *testing.T) {
 }
 
 func TestFaultInjection(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{Faults: Faults{ErrorRate: map[string]float64{"DescribeVolumes": 1}}})
 	c := ec2Client(r)
 	ctx := ctxT(t)
@@ -320,6 +325,7 @@ func TestFaultInjection(t *testing.T) {
 }
 
 func TestFaultInjectionAutoScalingCodes(t *testing.T) {
+	t.Parallel()
 	r := startRegion(t, Options{Faults: Faults{ErrorRate: map[string]float64{"DescribeAutoScalingGroups": 1}}})
 	as := asgClient(r)
 	ctx := ctxT(t)

@@ -25,6 +25,7 @@ import (
 // the aws-lambda-go runtime loop built with -tags lambda.norpc.
 // https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html
 func TestBootstrapAnswersAnInvocation(t *testing.T) {
+	t.Parallel()
 	bin := filepath.Join(t.TempDir(), "bootstrap")
 	build := exec.Command("go", "build", "-tags", "lambda.norpc", "-trimpath", "-o", bin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")

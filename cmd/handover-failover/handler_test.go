@@ -208,6 +208,7 @@ func (w *region) handle(raw json.RawMessage) (Outcome, error) {
 }
 
 func TestAlarmStartsTheStoppedStandbyAndMovesTheAddress(t *testing.T) {
+	t.Parallel()
 	w := newRegion(t)
 	w.stop(w.standby)
 	// The primary is running with status checks ok as far as EC2 can tell (a hung service, a CPU pinned at
@@ -237,6 +238,7 @@ func TestAlarmStartsTheStoppedStandbyAndMovesTheAddress(t *testing.T) {
 }
 
 func TestEC2TerminatedEventMovesTheAddress(t *testing.T) {
+	t.Parallel()
 	w := newRegion(t)
 	w.terminate(w.primary) // EC2 disassociates the address of a terminated instance
 	w.sim.ResetCalls()
@@ -254,6 +256,7 @@ func TestEC2TerminatedEventMovesTheAddress(t *testing.T) {
 }
 
 func TestDuplicateAndOutOfOrderEventsMoveOnce(t *testing.T) {
+	t.Parallel()
 	for _, swap := range []bool{true, false} {
 		t.Run(map[bool]string{true: "roles swapped", false: "roles kept"}[swap], func(t *testing.T) {
 			w := newRegion(t)
@@ -289,6 +292,7 @@ func TestDuplicateAndOutOfOrderEventsMoveOnce(t *testing.T) {
 }
 
 func TestRunningEventForThePrimaryDoesNotMoveTheAddressBack(t *testing.T) {
+	t.Parallel()
 	w := newRegion(t)
 	w.stop(w.primary)
 	if out, err := w.handle(event(t, "ec2-state-stopped.json", w.primary)); err != nil || out.Action != failover.Moved {
@@ -313,6 +317,7 @@ func TestRunningEventForThePrimaryDoesNotMoveTheAddressBack(t *testing.T) {
 }
 
 func TestAlarmOKEventDoesNothing(t *testing.T) {
+	t.Parallel()
 	w := newRegion(t)
 	w.stop(w.primary)
 	w.sim.ResetCalls()
@@ -329,6 +334,7 @@ func TestAlarmOKEventDoesNothing(t *testing.T) {
 }
 
 func TestEventsAboutOtherInstancesAreIgnored(t *testing.T) {
+	t.Parallel()
 	w := newRegion(t)
 	w.stop(w.primary)
 	loner := w.run("us-east-1c", nil)
@@ -364,6 +370,7 @@ func TestEventsAboutOtherInstancesAreIgnored(t *testing.T) {
 }
 
 func TestStandbyTerminatedIsAnErrorThatSaysWhatToDo(t *testing.T) {
+	t.Parallel()
 	w := newRegion(t)
 	w.terminate(w.standby)
 	w.stop(w.primary)
@@ -378,6 +385,7 @@ func TestStandbyTerminatedIsAnErrorThatSaysWhatToDo(t *testing.T) {
 }
 
 func TestLateStateEventForAHealthyPrimaryIsIgnored(t *testing.T) {
+	t.Parallel()
 	w := newRegion(t)
 	// A stopped event delivered after the primary was started again: EC2 says it is healthy.
 	w.waitHealthy(w.primary)
@@ -392,6 +400,7 @@ func TestLateStateEventForAHealthyPrimaryIsIgnored(t *testing.T) {
 }
 
 func TestDecodeSamples(t *testing.T) {
+	t.Parallel()
 	const id = "i-0abcdef1234567890"
 	for _, tc := range []struct {
 		file   string
@@ -428,6 +437,7 @@ func TestDecodeSamples(t *testing.T) {
 }
 
 func TestStaleEventIsIgnoredBeforeAnyCall(t *testing.T) {
+	t.Parallel()
 	raw := event(t, "alarm-eventbridge-alarm.json", "i-0abcdef1234567890")
 	tr, _ := decode(raw)
 	var logs bytes.Buffer
@@ -444,6 +454,7 @@ func TestStaleEventIsIgnoredBeforeAnyCall(t *testing.T) {
 }
 
 func TestLoadConfig(t *testing.T) {
+	t.Parallel()
 	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
 	c, err := loadConfig(env(nil))
 	if err != nil || !c.SwapRoles || c.WaitStatusOK || c.StartTimeout != 5*time.Minute || c.MaxEventAge != 30*time.Minute {
@@ -461,6 +472,7 @@ func TestLoadConfig(t *testing.T) {
 }
 
 func TestRedeliveryAfterTheOldPrimaryIsTerminatedIsHarmless(t *testing.T) {
+	t.Parallel()
 	w := newRegion(t)
 	w.terminate(w.primary)
 	terminated := event(t, "ec2-state-terminated.json", w.primary)
@@ -480,6 +492,7 @@ func TestRedeliveryAfterTheOldPrimaryIsTerminatedIsHarmless(t *testing.T) {
 }
 
 func TestAnInterruptedRoleSwapIsFinishedByTheNextEvent(t *testing.T) {
+	t.Parallel()
 	w := newRegion(t)
 	w.stop(w.primary)
 	// A run moved the address and promoted the standby, then died before demoting the old primary.

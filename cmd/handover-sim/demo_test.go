@@ -34,6 +34,7 @@ func demoNeedsRoot(t *testing.T) {
 // on the old instance (none by the demo), consistent, and is what the replacement restored; both hooks were
 // completed by the agent, the termination hook after the snapshot and with heartbeats before.
 func TestDemo(t *testing.T) {
+	t.Parallel()
 	demoNeedsRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -167,6 +168,7 @@ func callsOf(calls []sim.Call, action, caller string) []sim.Call {
 // TestDemoCommand plays the demo through its command line, with the agents' logs shown (--verbose), as
 // `make demo` runs it.
 func TestDemoCommand(t *testing.T) {
+	t.Parallel()
 	demoNeedsRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -183,6 +185,7 @@ func TestDemoCommand(t *testing.T) {
 }
 
 func TestDemoRefusesArguments(t *testing.T) {
+	t.Parallel()
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), []string{"demo", "extra"}, &stdout, &stderr); code != 2 {
 		t.Errorf("demo extra: exit %d, want 2", code)

@@ -26,6 +26,7 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 }
 
 func TestServeEnvKillCalls(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{ch: make(chan string, 1)}
 	done := make(chan int)
