@@ -730,7 +730,7 @@ func TestUpPrefersTheSnapshotDownMade(t *testing.T) {
 	if got := aws.ToString(restored.SnapshotId); got != downSnap.ID {
 		t.Errorf("the replacement restored %q, want down's snapshot %s (not the periodic %s)", got, downSnap.ID, snaps[0].ID)
 	}
-	if !strings.Contains(res.stderr, "snapshot "+downSnap.ID+" to complete") {
+	if !strings.Contains(res.stderr, "action=wait-snapshot why=\"the newest snapshot "+downSnap.ID) {
 		t.Errorf("up's log does not show it waiting for %s:\n%s", downSnap.ID, res.stderr)
 	}
 	got, err := os.ReadFile(filepath.Join(w.mountPoint(repl), "late.db"))

@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/handover/handover/failover"
 	"github.com/handover/handover/internal/fail"
 )
@@ -26,7 +25,7 @@ func runFailover(ctx context.Context, e Env, args []string) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
-	if c, ok := st.clients.EC2.(*ec2.Client); ok && c.Options().Region == "" {
+	if st.clients.Region == "" {
 		return fail.Usage("no AWS region: set AWS_REGION (or a region in the shared AWS config)")
 	}
 	res, err := failover.Run(ctx, st.log, st.clients, r)

@@ -7,10 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-
 	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
@@ -57,18 +53,9 @@ func instanceTags(ctx context.Context, md *imds.Client, ec2c func() (cloud.EC2, 
 	if err != nil {
 		return nil, "", err
 	}
-	tags = map[string]string{}
-	p := ec2.NewDescribeTagsPaginator(client, &ec2.DescribeTagsInput{
-		Filters: []ec2types.Filter{{Name: aws.String("resource-id"), Values: []string{instanceID}}},
-	})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, "", fmt.Errorf("instance tags are not in metadata and ec2:DescribeTags for %s failed (allow it in the instance role, or enable InstanceMetadataTags in the launch template): %w", instanceID, err)
-		}
-		for _, t := range page.Tags {
-			tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
-		}
+	tags, err = cloud.InstanceTags(ctx, client, instanceID)
+	if err != nil {
+		return nil, "", fmt.Errorf("instance tags are not in metadata and reading them failed (allow ec2:DescribeTags in the instance role, or enable InstanceMetadataTags in the launch template): %w", err)
 	}
 	return tags, "ec2:DescribeTags", nil
 }

@@ -57,6 +57,7 @@ var (
 type Clients struct {
 	EC2         EC2
 	AutoScaling AutoScaling
+	Region      string // the region the SDK settled on ("" when none was configured anywhere)
 }
 
 // newClients builds SDK clients for region from the SDK's standard chain (instance role, environment,
@@ -91,6 +92,7 @@ func NewClients(ctx context.Context, getenv func(string) string, region string) 
 	ec2Endpoint := FirstNonEmpty(getenv("AWS_ENDPOINT_URL_EC2"), getenv("AWS_ENDPOINT_URL"))
 	asEndpoint := FirstNonEmpty(getenv("AWS_ENDPOINT_URL_AUTO_SCALING"), getenv("AWS_ENDPOINT_URL"))
 	return &Clients{
+		Region: cfg.Region,
 		EC2: ec2.NewFromConfig(cfg, func(o *ec2.Options) {
 			if ec2Endpoint != "" {
 				o.BaseEndpoint = aws.String(ec2Endpoint)

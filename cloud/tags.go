@@ -1,5 +1,14 @@
 package cloud
 
+import (
+	"context"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
 // Tag keys: the contract between instances, addresses, volumes and snapshots (DESIGN.md). They use only
 // characters that instance metadata tags allow (no '/', no spaces).
 const (
@@ -30,4 +39,23 @@ func ValidGroupName(s string) bool {
 		}
 	}
 	return true
+}
+
+// InstanceTags reads an instance's tags with ec2:DescribeTags (for an instance whose launch template does
+// not put its tags in instance metadata).
+func InstanceTags(ctx context.Context, c EC2, instanceID string) (map[string]string, error) {
+	tags := map[string]string{}
+	p := ec2.NewDescribeTagsPaginator(c, &ec2.DescribeTagsInput{
+		Filters: []ec2types.Filter{{Name: aws.String("resource-id"), Values: []string{instanceID}}},
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ec2:DescribeTags for %s: %w", instanceID, err)
+		}
+		for _, t := range page.Tags {
+			tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
+		}
+	}
+	return tags, nil
 }
