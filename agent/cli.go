@@ -8,6 +8,7 @@ import (
 	"io"
 	"runtime"
 
+	"github.com/handover/handover/host"
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
 )
@@ -37,12 +38,17 @@ type command struct {
 // once it works.
 var commands = []command{
 	{name: "up", summary: "converge this instance: Elastic IP, volumes, filesystems, mounts, launch hook", run: runUp},
-	{name: "down", summary: "hand over: pre-stop command, sync, snapshot, detach, complete the termination hook", run: runDown},
+	{name: "down", summary: "hand over: pre-stop command, sync, snapshot, detach, complete the termination hook", run: onHost(downCommand)},
 	{name: "watch", summary: "long-running: watch metadata for termination and Spot notices; run down once per event", run: runWatch},
-	{name: "snapshot", summary: "a consistent snapshot of each slot's volume now, then retention (--keep N)", run: runSnapshot},
+	{name: "snapshot", summary: "a consistent snapshot of each slot's volume now, then retention (--keep N)", run: onHost(snapshotCommand)},
 	{name: "status", summary: "read-only: identity, group, who holds the Elastic IP, volumes, snapshots, what up would do", run: runStatus},
 	{name: "failover", summary: "move the group's Elastic IP to its standby, starting it if stopped", run: runFailover},
 	{name: "version", summary: "print version, commit and Go version", run: runVersion},
+}
+
+// onHost runs a command that takes the filesystem calls with the kernel's (tests pass ones that hang).
+func onHost(cmd func(context.Context, Env, []string, host.FSCalls) error) func(context.Context, Env, []string) error {
+	return func(ctx context.Context, e Env, args []string) error { return cmd(ctx, e, args, host.FSCalls{}) }
 }
 
 func lookupCommand(name string) (command, bool) {

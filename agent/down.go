@@ -143,10 +143,6 @@ func openThisInstance(ctx context.Context, e Env, args []string, spec startSpec,
 	return st, &thisInstance{id: st.id, md: st.md, clients: st.clients, group: st.group, host: opts.machine(calls)}, nil
 }
 
-func runDown(ctx context.Context, e Env, args []string) error {
-	return downCommand(ctx, e, args, host.FSCalls{})
-}
-
 // downCommand is `handover down` with the filesystem calls fsys (tests substitute ones that block).
 func downCommand(ctx context.Context, e Env, args []string, calls host.FSCalls) error {
 	var cfg downConfig

@@ -47,10 +47,6 @@ func (c *snapshotConfig) validate() error {
 	return c.hostOptions.validate()
 }
 
-func runSnapshot(ctx context.Context, e Env, args []string) error {
-	return snapshotCommand(ctx, e, args, host.FSCalls{})
-}
-
 // snapshotCommand is `handover snapshot` with the filesystem calls fsys (tests substitute ones that block).
 func snapshotCommand(ctx context.Context, e Env, args []string, calls host.FSCalls) error {
 	var cfg snapshotConfig

@@ -19,7 +19,7 @@ import (
 	"github.com/handover/handover/internal/wait"
 )
 
-// groupAddress is the Elastic IP tagged for a group, as last described.
+// Address is the Elastic IP tagged for a group, as last described.
 type Address struct {
 	AllocationID       string
 	PublicIP           string
@@ -29,7 +29,7 @@ type Address struct {
 	PrivateIP          string
 }
 
-// findGroupAddress returns the one Elastic IP tagged handover:group=group. None or several is a
+// FindGroupAddress returns the one Elastic IP tagged handover:group=group. None or several is a
 // precondition failure that lists what it found: handover will not guess which address is the service's.
 func FindGroupAddress(ctx context.Context, c EC2, group string) (Address, error) {
 	out, err := c.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{
@@ -64,7 +64,7 @@ func FindGroupAddress(ctx context.Context, c EC2, group string) (Address, error)
 	}, nil
 }
 
-// claimSpec says who claims a group's address and how hard.
+// ClaimSpec says who claims a group's address and how hard.
 type ClaimSpec struct {
 	Group      string
 	InstanceID string // the claimant

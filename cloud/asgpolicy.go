@@ -18,22 +18,22 @@ import (
 // policy, or with a lower minimum, the group terminates first and launches at the same time.
 // https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-instance-maintenance-policy.html
 
-// maintenancePolicy is a group's instance maintenance policy; -1 means not set.
+// MaintenancePolicy is a group's instance maintenance policy; -1 means not set.
 type MaintenancePolicy struct {
 	MinHealthy, MaxHealthy int
 	Desired                int
 }
 
-// launchesFirst reports whether replacing an instance keeps it until its replacement is in service.
+// LaunchesFirst reports whether replacing an instance keeps it until its replacement is in service.
 func (p MaintenancePolicy) LaunchesFirst() bool { return p.MinHealthy >= 100 }
 
-// mayLaunchFirst reports whether the minimum, rounded up to whole instances, still keeps every instance of
+// MayLaunchFirst reports whether the minimum, rounded up to whole instances, still keeps every instance of
 // a group this small: a singleton group with any minimum above 0 might.
 func (p MaintenancePolicy) MayLaunchFirst() bool {
 	return p.MinHealthy > 0 && p.Desired > 0 && (p.Desired*p.MinHealthy+99)/100 >= p.Desired
 }
 
-// checkMaintenancePolicy fails (exit 3) when asgName launches replacements before terminating, naming the
+// CheckMaintenancePolicy fails (exit 3) when asgName launches replacements before terminating, naming the
 // setting to change; a minimum that may round up to the same effect on a group this small is a warning.
 func CheckMaintenancePolicy(ctx context.Context, log *slog.Logger, as AutoScaling, asgName string) error {
 	out, err := as.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{asgName}})

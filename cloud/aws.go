@@ -60,7 +60,7 @@ type Clients struct {
 	Region      string // the region the SDK settled on ("" when none was configured anywhere)
 }
 
-// newClients builds SDK clients for region from the SDK's standard chain (instance role, environment,
+// NewClients builds SDK clients for region from the SDK's standard chain (instance role, environment,
 // shared config). Endpoint and credential variables are read through getenv, not the process environment,
 // so that tests and the simulator can run several instances' agents in one process.
 //

@@ -43,7 +43,7 @@ func errorCode(err error) string {
 	return ""
 }
 
-// hasCode reports whether err is an AWS API error with one of codes.
+// HasCode reports whether err is an AWS API error with one of codes.
 func HasCode(err error, codes ...string) bool {
 	c := errorCode(err)
 	if c == "" {
@@ -57,10 +57,10 @@ func HasCode(err error, codes ...string) bool {
 	return false
 }
 
-// isThrottled reports whether err is AWS telling us to slow down.
+// IsThrottled reports whether err is AWS telling us to slow down.
 func IsThrottled(err error) bool { return HasCode(err, codeThrottled, codeThrottling) }
 
-// poll is wait.Poll for waits whose checks call AWS: throttling is waited out, not a failure.
+// Poll is wait.Poll for waits whose checks call AWS: throttling is waited out, not a failure.
 func Poll(ctx context.Context, log *slog.Logger, w wait.Spec, check func(context.Context) (bool, string, error)) error {
 	w.Transient = IsThrottled
 	return wait.Poll(ctx, log, w, check)

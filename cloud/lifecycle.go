@@ -20,13 +20,13 @@ const (
 	HookAbandon  = "ABANDON"
 )
 
-// groupMembership is this instance's place in an Auto Scaling group.
+// Membership is this instance's place in an Auto Scaling group.
 type Membership struct {
 	ASGName        string // "" when the instance is not in a group
 	LifecycleState string // "Pending:Wait", "InService", "Terminating:Wait", ...
 }
 
-// asgMembership looks the instance up in Auto Scaling.
+// MembershipOf looks the instance up in Auto Scaling.
 func MembershipOf(ctx context.Context, as AutoScaling, instanceID string) (Membership, error) {
 	out, err := as.DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{instanceID}})
 	if err != nil {
@@ -51,7 +51,7 @@ var (
 	TerminateHookKind = hookKind{flag: "--terminate-hook", transition: "autoscaling:EC2_INSTANCE_TERMINATING"}
 )
 
-// lifecycleAction is one pending lifecycle action (launch or termination) of this instance.
+// LifecycleAction is one pending lifecycle action (launch or termination) of this instance.
 type LifecycleAction struct {
 	As         AutoScaling
 	Log        *slog.Logger
@@ -75,7 +75,7 @@ func (a *LifecycleAction) heartbeat(ctx context.Context) error {
 	return nil
 }
 
-// complete ends the action with result. It returns "" when it did, and otherwise why there was no active
+// Complete ends the action with result. It returns "" when it did, and otherwise why there was no active
 // action to complete. Auto Scaling answers ValidationError for all three reasons there can be: the action
 // was already completed (by an earlier run), it timed out, or the group has no hook of that name (a typo
 // in --launch-hook or --terminate-hook). The first two are reported and are not a failure of this run's
@@ -134,7 +134,7 @@ func (a *LifecycleAction) checkHook(ctx context.Context) (inactive string, err e
 		a.Kind.flag, a.Hook, a.Hook, a.AsgName, have))
 }
 
-// keepAlive sends a heartbeat every interval until the returned stop is called. Heartbeat errors are logged
+// KeepAlive sends a heartbeat every interval until the returned stop is called. Heartbeat errors are logged
 // and retried at the next tick: a missed heartbeat only matters if every one fails for a whole heartbeat
 // timeout, and the work itself must not stop for it.
 func (a *LifecycleAction) KeepAlive(ctx context.Context, interval time.Duration) (stop func()) {

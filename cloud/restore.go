@@ -34,13 +34,13 @@ import (
 //     about to take the final snapshot;
 //   - no volume and no snapshot at all: a blank volume (first boot), tagged handover:created-blank=true.
 //
-// planSlot decides from one observation and changes nothing; slotRun.converge acts on its plan, waits
+// PlanSlot decides from one observation and changes nothing; SlotRun.converge acts on its plan, waits
 // for the world to move, observes again, until the plan is "done". A crash anywhere leaves a state the
 // next run's plan picks up: a created volume is found by its tags, or, before DescribeVolumes shows it, by
 // CreateVolume's ClientToken, which is derived from (group, slot, generation) so that the retry returns
 // the same volume instead of making a second one.
 
-// holder is an instance a volume of the slot is attached to.
+// Holder is an instance a volume of the slot is attached to.
 type Holder struct {
 	ID       string `json:"instance_id"`
 	State    string `json:"state"`               // EC2 state; "gone" when the instance no longer exists
@@ -95,7 +95,7 @@ func describeHolder(ctx context.Context, c *Clients, id string) (Holder, error) 
 	return h, nil
 }
 
-// slotView is one observation of a slot: its volumes and snapshots (newest first) and the instances its
+// SlotView is one observation of a slot: its volumes and snapshots (newest first) and the instances its
 // newest volumes are attached to.
 type SlotView struct {
 	Volumes   []Volume
@@ -103,7 +103,7 @@ type SlotView struct {
 	Holders   map[string]Holder
 }
 
-// observeSlot describes the slot's volumes and snapshots, and the other instances holding its newest
+// ObserveSlot describes the slot's volumes and snapshots, and the other instances holding its newest
 // generation.
 func ObserveSlot(ctx context.Context, c *Clients, group, slot, self string) (SlotView, error) {
 	vols, err := ListSlotVolumes(ctx, c.EC2, group, slot)
@@ -136,7 +136,7 @@ func ObserveSlot(ctx context.Context, c *Clients, group, slot, self string) (Slo
 	return v, nil
 }
 
-// planAction is what the slot needs next.
+// PlanAction is what the slot needs next.
 type PlanAction int
 
 const (
@@ -159,7 +159,7 @@ var planNames = map[PlanAction]string{
 
 func (a PlanAction) String() string { return planNames[a] }
 
-// slotPlan is the next step for a slot and why.
+// SlotPlan is the next step for a slot and why.
 type SlotPlan struct {
 	Action     PlanAction
 	Volume     Volume   // the live volume (done, attach, wait-volume, wait-holder, detach-stopped)
@@ -182,7 +182,7 @@ func (p SlotPlan) key() string {
 		p.Holder.State, p.Holder.ASGState, strconv.Itoa(p.Generation)}, "|")
 }
 
-// planInput is what planSlot decides from.
+// PlanInput is what PlanSlot decides from.
 type PlanInput struct {
 	InstanceID, AZ string
 	Group, Slot    string
@@ -267,7 +267,7 @@ func nextGeneration(v SlotView, min int) int {
 	return max(n+1, min)
 }
 
-// planSlot decides the slot's next step from one observation. It is pure: the dry run, status and the
+// PlanSlot decides the slot's next step from one observation. It is pure: the dry run, status and the
 // converge loop share it.
 func PlanSlot(in PlanInput) SlotPlan {
 	v := in.View
@@ -406,7 +406,7 @@ func joinWarn(a, b string) string {
 	return a + "; " + b
 }
 
-// volumeClientToken is CreateVolume's idempotency token for one generation of a slot: a rerun after a
+// VolumeClientToken is CreateVolume's idempotency token for one generation of a slot: a rerun after a
 // crash sends the same token and gets the volume the first run made, not a second one; an instance in
 // another AZ racing for the same generation gets IdempotentParameterMismatch. EC2 tokens are at most 64
 // ASCII characters. https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html
@@ -415,7 +415,7 @@ func VolumeClientToken(group, slot string, generation int) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// createVolumeInput builds the CreateVolume request for a restore (snap non-empty) or a blank volume.
+// CreateVolumeInput builds the CreateVolume request for a restore (snap non-empty) or a blank volume.
 func CreateVolumeInput(group, slot, az string, generation int, shape VolumeShape, snap *Snapshot) *ec2.CreateVolumeInput {
 	size := shape.SizeGiB
 	tags := map[string]string{TagGroup: group, TagSlot: slot, TagGeneration: strconv.Itoa(generation)}
@@ -447,7 +447,7 @@ func CreateVolumeInput(group, slot, az string, generation int, shape VolumeShape
 	return in
 }
 
-// volumeShape is what a volume handover creates looks like. Existing volumes are never modified.
+// VolumeShape is what a volume handover creates looks like. Existing volumes are never modified.
 type VolumeShape struct {
 	SizeGiB    int // grow only: a snapshot larger than this restores at its own size
 	Type       string
@@ -457,7 +457,7 @@ type VolumeShape struct {
 	KMSKeyID   string
 }
 
-// slotOutcome is what converging and retiring did for one slot.
+// SlotOutcome is what converging and retiring did for one slot.
 type SlotOutcome struct {
 	Slot       string   `json:"slot"`
 	Volume     Volume   `json:"volume"`
@@ -468,7 +468,7 @@ type SlotOutcome struct {
 	Warnings   []string `json:"warnings,omitempty"` // what failed without failing the run
 }
 
-// slotRun converges one slot.
+// SlotRun converges one slot.
 type SlotRun struct {
 	C              *Clients
 	Log            *slog.Logger
@@ -693,7 +693,7 @@ func (s *SlotRun) waitHolder(ctx context.Context, p SlotPlan) (SlotPlan, error) 
 	return next, err
 }
 
-// waitSnapshot waits for a pending snapshot to complete (or fail), logging its progress. EBS reports
+// WaitSnapshot waits for a pending snapshot to complete (or fail), logging its progress. EBS reports
 // progress in percent; a first snapshot of a large volume can take hours, so this wait is bounded by the
 // command's --timeout only. The wait sits on the recovery's critical path (restore starts the moment the
 // snapshot completes), so it polls at most every second rather than the default 2 s cap: a DescribeSnapshots
@@ -712,10 +712,10 @@ func WaitSnapshot(ctx context.Context, log *slog.Logger, c EC2, id string) error
 		})
 }
 
-// retire tags the slot's volumes of older generations handover:superseded=true, and with
+// Retire tags the slot's volumes of older generations handover:superseded=true, and with
 // --delete-superseded deletes those that are detached. A volume that is attached anywhere is never
 // deleted: its instance may still be writing to it. Nor is one of a newer generation than the snapshot
-// the current volume was cut from: its writes were never snapshotted (planSlot warned that this restore
+// the current volume was cut from: its writes were never snapshotted (PlanSlot warned that this restore
 // does not carry them), and it is their only copy.
 //
 // Retiring is housekeeping: by now this instance has its volume, so a failure here is logged and kept in

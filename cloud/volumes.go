@@ -12,7 +12,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 )
 
-// slotVolume is one EBS volume of a group's slot, as last described.
+// Volume is one EBS volume of a group's slot, as last described.
 type Volume struct {
 	ID           string
 	AZ           string
@@ -28,7 +28,7 @@ type Volume struct {
 	SnapshotID   string // the snapshot it was created from; "" when created blank
 }
 
-// volumeAttachment is where a volume is attached.
+// Attachment is where a volume is attached.
 type Attachment struct {
 	InstanceID string
 	Device     string
@@ -36,7 +36,7 @@ type Attachment struct {
 	AttachTime time.Time
 }
 
-// slotSnapshot is one snapshot of a group's slot.
+// Snapshot is one snapshot of a group's slot.
 type Snapshot struct {
 	ID             string
 	State          string // pending, completed, error
@@ -75,7 +75,7 @@ func SlotFilters(group, slot string) []ec2types.Filter {
 	}
 }
 
-// listSlotVolumes returns the slot's volumes that still exist, newest generation first (ties: newest
+// ListSlotVolumes returns the slot's volumes that still exist, newest generation first (ties: newest
 // creation first).
 func ListSlotVolumes(ctx context.Context, c EC2, group, slot string) ([]Volume, error) {
 	var vols []Volume
@@ -92,12 +92,7 @@ func ListSlotVolumes(ctx context.Context, c EC2, group, slot string) ([]Volume, 
 			vols = append(vols, ToSlotVolume(v))
 		}
 	}
-	sort.SliceStable(vols, func(i, j int) bool {
-		if vols[i].Generation != vols[j].Generation {
-			return vols[i].Generation > vols[j].Generation
-		}
-		return vols[i].CreateTime.After(vols[j].CreateTime)
-	})
+	sortNewestFirst(vols, func(v Volume) (int, time.Time) { return v.Generation, v.CreateTime })
 	return vols, nil
 }
 
@@ -139,7 +134,7 @@ func describeVolume(ctx context.Context, c EC2, id string) (Volume, error) {
 	return ToSlotVolume(out.Volumes[0]), nil
 }
 
-// listSlotSnapshots returns the slot's snapshots owned by this account, newest first: by generation, then
+// ListSlotSnapshots returns the slot's snapshots owned by this account, newest first: by generation, then
 // by start time.
 func ListSlotSnapshots(ctx context.Context, c EC2, group, slot string) ([]Snapshot, error) {
 	var snaps []Snapshot
@@ -156,12 +151,7 @@ func ListSlotSnapshots(ctx context.Context, c EC2, group, slot string) ([]Snapsh
 			snaps = append(snaps, ToSlotSnapshot(s))
 		}
 	}
-	sort.SliceStable(snaps, func(i, j int) bool {
-		if snaps[i].Generation != snaps[j].Generation {
-			return snaps[i].Generation > snaps[j].Generation
-		}
-		return snaps[i].StartTime.After(snaps[j].StartTime)
-	})
+	sortNewestFirst(snaps, func(s Snapshot) (int, time.Time) { return s.Generation, s.StartTime })
 	return snaps, nil
 }
 
@@ -181,7 +171,7 @@ func ToSlotSnapshot(s ec2types.Snapshot) Snapshot {
 	}
 }
 
-// describeSnapshot returns one snapshot by ID.
+// DescribeSnapshot returns one snapshot by ID.
 func DescribeSnapshot(ctx context.Context, c EC2, id string) (Snapshot, error) {
 	out, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
 	if err != nil {
@@ -193,7 +183,7 @@ func DescribeSnapshot(ctx context.Context, c EC2, id string) (Snapshot, error) {
 	return ToSlotSnapshot(out.Snapshots[0]), nil
 }
 
-// tagSpec builds TagSpecifications: handover tags every resource at creation, never in a second call that
+// TagSpec builds TagSpecifications: handover tags every resource at creation, never in a second call that
 // could be lost between the two.
 func TagSpec(rt ec2types.ResourceType, tags map[string]string) []ec2types.TagSpecification {
 	keys := make([]string, 0, len(tags))
@@ -206,4 +196,16 @@ func TagSpec(rt ec2types.ResourceType, tags map[string]string) []ec2types.TagSpe
 		ts.Tags = append(ts.Tags, ec2types.Tag{Key: aws.String(k), Value: aws.String(tags[k])})
 	}
 	return []ec2types.TagSpecification{ts}
+}
+
+// sortNewestFirst orders a slot's volumes or snapshots newest first: by generation, then by time.
+func sortNewestFirst[T any](xs []T, key func(T) (generation int, at time.Time)) {
+	sort.SliceStable(xs, func(i, j int) bool {
+		gi, ti := key(xs[i])
+		gj, tj := key(xs[j])
+		if gi != gj {
+			return gi > gj
+		}
+		return ti.After(tj)
+	})
 }

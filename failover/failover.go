@@ -41,7 +41,7 @@ var (
 	ErrPrimaryHealthy = errors.New("the primary is healthy")
 )
 
-// FailoverRequest says which group fails over to which instance, and how.
+// Request says which group fails over to which instance, and how.
 type Request struct {
 	// Group is the handover group; empty means the group of To or From.
 	Group string
@@ -64,7 +64,7 @@ type Request struct {
 	StatusTimeout time.Duration
 }
 
-// Failover outcomes (FailoverResult.Action).
+// Failover outcomes (Result.Action).
 const (
 	Moved       = "moved"         // the address was associated with the target and verified
 	Already     = "already"       // the address was already on the target
@@ -72,7 +72,7 @@ const (
 	Planned     = "planned"       // dry run: Plan says what would be done
 )
 
-// FailoverResult says what Failover found and did.
+// Result says what Failover found and did.
 type Result struct {
 	Group        string   `json:"group"`
 	AllocationID string   `json:"allocation_id,omitempty"`
@@ -97,7 +97,7 @@ const (
 
 var instanceIDPattern = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)
 
-// validate checks a request in one place; its errors name the CLI flags (HANDOVER_GROUP for the Lambda).
+// Validate checks a request in one place; its errors name the CLI flags (HANDOVER_GROUP for the Lambda).
 func (r Request) Validate() error {
 	if r.Group == "" && r.To == "" && r.From == "" {
 		return fail.Usage("name the group (--group or HANDOVER_GROUP), the target (--to) or the failed primary (--from)")
@@ -133,7 +133,7 @@ func NotConcerned(msg string) error {
 	return &reasonErr{err: fail.Precondition(msg, nil), reason: ErrNotConcerned}
 }
 
-// memberInstance is one instance as failover sees it.
+// MemberInstance is one instance as failover sees it.
 type MemberInstance struct {
 	ID    string
 	State string
@@ -166,7 +166,7 @@ func toMember(i ec2types.Instance) MemberInstance {
 	return m
 }
 
-// describeMember describes one instance; found is false when EC2 does not know it.
+// DescribeMember describes one instance; found is false when EC2 does not know it.
 func DescribeMember(ctx context.Context, c cloud.EC2, id string) (m MemberInstance, found bool, err error) {
 	out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
 	if cloud.HasCode(err, cloud.CodeInstanceNotFound) {
@@ -207,7 +207,7 @@ func groupMembers(ctx context.Context, c cloud.EC2, group string) ([]MemberInsta
 	return out, nil
 }
 
-// pickStandby returns the group's one live instance tagged handover:role=standby.
+// PickStandby returns the group's one live instance tagged handover:role=standby.
 func PickStandby(group string, members []MemberInstance) (MemberInstance, error) {
 	var live, gone []MemberInstance
 	for _, m := range members {
@@ -238,7 +238,7 @@ func PickStandby(group string, members []MemberInstance) (MemberInstance, error)
 		cloud.TagGroup, group, cloud.TagRole, RoleStandby), nil)
 }
 
-// judgePrimary decides whether the instance holding the address is healthy: running, not being terminated
+// JudgePrimary decides whether the instance holding the address is healthy: running, not being terminated
 // by its Auto Scaling group (judgeHolder), and with both the system and the instance status check ok.
 // Anything else (stopping, impaired, still initializing) is not proof of health.
 // https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/monitoring-system-instance-status-check.html
@@ -324,7 +324,7 @@ func decideMove(ctx context.Context, c *cloud.Clients, addr cloud.Address, targe
 
 // Failover moves the group's Elastic IP to the standby (or r.To): observe the failed instance, the target,
 // the address and its holder; refuse what must not be done; start the target if it is stopped; associate
-// and verify with claimAddress; swap the role tags if asked. Rerunning is safe: an address already on a
+// and verify with ClaimAddress; swap the role tags if asked. Rerunning is safe: an address already on a
 // running target makes no mutating call.
 func Run(ctx context.Context, log *slog.Logger, c *cloud.Clients, r Request) (Result, error) {
 	if err := r.Validate(); err != nil {
@@ -630,7 +630,7 @@ func waitStatusOK(ctx context.Context, log *slog.Logger, c cloud.EC2, id string,
 
 type RoleChange struct{ id, role string }
 
-// roleChanges lists the tags that make target the primary and every other live primary of the group a
+// RoleChanges lists the tags that make target the primary and every other live primary of the group a
 // standby. The target is promoted first: if the second call is lost, a rerun finds the address already on
 // the target and finishes the demotion, and no instance is left a standby it should not be.
 func RoleChanges(target MemberInstance, members []MemberInstance) []RoleChange {
