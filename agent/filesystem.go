@@ -34,11 +34,19 @@ import (
 type fsRequest struct {
 	Device       string
 	VolumeID     string
-	CreatedBlank bool // tagged handover:created-blank=true: the only kind of volume handover may format
+	CreatedBlank bool                        // tagged handover:created-blank=true: the only kind of volume handover may format
+	Fence        func(context.Context) error // the lease check before mkfs and before mount; nil: none
 	Spec         volumeSpec
 	FS           string // what to make on a blank volume: ext4 or xfs
 	UnitDir      string // where to persist the mount, or unitDirNone
 	Group        string
+}
+
+func (r fsRequest) fence(ctx context.Context) error {
+	if r.Fence == nil {
+		return nil
+	}
+	return r.Fence(ctx)
 }
 
 // fsResult is what prepareFilesystem found and did.
@@ -77,6 +85,9 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, h host.Host, req f
 			return res, fail.Precondition(fmt.Sprintf("%s (%s) was created blank by handover but holds data (%s) and no filesystem signature: refusing to format it; inspect it by hand",
 				req.VolumeID, req.Device, used), nil)
 		}
+		if err := req.fence(ctx); err != nil {
+			return res, err
+		}
 		if err := h.MakeFilesystem(ctx, log, req.Device, req.FS); err != nil {
 			return res, err
 		}
@@ -101,6 +112,9 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, h host.Host, req f
 		if ext {
 			// ext grows before the mount: offline resize2fs needs no capability beyond opening the device.
 			res.Grown = h.Grow(ctx, log, req.Device, "", sig.Type, false)
+		}
+		if err := req.fence(ctx); err != nil {
+			return res, err
 		}
 		if err := h.Mount(ctx, req.Device, req.Spec.MountPoint, sig.Type, req.Spec.Options); err != nil {
 			return res, fmt.Errorf("mount %s (%s) at %s: %w", req.VolumeID, req.Device, req.Spec.MountPoint, err)

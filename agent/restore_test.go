@@ -155,14 +155,14 @@ func TestPlanSlot(t *testing.T) {
 
 func TestVolumeClientToken(t *testing.T) {
 	t.Parallel()
-	a := cloud.VolumeClientToken("orders", "data", 3)
+	a := cloud.VolumeClientToken("orders", "data", 3, "eipassoc-1")
 	if len(a) != 64 {
 		t.Errorf("token %q is %d characters; EC2 takes at most 64", a, len(a))
 	}
-	if a != cloud.VolumeClientToken("orders", "data", 3) {
+	if a != cloud.VolumeClientToken("orders", "data", 3, "eipassoc-1") {
 		t.Error("the token of one generation changes between calls: a rerun would make a second volume")
 	}
-	for _, b := range []string{cloud.VolumeClientToken("orders", "data", 4), cloud.VolumeClientToken("orders", "logs", 3), cloud.VolumeClientToken("billing", "data", 3)} {
+	for _, b := range []string{cloud.VolumeClientToken("orders", "data", 4, "eipassoc-1"), cloud.VolumeClientToken("orders", "logs", 3, "eipassoc-1"), cloud.VolumeClientToken("billing", "data", 3, "eipassoc-1")} {
 		if a == b {
 			t.Errorf("two different (group, slot, generation) share token %s", a)
 		}
@@ -174,24 +174,24 @@ func TestCreateVolumeInput(t *testing.T) {
 	shape := cloud.VolumeShape{SizeGiB: 20, Type: "gp3", IOPS: 6000, Throughput: 250, Encrypted: true, KMSKeyID: "alias/data"}
 	big := snap("snap-1", "completed", 3, true, 0)
 	big.VolumeSizeGiB = 50
-	in := cloud.CreateVolumeInput("orders", "data", here, 4, shape, &big)
+	in := cloud.CreateVolumeInput("orders", "data", here, 4, "eipassoc-1", shape, &big)
 	if aws.ToInt32(in.Size) != 50 || aws.ToString(in.SnapshotId) != "snap-1" {
 		t.Errorf("restore of a 50 GiB snapshot with --size 20: size %d from %s; want 50 (grow only)", aws.ToInt32(in.Size), aws.ToString(in.SnapshotId))
 	}
 	small := snap("snap-2", "completed", 3, true, 0)
-	in = cloud.CreateVolumeInput("orders", "data", here, 4, shape, &small)
+	in = cloud.CreateVolumeInput("orders", "data", here, 4, "eipassoc-1", shape, &small)
 	if aws.ToInt32(in.Size) != 20 {
 		t.Errorf("restore of an 8 GiB snapshot with --size 20: size %d, want 20", aws.ToInt32(in.Size))
 	}
 	if aws.ToInt32(in.Iops) != 6000 || aws.ToInt32(in.Throughput) != 250 || !aws.ToBool(in.Encrypted) || aws.ToString(in.KmsKeyId) != "alias/data" ||
-		string(in.VolumeType) != "gp3" || aws.ToString(in.AvailabilityZone) != here || aws.ToString(in.ClientToken) != cloud.VolumeClientToken("orders", "data", 4) {
+		string(in.VolumeType) != "gp3" || aws.ToString(in.AvailabilityZone) != here || aws.ToString(in.ClientToken) != cloud.VolumeClientToken("orders", "data", 4, "eipassoc-1") {
 		t.Errorf("request %+v does not carry the configured shape, zone and token", in)
 	}
 	tags := cloud.TagMap(in.TagSpecifications[0].Tags)
 	if tags[cloud.TagGroup] != "orders" || tags[cloud.TagSlot] != "data" || tags[cloud.TagGeneration] != "4" || tags[cloud.TagCreatedBlank] != "" {
 		t.Errorf("restored volume tags %v", tags)
 	}
-	blank := cloud.CreateVolumeInput("orders", "data", here, 1, cloud.VolumeShape{SizeGiB: 10, Type: "gp2"}, nil)
+	blank := cloud.CreateVolumeInput("orders", "data", here, 1, "eipassoc-1", cloud.VolumeShape{SizeGiB: 10, Type: "gp2"}, nil)
 	tags = cloud.TagMap(blank.TagSpecifications[0].Tags)
 	if tags[cloud.TagCreatedBlank] != "true" || blank.SnapshotId != nil || blank.Iops != nil || blank.Encrypted != nil {
 		t.Errorf("blank volume request: tags %v, snapshot %v, iops %v, encrypted %v", tags, blank.SnapshotId, blank.Iops, blank.Encrypted)

@@ -154,6 +154,7 @@ type upRun struct {
 	log     *slog.Logger
 	addrLog *slog.Logger // log without the instance key, which claimAddress adds
 	clients *cloud.Clients
+	lease   cloud.Lease // the Elastic IP association this run holds: the fence
 	me      imds.Identity
 	host    *host.Linux
 	start   time.Time
@@ -304,6 +305,7 @@ func (r *upRun) run(ctx, parent context.Context) (upResult, error) {
 	res, err := r.converge(ctx)
 	stopHeartbeats() // before the completion, so no heartbeat races it
 	if err != nil {
+		r.handBack(parent, err)
 		err = r.explain(parent, err)
 		if hook != nil && !r.cfg.NoComplete && parent.Err() == nil {
 			// ABANDON makes the group replace this instance. A run stopped from outside (parent
@@ -325,6 +327,9 @@ func (r *upRun) completeLaunch(ctx context.Context, hook *cloud.LifecycleAction)
 	r.enter("lifecycle")
 	if r.cfg.NoComplete {
 		return fmt.Sprintf("hook %s left pending (--no-complete)", hook.Hook), nil
+	}
+	if err := r.fence(ctx); err != nil {
+		return "", err // the group must not put an instance in service that no longer holds the lease
 	}
 	inactive, err := hook.Complete(ctx, cloud.HookContinue)
 	if err != nil {
@@ -397,13 +402,19 @@ func (r *upRun) launchAction(ctx context.Context) (*cloud.LifecycleAction, error
 // mount point is mounted on top of it, not hidden under it.
 func (r *upRun) converge(ctx context.Context) (upResult, error) {
 	res := upResult{InstanceID: r.me.InstanceID, AZ: r.me.AvailabilityZone, Group: r.group}
+	// What can be refused is refused before the address is taken: address and data stay together.
+	r.enter("precheck")
+	if err := r.precheck(ctx); err != nil {
+		return res, err
+	}
 	r.enter("address")
 	claim, err := cloud.ClaimAddress(ctx, r.addrLog, r.clients, r.cfg.claimSpec(r.group, r.me.InstanceID))
 	res.Address = claim
 	if err != nil {
 		return res, err
 	}
-	r.stepDone("address", logkey.Allocation, claim.Address.AllocationID, "public_ip", claim.Address.PublicIP, "action", claim.Action)
+	r.lease = claim.Lease
+	r.stepDone("address", logkey.Allocation, claim.Address.AllocationID, logkey.PublicIP, claim.Address.PublicIP, logkey.Action, claim.Action, "epoch", r.lease.AssociationID)
 
 	r.enter("volumes")
 	n := len(r.cfg.Volumes)
@@ -444,6 +455,43 @@ func (r *upRun) converge(ctx context.Context) (upResult, error) {
 	return res, firstError(errs)
 }
 
+// precheck plans every slot from one observation, before the address is claimed, and returns the first
+// refusal (no data where data is required, a volume in a third AZ and no snapshot, snapshots all in
+// error): such a run would end without the data, so it must not take the address first.
+func (r *upRun) precheck(ctx context.Context) error {
+	for _, spec := range r.cfg.Volumes {
+		view, err := cloud.ObserveSlot(ctx, r.clients, r.group, spec.Slot, r.me.InstanceID)
+		if err != nil {
+			return err
+		}
+		p := cloud.PlanSlot(cloud.PlanInput{InstanceID: r.me.InstanceID, AZ: r.me.AvailabilityZone, Group: r.group, Slot: spec.Slot,
+			View: view, Takeover: r.cfg.Takeover, RequireData: r.cfg.RequireData})
+		if p.Action == cloud.PlanRefuse {
+			return p.Err
+		}
+	}
+	return nil
+}
+
+// fence re-checks this run's lease on the group's Elastic IP (agent/FENCING.md): every step that creates,
+// attaches, formats, mounts or completes the launch goes through it first.
+func (r *upRun) fence(ctx context.Context) error { return r.lease.Check(ctx, r.clients.EC2) }
+
+// handBack disassociates the address this run took when the run ends without the data, so that the
+// address is never on one instance and the data on another. An address found here is left here.
+func (r *upRun) handBack(ctx context.Context, cause error) {
+	if !r.lease.TookIt || fail.Code(cause) == fail.CodeFenced {
+		return
+	}
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := r.lease.Release(hctx, r.clients.EC2); err != nil {
+		r.log.Error("could not hand back the Elastic IP this run took; disassociate it by hand", logkey.Step, "address", logkey.Error, err.Error())
+		return
+	}
+	r.log.Warn("handed back the Elastic IP: this run ends without the data", logkey.Step, "address", logkey.Allocation, r.lease.AllocationID)
+}
+
 // firstError returns the first non-nil error, keeping its exit code; the others are joined in its text.
 func firstError(errs []error) error {
 	var first error
@@ -481,7 +529,7 @@ type upSlot struct {
 
 // bringVolume makes one slot's volume attached here and, unless --no-mount, waits for its device.
 func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*upSlot, error) {
-	s := &upSlot{spec: spec, run: &cloud.SlotRun{
+	s := &upSlot{spec: spec, run: &cloud.SlotRun{Fence: r.fence, Epoch: r.lease.AssociationID,
 		C: r.clients, Log: r.log.With(logkey.Slot, spec.Slot), InstanceID: r.me.InstanceID, Az: r.me.AvailabilityZone, Group: r.group,
 		Slot: spec.Slot, Device: spec.Device, Shape: r.cfg.Shape, Takeover: r.cfg.Takeover, RequireData: r.cfg.RequireData,
 		ReleaseTimeout: r.cfg.ReleaseTimeout,
@@ -511,7 +559,7 @@ func (r *upRun) finishSlot(ctx context.Context, s *upSlot) error {
 	if !r.cfg.NoMount {
 		r.enterSlot(spec.Slot, "mount")
 		fsr, err := prepareFilesystem(ctx, s.run.Log, r.host, fsRequest{
-			Device: s.device, VolumeID: vol.ID, CreatedBlank: vol.CreatedBlank, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
+			Device: s.device, VolumeID: vol.ID, CreatedBlank: vol.CreatedBlank, Fence: r.fence, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
 		})
 		s.fs = fsr
 		if err != nil {

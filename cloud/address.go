@@ -92,6 +92,7 @@ type ClaimResult struct {
 	Address  Address
 	Action   string // "already-held", "associated", "taken-over"
 	Previous string // the instance that held it before, if any
+	Lease    Lease  // the association this instance now holds: the fence (agent/FENCING.md)
 }
 
 // HolderVerdict says whether an address may be taken from the instance that holds it.
@@ -190,24 +191,24 @@ type addressClaim struct {
 	spec    ClaimSpec
 	res     ClaimResult
 	lastWhy string // why the holder may not be taken, while waiting
-	// What the address was associated with when we associated it (AssociationId, "" when free), and when:
-	// DescribeAddresses is eventually consistent, so for a while after our AssociateAddress it may still
-	// show that old association. Only a different association proves that another claimant won.
-	// https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
-	beforeAssoc  string
-	associatedAt time.Time
+	// first is the holder seen first ("" when free). Once this claim has acted, the address held by any
+	// other instance is a race lost: exit 4 at once, not a wait for a live holder.
+	first, acted bool
+	holder0      string
 }
 
-// addressVisibilityBound is how long DescribeAddresses may go on showing the association we replaced.
-const addressVisibilityBound = 30 * time.Second
-
-// ClaimAddress makes spec.InstanceID the holder of the group's Elastic IP: observe, act on the difference,
-// verify. Rerunning is safe: an address already on the claimant is left alone with no mutating call.
+// ClaimAddress makes spec.InstanceID the holder of the group's Elastic IP and returns the lease it holds:
+// observe, act on the difference, verify. Rerunning is safe: an address already on the claimant is left
+// alone with no mutating call.
 //
-// Two claimants can both be told AssociateAddress succeeded when they race with AllowReassociation, so a
-// free address is associated without it (the loser gets Resource.AlreadyAssociated and re-evaluates), and
-// every association is verified with a fresh Describe. Losing is exit 4.
+// Taking the address is a compare-and-swap, so that of several claimants exactly one wins (FENCING.md):
+// a free address is associated with AllowReassociation=false (a second claimant gets
+// Resource.AlreadyAssociated); an address held by a leaving holder is first disassociated by the
+// association ID observed (a second claimant's DisassociateAddress of the same ID gets
+// InvalidAssociationID.NotFound), then associated with AllowReassociation=false. AllowReassociation=true
+// is never used: two claimants would both be told they won.
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_AssociateAddress.html
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DisassociateAddress.html
 func ClaimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec ClaimSpec) (ClaimResult, error) {
 	cl := &addressClaim{c: c, log: log.With(logkey.Step, "address", logkey.Instance, spec.InstanceID), spec: spec}
 	bound := spec.Wait
@@ -216,36 +217,42 @@ func ClaimAddress(ctx context.Context, log *slog.Logger, c *Clients, spec ClaimS
 	}
 	err := Poll(ctx, cl.log, wait.Spec{What: "Elastic IP of group " + spec.Group, Bound: bound}, cl.round)
 	res := cl.res
-	if errors.Is(err, wait.ErrTimeout) && cl.associated() {
-		return res, fail.Failed(fmt.Sprintf("associated %s (%s) but DescribeAddresses did not show it on %s within %s; rerun to check",
-			res.Address.AllocationID, res.Address.PublicIP, spec.InstanceID, bound), err)
-	}
 	if errors.Is(err, wait.ErrTimeout) {
 		return res, fail.Fenced(fmt.Sprintf("Elastic IP %s (%s) is held by a live instance: %s; stop it, wait for its group to terminate it, or pass %s",
 			res.Address.AllocationID, res.Address.PublicIP, cl.lastWhy, spec.takeoverFlag()), nil)
 	}
-	return res, err
+	if err != nil {
+		return res, err
+	}
+	// Verify with a fresh read that this instance holds the association it was given.
+	if err := res.Lease.Check(ctx, c.EC2); err != nil {
+		return res, err
+	}
+	return res, nil
 }
 
-func (cl *addressClaim) associated() bool {
-	return cl.res.Action == "associated" || cl.res.Action == "taken-over"
-}
-
-// round is one observation of the claim: done, verified, or one step acted on.
+// round is one observation of the claim: done, or one step acted on.
 func (cl *addressClaim) round(ctx context.Context) (bool, string, error) {
 	a, err := FindGroupAddress(ctx, cl.c.EC2, cl.spec.Group)
 	if err != nil {
 		return false, "", backoff.Permanent(err)
 	}
 	cl.res.Address = a
+	if !cl.first {
+		cl.first, cl.holder0 = true, a.InstanceID
+	}
+	if cl.res.Lease.AssociationID != "" {
+		return true, "", nil // associated by this claim; ClaimAddress verifies it
+	}
 	if a.InstanceID == cl.spec.InstanceID && (cl.spec.NetworkInterfaceID == "" || a.NetworkInterfaceID == cl.spec.NetworkInterfaceID) {
-		if cl.res.Action == "" {
-			cl.res.Action = "already-held"
-		}
+		cl.res.Action = "already-held"
+		cl.res.Lease = Lease{Group: cl.spec.Group, AllocationID: a.AllocationID, InstanceID: cl.spec.InstanceID, AssociationID: a.AssociationID}
 		return true, "", nil
 	}
-	if cl.associated() {
-		return cl.verify(a)
+	if cl.acted && a.InstanceID != "" && a.InstanceID != cl.holder0 {
+		return false, "", backoff.Permanent(fail.Fenced(fmt.Sprintf(
+			"Elastic IP %s (%s) went to %s while this instance claimed it: another instance won the race and keeps it",
+			a.AllocationID, a.PublicIP, a.InstanceID), nil))
 	}
 	p, err := PlanAddress(ctx, cl.c, a, cl.spec)
 	if err != nil {
@@ -263,24 +270,25 @@ func (cl *addressClaim) round(ctx context.Context) (bool, string, error) {
 	if p.Action == AddressTakeOver || p.Action == AddressTakeOverLive {
 		cl.res.Previous = a.InstanceID
 	}
-	return cl.associate(ctx, a, p)
+	return cl.swap(ctx, a, p)
 }
 
-// verify checks, after our AssociateAddress, that a fresh Describe shows the address here: the association
-// we replaced still showing is a stale read, any other one a race lost.
-func (cl *addressClaim) verify(a Address) (bool, string, error) {
-	if a.AssociationID == cl.beforeAssoc && time.Since(cl.associatedAt) < addressVisibilityBound {
-		return false, "verifying: the association is not visible yet", nil
+// swap takes the address by compare-and-swap: disassociate the association observed (when there is one),
+// then associate without reassociation. Losing either step to another claimant is seen by the next round.
+func (cl *addressClaim) swap(ctx context.Context, a Address, p AddressPlan) (bool, string, error) {
+	cl.acted = true
+	if a.AssociationID != "" {
+		_, err := cl.c.EC2.DisassociateAddress(ctx, &ec2.DisassociateAddressInput{AssociationId: aws.String(a.AssociationID)})
+		switch {
+		case HasCode(err, CodeAssociationNotFound):
+			return false, "the association changed before it could be taken; looking again", nil
+		case err != nil:
+			return false, "", backoff.Permanent(fmt.Errorf("disassociate %s (%s) from %s: %w", a.AllocationID, a.AssociationID, dashIfEmpty(a.InstanceID), err))
+		}
+		cl.log.Info("disassociated", logkey.Allocation, a.AllocationID, "association_id", a.AssociationID, logkey.From, dashIfEmpty(a.InstanceID))
 	}
-	return false, "", backoff.Permanent(fail.Fenced(fmt.Sprintf(
-		"associated %s (%s) but %s holds it now: another instance won the race; it keeps the address",
-		a.AllocationID, a.PublicIP, dashIfEmpty(a.InstanceID)), nil))
-}
-
-// associate carries out the plan's AssociateAddress; the next round verifies it.
-func (cl *addressClaim) associate(ctx context.Context, a Address, p AddressPlan) (bool, string, error) {
 	spec := cl.spec
-	in := &ec2.AssociateAddressInput{AllocationId: aws.String(a.AllocationID), AllowReassociation: aws.Bool(p.Reassociate())}
+	in := &ec2.AssociateAddressInput{AllocationId: aws.String(a.AllocationID), AllowReassociation: aws.Bool(false)}
 	if spec.NetworkInterfaceID != "" {
 		in.NetworkInterfaceId = aws.String(spec.NetworkInterfaceID)
 	} else {
@@ -289,17 +297,19 @@ func (cl *addressClaim) associate(ctx context.Context, a Address, p AddressPlan)
 	if spec.PrivateIP != "" {
 		in.PrivateIpAddress = aws.String(spec.PrivateIP)
 	}
-	if _, err := cl.c.EC2.AssociateAddress(ctx, in); err != nil {
-		if HasCode(err, codeAlreadyAssociated) {
-			return false, "someone else associated it first", nil // re-evaluate the new holder
-		}
+	out, err := cl.c.EC2.AssociateAddress(ctx, in)
+	switch {
+	case HasCode(err, codeAlreadyAssociated):
+		return false, "someone else associated it first", nil // the next round sees who
+	case err != nil:
 		return false, "", backoff.Permanent(fmt.Errorf("associate %s with %s: %w", a.AllocationID, spec.InstanceID, err))
 	}
-	cl.beforeAssoc, cl.associatedAt = a.AssociationID, time.Now()
+	cl.res.Lease = Lease{Group: spec.Group, AllocationID: a.AllocationID, InstanceID: spec.InstanceID,
+		AssociationID: aws.ToString(out.AssociationId), replaced: a.AssociationID, at: time.Now(), TookIt: true}
 	cl.res.Action = "associated"
 	if p.Reassociate() {
 		cl.res.Action = "taken-over"
 	}
-	cl.log.Info("associated", logkey.Allocation, a.AllocationID, logkey.PublicIP, a.PublicIP)
-	return false, "verifying", nil
+	cl.log.Info("associated", logkey.Allocation, a.AllocationID, logkey.PublicIP, a.PublicIP, "association_id", cl.res.Lease.AssociationID)
+	return true, "", nil
 }

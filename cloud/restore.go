@@ -410,18 +410,21 @@ func joinWarn(a, b string) string {
 // crash sends the same token and gets the volume the first run made, not a second one; an instance in
 // another AZ racing for the same generation gets IdempotentParameterMismatch. EC2 tokens are at most 64
 // ASCII characters. https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html
-func VolumeClientToken(group, slot string, generation int) string {
-	sum := sha256.Sum256([]byte("handover/" + group + "/" + slot + "/" + strconv.Itoa(generation)))
+func VolumeClientToken(group, slot string, generation int, epoch string) string {
+	sum := sha256.Sum256([]byte("handover/" + group + "/" + slot + "/" + strconv.Itoa(generation) + "/" + epoch))
 	return hex.EncodeToString(sum[:])
 }
 
 // CreateVolumeInput builds the CreateVolume request for a restore (snap non-empty) or a blank volume.
-func CreateVolumeInput(group, slot, az string, generation int, shape VolumeShape, snap *Snapshot) *ec2.CreateVolumeInput {
+func CreateVolumeInput(group, slot, az string, generation int, epoch string, shape VolumeShape, snap *Snapshot) *ec2.CreateVolumeInput {
 	size := shape.SizeGiB
 	tags := map[string]string{TagGroup: group, TagSlot: slot, TagGeneration: strconv.Itoa(generation)}
+	if epoch != "" {
+		tags[TagEpoch] = epoch
+	}
 	in := &ec2.CreateVolumeInput{
 		AvailabilityZone: aws.String(az),
-		ClientToken:      aws.String(VolumeClientToken(group, slot, generation)),
+		ClientToken:      aws.String(VolumeClientToken(group, slot, generation, epoch)),
 		VolumeType:       ec2types.VolumeType(shape.Type),
 	}
 	if snap != nil {
@@ -479,7 +482,13 @@ type SlotRun struct {
 	Takeover       bool
 	RequireData    bool
 	ReleaseTimeout time.Duration
+	// Fence re-checks the lease (the group's Elastic IP, agent/FENCING.md) before every step that creates,
+	// attaches or detaches, and after CreateVolume; nil only where nothing is changed. Epoch is the lease's
+	// association ID, tagged on what this run creates and part of CreateVolume's ClientToken.
+	Fence func(context.Context) error
+	Epoch string
 
+	created      Volume // the one volume this run may create for the slot (bounded by construction)
 	minGen       int
 	holdDeadline time.Time // when waiting for other instances to let go gives up
 	view         SlotView  // the last observation
@@ -536,6 +545,9 @@ func (s *SlotRun) Converge(ctx context.Context) error {
 		if p, err = s.observe(ctx); err != nil {
 			return err
 		}
+		if err := s.newerThanOurs(); err != nil {
+			return err
+		}
 		if p.key() != before {
 			stuck = 0
 			continue
@@ -570,6 +582,9 @@ func (s *SlotRun) act(ctx context.Context, p SlotPlan) (next *SlotPlan, done boo
 				len(v.Attachments) == len(start.Attachments)
 		})
 	case PlanDetachStopped:
+		if err := s.fence(ctx); err != nil {
+			return nil, true, err
+		}
 		return nil, false, detachFromStopped(ctx, s.Log, s.C.EC2, p.Volume.ID, p.Holder.ID)
 	case PlanWaitHolder:
 		np, err := s.waitHolder(ctx, p)
@@ -587,6 +602,9 @@ func (s *SlotRun) attach(ctx context.Context, v Volume) error {
 	if s.Res.How == "" {
 		s.Res.How = "reattached"
 	}
+	if err := s.fence(ctx); err != nil {
+		return err
+	}
 	if err := attachVolume(ctx, s.Log, s.C.EC2, v.ID, s.InstanceID, s.Device); err != nil {
 		return err
 	}
@@ -597,15 +615,30 @@ func (s *SlotRun) attach(ctx context.Context, v Volume) error {
 
 // make creates the slot's next volume here (restored from the plan's snapshot, or blank) and waits for it.
 func (s *SlotRun) make(ctx context.Context, p SlotPlan) error {
+	if s.created.ID != "" {
+		// One run makes at most one volume per slot: wanting a second means another instance is making
+		// generations too (or ours vanished), and going on is how two racers leapfrog each other.
+		return fail.Fenced(fmt.Sprintf("slot %s: this run made %s (generation %d) and now the slot would need another volume (%s): another instance is at work on the group; stopping rather than making a second one",
+			s.Slot, s.created.ID, s.created.Generation, p.Why), nil)
+	}
 	var snap *Snapshot
 	if p.Action == PlanRestore {
 		snap = &p.Snapshot
+	}
+	if err := s.fence(ctx); err != nil {
+		return err
 	}
 	id, err := s.create(ctx, p.Generation, snap)
 	if errors.Is(err, errTokenSpent) {
 		return nil // observe again: minGen moved on, or the volume showed up
 	}
 	if err != nil {
+		return err
+	}
+	s.created = Volume{ID: id, Generation: p.Generation, AZ: s.Az}
+	if err := s.fence(ctx); err != nil {
+		// The lease moved while the volume was being made: it is nobody's data; take it away again.
+		s.discard(ctx, id)
 		return err
 	}
 	if snap != nil {
@@ -618,6 +651,45 @@ func (s *SlotRun) make(ctx context.Context, p SlotPlan) error {
 	})
 }
 
+// fence re-checks the lease, when the run has one.
+func (s *SlotRun) fence(ctx context.Context) error {
+	if s.Fence == nil {
+		return nil
+	}
+	return s.Fence(ctx)
+}
+
+// newerThanOurs stops a run that made a volume once a newer generation of the slot shows up: another
+// instance is making generations, and only one of the two may go on (exit 4).
+func (s *SlotRun) newerThanOurs() error {
+	if s.created.ID == "" {
+		return nil
+	}
+	for _, v := range s.view.Volumes {
+		if v.Generation > s.created.Generation {
+			return fail.Fenced(fmt.Sprintf("slot %s: %s (generation %d) appeared after this run made %s (generation %d): another instance is making the slot's volumes; stopping",
+				s.Slot, v.ID, v.Generation, s.created.ID, s.created.Generation), nil)
+		}
+	}
+	return nil
+}
+
+// discard deletes a volume this run made and must not use (the lease moved meanwhile): once it is
+// available, bounded, best effort. A volume that outlives it carries the dead epoch's tag.
+func (s *SlotRun) discard(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	err := waitVolume(ctx, s.Log, s.C.EC2, id, "available", func(v Volume) bool { return v.State == string(ec2types.VolumeStateCreating) })
+	if err == nil {
+		_, err = s.C.EC2.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(id)})
+	}
+	if err != nil && !HasCode(err, codeVolumeNotFound) {
+		s.Log.Warn("could not delete the volume made under a lease that moved; delete it by hand", logkey.Volume, id, logkey.Error, err.Error())
+		return
+	}
+	s.Log.Info("deleted the volume made under a lease that moved", logkey.Volume, id)
+}
+
 // errTokenSpent: CreateVolume's token for this generation was used before with other parameters.
 var errTokenSpent = errors.New("client token already used")
 
@@ -627,7 +699,7 @@ var errTokenSpent = errors.New("client token already used")
 // sees it), or by an earlier run with another snapshot or size whose volume has since been deleted (then
 // this generation is skipped).
 func (s *SlotRun) create(ctx context.Context, generation int, snap *Snapshot) (string, error) {
-	in := CreateVolumeInput(s.Group, s.Slot, s.Az, generation, s.Shape, snap)
+	in := CreateVolumeInput(s.Group, s.Slot, s.Az, generation, s.Epoch, s.Shape, snap)
 	out, err := s.C.EC2.CreateVolume(ctx, in)
 	if HasCode(err, codeIdempotentMismatch) {
 		s.Log.Warn("CreateVolume token of this generation was used with other parameters; looking for its volume", logkey.Step, "volume", logkey.Generation, generation)

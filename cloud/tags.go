@@ -21,6 +21,9 @@ const (
 	TagCreatedBlank   = "handover:created-blank"
 	TagSuperseded     = "handover:superseded"
 	TagRole           = "handover:role"
+	// TagEpoch is the Elastic IP association (the lease, agent/FENCING.md) under which a volume or snapshot
+	// was made: it tells which of two racers made what.
+	TagEpoch = "handover:epoch"
 
 	DefaultSlot = "data"
 )
