@@ -222,14 +222,24 @@ func TestGroupReplacesKilledAndUnhealthyInstances(t *testing.T) {
 	if got := lifecycleOf(t, r, id); got != "InService" {
 		t.Fatalf("without launch hook: %s", got)
 	}
-	// Launch before terminate: the unhealthy instance stays until the new one is InService.
+	// Launch before terminate: the unhealthy instance stays until the new one is InService. The new one is
+	// held in pending so that the test sees the moment between.
+	launched := r.Hold(InstanceStart, "")
 	if _, err := a.SetInstanceHealth(ctx, &autoscaling.SetInstanceHealthInput{InstanceId: aws.String(id), HealthStatus: aws.String("Unhealthy")}); err != nil {
 		t.Fatal(err)
 	}
+	// One read: the old instance may move on to Terminating as soon as the new one is in service.
 	ins := groupInstances(t, r)
-	if len(ins) != 2 || lifecycleOf(t, r, id) != "InService" {
-		t.Fatalf("launch before terminate: %+v", ins)
+	oldState := ""
+	for _, in := range ins {
+		if *in.InstanceId == id {
+			oldState = string(in.LifecycleState)
+		}
 	}
+	if len(ins) != 2 || oldState != "InService" {
+		t.Fatalf("launch before terminate: old instance %s, %d instances: %+v", oldState, len(ins), ins)
+	}
+	launched()
 	simtest.Eventually(t, waitBound, "old instance terminating", func() (bool, string) {
 		got := lifecycleOf(t, r, id)
 		return got == "Terminating:Wait", "lifecycle " + got

@@ -29,8 +29,10 @@ func TestInstanceLifecycleAndVolumes(t *testing.T) {
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
+	launched := r.Hold(InstanceStart, "") // pending stays observable, however loaded the machine
 	id := runInstance(t, r, "us-east-1b", map[string]string{"Name": "web"})
 	in := instanceState(t, r, id)
+	launched()
 	if in.State.Name != ec2types.InstanceStateNamePending || *in.Placement.AvailabilityZone != "us-east-1b" || *in.Tags[0].Value != "web" {
 		t.Fatalf("new instance: %+v", in)
 	}
