@@ -467,10 +467,25 @@ func (r *upRun) precheck(ctx context.Context) error {
 		p := cloud.PlanSlot(cloud.PlanInput{InstanceID: r.me.InstanceID, AZ: r.me.AvailabilityZone, Group: r.group, Slot: spec.Slot,
 			View: view, Takeover: r.cfg.Takeover, RequireData: r.cfg.RequireData})
 		if p.Action == cloud.PlanRefuse {
-			return p.Err
+			return r.refusalOrRace(ctx, p.Err)
 		}
 	}
 	return nil
+}
+
+// refusalOrRace tells a refusal that is another instance at work from one the operator must fix: when a
+// live instance holds the group's address, the data it is making is not missing, this run lost the race
+// (exit 4); otherwise the refusal stands (exit 3).
+func (r *upRun) refusalOrRace(ctx context.Context, refusal error) error {
+	a, err := cloud.FindGroupAddress(ctx, r.clients.EC2, r.group)
+	if err != nil || a.InstanceID == "" || a.InstanceID == r.me.InstanceID {
+		return refusal
+	}
+	v, err := cloud.JudgeHolder(ctx, r.clients, a.InstanceID)
+	if err != nil || v.MayTake {
+		return refusal
+	}
+	return fail.Fenced(fmt.Sprintf("another instance holds the group's Elastic IP (%s) and is making its data: this one stops here", v.Why), refusal)
 }
 
 // fence re-checks this run's lease on the group's Elastic IP (agent/FENCING.md): every step that creates,

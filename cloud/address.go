@@ -99,6 +99,9 @@ type ClaimResult struct {
 type HolderVerdict struct {
 	MayTake bool
 	Why     string
+	// Launching: the holder is itself being launched by its group (Pending, Pending:Wait): a claimant that
+	// got there first, not an established primary. Waiting for it to let go is pointless: the race is lost.
+	Launching bool
 }
 
 // JudgeHolder decides whether the address may be taken from holder: yes when the holder is not running
@@ -107,7 +110,7 @@ type HolderVerdict struct {
 func JudgeHolder(ctx context.Context, c *Clients, holder string) (HolderVerdict, error) {
 	out, err := c.EC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{holder}})
 	if HasCode(err, CodeInstanceNotFound) {
-		return HolderVerdict{true, "holder " + holder + " no longer exists"}, nil
+		return HolderVerdict{MayTake: true, Why: "holder " + holder + " no longer exists"}, nil
 	}
 	if err != nil {
 		return HolderVerdict{}, fmt.Errorf("describe holder %s: %w", holder, err)
@@ -121,7 +124,7 @@ func JudgeHolder(ctx context.Context, c *Clients, holder string) (HolderVerdict,
 		}
 	}
 	if state != string(ec2types.InstanceStateNameRunning) && state != string(ec2types.InstanceStateNamePending) {
-		return HolderVerdict{true, fmt.Sprintf("holder %s is %s", holder, dashIfEmpty(state))}, nil
+		return HolderVerdict{MayTake: true, Why: fmt.Sprintf("holder %s is %s", holder, dashIfEmpty(state))}, nil
 	}
 	if c.AutoScaling != nil {
 		as, err := c.AutoScaling.DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{holder}})
@@ -129,12 +132,16 @@ func JudgeHolder(ctx context.Context, c *Clients, holder string) (HolderVerdict,
 			return HolderVerdict{}, fmt.Errorf("describe Auto Scaling state of holder %s: %w", holder, err)
 		}
 		for _, i := range as.AutoScalingInstances {
-			if ls := aws.ToString(i.LifecycleState); strings.HasPrefix(ls, "Terminating") {
-				return HolderVerdict{true, fmt.Sprintf("holder %s is %s in group %s", holder, ls, aws.ToString(i.AutoScalingGroupName))}, nil
+			ls, g := aws.ToString(i.LifecycleState), aws.ToString(i.AutoScalingGroupName)
+			switch {
+			case strings.HasPrefix(ls, "Terminating"):
+				return HolderVerdict{MayTake: true, Why: fmt.Sprintf("holder %s is %s in group %s", holder, ls, g)}, nil
+			case strings.HasPrefix(ls, "Pending"):
+				return HolderVerdict{Launching: true, Why: fmt.Sprintf("holder %s is %s in group %s: it is being launched too, and got the address first", holder, ls, g)}, nil
 			}
 		}
 	}
-	return HolderVerdict{false, fmt.Sprintf("holder %s is %s and not being terminated", holder, state)}, nil
+	return HolderVerdict{Why: fmt.Sprintf("holder %s is %s and not being terminated", holder, state)}, nil
 }
 
 // AddressAction is what a claim of the group's address needs next.
@@ -151,8 +158,9 @@ const (
 
 // AddressPlan is the next step of a claim and why.
 type AddressPlan struct {
-	Action AddressAction
-	Why    string // the holder's state, when another instance holds it
+	Action    AddressAction
+	Why       string // the holder's state, when another instance holds it
+	Launching bool   // AddressWait: the holder is a claimant being launched too (HolderVerdict.Launching)
 }
 
 // Reassociate reports whether the step moves an address that is associated now (AllowReassociation).
@@ -181,7 +189,7 @@ func PlanAddress(ctx context.Context, c *Clients, a Address, spec ClaimSpec) (Ad
 	case spec.Takeover:
 		return AddressPlan{Action: AddressTakeOverLive, Why: v.Why}, nil
 	}
-	return AddressPlan{Action: AddressWait, Why: v.Why}, nil
+	return AddressPlan{Action: AddressWait, Why: v.Why, Launching: v.Launching}, nil
 }
 
 // addressClaim is one run of ClaimAddress: what it has done so far.
@@ -260,6 +268,10 @@ func (cl *addressClaim) round(ctx context.Context) (bool, string, error) {
 	}
 	switch p.Action {
 	case AddressWait:
+		if p.Launching {
+			return false, "", backoff.Permanent(fail.Fenced(fmt.Sprintf("Elastic IP %s (%s) is held by another instance of the group: %s; it keeps the address",
+				a.AllocationID, a.PublicIP, p.Why), nil))
+		}
 		cl.lastWhy = p.Why
 		return false, p.Why, nil
 	case AddressTakeOver:

@@ -58,12 +58,12 @@ func Poll(ctx context.Context, log *slog.Logger, w Spec, check func(context.Cont
 	for {
 		done, progress, err := check(wctx)
 		if err != nil && (w.Transient == nil || !w.Transient(err)) {
+			if wctx.Err() != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				break // the bound ran out during the call: a timeout of this wait, not a failure of the call
+			}
 			var perm *backoff.PermanentError
 			if errors.As(err, &perm) {
 				return perm.Err
-			}
-			if wctx.Err() != nil && ctx.Err() == nil {
-				break // the bound ran out during the call
 			}
 			return err
 		}
