@@ -222,3 +222,39 @@ func (w *testRegion) stop(id string) {
 	}
 	w.waitInstanceState(id, "stopped")
 }
+
+// TestUpKeepsAddressAndDataTogether: a run that ends without the data does not keep the address. A
+// refusal it can know of beforehand (here --require-data on an empty slot) is made before the address is
+// taken; a failure after it took the address (here a device that never appears) hands the address back.
+func TestUpKeepsAddressAndDataTogether(t *testing.T) {
+	t.Parallel()
+	t.Run("refused before the address is taken", func(t *testing.T) {
+		t.Parallel()
+		w := newTestRegion(t)
+		alloc := w.allocateAddress(testGroup)
+		id := w.runInstance("us-east-1a", groupTags, true)
+		w.sim.ResetCalls()
+		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--require-data")...)
+		mustExit(t, res, fail.CodePrecondition, "--require-data")
+		if h := w.addressHolder(alloc); h != "" {
+			t.Errorf("the address went to %s although up refused", h)
+		}
+		if m := w.mutatingCalls(); len(m) != 0 {
+			t.Errorf("a refused up made mutating calls %v", m)
+		}
+	})
+	t.Run("handed back after a failure", func(t *testing.T) {
+		t.Parallel()
+		w := newTestRegion(t)
+		alloc := w.allocateAddress(testGroup)
+		id := w.runInstance("us-east-1a", groupTags, true)
+		res := w.runAgent(w.ctx(), id, map[string]string{"HANDOVER_DEV_DIR": t.TempDir()}, w.upArgs(id, "--timeout", "4s")...)
+		mustExit(t, res, fail.CodeFailed, "did not finish within --timeout")
+		if h := w.addressHolder(alloc); h != "" {
+			t.Errorf("the address stays on %s although up ended without the data", h)
+		}
+		if !strings.Contains(res.stderr, "handed back the Elastic IP") {
+			t.Errorf("the log does not say the address was handed back:\n%s", res.stderr)
+		}
+	})
+}

@@ -61,7 +61,7 @@ func (c *upConfig) register(f *flags) {
 	fs.StringVar(&c.Shape.KMSKeyID, "kms-key-id", "", "KMS key for encrypted volumes handover creates (needs --encrypted; default: the account's EBS key)")
 	fs.StringVar(&c.FS, "fs", "ext4", "filesystem to make on a volume handover created blank: ext4 or xfs")
 	fs.BoolVar(&c.RequireData, "require-data", false, "refuse to create a blank volume when the slot has no volume and no snapshot (exit 3)")
-	fs.BoolVar(&c.Takeover, "takeover", false, "take the Elastic IP from a live instance, and restore the newest snapshot when a live instance holds the volume")
+	fs.BoolVar(&c.Takeover, "takeover", false, "stop the live instance holding the Elastic IP (StopInstances with Force), then take the address and the data from it")
 	fs.StringVar(&c.NetworkInterface, "network-interface", "", "associate the Elastic IP with this network interface (eni-...) instead of the primary one")
 	fs.StringVar(&c.PrivateIP, "private-ip", "", "associate the Elastic IP with this private IPv4 address of the interface")
 	fs.StringVar(&c.LaunchHook, "launch-hook", "", "name of the group's launch lifecycle hook to heartbeat and complete")
@@ -81,7 +81,7 @@ var (
 // claimSpec is how up claims the group's address; status plans with the same spec.
 func (c *upConfig) claimSpec(group, instanceID string) cloud.ClaimSpec {
 	return cloud.ClaimSpec{Group: group, InstanceID: instanceID, NetworkInterfaceID: c.NetworkInterface, PrivateIP: c.PrivateIP,
-		Takeover: c.Takeover, Wait: c.ReleaseTimeout}
+		Takeover: c.Takeover, StopLiveHolder: c.Takeover, Wait: c.ReleaseTimeout}
 }
 
 // minSizeGiB is the smallest volume of each type; the largest sizes have grown over the years, so EBS

@@ -523,10 +523,24 @@ func TestUpElasticIP(t *testing.T) {
 			t.Errorf("a fenced up made mutating calls %v (no volume may be touched before the address is ours)", m)
 		}
 
+		// --takeover fences before it writes: the live holder is stopped (with Force) before the address moves.
+		w.sim.ResetCalls()
 		res = w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--takeover")...)
 		mustSucceed(t, res)
 		if h := w.addressHolder(alloc); h != id {
 			t.Errorf("holder %s after --takeover, want %s", h, id)
+		}
+		if !w.isStopped(live) {
+			t.Errorf("the live holder %s was not stopped by --takeover", live)
+		}
+		var order []string
+		for _, c := range w.sim.Calls() {
+			if c.Mutating && c.Code == "" && c.Caller == "AKID"+strings.ReplaceAll(id, "-", "") {
+				order = append(order, c.Action)
+			}
+		}
+		if len(order) < 2 || order[0] != "StopInstances" {
+			t.Errorf("--takeover's mutating calls %v: want StopInstances first, before the address or a volume is touched", order)
 		}
 	})
 	t.Run("several tagged", func(t *testing.T) {

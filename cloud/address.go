@@ -78,6 +78,9 @@ type ClaimSpec struct {
 	TakeoverFlag string
 	// Wait bounds how long to wait for a live holder to let go before giving up (exit 4).
 	Wait time.Duration
+	// StopLiveHolder fences a live holder before a Takeover: it is stopped (StopInstances with Force) and
+	// the address taken only once it is stopped, so that it can no longer write (up --takeover).
+	StopLiveHolder bool
 }
 
 func (s ClaimSpec) takeoverFlag() string {
@@ -277,6 +280,9 @@ func (cl *addressClaim) round(ctx context.Context) (bool, string, error) {
 	case AddressTakeOver:
 		cl.log.Info("taking over the address", logkey.Allocation, a.AllocationID, logkey.PublicIP, a.PublicIP, logkey.Reason, p.Why)
 	case AddressTakeOverLive:
+		if cl.spec.StopLiveHolder {
+			return false, "stopping " + a.InstanceID + " before taking the address", cl.stopHolder(ctx, a.InstanceID, p.Why)
+		}
 		cl.log.Warn("taking over the address from a live holder", logkey.Allocation, a.AllocationID, logkey.PublicIP, a.PublicIP, logkey.Reason, p.Why, "because", cl.spec.takeoverFlag())
 	}
 	if p.Action == AddressTakeOver || p.Action == AddressTakeOverLive {
@@ -324,4 +330,18 @@ func (cl *addressClaim) swap(ctx context.Context, a Address, p AddressPlan) (boo
 	}
 	cl.log.Info("associated", logkey.Allocation, a.AllocationID, logkey.PublicIP, a.PublicIP, "association_id", cl.res.Lease.AssociationID)
 	return true, "", nil
+}
+
+// stopHolder fences a live holder before a takeover: StopInstances with Force (no clean shutdown: the
+// holder is presumed hung, and its writes must stop now), then the next rounds wait for it to be stopped,
+// when it is a leaving holder and the address is taken by compare-and-swap.
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_StopInstances.html
+func (cl *addressClaim) stopHolder(ctx context.Context, holder, why string) error {
+	cl.log.Warn("stopping the live holder before taking the address over", logkey.Instance, holder, logkey.Reason, why, "because", cl.spec.takeoverFlag())
+	_, err := cl.c.EC2.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{holder}, Force: aws.Bool(true)})
+	if err != nil && !HasCode(err, CodeIncorrectInstanceSt) {
+		return backoff.Permanent(fmt.Errorf("stop %s before taking the address over (%s): %w", holder, cl.spec.takeoverFlag(), err))
+	}
+	cl.lastWhy = "waiting for " + holder + " to stop"
+	return nil
 }
