@@ -24,6 +24,8 @@ const (
 	codeAllocationNotFound   = "InvalidAllocationID.NotFound"
 	CodeAssociationNotFound  = "InvalidAssociationID.NotFound"
 	codeAlreadyAssociated    = "Resource.AlreadyAssociated"
+	codeSnapshotRateExceeded = "SnapshotCreationPerVolumeRateExceeded" // 15 s between snapshots of one volume
+	codeConcurrentSnapshots  = "ConcurrentSnapshotLimitExceeded"       // one pending snapshot at a time (st1, sc1)
 	codeIdempotentMismatch   = "IdempotentParameterMismatch"
 	CodeIncorrectInstanceSt  = "IncorrectInstanceState"
 	codeValidationError      = "ValidationError" // Auto Scaling, e.g. no active lifecycle action

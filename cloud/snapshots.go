@@ -10,8 +10,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/cenkalti/backoff/v4"
 
 	"github.com/handover/handover/internal/logkey"
+	"github.com/handover/handover/internal/wait"
 )
 
 // Snapshot states, as Snapshot.State holds them.
@@ -53,12 +55,30 @@ func (r SnapshotRequest) tags() map[string]string {
 // earlier snapshot by description (FindSnapshotOf) before it asks for a new one, and the answer is the
 // verification (a snapshot ID in the pending state; WaitSnapshotCompleted waits for the rest).
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateSnapshot.html
+//
+// EBS refuses a snapshot of a volume less than 15 s after the last one (SnapshotCreationPerVolumeRateExceeded)
+// and a second pending snapshot of an st1 or sc1 volume (ConcurrentSnapshotLimitExceeded); the SDK does not
+// retry either, and down's final snapshot often follows the periodic one closely, so both are retried (1 s
+// doubling to 5 s) until ctx ends. https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html
 func CreateSnapshot(ctx context.Context, c EC2, r SnapshotRequest) (Snapshot, error) {
-	out, err := c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{
+	in := &ec2.CreateSnapshotInput{
 		VolumeId:          aws.String(r.Volume.ID),
 		Description:       aws.String(r.Description),
 		TagSpecifications: TagSpec(ec2types.ResourceTypeSnapshot, r.tags()),
-	})
+	}
+	var out *ec2.CreateSnapshotOutput
+	err := Poll(ctx, nopLogger, wait.Spec{What: "CreateSnapshot of " + r.Volume.ID, Bound: time.Until(wait.Deadline(ctx)), Initial: time.Second, Max: 5 * time.Second},
+		func(ctx context.Context) (bool, string, error) {
+			o, err := c.CreateSnapshot(ctx, in)
+			switch {
+			case HasCode(err, codeSnapshotRateExceeded, codeConcurrentSnapshots):
+				return false, errorCode(err), nil
+			case err != nil:
+				return false, "", backoff.Permanent(err)
+			}
+			out = o
+			return true, "", nil
+		})
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("create snapshot of %s: %w", r.Volume.ID, err)
 	}
