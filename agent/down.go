@@ -489,7 +489,7 @@ func (r *downRun) sync(ctx context.Context) error { return r.in.host.Sync(ctx, r
 
 // snapshot keeps each slot's data still and snapshots it (snapshotStill, shared with `handover snapshot`).
 func (r *downRun) snapshot(ctx context.Context) error {
-	st := stillness{Release: r.cfg.Release, FreezeTimeout: r.cfg.FreezeTimeout, PreStop: r.cfg.PreStop != "", PreStopErr: r.rep.PreStopErr, Rerun: "down"}
+	st := stillness{Release: r.cfg.Release, FreezeTimeout: r.cfg.FreezeTimeout, PreStop: r.cfg.PreStop != "", PreStopErr: r.rep.PreStopErr, Rerun: "down", Final: true}
 	return r.in.snapshotStill(ctx, r.log, r.slots, st, r.describe)
 }
 

@@ -87,6 +87,10 @@ type stillness struct {
 	PreStop       bool   // a pre-stop command was configured
 	PreStopErr    error  // and how it ended
 	Rerun         string // what to tell the operator to rerun when a snapshot fails ("down", "snapshot")
+	// Final: the snapshot is the hand-over's (down). One of a volume that is unmounted (or not mounted)
+	// carries every write the volume will ever get before it is detached, and is tagged handover:final, so
+	// that up restores it instead of snapshotting the volume again.
+	Final bool
 }
 
 // consistent reports whether a snapshot may be tagged consistent: the service was stopped by the pre-stop
@@ -176,7 +180,9 @@ func (in *thisInstance) snapshotWhileStill(ctx context.Context, log *slog.Logger
 				s.Still = "frozen"
 			}
 			s.Consistent = st.consistent(s.Still != "")
-			snap, err := cloud.CreateSnapshot(ctx, in.clients.EC2, in.snapshotRequest(s, s.Consistent, describe))
+			req := in.snapshotRequest(s, s.Consistent, describe)
+			req.Final = st.Final && (s.Still == "unmounted" || s.Still == "not mounted")
+			snap, err := cloud.CreateSnapshot(ctx, in.clients.EC2, req)
 			if err != nil {
 				bound := ""
 				if errors.Is(err, context.DeadlineExceeded) && len(toFreeze) > 0 {

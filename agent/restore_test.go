@@ -38,6 +38,12 @@ func snap(id, state string, gen int, consistent bool, minutes int) cloud.Snapsho
 		StartTime: t0.Add(time.Duration(minutes) * time.Minute), Progress: "100%"}
 }
 
+// final marks a snapshot as the final one of volume: it holds every write the volume got.
+func final(s cloud.Snapshot, volume string) cloud.Snapshot {
+	s.Final, s.SourceVolume = true, volume
+	return s
+}
+
 func TestPlanSlot(t *testing.T) {
 	t.Parallel()
 	running := cloud.Holder{ID: other, State: "running", ASGState: "InService"}
@@ -52,6 +58,8 @@ func TestPlanSlot(t *testing.T) {
 		takeover    bool
 		requireData bool
 		minGen      int
+		stuck       bool // the leaving holder did not let go within --release-timeout
+		orphanFail  bool // snapshotting the orphaned newest volume failed: the ranking of older snapshots decides
 		want        cloud.PlanAction
 		wantVol     string
 		wantSnap    string
@@ -78,42 +86,52 @@ func TestPlanSlot(t *testing.T) {
 			snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanWaitHolder, wantVol: "vol-1", wantLive: true},
 		{name: "this AZ, live holder, --takeover restores instead", vols: []cloud.Volume{vol("vol-1", here, "", 3, att(other, "attached"))}, holders: []cloud.Holder{running},
 			snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, takeover: true, want: cloud.PlanRestore, wantSnap: "snap-1", wantGen: 4, wantInWhy: "--takeover"},
-		{name: "other AZ, available: restore", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
-			snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanRestore, wantSnap: "snap-1", wantGen: 4},
-		{name: "other AZ, no snapshot", vols: []cloud.Volume{vol("vol-1", there, "available", 1)}, want: cloud.PlanRefuse, wantCode: fail.CodePrecondition, wantInWhy: "no completed snapshot"},
+		{name: "other AZ, available, with its final snapshot: restore it", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+			snaps: []cloud.Snapshot{final(snap("snap-1", "completed", 3, true, 0), "vol-1")}, want: cloud.PlanRestore, wantSnap: "snap-1", wantGen: 4, wantInWhy: "holds every write"},
+		{name: "other AZ, available, its final snapshot pending: wait for it", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+			snaps: []cloud.Snapshot{final(snap("snap-2", "pending", 3, true, 10), "vol-1"), snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanWaitSnapshot, wantSnap: "snap-2"},
+		{name: "other AZ, available, no snapshot of its last writes: snapshot the orphan, never restore older data", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+			snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanSnapshotOrphan, wantVol: "vol-1"},
+		{name: "other AZ, no snapshot: snapshot the orphan", vols: []cloud.Volume{vol("vol-1", there, "available", 1)}, want: cloud.PlanSnapshotOrphan, wantVol: "vol-1"},
+		{name: "other AZ, no snapshot, snapshotting it failed", vols: []cloud.Volume{vol("vol-1", there, "available", 1)}, orphanFail: true,
+			want: cloud.PlanRefuse, wantCode: fail.CodePrecondition, wantInWhy: "no completed snapshot"},
+		{name: "other AZ, its holder stuck on its way out: snapshot it where it is", vols: []cloud.Volume{vol("vol-1", there, "", 3, att(other, "attached"))},
+			holders: []cloud.Holder{shuttingDown}, stuck: true, snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanSnapshotOrphan, wantVol: "vol-1"},
+		{name: "this AZ, its holder stuck on its way out: force the detach", vols: []cloud.Volume{vol("vol-1", here, "", 3, att(other, "attached"))},
+			holders: []cloud.Holder{shuttingDown}, stuck: true, want: cloud.PlanForceDetach, wantVol: "vol-1"},
 		{name: "other AZ, held by an instance being terminated: its final snapshot may come", vols: []cloud.Volume{vol("vol-1", there, "", 3, att(other, "attached"))},
 			holders: []cloud.Holder{leavingASG}, snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanWaitHolder, wantVol: "vol-1"},
-		{name: "other AZ, held by a stopped instance: restore, say what stays behind", vols: []cloud.Volume{vol("vol-1", there, "", 3, att(other, "attached"))},
-			holders: []cloud.Holder{stopped}, snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanRestore, wantSnap: "snap-1", wantInWhy: "stopped"},
+		{name: "other AZ, held by a stopped instance: snapshot it where it is", vols: []cloud.Volume{vol("vol-1", there, "", 3, att(other, "attached"))},
+			holders: []cloud.Holder{stopped}, snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanSnapshotOrphan, wantVol: "vol-1"},
 		{name: "other AZ, held by a live instance", vols: []cloud.Volume{vol("vol-1", there, "", 3, att(other, "attached"))},
 			holders: []cloud.Holder{running}, snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanWaitHolder, wantLive: true},
-		{name: "newest snapshot pending: wait for it", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+		{name: "newest snapshot pending: wait for it", orphanFail: true, vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
 			snaps: []cloud.Snapshot{snap("snap-new", "pending", 3, true, 10), snap("snap-old", "completed", 3, true, 0)}, want: cloud.PlanWaitSnapshot, wantSnap: "snap-new"},
-		{name: "newest snapshot failed: the next one", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+		{name: "newest snapshot failed: the next one", orphanFail: true, vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
 			snaps: []cloud.Snapshot{snap("snap-bad", "error", 3, true, 10), snap("snap-old", "completed", 3, true, 0)}, want: cloud.PlanRestore, wantSnap: "snap-old", wantGen: 4,
 			wantInWhy: "newer snapshot snap-bad"},
-		{name: "a newer crash-consistent snapshot beats an older consistent one: no write is dropped", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+		{name: "a newer crash-consistent snapshot beats an older consistent one: no write is dropped", orphanFail: true, vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
 			snaps: []cloud.Snapshot{snap("snap-crash", "completed", 3, false, 10), snap("snap-cons", "completed", 3, true, 0)},
 			want:  cloud.PlanRestore, wantSnap: "snap-crash", wantInWhy: "crash-consistent"},
-		{name: "taken at the same instant: consistent wins", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+		{name: "taken at the same instant: consistent wins", orphanFail: true, vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
 			snaps: []cloud.Snapshot{snap("snap-crash", "completed", 3, false, 10), snap("snap-cons", "completed", 3, true, 10)},
 			want:  cloud.PlanRestore, wantSnap: "snap-cons"},
-		{name: "a newer generation beats consistency", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+		{name: "a newer generation beats consistency", orphanFail: true, vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
 			snaps: []cloud.Snapshot{snap("snap-g3", "completed", 3, false, 10), snap("snap-g2", "completed", 2, true, 20)},
 			want:  cloud.PlanRestore, wantSnap: "snap-g3"},
-		{name: "a newer pending crash-consistent snapshot is waited for rather than restoring older data", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+		{name: "a newer pending crash-consistent snapshot is waited for rather than restoring older data", orphanFail: true, vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
 			snaps: []cloud.Snapshot{snap("snap-crash", "pending", 3, false, 10), snap("snap-cons", "completed", 3, true, 0)},
 			want:  cloud.PlanWaitSnapshot, wantSnap: "snap-crash"},
 		{name: "snapshot newer than every volume: that volume was deleted", vols: []cloud.Volume{vol("vol-old", here, "available", 2)},
 			snaps: []cloud.Snapshot{snap("snap-g3", "completed", 3, true, 10)}, want: cloud.PlanRestore, wantSnap: "snap-g3", wantGen: 4},
 		{name: "only failed snapshots", snaps: []cloud.Snapshot{snap("snap-bad", "error", 1, true, 0)}, want: cloud.PlanRefuse, wantCode: fail.CodePrecondition, wantInWhy: "snap-bad"},
-		{name: "a volume in error is never live", vols: []cloud.Volume{vol("vol-bad", here, "error", 4), vol("vol-1", there, "available", 3)},
+		{name: "a volume in error is never live", orphanFail: true, vols: []cloud.Volume{vol("vol-bad", here, "error", 4), vol("vol-1", there, "available", 3)},
 			snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, want: cloud.PlanRestore, wantSnap: "snap-1", wantGen: 5},
 		{name: "same generation twice: the one attached here wins", vols: []cloud.Volume{vol("vol-a", there, "available", 3), vol("vol-b", here, "", 3, att(me, "attached"))},
 			want: cloud.PlanDone, wantVol: "vol-b"},
-		{name: "the newest volume was never snapshotted: restore the older generation, say what is lost", vols: []cloud.Volume{vol("vol-2", there, "available", 4)},
-			snaps: []cloud.Snapshot{snap("snap-g3", "completed", 3, true, 0)}, want: cloud.PlanRestore, wantSnap: "snap-g3", wantGen: 5, wantInWhy: "no snapshot of its own"},
-		{name: "a spent generation is skipped", vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
+		{name: "the newest volume could not be snapshotted: restore the older generation, say loudly what is lost", vols: []cloud.Volume{vol("vol-2", there, "available", 4)},
+			snaps: []cloud.Snapshot{snap("snap-g3", "completed", 3, true, 0)}, orphanFail: true, want: cloud.PlanRestore, wantSnap: "snap-g3", wantGen: 5, wantInWhy: "DATA LOSS"},
+		{name: "a spent generation is skipped", orphanFail: true, vols: []cloud.Volume{vol("vol-1", there, "available", 3)},
 			snaps: []cloud.Snapshot{snap("snap-1", "completed", 3, true, 0)}, minGen: 5, want: cloud.PlanRestore, wantGen: 5},
 	}
 	for _, tc := range tests {
@@ -123,7 +141,7 @@ func TestPlanSlot(t *testing.T) {
 				view.Holders[h.ID] = h
 			}
 			p := cloud.PlanSlot(cloud.PlanInput{InstanceID: me, AZ: here, Group: "g", Slot: "data", View: view,
-				Takeover: tc.takeover, RequireData: tc.requireData, MinGeneration: tc.minGen})
+				Takeover: tc.takeover, RequireData: tc.requireData, MinGeneration: tc.minGen, HolderStuck: tc.stuck, OrphanFailed: tc.orphanFail})
 			if p.Action != tc.want {
 				t.Fatalf("action %s, want %s (why: %s; err: %v)", p.Action, tc.want, p.Why, p.Err)
 			}

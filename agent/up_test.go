@@ -144,6 +144,12 @@ func (w *testRegion) snapshot(volumeID string, generation int, consistent, wait 
 	if consistent {
 		tags[cloud.TagConsistent] = "true"
 	}
+	// The tests take a consistent snapshot once nothing writes to the volume any more: it holds every
+	// write, as down's final snapshot does (a periodic one, taken while the service runs, is not final:
+	// handover snapshot makes those).
+	if consistent {
+		tags[cloud.TagFinal] = "true"
+	}
 	out, err := w.ec2.CreateSnapshot(w.ctx(), &ec2.CreateSnapshotInput{
 		VolumeId: aws.String(volumeID), TagSpecifications: cloud.TagSpec(ec2types.ResourceTypeSnapshot, tags),
 	})
@@ -1088,7 +1094,9 @@ func TestUpDeleteSuperseded(t *testing.T) {
 	if v, ok := left[kept]; !ok || tagOf(v.Tags, cloud.TagSuperseded) != "true" || len(v.Attachments) != 1 {
 		t.Errorf("generation 2 %s, attached to stopped %s: present %v, tags %v; want kept, attached and tagged superseded", kept, stopped, ok, cloud.TagMap(v.Tags))
 	}
-	if len(left) != 2 || !strings.Contains(res.stdout, "restored from "+snap) || !strings.Contains(res.stderr, "stays attached to stopped") {
+	// The snapshot of the stopped instance's volume is final (taken with nothing writing): it holds every
+	// write, so the restore loses nothing and nothing needs saying about the volume that stays behind.
+	if len(left) != 2 || !strings.Contains(res.stdout, "restored from "+snap) {
 		t.Errorf("volumes left %d, want the restore and %s\nstdout:\n%s\nstderr:\n%s", len(left), kept, res.stdout, res.stderr)
 	}
 }
@@ -1223,32 +1231,39 @@ func TestUpElasticIPVerifyToleratesAStaleDescribe(t *testing.T) {
 	}
 }
 
-// TestUpDeleteSupersededKeepsNewerData: the slot's newest volume (generation 2, detached in the other AZ)
-// was never snapshotted, so up restores generation 1's snapshot and warns that generation 2's writes are
-// not carried over. --delete-superseded must then not delete generation 2: it is the only copy of them.
-func TestUpDeleteSupersededKeepsNewerData(t *testing.T) {
+// TestUpSnapshotsTheOrphanInsteadOfRestoringOlderData: the slot's newest volume (generation 2, detached in
+// the other AZ, its instance gone without down) was never snapshotted. up does not restore generation 1's
+// snapshot and drop generation 2's writes: it snapshots generation 2 where it is (crash-consistent, final),
+// restores that, and says so; --delete-superseded may then delete both old volumes, for the restore holds
+// all they held.
+func TestUpSnapshotsTheOrphanInsteadOfRestoringOlderData(t *testing.T) {
 	t.Parallel()
 	w := newTestRegion(t)
 	w.allocateAddress(testGroup)
 	old := w.createSlotVolume("us-east-1a", 1, nil)
-	snap := w.snapshot(old, 1, true, true)
+	periodic := w.snapshot(old, 1, false, true) // a periodic snapshot: not final
 	newer := w.createSlotVolume("us-east-1a", 2, nil)
 
 	id := w.runInstance("us-east-1b", groupTags, true)
 	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--delete-superseded")...)
 	mustSucceed(t, res)
-	if !strings.Contains(res.stdout, "restored from "+snap) {
-		t.Fatalf("summary:\n%s", res.stdout)
-	}
-	left := map[string]bool{}
+	var restored ec2types.Volume
 	for _, v := range w.slotVolumes() {
-		left[aws.ToString(v.VolumeId)] = true
+		if aws.ToString(v.AvailabilityZone) == "us-east-1b" {
+			restored = v
+		}
 	}
-	if !left[newer] {
-		t.Errorf("generation 2 %s, newer than the snapshot restored and never snapshotted, was deleted", newer)
+	from := aws.ToString(restored.SnapshotId)
+	if from == "" || from == periodic {
+		t.Fatalf("restored from %q, want a new snapshot of %s (not the older %s)\n%s", from, newer, periodic, res.stdout)
 	}
-	if left[old] {
-		t.Errorf("generation 1 %s, the restored snapshot's source, was not deleted", old)
+	out, err := w.ec2.DescribeSnapshots(w.ctx(), &ec2.DescribeSnapshotsInput{SnapshotIds: []string{from}})
+	if err != nil || len(out.Snapshots) != 1 || aws.ToString(out.Snapshots[0].VolumeId) != newer ||
+		tagOf(out.Snapshots[0].Tags, cloud.TagFinal) != "true" || tagOf(out.Snapshots[0].Tags, cloud.TagConsistent) == "true" {
+		t.Fatalf("the restored snapshot %s: %+v, %v; want a final, crash-consistent snapshot of %s", from, out, err, newer)
+	}
+	if !strings.Contains(res.stderr, "snapshotted it where it is") {
+		t.Errorf("up does not say it snapshotted the orphan:\n%s", res.stderr)
 	}
 }
 

@@ -148,13 +148,15 @@ const (
 	PlanWaitSnapshot                    // the best snapshot is still pending: wait rather than restore older data
 	PlanRestore                         // create a volume here from the best snapshot
 	PlanBlank                           // first boot: create a blank volume here
+	PlanSnapshotOrphan                  // the newest volume is elsewhere and no snapshot has its last writes: snapshot it first
+	PlanForceDetach                     // its holder is stuck leaving in this AZ past the bound: force the detach
 	PlanRefuse                          // nothing safe to do; Err says what to fix
 )
 
 var planNames = map[PlanAction]string{
 	PlanDone: "done", PlanAttach: "attach", PlanWaitVolume: "wait-volume", PlanWaitHolder: "wait-holder",
 	PlanDetachStopped: "detach-stopped", PlanWaitSnapshot: "wait-snapshot", PlanRestore: "restore",
-	PlanBlank: "create-blank", PlanRefuse: "refuse",
+	PlanBlank: "create-blank", PlanRefuse: "refuse", PlanSnapshotOrphan: "snapshot-orphan", PlanForceDetach: "force-detach",
 }
 
 func (a PlanAction) String() string { return planNames[a] }
@@ -191,6 +193,12 @@ type PlanInput struct {
 	RequireData    bool
 	// MinGeneration skips generations whose ClientToken was already spent with other parameters.
 	MinGeneration int
+	// HolderStuck: the leaving instance holding the newest volume did not let go within --release-timeout:
+	// recover without it (force the detach in this AZ, snapshot the volume where it is otherwise).
+	HolderStuck bool
+	// OrphanFailed: snapshotting the orphaned newest volume failed or did not complete within the bound:
+	// restore the newest older snapshot, with a loud warning of what is lost.
+	OrphanFailed bool
 }
 
 // liveVolume picks the slot's live volume: the newest generation, preferring one attached here, then
@@ -279,6 +287,7 @@ func PlanSlot(in PlanInput) SlotPlan {
 		haveLive = false
 	}
 	var warn string
+	orphan := false // the newest volume is in another AZ and gets no more writes: its data must come here
 	if haveLive {
 		var att *Attachment
 		for i := range live.Attachments {
@@ -294,6 +303,8 @@ func PlanSlot(in PlanInput) SlotPlan {
 				p.Action, p.Why = PlanWaitVolume, fmt.Sprintf("%s is %s here", live.ID, att.State)
 			}
 			return p
+		case att == nil && live.AZ != in.AZ:
+			orphan = live.State == string(ec2types.VolumeStateAvailable)
 		case att == nil && live.AZ == in.AZ:
 			switch live.State {
 			case string(ec2types.VolumeStateAvailable):
@@ -309,12 +320,19 @@ func PlanSlot(in PlanInput) SlotPlan {
 			}
 			p.Holder = h
 			sameAZ := live.AZ == in.AZ
+			leaving := att.State == string(ec2types.VolumeAttachmentStateDetaching) || h.leaving()
 			switch {
+			case leaving && sameAZ && in.HolderStuck:
+				p.Action = PlanForceDetach
+				p.Why = fmt.Sprintf("%s is still attached to %s, which has been on its way out for all of --release-timeout: force the detach and attach it here", live.ID, h)
+				return p
 			case att.State == string(ec2types.VolumeAttachmentStateDetaching) && sameAZ:
 				p.Action, p.Why = PlanWaitVolume, fmt.Sprintf("%s is detaching from %s", live.ID, h)
 				return p
-			case att.State == string(ec2types.VolumeAttachmentStateDetaching) || h.leaving():
-				// In another AZ, the leaving instance's `down` may still be taking the final snapshot.
+			case leaving && in.HolderStuck:
+				orphan = true // snapshot it where it is: a volume attached to a dying instance can be snapshotted
+			case leaving:
+				// The leaving instance's down is taking the final snapshot and will detach the volume.
 				p.Action = PlanWaitHolder
 				p.Why = fmt.Sprintf("%s (generation %d, %s) is still attached to %s, which is on its way out: waiting for it to be released", live.ID, live.Generation, live.AZ, h)
 				return p
@@ -322,7 +340,7 @@ func PlanSlot(in PlanInput) SlotPlan {
 				p.Action, p.Why = PlanDetachStopped, fmt.Sprintf("%s is attached to %s, which is stopped: detach it and attach it here", live.ID, h)
 				return p
 			case h.stopped():
-				warn = fmt.Sprintf("%s (generation %d) stays attached to stopped %s in %s: what was written to it after the snapshot restored here is not carried over", live.ID, live.Generation, h, live.AZ)
+				orphan = true
 			case in.Takeover:
 				warn = fmt.Sprintf("--takeover: %s (generation %d) stays with live %s in %s; what it writes after the snapshot restored here is lost", live.ID, live.Generation, h, live.AZ)
 			default:
@@ -335,6 +353,10 @@ func PlanSlot(in PlanInput) SlotPlan {
 	}
 
 	next := nextGeneration(v, in.MinGeneration)
+	if len(usable) == 0 && orphan && !in.OrphanFailed {
+		return SlotPlan{Action: PlanSnapshotOrphan, Volume: live, Generation: next,
+			Why: fmt.Sprintf("the newest volume %s (generation %d) is in %s with no snapshot: snapshot it, then restore that here", live.ID, live.Generation, live.AZ)}
+	}
 	if len(usable) == 0 {
 		switch {
 		case haveLive:
@@ -357,6 +379,11 @@ func PlanSlot(in PlanInput) SlotPlan {
 		return SlotPlan{Action: PlanBlank, Generation: next,
 			Why: fmt.Sprintf("slot %s has no volume and no snapshot: first boot, create a blank volume (generation %d)", in.Slot, next)}
 	}
+	if orphan {
+		if p, ok := planOrphan(in, live, usable, next); ok {
+			return p
+		}
+	}
 	best := usable[0]
 	p := SlotPlan{Snapshot: best, Generation: next, Warn: warn}
 	if haveLive {
@@ -376,9 +403,9 @@ func PlanSlot(in PlanInput) SlotPlan {
 	if haveLive && live.AZ != in.AZ {
 		p.Why += fmt.Sprintf("; the newest volume %s is in %s", live.ID, live.AZ)
 	}
-	if haveLive && best.Generation < live.Generation {
-		p.Warn = joinWarn(p.Warn, fmt.Sprintf("the newest volume %s (generation %d) has no snapshot of its own: what was written to it since it was made is not in this restore of generation %d",
-			live.ID, live.Generation, best.Generation))
+	if haveLive && (best.Generation < live.Generation || orphan) {
+		p.Warn = joinWarn(p.Warn, fmt.Sprintf("DATA LOSS: the newest volume %s (generation %d, %s) could not be snapshotted; restoring %s taken %s: every write since then is not here (the volume still holds them: snapshot it and restore that when its zone answers)",
+			live.ID, live.Generation, live.AZ, best.ID, best.StartTime.UTC().Format(time.RFC3339)))
 	}
 	for _, f := range failed {
 		// rankSnapshots' order: a failed snapshot of a newer generation, or of the same one taken later,
@@ -397,6 +424,42 @@ func PlanSlot(in PlanInput) SlotPlan {
 		p.Warn = joinWarn(p.Warn, fmt.Sprintf("snapshot %s is crash-consistent (taken without the service stopped or the filesystem frozen): the filesystem replays its journal and the service recovers as after a power loss", best.ID))
 	}
 	return p
+}
+
+// planOrphan decides for a newest volume that is in another AZ and gets no more writes (detached, or
+// attached to a stopped or stuck instance): restore the snapshot that holds all its writes (a final one),
+// waiting for it while it is pending; without one, snapshot the volume first. Restoring an older snapshot
+// silently would lose the writes since it; only when snapshotting the orphan failed does the plan fall
+// back to it (ok false), and then it warns loudly.
+func planOrphan(in PlanInput, live Volume, usable []Snapshot, next int) (SlotPlan, bool) {
+	for _, s := range usable {
+		if s.SourceVolume != live.ID || !s.Final || s.Generation != live.Generation {
+			continue
+		}
+		p := SlotPlan{Volume: live, Snapshot: s, Generation: next}
+		if s.State != string(ec2types.SnapshotStateCompleted) {
+			p.Action = PlanWaitSnapshot
+			p.Why = fmt.Sprintf("the newest snapshot %s (the final one of %s, generation %d) is %s at %s: waiting for it rather than restoring older data",
+				s.ID, live.ID, s.Generation, s.State, dashIfEmpty(s.Progress))
+			return p, true
+		}
+		p.Action = PlanRestore
+		kind := "crash-consistent"
+		if s.Consistent {
+			kind = "consistent"
+		}
+		p.Why = fmt.Sprintf("restore %s snapshot %s (generation %d, %s) into a new volume in %s (generation %d): the final snapshot of %s (%s), it holds every write",
+			kind, s.ID, s.Generation, s.StartTime.UTC().Format(time.RFC3339), in.AZ, next, live.ID, live.AZ)
+		if !s.Consistent {
+			p.Warn = fmt.Sprintf("snapshot %s is crash-consistent (taken of a volume that was not cleanly released): the filesystem replays its journal and the service recovers as after a power loss", s.ID)
+		}
+		return p, true
+	}
+	if !in.OrphanFailed {
+		return SlotPlan{Action: PlanSnapshotOrphan, Volume: live, Generation: next,
+			Why: fmt.Sprintf("the newest volume %s (generation %d, %s) gets no more writes and no snapshot holds its last ones: snapshot it, then restore that here", live.ID, live.Generation, live.AZ)}, true
+	}
+	return SlotPlan{}, false
 }
 
 func joinWarn(a, b string) string {
@@ -489,6 +552,8 @@ type SlotRun struct {
 	Epoch string
 
 	created      Volume // the one volume this run may create for the slot (bounded by construction)
+	holderStuck  bool   // the leaving holder did not let go within ReleaseTimeout
+	orphanFailed bool   // snapshotting the orphaned newest volume failed or timed out
 	minGen       int
 	holdDeadline time.Time // when waiting for other instances to let go gives up
 	view         SlotView  // the last observation
@@ -504,7 +569,8 @@ const (
 
 func (s *SlotRun) input() PlanInput {
 	return PlanInput{InstanceID: s.InstanceID, AZ: s.Az, Group: s.Group, Slot: s.Slot, View: s.view,
-		Takeover: s.Takeover, RequireData: s.RequireData, MinGeneration: s.minGen}
+		Takeover: s.Takeover, RequireData: s.RequireData, MinGeneration: s.minGen,
+		HolderStuck: s.holderStuck, OrphanFailed: s.orphanFailed}
 }
 
 func (s *SlotRun) observe(ctx context.Context) (SlotPlan, error) {
@@ -593,6 +659,10 @@ func (s *SlotRun) act(ctx context.Context, p SlotPlan) (next *SlotPlan, done boo
 		return nil, false, WaitSnapshot(ctx, s.Log, s.C.EC2, p.Snapshot.ID)
 	case PlanRestore, PlanBlank:
 		return nil, false, s.make(ctx, p)
+	case PlanSnapshotOrphan:
+		return nil, false, s.snapshotOrphan(ctx, p.Volume)
+	case PlanForceDetach:
+		return nil, false, s.forceDetach(ctx, p.Volume, p.Holder)
 	}
 	return nil, true, fmt.Errorf("slot %s: no action for plan %s", s.Slot, p.Action)
 }
@@ -649,6 +719,56 @@ func (s *SlotRun) make(ctx context.Context, p SlotPlan) error {
 	return waitVolume(ctx, s.Log, s.C.EC2, id, "available", func(v Volume) bool {
 		return v.State == string(ec2types.VolumeStateCreating)
 	})
+}
+
+// orphanBound is how long up waits for its snapshot of an orphaned volume before it falls back to the
+// newest older snapshot (and says what that loses). EBS snapshots of a volume whose earlier snapshot
+// exists are incremental and take seconds to minutes.
+const orphanBound = 15 * time.Minute
+
+// snapshotOrphan snapshots the newest volume where it is (detached, or attached to a stopped or stuck
+// instance): crash-consistent, final (no more writes reach it), tagged like down's, so that the restore
+// carries every write. It waits for the snapshot; a failure or a snapshot that does not complete within
+// orphanBound makes the plan fall back to the newest older snapshot.
+func (s *SlotRun) snapshotOrphan(ctx context.Context, v Volume) error {
+	if err := s.fence(ctx); err != nil {
+		return err
+	}
+	holder := ""
+	for _, a := range v.Attachments {
+		holder = a.InstanceID
+	}
+	snap, err := CreateSnapshot(ctx, s.C.EC2, SnapshotRequest{Group: s.Group, Slot: s.Slot, Volume: v, InstanceID: holder, Final: true, Epoch: s.Epoch,
+		Description: fmt.Sprintf("handover up on %s: the orphaned newest volume %s of %s/%s", s.InstanceID, v.ID, s.Group, s.Slot)})
+	if err == nil {
+		s.Log.Warn("the newest volume had no snapshot of its last writes: snapshotted it where it is (crash-consistent)", logkey.Step, "volume",
+			logkey.Volume, v.ID, logkey.Snapshot, snap.ID, logkey.AZ, v.AZ)
+		wctx, cancel := context.WithTimeout(ctx, orphanBound)
+		err = WaitSnapshotCompleted(wctx, s.Log, s.C.EC2, snap.ID, orphanBound)
+		cancel()
+	}
+	if err != nil && ctx.Err() == nil {
+		s.Log.Error("could not snapshot the orphaned newest volume: falling back to the newest older snapshot", logkey.Step, "volume", logkey.Volume, v.ID, logkey.Error, err.Error())
+		s.orphanFailed = true
+		return nil
+	}
+	return err
+}
+
+// forceDetach detaches the newest volume from a holder in this AZ that has been on its way out for all of
+// ReleaseTimeout (terminating, shutting down for good): DetachVolume with Force, the last resort EBS
+// offers for a stuck attachment; the holder is fenced already (it is leaving, and this run holds the
+// lease). https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DetachVolume.html
+func (s *SlotRun) forceDetach(ctx context.Context, v Volume, h Holder) error {
+	if err := s.fence(ctx); err != nil {
+		return err
+	}
+	s.Log.Warn("forcing the detach of the newest volume from its stuck holder", logkey.Step, "volume", logkey.Volume, v.ID, logkey.Instance, h.ID, logkey.State, h.String())
+	_, err := s.C.EC2.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(v.ID), InstanceId: aws.String(h.ID), Force: aws.Bool(true)})
+	if err != nil && !HasCode(err, CodeIncorrectState, CodeAttachmentNotFound) {
+		return fmt.Errorf("force the detach of %s from %s: %w", v.ID, h.ID, err)
+	}
+	return waitVolume(ctx, s.Log, s.C.EC2, v.ID, "detached", func(v Volume) bool { return len(v.Attachments) > 0 })
 }
 
 // fence re-checks the lease, when the run has one.
@@ -759,8 +879,11 @@ func (s *SlotRun) waitHolder(ctx context.Context, p SlotPlan) (SlotPlan, error) 
 			return SlotPlan{}, fail.Fenced(fmt.Sprintf("%s (slot %s) is attached to %s, a live instance, after waiting %s: stop it or let its group terminate it, or pass --takeover to restore the newest snapshot here instead",
 				last.Volume.ID, s.Slot, last.Holder, s.ReleaseTimeout), nil)
 		}
-		return SlotPlan{}, &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf("%s (slot %s) is still attached to %s after %s (--release-timeout): rerun once it has detached",
-			last.Volume.ID, s.Slot, last.Holder, s.ReleaseTimeout), Err: err}
+		// A holder stuck on its way out (shutting-down for good, an impaired zone): recover without it.
+		s.Log.Warn("the leaving holder did not let go within --release-timeout: recovering without it", logkey.Step, "volume",
+			logkey.Volume, last.Volume.ID, logkey.Instance, last.Holder.ID, logkey.State, last.Holder.String())
+		s.holderStuck = true
+		return s.observe(ctx)
 	}
 	return next, err
 }

@@ -31,6 +31,8 @@ type SnapshotRequest struct {
 	Volume      Volume
 	InstanceID  string
 	Consistent  bool
+	Final       bool   // the last snapshot of the volume before it changes hands: it holds every write (TagFinal)
+	Epoch       string // the lease under which up snapshots an orphan (TagEpoch); "" for down and snapshot
 	Description string
 }
 
@@ -46,6 +48,12 @@ func (r SnapshotRequest) tags() map[string]string {
 	}
 	if r.Consistent {
 		t[TagConsistent] = "true"
+	}
+	if r.Final {
+		t[TagFinal] = "true"
+	}
+	if r.Epoch != "" {
+		t[TagEpoch] = r.Epoch
 	}
 	return t
 }
@@ -88,6 +96,7 @@ func CreateSnapshot(ctx context.Context, c EC2, r SnapshotRequest) (Snapshot, er
 		Progress:       aws.ToString(out.Progress),
 		Generation:     r.Volume.Generation,
 		Consistent:     r.Consistent,
+		Final:          r.Final,
 		SourceVolume:   r.Volume.ID,
 		SourceInstance: r.InstanceID,
 		VolumeSizeGiB:  aws.ToInt32(out.VolumeSize),

@@ -24,6 +24,9 @@ const (
 	// TagEpoch is the Elastic IP association (the lease, agent/FENCING.md) under which a volume or snapshot
 	// was made: it tells which of two racers made what.
 	TagEpoch = "handover:epoch"
+	// TagFinal marks a snapshot taken of a volume that can get no more writes before it changes hands
+	// (down's, of an unmounted volume; up's, of an orphaned one): restoring it loses nothing.
+	TagFinal = "handover:final"
 
 	DefaultSlot = "data"
 )

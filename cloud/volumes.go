@@ -43,6 +43,7 @@ type Snapshot struct {
 	Progress       string // "42%"
 	Generation     int
 	Consistent     bool
+	Final          bool // TagFinal: it holds every write its volume got
 	SourceVolume   string
 	SourceInstance string
 	VolumeSizeGiB  int32
@@ -163,6 +164,7 @@ func ToSlotSnapshot(s ec2types.Snapshot) Snapshot {
 		Progress:       aws.ToString(s.Progress),
 		Generation:     generationOf(tags),
 		Consistent:     tags[TagConsistent] == "true",
+		Final:          tags[TagFinal] == "true",
 		SourceVolume:   tags[TagSourceVolume],
 		SourceInstance: tags[TagSourceInstance],
 		VolumeSizeGiB:  aws.ToInt32(s.VolumeSize),
