@@ -74,21 +74,37 @@ func (r *Region) findVolume(id string) (*volume, *apiError) {
 func (r *Region) validAZ(az string) bool { return slices.Contains(r.opts.AZs, az) }
 
 // volumeParams is the canonical form of a CreateVolume request, compared
-// when a ClientToken is reused.
+// when a ClientToken is reused. The zone is not in it: a retry fails with
+// IdempotentParameterMismatch only when "one or more of the parameters other
+// than the Region or Availability Zone is different"
+// (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html).
 func volumeParams(c *reqCtx) string {
 	var b strings.Builder
-	for _, k := range []string{"AvailabilityZone", "Size", "SnapshotId", "VolumeType", "Iops", "Throughput", "Encrypted", "KmsKeyId"} {
+	for _, k := range []string{"Size", "SnapshotId", "VolumeType", "Iops", "Throughput", "Encrypted", "KmsKeyId"} {
 		b.WriteString(k + "=" + c.p.get(k) + ";")
 	}
 	return b.String()
 }
 
+// volumeTokenKey is where a CreateVolume ClientToken is remembered. What a
+// token reused from another zone does AWS does not document: with
+// Options.TokenAcrossAZ "first" the token is region-wide and the retry gets
+// the first volume back, in its own zone (the caller must notice); with "new"
+// the token is per zone and the other zone gets a volume of its own.
+func (r *Region) volumeTokenKey(tok, az string) string {
+	if r.opts.TokenAcrossAZ == TokenNew {
+		return "CreateVolume/" + az + "/" + tok
+	}
+	return "CreateVolume/" + tok
+}
+
 func (r *Region) createVolume(c *reqCtx) ([]node, *apiError) {
 	p := c.p
-	if tok := p.get("ClientToken"); tok != "" {
+	tok := p.get("ClientToken")
+	if tok != "" {
 		// "Ensuring idempotency": the same token with the same parameters
 		// returns the original volume; with other parameters it fails.
-		if prev, ok := r.w.ClientTokens["CreateVolume/"+tok]; ok {
+		if prev, ok := r.w.ClientTokens[r.volumeTokenKey(tok, p.get("AvailabilityZone"))]; ok {
 			if prev.Params != volumeParams(c) {
 				return nil, badRequest("IdempotentParameterMismatch", "The client token you have provided is associated with a resource that is already deleted or has different parameters.")
 			}
@@ -179,8 +195,8 @@ func (r *Region) createVolume(c *reqCtx) ([]node, *apiError) {
 		return nil, errf(500, "InternalError", err.Error())
 	}
 	r.w.Volumes[v.ID] = v
-	if tok := p.get("ClientToken"); tok != "" {
-		r.w.ClientTokens["CreateVolume/"+tok] = clientToken{ResourceID: v.ID, Params: volumeParams(c)}
+	if tok != "" {
+		r.w.ClientTokens[r.volumeTokenKey(tok, az)] = clientToken{ResourceID: v.ID, Params: volumeParams(c)}
 	}
 	r.scheduleVolumeCreated(v, r.delay(delay))
 	return volumeFields(v, r), nil
