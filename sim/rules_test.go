@@ -1,7 +1,11 @@
 package sim
 
 import (
+	"fmt"
 	"testing"
+	"time"
+
+	"github.com/handover/handover/sim/simtest"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -45,4 +49,65 @@ func TestClientTokenAcrossZones(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSnapshotRateAndConcurrency: a second CreateSnapshot of one volume within
+// SnapshotInterval fails with SnapshotCreationPerVolumeRateExceeded and
+// succeeds once the interval is over; an st1/sc1 volume has one pending
+// snapshot at a time, other types five (ConcurrentSnapshotLimitExceeded, until
+// one completes).
+func TestSnapshotRateAndConcurrency(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	t.Run("rate", func(t *testing.T) {
+		t.Parallel()
+		// 30 min / Speed 1000 = 1.8 s: long enough that the second call is inside it on any machine.
+		r := startRegion(t, Options{SnapshotInterval: 30 * time.Minute})
+		c := ec2Client(r)
+		vol := createVolume(t, r, "us-east-1a", 1, nil)
+		idle(t, r)
+		if _, err := c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{VolumeId: aws.String(vol)}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{VolumeId: aws.String(vol)})
+		wantCode(t, err, "SnapshotCreationPerVolumeRateExceeded")
+		wantStatus(t, err, 400)
+		simtest.Eventually(t, waitBound, "a retried CreateSnapshot succeeds", func() (bool, string) {
+			_, err := c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{VolumeId: aws.String(vol)})
+			return err == nil, fmt.Sprint(err)
+		})
+	})
+	t.Run("concurrency", func(t *testing.T) {
+		t.Parallel()
+		r := startRegion(t, Options{SnapshotInterval: -1})
+		c := ec2Client(r)
+		cold, err := c.CreateVolume(ctx, &ec2.CreateVolumeInput{AvailabilityZone: aws.String("us-east-1a"), Size: aws.Int32(125), VolumeType: ec2types.VolumeTypeSc1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gp3 := createVolume(t, r, "us-east-1a", 1, nil)
+		idle(t, r)
+		release := r.Hold(SnapshotComplete, "")
+		snap := func(vol string) error {
+			_, err := c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{VolumeId: aws.String(vol)})
+			return err
+		}
+		if err := snap(*cold.VolumeId); err != nil {
+			t.Fatal(err)
+		}
+		err = snap(*cold.VolumeId)
+		wantCode(t, err, "ConcurrentSnapshotLimitExceeded")
+		wantStatus(t, err, 400)
+		for i := range 5 {
+			if err := snap(gp3); err != nil {
+				t.Fatalf("gp3 pending snapshot %d: %v", i+1, err)
+			}
+		}
+		wantCode(t, snap(gp3), "ConcurrentSnapshotLimitExceeded")
+		release()
+		idle(t, r)
+		if err := snap(*cold.VolumeId); err != nil {
+			t.Fatalf("after the pending snapshot completed: %v", err)
+		}
+	})
 }

@@ -47,6 +47,8 @@ type volume struct {
 	Tags       map[string]string `json:"tags,omitempty"`
 	Attachment *attachment       `json:"attachment,omitempty"`
 	Mod        *modification     `json:"modification,omitempty"` // the latest ModifyVolume
+	// LastSnapshot is when the latest CreateSnapshot of this volume succeeded (SnapshotInterval).
+	LastSnapshot time.Time `json:"lastSnapshot,omitzero"`
 }
 
 // modification is a volume's latest Elastic Volumes change, as
