@@ -90,15 +90,26 @@ func (r *Region) scheduleRunning(in *instance, d time.Duration) {
 }
 
 // beginStopLocked: running -> stopping -> stopped. EBS volumes stay
-// attached; their devices and the IMDS go away with the OS.
+// attached; their devices and the IMDS go away with the OS. An instance
+// whose shutdown hangs (HangShutdown) stays stopping until it is released or
+// the stop is forced.
 func (r *Region) beginStopLocked(in *instance, reason string) {
 	in.State = "stopping"
 	in.StateReason = reason
+	r.scheduleStoppedLocked(in)
+}
+
+func (r *Region) scheduleStoppedLocked(in *instance) {
+	if in.HangShutdown && !in.StopForced {
+		r.cancelLocked("instance/" + in.ID)
+		return
+	}
 	r.scheduleLocked("instance/"+in.ID, InstanceStop, r.delay(r.opts.Delays.InstanceStop), true, func() {
 		if in.State != "stopping" {
 			return
 		}
 		in.State = "stopped"
+		in.StopForced = false
 		in.RunningSince = time.Time{}
 		r.stopIMDSLocked(in.ID)
 		for _, v := range r.w.Volumes {
@@ -112,13 +123,23 @@ func (r *Region) beginStopLocked(in *instance, reason string) {
 // beginTerminateLocked: -> shutting-down -> terminated. The IMDS and the
 // devices stay during shutting-down (the OS is still shutting down); on
 // terminated, non-root volumes (DeleteOnTermination false) detach and stay,
-// and an associated Elastic IP is disassociated.
+// and an associated Elastic IP is disassociated. An instance whose shutdown
+// hangs (HangShutdown) stays shutting-down, its volumes attached, until
+// released.
 func (r *Region) beginTerminateLocked(in *instance, reason string) {
 	if in.State == "terminated" || in.State == "shutting-down" {
 		return
 	}
 	in.State = "shutting-down"
 	in.StateReason = reason
+	r.scheduleTerminatedLocked(in)
+}
+
+func (r *Region) scheduleTerminatedLocked(in *instance) {
+	if in.HangShutdown {
+		r.cancelLocked("instance/" + in.ID)
+		return
+	}
 	r.scheduleLocked("instance/"+in.ID, InstanceTerminate, r.delay(r.opts.Delays.InstanceTerminate), true, func() {
 		if in.State != "shutting-down" {
 			return
@@ -141,6 +162,31 @@ func (r *Region) beginTerminateLocked(in *instance, reason string) {
 			}
 		}
 	})
+}
+
+// HangShutdown makes an instance's shutdown hang (on) or lets it go (off),
+// like an instance stuck in an impaired zone: TerminateInstances leaves it
+// shutting-down and StopInstances stopping, with its volumes attached and its
+// devices present, until HangShutdown(id, false), which carries the waiting
+// change out after its usual delay; StopInstances with Force=true ends a hung
+// stop. AWS documents no such switch: it is the simulator's way to produce the
+// state.
+func (r *Region) HangShutdown(instanceID string, on bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	in := r.w.Instances[instanceID]
+	if in == nil {
+		return fmt.Errorf("sim: no instance %s", instanceID)
+	}
+	in.HangShutdown = on
+	switch in.State {
+	case "shutting-down":
+		r.scheduleTerminatedLocked(in)
+	case "stopping":
+		r.scheduleStoppedLocked(in)
+	}
+	r.afterChangeLocked()
+	return nil
 }
 
 func (r *Region) runInstances(c *reqCtx) ([]node, *apiError) {
@@ -414,12 +460,26 @@ func (r *Region) startInstances(c *reqCtx) ([]node, *apiError) {
 	})
 }
 
+// stopInstances stops instances; Force=true stops without a clean shutdown
+// ("The instance does not have an opportunity to flush file system caches or
+// file system metadata",
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_StopInstances.html):
+// the same end state, volumes stay attached, and the way a stop stuck in
+// stopping (HangShutdown) ends.
 func (r *Region) stopInstances(c *reqCtx) ([]node, *apiError) {
+	force := c.p.boolean("Force")
 	return r.changeStates(c, func(in *instance) *apiError {
 		switch in.State {
-		case "stopped", "stopping":
+		case "stopped":
+			return nil
+		case "stopping":
+			if force && !in.StopForced {
+				in.StopForced = true
+				r.scheduleStoppedLocked(in)
+			}
 			return nil
 		case "running", "pending":
+			in.StopForced = force
 			r.beginStopLocked(in, "Client.UserInitiatedShutdown: User initiated shutdown")
 			return nil
 		}

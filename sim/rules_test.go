@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -110,4 +111,91 @@ func TestSnapshotRateAndConcurrency(t *testing.T) {
 			t.Fatalf("after the pending snapshot completed: %v", err)
 		}
 	})
+}
+
+// TestHangShutdownAndForceStop: a hung instance stays shutting-down (or
+// stopping) with its volume attached until released; StopInstances Force=true
+// ends a hung stop, and stops a running instance with its volumes attached.
+func TestHangShutdownAndForceStop(t *testing.T) {
+	t.Parallel()
+	r := startRegion(t, Options{})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	withVolume := func() (string, string) {
+		t.Helper()
+		in := runInstance(t, r, "us-east-1a", nil)
+		vol := createVolume(t, r, "us-east-1a", 1, nil)
+		idle(t, r)
+		if _, err := c.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(vol), InstanceId: aws.String(in), Device: aws.String("/dev/sdf")}); err != nil {
+			t.Fatal(err)
+		}
+		idle(t, r)
+		return in, vol
+	}
+	want := func(in, vol string, state ec2types.InstanceStateName, att ec2types.VolumeAttachmentState) {
+		t.Helper()
+		out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{in}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := out.Reservations[0].Instances[0].State.Name; s != state {
+			t.Fatalf("instance %s: %s, want %s", in, s, state)
+		}
+		v := describeVolume(t, r, vol)
+		got := ec2types.VolumeAttachmentState("none")
+		if len(v.Attachments) > 0 {
+			got = v.Attachments[0].State
+		}
+		if got != att {
+			t.Fatalf("volume %s: attachment %s, want %s", vol, got, att)
+		}
+	}
+
+	// Terminate hangs in shutting-down; the admin path sets and releases the hang.
+	in, vol := withVolume()
+	post(t, r.Endpoint()+"/sim/hang-shutdown?instance="+in)
+	if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{in}}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r) // nothing is scheduled: the shutdown hangs
+	want(in, vol, ec2types.InstanceStateNameShuttingDown, ec2types.VolumeAttachmentStateAttached)
+	post(t, r.Endpoint()+"/sim/hang-shutdown?instance="+in+"&hang=false")
+	idle(t, r)
+	want(in, vol, ec2types.InstanceStateNameTerminated, "none")
+
+	// A hung stop stays stopping until forced; the volume stays attached throughout.
+	in, vol = withVolume()
+	if err := r.HangShutdown(in, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{in}}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	want(in, vol, ec2types.InstanceStateNameStopping, ec2types.VolumeAttachmentStateAttached)
+	if _, err := c.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{in}, Force: aws.Bool(true)}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	want(in, vol, ec2types.InstanceStateNameStopped, ec2types.VolumeAttachmentStateAttached)
+
+	// Force on a running instance: stopped, volume attached.
+	in, vol = withVolume()
+	if _, err := c.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{in}, Force: aws.Bool(true)}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	want(in, vol, ec2types.InstanceStateNameStopped, ec2types.VolumeAttachmentStateAttached)
+}
+
+func post(t testing.TB, url string) {
+	t.Helper()
+	resp, err := http.Post(url, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST %s: %s", url, resp.Status)
+	}
 }

@@ -110,6 +110,10 @@ type instance struct {
 	SystemStatus   string    `json:"systemStatus,omitempty"`
 	InstanceStatus string    `json:"instanceStatus,omitempty"`
 	StatusSince    time.Time `json:"statusSince,omitzero"`
+	// HangShutdown keeps the instance in shutting-down (and stopping) until
+	// released or, for a stop, forced (StopForced: StopInstances Force=true).
+	HangShutdown bool `json:"hangShutdown,omitempty"`
+	StopForced   bool `json:"stopForced,omitempty"`
 
 	// Auto Scaling membership.
 	Group     string      `json:"group,omitempty"`
