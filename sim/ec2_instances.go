@@ -151,7 +151,7 @@ func (r *Region) scheduleTerminatedLocked(in *instance) {
 		for _, v := range r.w.Volumes {
 			if v.Attachment != nil && v.Attachment.InstanceID == in.ID {
 				r.removeDeviceLocked(v)
-				if v.Attachment.State != "detaching" {
+				if !detachInProgress(v.Attachment) {
 					r.beginDetachLocked(v)
 				}
 			}
@@ -291,7 +291,11 @@ func (r *Region) instanceFields(in *instance) []node {
 	var bdm []node
 	for _, v := range r.attachedVolumes(in.ID) {
 		a := v.Attachment
-		bdm = append(bdm, el("", tx("deviceName", a.Device), el("ebs", tx("volumeId", v.ID), tx("status", a.State),
+		status := a.State
+		if status == "busy" { // EbsInstanceBlockDevice's AttachmentStatus has no busy
+			status = "detaching"
+		}
+		bdm = append(bdm, el("", tx("deviceName", a.Device), el("ebs", tx("volumeId", v.ID), tx("status", status),
 			ts("attachTime", a.Time), boolean("deleteOnTermination", false))))
 	}
 	pub := r.publicIP(in)

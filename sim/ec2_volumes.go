@@ -442,19 +442,57 @@ func (r *Region) detachVolume(c *reqCtx) ([]node, *apiError) {
 	if dev := p.get("Device"); dev != "" && dev != a.Device {
 		return nil, badRequest("InvalidAttachment.NotFound", fmt.Sprintf("The volume '%s' is not attached to '%s'.", v.ID, dev))
 	}
-	if a.State != "detaching" {
+	force := p.boolean("Force")
+	switch {
+	case !detachInProgress(a):
+		a.Force = force
 		r.beginDetachLocked(v)
+	case force && !a.Force:
+		// A forced detach ends a detach stuck on a mounted device.
+		a.Force = true
+		r.scheduleDetachedLocked(v, false)
 	}
 	return attachmentFields(v), nil
 }
 
+func detachInProgress(a *attachment) bool { return a.State == "detaching" || a.State == "busy" }
+
 // beginDetachLocked moves an attachment to detaching; after the Detach delay
-// the device goes away and the volume is available.
+// the device goes away and the volume is available. While the instance has
+// the volume's device mounted the detach does not complete: "If the volume is
+// mounted ... the volume can get stuck in the busy state (detaching)" until it
+// is unmounted or the detach is forced
+// (https://docs.aws.amazon.com/ebs/latest/userguide/ebs-detaching-volume.html,
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DetachVolume.html).
+// Meanwhile the attachment shows Options.DetachBusyState ("busy", a
+// VolumeAttachmentState value, by default).
 func (r *Region) beginDetachLocked(v *volume) {
 	v.Attachment.State = "detaching"
+	if !v.Attachment.Force && r.deviceMountedLocked(v) {
+		v.Attachment.State = r.opts.DetachBusyState
+	}
 	r.cancelLocked("attach/" + v.ID)
-	r.scheduleLocked("detach/"+v.ID, VolumeDetach, r.delay(r.opts.Delays.Detach), true, func() {
-		if v.Attachment == nil || v.Attachment.State != "detaching" {
+	r.scheduleDetachedLocked(v, false)
+}
+
+// busyPoll is the least time between two looks at a busy detach's mount.
+const busyPoll = 50 * time.Millisecond
+
+// scheduleDetachedLocked completes a detach after the Detach delay, or, when
+// poll, looks at a busy one's mount again.
+func (r *Region) scheduleDetachedLocked(v *volume, poll bool) {
+	d := r.delay(r.opts.Delays.Detach)
+	if poll {
+		d = max(d, busyPoll)
+	}
+	r.scheduleLocked("detach/"+v.ID, VolumeDetach, d, true, func() {
+		a := v.Attachment
+		if a == nil || !detachInProgress(a) {
+			return
+		}
+		if !a.Force && r.deviceMountedLocked(v) {
+			a.State = r.opts.DetachBusyState
+			r.scheduleDetachedLocked(v, true) // look again until unmounted or forced
 			return
 		}
 		r.removeDeviceLocked(v)

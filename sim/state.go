@@ -67,8 +67,9 @@ type modification struct {
 type attachment struct {
 	InstanceID string    `json:"instanceId"`
 	Device     string    `json:"device"`
-	State      string    `json:"state"` // attaching, attached, detaching
+	State      string    `json:"state"` // attaching, attached, detaching, busy (a detach waiting for a mounted device)
 	Time       time.Time `json:"time"`
+	Force      bool      `json:"force,omitempty"` // the detach was forced: a mounted device does not hold it
 }
 
 type snapshot struct {
