@@ -20,9 +20,13 @@ func (r *Region) findInstance(id string) (*instance, *apiError) {
 	}
 	in := r.w.Instances[id]
 	if in == nil {
-		return nil, badRequest("InvalidInstanceID.NotFound", fmt.Sprintf("The instance ID '%s' does not exist", id))
+		return nil, instanceNotFound(id)
 	}
 	return in, nil
+}
+
+func instanceNotFound(id string) *apiError {
+	return badRequest("InvalidInstanceID.NotFound", fmt.Sprintf("The instance ID '%s' does not exist", id))
 }
 
 // launchSpec is what RunInstances and Auto Scaling launches agree on.
@@ -431,7 +435,7 @@ func (r *Region) changeStates(c *reqCtx, fn func(in *instance) *apiError) ([]nod
 	}
 	var ins []*instance
 	for _, id := range ids {
-		in, aerr := r.findInstance(id)
+		in, aerr := r.lookupInstance(c, id)
 		if aerr != nil {
 			return nil, aerr
 		}

@@ -15,9 +15,13 @@ func (r *Region) findSnapshot(id string) (*snapshot, *apiError) {
 	}
 	s := r.w.Snapshots[id]
 	if s == nil {
-		return nil, badRequest("InvalidSnapshot.NotFound", fmt.Sprintf("The snapshot '%s' does not exist.", id))
+		return nil, snapshotNotFound(id)
 	}
 	return s, nil
+}
+
+func snapshotNotFound(id string) *apiError {
+	return badRequest("InvalidSnapshot.NotFound", fmt.Sprintf("The snapshot '%s' does not exist.", id))
 }
 
 // createSnapshot copies the volume image at this instant: like EBS, the
@@ -28,7 +32,7 @@ func (r *Region) createSnapshot(c *reqCtx) ([]node, *apiError) {
 	if c.p.get("VolumeId") == "" {
 		return nil, badRequest("MissingParameter", "The request must contain the parameter VolumeId")
 	}
-	v, aerr := r.findVolume(c.p.get("VolumeId"))
+	v, aerr := r.lookupVolume(c, c.p.get("VolumeId"))
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -199,7 +203,7 @@ func (r *Region) describeSnapshots(c *reqCtx) ([]node, *apiError) {
 }
 
 func (r *Region) deleteSnapshot(c *reqCtx) ([]node, *apiError) {
-	s, aerr := r.findSnapshot(c.p.get("SnapshotId"))
+	s, aerr := r.lookupSnapshot(c, c.p.get("SnapshotId"))
 	if aerr != nil {
 		return nil, aerr
 	}

@@ -56,19 +56,19 @@ func volumePerformance(vt string, size, iops, throughput int) (int, int, *apiErr
 	return iops, throughput, nil
 }
 
-func (r *Region) invisible(created time.Time, c *reqCtx) bool {
-	return c.cfg.ConsistencyDelay > 0 && c.now.Sub(created) < c.cfg.ConsistencyDelay
-}
-
 func (r *Region) findVolume(id string) (*volume, *apiError) {
 	if !validID("vol", id) {
 		return nil, badRequest("InvalidVolumeID.Malformed", fmt.Sprintf("Invalid id: \"%s\" (expecting \"vol-...\")", id))
 	}
 	v := r.w.Volumes[id]
 	if v == nil {
-		return nil, badRequest("InvalidVolume.NotFound", fmt.Sprintf("The volume '%s' does not exist.", id))
+		return nil, volumeNotFound(id)
 	}
 	return v, nil
+}
+
+func volumeNotFound(id string) *apiError {
+	return badRequest("InvalidVolume.NotFound", fmt.Sprintf("The volume '%s' does not exist.", id))
 }
 
 func (r *Region) validAZ(az string) bool { return slices.Contains(r.opts.AZs, az) }
@@ -135,7 +135,7 @@ func (r *Region) createVolume(c *reqCtx) ([]node, *apiError) {
 	}
 	var snap *snapshot
 	if sid := p.get("SnapshotId"); sid != "" {
-		if snap, aerr = r.findSnapshot(sid); aerr != nil {
+		if snap, aerr = r.lookupSnapshot(c, sid); aerr != nil {
 			return nil, aerr
 		}
 		if snap.State != "completed" {
@@ -288,6 +288,9 @@ func (r *Region) describeVolumes(c *reqCtx) ([]node, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
+	for i, v := range vols {
+		vols[i] = r.volumeView(v, c)
+	}
 	var items []node
 	matched, aerr := matching(c.p.filters(), vols, func(v *volume) (map[string]string, fieldFunc) { return v.Tags, volumeField(v) })
 	if aerr != nil {
@@ -360,11 +363,11 @@ func (r *Region) attachVolume(c *reqCtx) ([]node, *apiError) {
 			return nil, badRequest("MissingParameter", "The request must contain the parameter "+k)
 		}
 	}
-	v, aerr := r.findVolume(p.get("VolumeId"))
+	v, aerr := r.lookupVolume(c, p.get("VolumeId"))
 	if aerr != nil {
 		return nil, aerr
 	}
-	in, aerr := r.findInstance(p.get("InstanceId"))
+	in, aerr := r.lookupInstance(c, p.get("InstanceId"))
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -389,6 +392,7 @@ func (r *Region) attachVolume(c *reqCtx) ([]node, *apiError) {
 			return nil, badRequest("InvalidParameterValue", fmt.Sprintf("Invalid value '%s' for unixDevice. Attachment point %s is already in use", device, device))
 		}
 	}
+	r.noteVolumeChange(v, c)
 	v.Attachment = &attachment{InstanceID: in.ID, Device: device, State: "attaching", Time: c.now}
 	v.State = "in-use"
 	r.scheduleAttached(v, r.delay(r.opts.Delays.Attach))
@@ -423,12 +427,12 @@ func (r *Region) detachVolume(c *reqCtx) ([]node, *apiError) {
 	if p.get("VolumeId") == "" {
 		return nil, badRequest("MissingParameter", "The request must contain the parameter VolumeId")
 	}
-	v, aerr := r.findVolume(p.get("VolumeId"))
+	v, aerr := r.lookupVolume(c, p.get("VolumeId"))
 	if aerr != nil {
 		return nil, aerr
 	}
 	if iid := p.get("InstanceId"); iid != "" {
-		if _, aerr := r.findInstance(iid); aerr != nil {
+		if _, aerr := r.lookupInstance(c, iid); aerr != nil {
 			return nil, aerr
 		}
 	}
@@ -445,6 +449,7 @@ func (r *Region) detachVolume(c *reqCtx) ([]node, *apiError) {
 	force := p.boolean("Force")
 	switch {
 	case !detachInProgress(a):
+		r.noteVolumeChange(v, c)
 		a.Force = force
 		r.beginDetachLocked(v)
 	case force && !a.Force:
@@ -502,7 +507,7 @@ func (r *Region) scheduleDetachedLocked(v *volume, poll bool) {
 }
 
 func (r *Region) deleteVolume(c *reqCtx) ([]node, *apiError) {
-	v, aerr := r.findVolume(c.p.get("VolumeId"))
+	v, aerr := r.lookupVolume(c, c.p.get("VolumeId"))
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -528,7 +533,7 @@ func (r *Region) deleteVolume(c *reqCtx) ([]node, *apiError) {
 // take the new type's default (io1/io2: 3000).
 func (r *Region) modifyVolume(c *reqCtx) ([]node, *apiError) {
 	p := c.p
-	v, aerr := r.findVolume(p.get("VolumeId"))
+	v, aerr := r.lookupVolume(c, p.get("VolumeId"))
 	if aerr != nil {
 		return nil, aerr
 	}

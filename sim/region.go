@@ -56,9 +56,10 @@ type Faults struct {
 	// DropRate is the probability that the connection is closed without a
 	// response.
 	DropRate float64
-	// ConsistencyDelay keeps a created resource out of Describe* results for
-	// this long, like EC2's eventual consistency
-	// (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html).
+	// ConsistencyDelay is EC2's eventual consistency
+	// (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html):
+	// for this long a created resource is not found, and reads of an
+	// attachment or association show it as before the call (consistency.go).
 	ConsistencyDelay time.Duration
 }
 

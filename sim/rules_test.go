@@ -199,3 +199,129 @@ func post(t testing.TB, url string) {
 		t.Fatalf("POST %s: %s", url, resp.Status)
 	}
 }
+
+// age moves every creation time and every remembered change of r back by d,
+// as if the world were that much older: a consistency window can then pass
+// without the test sleeping.
+func age(r *Region, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, v := range r.w.Volumes {
+		v.Created = v.Created.Add(-d)
+		for i := range v.lag {
+			v.lag[i].At = v.lag[i].At.Add(-d)
+		}
+	}
+	for _, in := range r.w.Instances {
+		in.LaunchTime = in.LaunchTime.Add(-d)
+	}
+	for _, a := range r.w.Addresses {
+		a.Created = a.Created.Add(-d)
+		for i := range a.lag {
+			a.lag[i].At = a.lag[i].At.Add(-d)
+		}
+	}
+	for _, s := range r.w.Snapshots {
+		s.Start = s.Start.Add(-d)
+	}
+}
+
+// TestConsistencyDelayInMutatingCallsAndAttachments: with a consistency
+// delay, a just-created volume, instance or address is not found by the
+// mutating calls that name it, and DescribeVolumes / DescribeAddresses show
+// an attachment or association as it was before the call that changed it,
+// while the change itself is made at once.
+func TestConsistencyDelayInMutatingCallsAndAttachments(t *testing.T) {
+	t.Parallel()
+	const lag = time.Hour
+	r := startRegion(t, Options{Faults: Faults{ConsistencyDelay: lag}})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	inst := runInstance(t, r, "us-east-1a", nil)
+	vol := createVolume(t, r, "us-east-1a", 1, nil)
+	alloc, err := c.AllocateAddress(ctx, &ec2.AllocateAddressInput{Domain: ec2types.DomainTypeVpc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	attach := &ec2.AttachVolumeInput{VolumeId: aws.String(vol), InstanceId: aws.String(inst), Device: aws.String("/dev/sdf")}
+	associate := &ec2.AssociateAddressInput{AllocationId: alloc.AllocationId, InstanceId: aws.String(inst)}
+
+	// (a) Just created: not found by ID in mutating calls.
+	_, err = c.AttachVolume(ctx, attach)
+	wantCode(t, err, "InvalidVolume.NotFound")
+	_, err = c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{VolumeId: aws.String(vol)})
+	wantCode(t, err, "InvalidVolume.NotFound")
+	_, err = c.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(vol)})
+	wantCode(t, err, "InvalidVolume.NotFound")
+	_, err = c.AssociateAddress(ctx, associate)
+	wantCode(t, err, "InvalidAllocationID.NotFound")
+	_, err = c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{inst}})
+	wantCode(t, err, "InvalidInstanceID.NotFound")
+
+	// (b) Settled resources; reads of attachments and associations lag their calls.
+	age(r, 2*lag)
+	attachment := func() (string, string) {
+		t.Helper()
+		v := describeVolume(t, r, vol)
+		if len(v.Attachments) == 0 {
+			return string(v.State), "none"
+		}
+		return string(v.State), string(v.Attachments[0].State)
+	}
+	association := func() string {
+		t.Helper()
+		out, err := c.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{AllocationIds: []string{*alloc.AllocationId}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return aws.ToString(out.Addresses[0].InstanceId)
+	}
+	if _, err := c.AttachVolume(ctx, attach); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AssociateAddress(ctx, associate); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	if s, a := attachment(); s != "available" || a != "none" {
+		t.Fatalf("right after AttachVolume: %s/%s, want the previous available/none", s, a)
+	}
+	out, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: []ec2types.Filter{{Name: aws.String("attachment.instance-id"), Values: []string{inst}}}})
+	if err != nil || len(out.Volumes) != 0 {
+		t.Fatalf("attachment.instance-id filter right after AttachVolume: %v %v, want nothing", out, err)
+	}
+	if got := association(); got != "" {
+		t.Fatalf("right after AssociateAddress: associated with %q, want the previous none", got)
+	}
+	_, err = c.AttachVolume(ctx, attach) // the write itself was immediate
+	wantCode(t, err, "VolumeInUse")
+
+	age(r, 2*lag)
+	if s, a := attachment(); s != "in-use" || a != "attached" {
+		t.Fatalf("after the delay: %s/%s, want in-use/attached", s, a)
+	}
+	if got := association(); got != inst {
+		t.Fatalf("after the delay: associated with %q, want %s", got, inst)
+	}
+	if _, err := c.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(vol)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DisassociateAddress(ctx, &ec2.DisassociateAddressInput{PublicIp: alloc.PublicIp}); err != nil {
+		t.Fatal(err)
+	}
+	idle(t, r)
+	if s, a := attachment(); s != "in-use" || a != "attached" {
+		t.Fatalf("right after DetachVolume: %s/%s, want the previous in-use/attached", s, a)
+	}
+	if got := association(); got != inst {
+		t.Fatalf("right after DisassociateAddress: associated with %q, want the previous %s", got, inst)
+	}
+	r.SetFaults(Faults{})
+	if s, a := attachment(); s != "available" || a != "none" {
+		t.Fatalf("without the delay: %s/%s, want available/none", s, a)
+	}
+	if got := association(); got != "" {
+		t.Fatalf("without the delay: associated with %q, want none", got)
+	}
+}

@@ -48,7 +48,8 @@ type volume struct {
 	Attachment *attachment       `json:"attachment,omitempty"`
 	Mod        *modification     `json:"modification,omitempty"` // the latest ModifyVolume
 	// LastSnapshot is when the latest CreateSnapshot of this volume succeeded (SnapshotInterval).
-	LastSnapshot time.Time `json:"lastSnapshot,omitzero"`
+	LastSnapshot time.Time   `json:"lastSnapshot,omitzero"`
+	lag          []volumeLag // attachments before recent calls, for reads inside the consistency delay
 }
 
 // modification is a volume's latest Elastic Volumes change, as
@@ -145,6 +146,7 @@ type address struct {
 	PrivateIP     string            `json:"privateIp,omitempty"`
 	Created       time.Time         `json:"created"`
 	Tags          map[string]string `json:"tags,omitempty"`
+	lag           []addressLag      // associations before recent calls, for reads inside the consistency delay
 }
 
 type launchTemplate struct {
