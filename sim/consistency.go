@@ -19,41 +19,33 @@ func (r *Region) invisible(created time.Time, c *reqCtx) bool {
 	return c.cfg.ConsistencyDelay > 0 && c.now.Sub(created) < c.cfg.ConsistencyDelay
 }
 
-// lookupVolume is findVolume for a mutating call: a volume created less than
-// the consistency delay ago is not found yet.
-func (r *Region) lookupVolume(c *reqCtx, id string) (*volume, *apiError) {
-	v, aerr := r.findVolume(id)
-	if aerr == nil && r.invisible(v.Created, c) {
-		return nil, volumeNotFound(id)
-	}
-	return v, aerr
-}
-
-// lookupInstance is findInstance for a mutating call (the page's example:
+// lookup is a find function for a mutating call: a resource created less
+// than the consistency delay ago is not found yet (the page's example:
 // TerminateInstances right after RunInstances may answer
 // InvalidInstanceID.NotFound).
-func (r *Region) lookupInstance(c *reqCtx, id string) (*instance, *apiError) {
-	in, aerr := r.findInstance(id)
-	if aerr == nil && r.invisible(in.LaunchTime, c) {
-		return nil, instanceNotFound(id)
+func lookup[T any](r *Region, c *reqCtx, id string, find func(string) (T, *apiError), created func(T) time.Time, notFound func(string) *apiError) (T, *apiError) {
+	x, aerr := find(id)
+	if aerr == nil && r.invisible(created(x), c) {
+		var none T
+		return none, notFound(id)
 	}
-	return in, aerr
+	return x, aerr
+}
+
+func (r *Region) lookupVolume(c *reqCtx, id string) (*volume, *apiError) {
+	return lookup(r, c, id, r.findVolume, func(v *volume) time.Time { return v.Created }, volumeNotFound)
+}
+
+func (r *Region) lookupInstance(c *reqCtx, id string) (*instance, *apiError) {
+	return lookup(r, c, id, r.findInstance, func(in *instance) time.Time { return in.LaunchTime }, instanceNotFound)
 }
 
 func (r *Region) lookupSnapshot(c *reqCtx, id string) (*snapshot, *apiError) {
-	s, aerr := r.findSnapshot(id)
-	if aerr == nil && r.invisible(s.Start, c) {
-		return nil, snapshotNotFound(id)
-	}
-	return s, aerr
+	return lookup(r, c, id, r.findSnapshot, func(s *snapshot) time.Time { return s.Start }, snapshotNotFound)
 }
 
-func (r *Region) lookupAddress(c *reqCtx, allocID string) (*address, *apiError) {
-	a, aerr := r.findAddress(allocID)
-	if aerr == nil && r.invisible(a.Created, c) {
-		return nil, allocationNotFound(allocID)
-	}
-	return a, aerr
+func (r *Region) lookupAddress(c *reqCtx, id string) (*address, *apiError) {
+	return lookup(r, c, id, r.findAddress, func(a *address) time.Time { return a.Created }, allocationNotFound)
 }
 
 // volumeLag is what a volume looked like before an AttachVolume or

@@ -206,23 +206,27 @@ func post(t testing.TB, url string) {
 func age(r *Region, d time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var ts []*time.Time
 	for _, v := range r.w.Volumes {
-		v.Created = v.Created.Add(-d)
+		ts = append(ts, &v.Created)
 		for i := range v.lag {
-			v.lag[i].At = v.lag[i].At.Add(-d)
+			ts = append(ts, &v.lag[i].At)
+		}
+	}
+	for _, a := range r.w.Addresses {
+		ts = append(ts, &a.Created)
+		for i := range a.lag {
+			ts = append(ts, &a.lag[i].At)
 		}
 	}
 	for _, in := range r.w.Instances {
-		in.LaunchTime = in.LaunchTime.Add(-d)
-	}
-	for _, a := range r.w.Addresses {
-		a.Created = a.Created.Add(-d)
-		for i := range a.lag {
-			a.lag[i].At = a.lag[i].At.Add(-d)
-		}
+		ts = append(ts, &in.LaunchTime)
 	}
 	for _, s := range r.w.Snapshots {
-		s.Start = s.Start.Add(-d)
+		ts = append(ts, &s.Start)
+	}
+	for _, t := range ts {
+		*t = t.Add(-d)
 	}
 }
 
