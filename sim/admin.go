@@ -18,6 +18,7 @@ import (
 //	POST /sim/rebalance?instance=i-..[&clear=true]
 //	POST /sim/kill?instance=i-..
 //	POST /sim/status-checks?instance=i-..&system=impaired&instance-status=ok ("" = automatic)
+//	POST /sim/hang-shutdown?instance=i-..[&hang=false]   (shutting-down/stopping hangs; hang=false lets it go)
 //	POST /sim/fail-snapshot?snapshot=snap-..
 //	GET  /sim/calls            (JSON list of Call)
 //	POST /sim/calls/reset
@@ -48,6 +49,8 @@ func (r *Region) serveAdmin(w http.ResponseWriter, req *http.Request) {
 		err = r.KillInstance(id)
 	case "/sim/status-checks":
 		err = r.SetInstanceStatus(id, q.Get("system"), q.Get("instance-status"))
+	case "/sim/hang-shutdown":
+		err = r.HangShutdown(id, q.Get("hang") != "false")
 	case "/sim/fail-snapshot":
 		err = r.FailSnapshot(q.Get("snapshot"))
 	case "/sim/calls":

@@ -24,10 +24,12 @@ import (
 //
 // As root the link points at a loop device (losetup), so mkfs and mount are
 // real; otherwise it points at the image file itself. Detaching removes the
-// link and serial and detaches the loop device with "losetup -d", which the
-// kernel completes lazily while the device is still mounted (autoclear), so
-// a volume detached under a mounted filesystem stays readable by that mount
-// until it is unmounted, rather than the detachment hanging in "detaching".
+// link and serial and detaches the loop device with "losetup -d". A detach
+// does not complete while the loop device is mounted (deviceMountedLocked:
+// the attachment is busy, as on EBS), unless it is forced; a forced detach of
+// a mounted device is completed lazily by the kernel (autoclear), so that
+// mount keeps reading the image until it is unmounted rather than seeing I/O
+// errors.
 
 func (r *Region) volumeImage(id string) string {
 	return filepath.Join(r.opts.StateDir, "volumes", id+".img")
@@ -178,6 +180,33 @@ func (r *Region) removeDeviceLocked(v *volume) {
 		}
 		delete(r.loops, v.ID)
 	}
+}
+
+// deviceMountedLocked says whether v's loop device is mounted in this mount
+// namespace: a /proc/self/mountinfo line whose major:minor is the device's.
+// Without a loop device (not root) nothing can be mounted.
+func (r *Region) deviceMountedLocked(v *volume) bool {
+	loop := r.loops[v.ID]
+	if loop == "" {
+		return false
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(loop, &st); err != nil {
+		return false
+	}
+	dev := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		r.log.Warn("read mountinfo", "err", err)
+		return false
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		// "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw": the third field is major:minor.
+		if f := strings.Fields(line); len(f) > 2 && f[2] == dev {
+			return true
+		}
+	}
+	return false
 }
 
 // resizeDeviceLocked tells the loop driver that the image grew.

@@ -31,9 +31,13 @@ func (r *Region) findAddress(allocID string) (*address, *apiError) {
 	}
 	a := r.w.Addresses[allocID]
 	if a == nil {
-		return nil, badRequest("InvalidAllocationID.NotFound", fmt.Sprintf("The allocation ID '%s' does not exist", allocID))
+		return nil, allocationNotFound(allocID)
 	}
 	return a, nil
+}
+
+func allocationNotFound(id string) *apiError {
+	return badRequest("InvalidAllocationID.NotFound", fmt.Sprintf("The allocation ID '%s' does not exist", id))
 }
 
 func (r *Region) addressByIP(ip string) (*address, *apiError) {
@@ -63,7 +67,7 @@ func (r *Region) releaseAddress(c *reqCtx) ([]node, *apiError) {
 	var a *address
 	var aerr *apiError
 	if id := c.p.get("AllocationId"); id != "" {
-		a, aerr = r.findAddress(id)
+		a, aerr = r.lookupAddress(c, id)
 	} else if ip := c.p.get("PublicIp"); ip != "" {
 		a, aerr = r.addressByIP(ip)
 	} else {
@@ -109,7 +113,7 @@ func (r *Region) describeAddresses(c *reqCtx) ([]node, *apiError) {
 	for _, id := range ids {
 		a, aerr := r.findAddress(id)
 		if aerr == nil && r.invisible(a.Created, c) {
-			aerr = badRequest("InvalidAllocationID.NotFound", fmt.Sprintf("The allocation ID '%s' does not exist", id))
+			aerr = allocationNotFound(id)
 		}
 		if aerr != nil {
 			return nil, aerr
@@ -133,6 +137,7 @@ func (r *Region) describeAddresses(c *reqCtx) ([]node, *apiError) {
 	sortByCreation(addrs, func(a *address) (time.Time, string) { return a.Created, a.AllocationID })
 	var items []node
 	for _, a := range addrs {
+		a = r.addressView(a, c)
 		ok, aerr := matchFilters(c.p.filters(), a.Tags, addressField(a))
 		if aerr != nil {
 			return nil, aerr
@@ -158,7 +163,7 @@ func (r *Region) associateAddress(c *reqCtx) ([]node, *apiError) {
 	var a *address
 	var aerr *apiError
 	if id := p.get("AllocationId"); id != "" {
-		a, aerr = r.findAddress(id)
+		a, aerr = r.lookupAddress(c, id)
 	} else if ip := p.get("PublicIp"); ip != "" {
 		a, aerr = r.addressByIP(ip)
 	} else {
@@ -170,7 +175,7 @@ func (r *Region) associateAddress(c *reqCtx) ([]node, *apiError) {
 	var in *instance
 	switch {
 	case p.get("InstanceId") != "":
-		if in, aerr = r.findInstance(p.get("InstanceId")); aerr != nil {
+		if in, aerr = r.lookupInstance(c, p.get("InstanceId")); aerr != nil {
 			return nil, aerr
 		}
 	case p.get("NetworkInterfaceId") != "":
@@ -202,9 +207,11 @@ func (r *Region) associateAddress(c *reqCtx) ([]node, *apiError) {
 	}
 	for _, o := range r.w.Addresses {
 		if o != a && o.InstanceID == in.ID {
+			r.noteAddressChange(o, c)
 			o.AssociationID, o.InstanceID, o.ENI, o.PrivateIP = "", "", "", ""
 		}
 	}
+	r.noteAddressChange(a, c)
 	a.AssociationID, a.InstanceID, a.ENI, a.PrivateIP = newID("eipassoc"), in.ID, in.ENI, in.PrivateIP
 	return []node{tx("associationId", a.AssociationID)}, nil
 }
@@ -228,6 +235,7 @@ func (r *Region) disassociateAddress(c *reqCtx) ([]node, *apiError) {
 	}
 	for _, a := range r.w.Addresses {
 		if a.AssociationID == id {
+			r.noteAddressChange(a, c)
 			a.AssociationID, a.InstanceID, a.ENI, a.PrivateIP = "", "", "", ""
 			return []node{boolean("return", true)}, nil
 		}

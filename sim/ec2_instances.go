@@ -20,9 +20,13 @@ func (r *Region) findInstance(id string) (*instance, *apiError) {
 	}
 	in := r.w.Instances[id]
 	if in == nil {
-		return nil, badRequest("InvalidInstanceID.NotFound", fmt.Sprintf("The instance ID '%s' does not exist", id))
+		return nil, instanceNotFound(id)
 	}
 	return in, nil
+}
+
+func instanceNotFound(id string) *apiError {
+	return badRequest("InvalidInstanceID.NotFound", fmt.Sprintf("The instance ID '%s' does not exist", id))
 }
 
 // launchSpec is what RunInstances and Auto Scaling launches agree on.
@@ -90,15 +94,26 @@ func (r *Region) scheduleRunning(in *instance, d time.Duration) {
 }
 
 // beginStopLocked: running -> stopping -> stopped. EBS volumes stay
-// attached; their devices and the IMDS go away with the OS.
+// attached; their devices and the IMDS go away with the OS. An instance
+// whose shutdown hangs (HangShutdown) stays stopping until it is released or
+// the stop is forced.
 func (r *Region) beginStopLocked(in *instance, reason string) {
 	in.State = "stopping"
 	in.StateReason = reason
+	r.scheduleStoppedLocked(in)
+}
+
+func (r *Region) scheduleStoppedLocked(in *instance) {
+	if in.HangShutdown && !in.StopForced {
+		r.cancelLocked("instance/" + in.ID)
+		return
+	}
 	r.scheduleLocked("instance/"+in.ID, InstanceStop, r.delay(r.opts.Delays.InstanceStop), true, func() {
 		if in.State != "stopping" {
 			return
 		}
 		in.State = "stopped"
+		in.StopForced = false
 		in.RunningSince = time.Time{}
 		r.stopIMDSLocked(in.ID)
 		for _, v := range r.w.Volumes {
@@ -112,13 +127,23 @@ func (r *Region) beginStopLocked(in *instance, reason string) {
 // beginTerminateLocked: -> shutting-down -> terminated. The IMDS and the
 // devices stay during shutting-down (the OS is still shutting down); on
 // terminated, non-root volumes (DeleteOnTermination false) detach and stay,
-// and an associated Elastic IP is disassociated.
+// and an associated Elastic IP is disassociated. An instance whose shutdown
+// hangs (HangShutdown) stays shutting-down, its volumes attached, until
+// released.
 func (r *Region) beginTerminateLocked(in *instance, reason string) {
 	if in.State == "terminated" || in.State == "shutting-down" {
 		return
 	}
 	in.State = "shutting-down"
 	in.StateReason = reason
+	r.scheduleTerminatedLocked(in)
+}
+
+func (r *Region) scheduleTerminatedLocked(in *instance) {
+	if in.HangShutdown {
+		r.cancelLocked("instance/" + in.ID)
+		return
+	}
 	r.scheduleLocked("instance/"+in.ID, InstanceTerminate, r.delay(r.opts.Delays.InstanceTerminate), true, func() {
 		if in.State != "shutting-down" {
 			return
@@ -130,7 +155,7 @@ func (r *Region) beginTerminateLocked(in *instance, reason string) {
 		for _, v := range r.w.Volumes {
 			if v.Attachment != nil && v.Attachment.InstanceID == in.ID {
 				r.removeDeviceLocked(v)
-				if v.Attachment.State != "detaching" {
+				if !detachInProgress(v.Attachment) {
 					r.beginDetachLocked(v)
 				}
 			}
@@ -141,6 +166,31 @@ func (r *Region) beginTerminateLocked(in *instance, reason string) {
 			}
 		}
 	})
+}
+
+// HangShutdown makes an instance's shutdown hang (on) or lets it go (off),
+// like an instance stuck in an impaired zone: TerminateInstances leaves it
+// shutting-down and StopInstances stopping, with its volumes attached and its
+// devices present, until HangShutdown(id, false), which carries the waiting
+// change out after its usual delay; StopInstances with Force=true ends a hung
+// stop. AWS documents no such switch: it is the simulator's way to produce the
+// state.
+func (r *Region) HangShutdown(instanceID string, on bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	in := r.w.Instances[instanceID]
+	if in == nil {
+		return fmt.Errorf("sim: no instance %s", instanceID)
+	}
+	in.HangShutdown = on
+	switch in.State {
+	case "shutting-down":
+		r.scheduleTerminatedLocked(in)
+	case "stopping":
+		r.scheduleStoppedLocked(in)
+	}
+	r.afterChangeLocked()
+	return nil
 }
 
 func (r *Region) runInstances(c *reqCtx) ([]node, *apiError) {
@@ -245,7 +295,11 @@ func (r *Region) instanceFields(in *instance) []node {
 	var bdm []node
 	for _, v := range r.attachedVolumes(in.ID) {
 		a := v.Attachment
-		bdm = append(bdm, el("", tx("deviceName", a.Device), el("ebs", tx("volumeId", v.ID), tx("status", a.State),
+		status := a.State
+		if status == "busy" { // EbsInstanceBlockDevice's AttachmentStatus has no busy
+			status = "detaching"
+		}
+		bdm = append(bdm, el("", tx("deviceName", a.Device), el("ebs", tx("volumeId", v.ID), tx("status", status),
 			ts("attachTime", a.Time), boolean("deleteOnTermination", false))))
 	}
 	pub := r.publicIP(in)
@@ -381,7 +435,7 @@ func (r *Region) changeStates(c *reqCtx, fn func(in *instance) *apiError) ([]nod
 	}
 	var ins []*instance
 	for _, id := range ids {
-		in, aerr := r.findInstance(id)
+		in, aerr := r.lookupInstance(c, id)
 		if aerr != nil {
 			return nil, aerr
 		}
@@ -414,12 +468,26 @@ func (r *Region) startInstances(c *reqCtx) ([]node, *apiError) {
 	})
 }
 
+// stopInstances stops instances; Force=true stops without a clean shutdown
+// ("The instance does not have an opportunity to flush file system caches or
+// file system metadata",
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_StopInstances.html):
+// the same end state, volumes stay attached, and the way a stop stuck in
+// stopping (HangShutdown) ends.
 func (r *Region) stopInstances(c *reqCtx) ([]node, *apiError) {
+	force := c.p.boolean("Force")
 	return r.changeStates(c, func(in *instance) *apiError {
 		switch in.State {
-		case "stopped", "stopping":
+		case "stopped":
+			return nil
+		case "stopping":
+			if force && !in.StopForced {
+				in.StopForced = true
+				r.scheduleStoppedLocked(in)
+			}
 			return nil
 		case "running", "pending":
+			in.StopForced = force
 			r.beginStopLocked(in, "Client.UserInitiatedShutdown: User initiated shutdown")
 			return nil
 		}

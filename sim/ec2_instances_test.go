@@ -29,16 +29,16 @@ func TestInstanceLifecycleAndVolumes(t *testing.T) {
 	r := startRegion(t, Options{})
 	c := ec2Client(r)
 	ctx := ctxT(t)
-	launched := r.Hold(InstanceStart, "") // pending stays observable, however loaded the machine
+	started := r.Hold(InstanceStart, "") // pending lasts until the check below, however loaded the machine
 	id := runInstance(t, r, "us-east-1b", map[string]string{"Name": "web"})
 	in := instanceState(t, r, id)
-	launched()
 	if in.State.Name != ec2types.InstanceStateNamePending || *in.Placement.AvailabilityZone != "us-east-1b" || *in.Tags[0].Value != "web" {
-		t.Fatalf("new instance: %+v", in)
+		t.Fatalf("new instance: state %s, %+v", in.State.Name, in)
 	}
 	if in.MetadataOptions.InstanceMetadataTags != ec2types.InstanceMetadataTagsStateEnabled {
 		t.Fatalf("metadata options: %+v", in.MetadataOptions)
 	}
+	started()
 	idle(t, r)
 	if s := instanceState(t, r, id).State.Name; s != ec2types.InstanceStateNameRunning {
 		t.Fatalf("want running, got %s", s)

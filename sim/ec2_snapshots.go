@@ -15,9 +15,13 @@ func (r *Region) findSnapshot(id string) (*snapshot, *apiError) {
 	}
 	s := r.w.Snapshots[id]
 	if s == nil {
-		return nil, badRequest("InvalidSnapshot.NotFound", fmt.Sprintf("The snapshot '%s' does not exist.", id))
+		return nil, snapshotNotFound(id)
 	}
 	return s, nil
+}
+
+func snapshotNotFound(id string) *apiError {
+	return badRequest("InvalidSnapshot.NotFound", fmt.Sprintf("The snapshot '%s' does not exist.", id))
 }
 
 // createSnapshot copies the volume image at this instant: like EBS, the
@@ -28,12 +32,15 @@ func (r *Region) createSnapshot(c *reqCtx) ([]node, *apiError) {
 	if c.p.get("VolumeId") == "" {
 		return nil, badRequest("MissingParameter", "The request must contain the parameter VolumeId")
 	}
-	v, aerr := r.findVolume(c.p.get("VolumeId"))
+	v, aerr := r.lookupVolume(c, c.p.get("VolumeId"))
 	if aerr != nil {
 		return nil, aerr
 	}
 	if v.State == "creating" {
 		return nil, badRequest("IncorrectState", fmt.Sprintf("The volume '%s' is 'creating'.", v.ID))
+	}
+	if aerr := r.snapshotAllowed(v, c); aerr != nil {
+		return nil, aerr
 	}
 	tags, aerr := c.p.specTags("snapshot")
 	if aerr != nil {
@@ -48,8 +55,46 @@ func (r *Region) createSnapshot(c *reqCtx) ([]node, *apiError) {
 		return nil, errf(500, "InternalError", err.Error())
 	}
 	r.w.Snapshots[s.ID] = s
+	v.LastSnapshot = c.now
 	r.scheduleSnapshotDone(s, s.Duration)
 	return snapshotFields(s, c.now), nil
+}
+
+// pendingSnapshotLimit is how many pending snapshots one volume may have: "a
+// limit of five pending snapshots for a single gp2, io1, or Magnetic volume,
+// and one pending snapshot for a single st1 or sc1 volume"
+// (https://docs.aws.amazon.com/ebs/latest/userguide/ebs-creating-snapshot.html).
+func pendingSnapshotLimit(volumeType string) int {
+	if volumeType == "st1" || volumeType == "sc1" {
+		return 1
+	}
+	return 5
+}
+
+// snapshotAllowed applies EBS's per-volume snapshot limits, both client
+// errors (HTTP 400) that clear on their own, so a caller retries them
+// (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html):
+// SnapshotCreationPerVolumeRateExceeded within Options.SnapshotInterval of the
+// volume's previous snapshot (AWS: "Wait at least 15 seconds between
+// concurrent volume snapshots"; the sim divides the interval by Speed like
+// every delay, so a fast region keeps the rule's shape, not its wall-clock
+// length), and ConcurrentSnapshotLimitExceeded at pendingSnapshotLimit.
+func (r *Region) snapshotAllowed(v *volume, c *reqCtx) *apiError {
+	if iv := r.opts.SnapshotInterval; iv > 0 && !v.LastSnapshot.IsZero() &&
+		c.now.Sub(v.LastSnapshot) < time.Duration(float64(iv)/r.opts.Speed) {
+		return badRequest("SnapshotCreationPerVolumeRateExceeded",
+			"The maximum per volume CreateSnapshot request rate has been exceeded. Use an increasing or variable sleep interval between requests.")
+	}
+	pending := 0
+	for _, s := range r.w.Snapshots {
+		if s.VolumeID == v.ID && s.State == "pending" {
+			pending++
+		}
+	}
+	if pending >= pendingSnapshotLimit(v.Type) {
+		return badRequest("ConcurrentSnapshotLimitExceeded", "Maximum allowed in-progress snapshots for a single volume exceeded.")
+	}
+	return nil
 }
 
 func (r *Region) scheduleSnapshotDone(s *snapshot, d time.Duration) {
@@ -158,7 +203,7 @@ func (r *Region) describeSnapshots(c *reqCtx) ([]node, *apiError) {
 }
 
 func (r *Region) deleteSnapshot(c *reqCtx) ([]node, *apiError) {
-	s, aerr := r.findSnapshot(c.p.get("SnapshotId"))
+	s, aerr := r.lookupSnapshot(c, c.p.get("SnapshotId"))
 	if aerr != nil {
 		return nil, aerr
 	}

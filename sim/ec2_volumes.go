@@ -56,39 +56,55 @@ func volumePerformance(vt string, size, iops, throughput int) (int, int, *apiErr
 	return iops, throughput, nil
 }
 
-func (r *Region) invisible(created time.Time, c *reqCtx) bool {
-	return c.cfg.ConsistencyDelay > 0 && c.now.Sub(created) < c.cfg.ConsistencyDelay
-}
-
 func (r *Region) findVolume(id string) (*volume, *apiError) {
 	if !validID("vol", id) {
 		return nil, badRequest("InvalidVolumeID.Malformed", fmt.Sprintf("Invalid id: \"%s\" (expecting \"vol-...\")", id))
 	}
 	v := r.w.Volumes[id]
 	if v == nil {
-		return nil, badRequest("InvalidVolume.NotFound", fmt.Sprintf("The volume '%s' does not exist.", id))
+		return nil, volumeNotFound(id)
 	}
 	return v, nil
+}
+
+func volumeNotFound(id string) *apiError {
+	return badRequest("InvalidVolume.NotFound", fmt.Sprintf("The volume '%s' does not exist.", id))
 }
 
 func (r *Region) validAZ(az string) bool { return slices.Contains(r.opts.AZs, az) }
 
 // volumeParams is the canonical form of a CreateVolume request, compared
-// when a ClientToken is reused.
+// when a ClientToken is reused. The zone is not in it: a retry fails with
+// IdempotentParameterMismatch only when "one or more of the parameters other
+// than the Region or Availability Zone is different"
+// (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html).
 func volumeParams(c *reqCtx) string {
 	var b strings.Builder
-	for _, k := range []string{"AvailabilityZone", "Size", "SnapshotId", "VolumeType", "Iops", "Throughput", "Encrypted", "KmsKeyId"} {
+	for _, k := range []string{"Size", "SnapshotId", "VolumeType", "Iops", "Throughput", "Encrypted", "KmsKeyId"} {
 		b.WriteString(k + "=" + c.p.get(k) + ";")
 	}
 	return b.String()
 }
 
+// volumeTokenKey is where a CreateVolume ClientToken is remembered. What a
+// token reused from another zone does AWS does not document: with
+// Options.TokenAcrossAZ "first" the token is region-wide and the retry gets
+// the first volume back, in its own zone (the caller must notice); with "new"
+// the token is per zone and the other zone gets a volume of its own.
+func (r *Region) volumeTokenKey(tok, az string) string {
+	if r.opts.TokenAcrossAZ == TokenNew {
+		return "CreateVolume/" + az + "/" + tok
+	}
+	return "CreateVolume/" + tok
+}
+
 func (r *Region) createVolume(c *reqCtx) ([]node, *apiError) {
 	p := c.p
-	if tok := p.get("ClientToken"); tok != "" {
+	tok := p.get("ClientToken")
+	if tok != "" {
 		// "Ensuring idempotency": the same token with the same parameters
 		// returns the original volume; with other parameters it fails.
-		if prev, ok := r.w.ClientTokens["CreateVolume/"+tok]; ok {
+		if prev, ok := r.w.ClientTokens[r.volumeTokenKey(tok, p.get("AvailabilityZone"))]; ok {
 			if prev.Params != volumeParams(c) {
 				return nil, badRequest("IdempotentParameterMismatch", "The client token you have provided is associated with a resource that is already deleted or has different parameters.")
 			}
@@ -119,7 +135,7 @@ func (r *Region) createVolume(c *reqCtx) ([]node, *apiError) {
 	}
 	var snap *snapshot
 	if sid := p.get("SnapshotId"); sid != "" {
-		if snap, aerr = r.findSnapshot(sid); aerr != nil {
+		if snap, aerr = r.lookupSnapshot(c, sid); aerr != nil {
 			return nil, aerr
 		}
 		if snap.State != "completed" {
@@ -179,8 +195,8 @@ func (r *Region) createVolume(c *reqCtx) ([]node, *apiError) {
 		return nil, errf(500, "InternalError", err.Error())
 	}
 	r.w.Volumes[v.ID] = v
-	if tok := p.get("ClientToken"); tok != "" {
-		r.w.ClientTokens["CreateVolume/"+tok] = clientToken{ResourceID: v.ID, Params: volumeParams(c)}
+	if tok != "" {
+		r.w.ClientTokens[r.volumeTokenKey(tok, az)] = clientToken{ResourceID: v.ID, Params: volumeParams(c)}
 	}
 	r.scheduleVolumeCreated(v, r.delay(delay))
 	return volumeFields(v, r), nil
@@ -272,6 +288,9 @@ func (r *Region) describeVolumes(c *reqCtx) ([]node, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
+	for i, v := range vols {
+		vols[i] = r.volumeView(v, c)
+	}
 	var items []node
 	matched, aerr := matching(c.p.filters(), vols, func(v *volume) (map[string]string, fieldFunc) { return v.Tags, volumeField(v) })
 	if aerr != nil {
@@ -344,11 +363,11 @@ func (r *Region) attachVolume(c *reqCtx) ([]node, *apiError) {
 			return nil, badRequest("MissingParameter", "The request must contain the parameter "+k)
 		}
 	}
-	v, aerr := r.findVolume(p.get("VolumeId"))
+	v, aerr := r.lookupVolume(c, p.get("VolumeId"))
 	if aerr != nil {
 		return nil, aerr
 	}
-	in, aerr := r.findInstance(p.get("InstanceId"))
+	in, aerr := r.lookupInstance(c, p.get("InstanceId"))
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -373,6 +392,7 @@ func (r *Region) attachVolume(c *reqCtx) ([]node, *apiError) {
 			return nil, badRequest("InvalidParameterValue", fmt.Sprintf("Invalid value '%s' for unixDevice. Attachment point %s is already in use", device, device))
 		}
 	}
+	r.noteVolumeChange(v, c)
 	v.Attachment = &attachment{InstanceID: in.ID, Device: device, State: "attaching", Time: c.now}
 	v.State = "in-use"
 	r.scheduleAttached(v, r.delay(r.opts.Delays.Attach))
@@ -407,12 +427,12 @@ func (r *Region) detachVolume(c *reqCtx) ([]node, *apiError) {
 	if p.get("VolumeId") == "" {
 		return nil, badRequest("MissingParameter", "The request must contain the parameter VolumeId")
 	}
-	v, aerr := r.findVolume(p.get("VolumeId"))
+	v, aerr := r.lookupVolume(c, p.get("VolumeId"))
 	if aerr != nil {
 		return nil, aerr
 	}
 	if iid := p.get("InstanceId"); iid != "" {
-		if _, aerr := r.findInstance(iid); aerr != nil {
+		if _, aerr := r.lookupInstance(c, iid); aerr != nil {
 			return nil, aerr
 		}
 	}
@@ -426,19 +446,58 @@ func (r *Region) detachVolume(c *reqCtx) ([]node, *apiError) {
 	if dev := p.get("Device"); dev != "" && dev != a.Device {
 		return nil, badRequest("InvalidAttachment.NotFound", fmt.Sprintf("The volume '%s' is not attached to '%s'.", v.ID, dev))
 	}
-	if a.State != "detaching" {
+	force := p.boolean("Force")
+	switch {
+	case !detachInProgress(a):
+		r.noteVolumeChange(v, c)
+		a.Force = force
 		r.beginDetachLocked(v)
+	case force && !a.Force:
+		// A forced detach ends a detach stuck on a mounted device.
+		a.Force = true
+		r.scheduleDetachedLocked(v, false)
 	}
 	return attachmentFields(v), nil
 }
 
+func detachInProgress(a *attachment) bool { return a.State == "detaching" || a.State == "busy" }
+
 // beginDetachLocked moves an attachment to detaching; after the Detach delay
-// the device goes away and the volume is available.
+// the device goes away and the volume is available. While the instance has
+// the volume's device mounted the detach does not complete: "If the volume is
+// mounted ... the volume can get stuck in the busy state (detaching)" until it
+// is unmounted or the detach is forced
+// (https://docs.aws.amazon.com/ebs/latest/userguide/ebs-detaching-volume.html,
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DetachVolume.html).
+// Meanwhile the attachment shows Options.DetachBusyState ("busy", a
+// VolumeAttachmentState value, by default).
 func (r *Region) beginDetachLocked(v *volume) {
 	v.Attachment.State = "detaching"
+	if !v.Attachment.Force && r.deviceMountedLocked(v) {
+		v.Attachment.State = r.opts.DetachBusyState
+	}
 	r.cancelLocked("attach/" + v.ID)
-	r.scheduleLocked("detach/"+v.ID, VolumeDetach, r.delay(r.opts.Delays.Detach), true, func() {
-		if v.Attachment == nil || v.Attachment.State != "detaching" {
+	r.scheduleDetachedLocked(v, false)
+}
+
+// busyPoll is the least time between two looks at a busy detach's mount.
+const busyPoll = 50 * time.Millisecond
+
+// scheduleDetachedLocked completes a detach after the Detach delay, or, when
+// poll, looks at a busy one's mount again.
+func (r *Region) scheduleDetachedLocked(v *volume, poll bool) {
+	d := r.delay(r.opts.Delays.Detach)
+	if poll {
+		d = max(d, busyPoll)
+	}
+	r.scheduleLocked("detach/"+v.ID, VolumeDetach, d, true, func() {
+		a := v.Attachment
+		if a == nil || !detachInProgress(a) {
+			return
+		}
+		if !a.Force && r.deviceMountedLocked(v) {
+			a.State = r.opts.DetachBusyState
+			r.scheduleDetachedLocked(v, true) // look again until unmounted or forced
 			return
 		}
 		r.removeDeviceLocked(v)
@@ -448,7 +507,7 @@ func (r *Region) beginDetachLocked(v *volume) {
 }
 
 func (r *Region) deleteVolume(c *reqCtx) ([]node, *apiError) {
-	v, aerr := r.findVolume(c.p.get("VolumeId"))
+	v, aerr := r.lookupVolume(c, c.p.get("VolumeId"))
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -474,7 +533,7 @@ func (r *Region) deleteVolume(c *reqCtx) ([]node, *apiError) {
 // take the new type's default (io1/io2: 3000).
 func (r *Region) modifyVolume(c *reqCtx) ([]node, *apiError) {
 	p := c.p
-	v, aerr := r.findVolume(p.get("VolumeId"))
+	v, aerr := r.lookupVolume(c, p.get("VolumeId"))
 	if aerr != nil {
 		return nil, aerr
 	}

@@ -56,9 +56,10 @@ type Faults struct {
 	// DropRate is the probability that the connection is closed without a
 	// response.
 	DropRate float64
-	// ConsistencyDelay keeps a created resource out of Describe* results for
-	// this long, like EC2's eventual consistency
-	// (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html).
+	// ConsistencyDelay is EC2's eventual consistency
+	// (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html):
+	// for this long a created resource is not found, and reads of an
+	// attachment or association show it as before the call (consistency.go).
 	ConsistencyDelay time.Duration
 }
 
@@ -78,6 +79,16 @@ type Options struct {
 	// (default time.Now), so a test can expire a token without waiting out
 	// its TTL. Transitions run on timers; tests hold them with Hold.
 	IMDSClock func() time.Time
+	// EC2 rules AWS leaves open, and limits the sim scales (see sim/README.md, "What it models").
+	// TokenAcrossAZ: what a CreateVolume whose ClientToken was used in another AZ does: "first"
+	// (default) returns the first volume, in its zone; "new" makes a volume in the asked zone.
+	TokenAcrossAZ string
+	// SnapshotInterval is the least time between two CreateSnapshot of one volume
+	// (SnapshotCreationPerVolumeRateExceeded); 0 = AWS's 15 s, negative = no limit. Divided by Speed.
+	SnapshotInterval time.Duration
+	// DetachBusyState is the attachment state DescribeVolumes shows while a detach waits for a
+	// mounted device: "busy" (default) or "detaching".
+	DetachBusyState string
 }
 
 // Call is one entry of the API call log.
@@ -152,6 +163,9 @@ func New(o Options) (*Region, error) {
 	}
 	if o.IMDSClock == nil {
 		o.IMDSClock = time.Now
+	}
+	if err := checkRuleOptions(&o); err != nil {
+		return nil, err
 	}
 	for _, d := range []string{"", "volumes", "snapshots", "instances"} {
 		if err := os.MkdirAll(filepath.Join(o.StateDir, d), 0o755); err != nil {

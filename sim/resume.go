@@ -45,7 +45,7 @@ func (r *Region) resumeLocked() {
 			switch a.State {
 			case "attaching":
 				r.scheduleAttached(v, r.delay(r.opts.Delays.Attach))
-			case "detaching":
+			case "detaching", "busy":
 				r.beginDetachLocked(v)
 			}
 			if a.State != "attaching" && in != nil && deviceVisible(in) {

@@ -47,6 +47,9 @@ type volume struct {
 	Tags       map[string]string `json:"tags,omitempty"`
 	Attachment *attachment       `json:"attachment,omitempty"`
 	Mod        *modification     `json:"modification,omitempty"` // the latest ModifyVolume
+	// LastSnapshot is when the latest CreateSnapshot of this volume succeeded (SnapshotInterval).
+	LastSnapshot time.Time   `json:"lastSnapshot,omitzero"`
+	lag          []volumeLag // attachments before recent calls, for reads inside the consistency delay
 }
 
 // modification is a volume's latest Elastic Volumes change, as
@@ -65,8 +68,9 @@ type modification struct {
 type attachment struct {
 	InstanceID string    `json:"instanceId"`
 	Device     string    `json:"device"`
-	State      string    `json:"state"` // attaching, attached, detaching
+	State      string    `json:"state"` // attaching, attached, detaching, busy (a detach waiting for a mounted device)
 	Time       time.Time `json:"time"`
+	Force      bool      `json:"force,omitempty"` // the detach was forced: a mounted device does not hold it
 }
 
 type snapshot struct {
@@ -108,6 +112,10 @@ type instance struct {
 	SystemStatus   string    `json:"systemStatus,omitempty"`
 	InstanceStatus string    `json:"instanceStatus,omitempty"`
 	StatusSince    time.Time `json:"statusSince,omitzero"`
+	// HangShutdown keeps the instance in shutting-down (and stopping) until
+	// released or, for a stop, forced (StopForced: StopInstances Force=true).
+	HangShutdown bool `json:"hangShutdown,omitempty"`
+	StopForced   bool `json:"stopForced,omitempty"`
 
 	// Auto Scaling membership.
 	Group     string      `json:"group,omitempty"`
@@ -138,6 +146,7 @@ type address struct {
 	PrivateIP     string            `json:"privateIp,omitempty"`
 	Created       time.Time         `json:"created"`
 	Tags          map[string]string `json:"tags,omitempty"`
+	lag           []addressLag      // associations before recent calls, for reads inside the consistency delay
 }
 
 type launchTemplate struct {

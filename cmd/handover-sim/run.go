@@ -112,7 +112,10 @@ func serveFlags(args []string, stderr io.Writer) (sim.Options, string, string, e
 	fs.Var(rates, "fault-rate", "ACTION=P: probability of a retryable error for ACTION (or *); repeatable")
 	fs.DurationVar(&o.Faults.Latency, "fault-latency", 0, "latency added to every API call")
 	fs.Float64Var(&o.Faults.DropRate, "fault-drop", 0, "probability a connection is closed without a response")
-	fs.DurationVar(&o.Faults.ConsistencyDelay, "consistency-delay", 0, "a created resource is invisible to Describe* this long")
+	fs.DurationVar(&o.Faults.ConsistencyDelay, "consistency-delay", 0, "eventual consistency: a created resource is not found, and attachments and associations read as before, this long")
+	fs.StringVar(&o.TokenAcrossAZ, "token-across-az", sim.TokenFirst, "CreateVolume with a ClientToken used in another zone: first (the first volume, in its zone) or new (a volume in the asked zone)")
+	fs.DurationVar(&o.SnapshotInterval, "snapshot-interval", 15*time.Second, "least time between two CreateSnapshot of one volume (SnapshotCreationPerVolumeRateExceeded), divided by --speed; negative: no limit")
+	fs.StringVar(&o.DetachBusyState, "detach-busy-state", "busy", "attachment state while a detach waits for a mounted device: busy or detaching")
 	fs.Int64Var(&o.Seed, "seed", 1, "seed for jitter and faults")
 	logFormat := fs.String("log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
