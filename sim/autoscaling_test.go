@@ -222,7 +222,9 @@ func TestGroupReplacesKilledAndUnhealthyInstances(t *testing.T) {
 	if got := lifecycleOf(t, r, id); got != "InService" {
 		t.Fatalf("without launch hook: %s", got)
 	}
-	// Launch before terminate: the unhealthy instance stays until the new one is InService.
+	// Launch before terminate: the unhealthy instance stays until the new one is InService (held
+	// pending here, so that the two looks below see the same state).
+	releaseStart := r.Hold(InstanceStart, "")
 	if _, err := a.SetInstanceHealth(ctx, &autoscaling.SetInstanceHealthInput{InstanceId: aws.String(id), HealthStatus: aws.String("Unhealthy")}); err != nil {
 		t.Fatal(err)
 	}
@@ -230,6 +232,7 @@ func TestGroupReplacesKilledAndUnhealthyInstances(t *testing.T) {
 	if len(ins) != 2 || lifecycleOf(t, r, id) != "InService" {
 		t.Fatalf("launch before terminate: %+v", ins)
 	}
+	releaseStart()
 	simtest.Eventually(t, waitBound, "old instance terminating", func() (bool, string) {
 		got := lifecycleOf(t, r, id)
 		return got == "Terminating:Wait", "lifecycle " + got

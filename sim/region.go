@@ -78,6 +78,9 @@ type Options struct {
 	// (default time.Now), so a test can expire a token without waiting out
 	// its TTL. Transitions run on timers; tests hold them with Hold.
 	IMDSClock func() time.Time
+	// Replacement chooses what AWS leaves open when a group replaces a
+	// member: the zone and the moment of the launch (sim/asg_replace.go).
+	Replacement Replacement
 }
 
 // Call is one entry of the API call log.
