@@ -12,9 +12,9 @@ import (
 // whichever AWS does. The zero value is the default: "balance", "at-once".
 type Replacement struct {
 	// AZ of the replacement:
-	//   - "balance" (default): AWS's zone balancing ("launches the new instance
-	//     in the Availability Zone with the fewest instances",
-	//     https://docs.aws.amazon.com/autoscaling/ec2/userguide/auto-scaling-benefits.html#arch-AutoScalingMultiAZ).
+	//   - "balance" (default): AWS's zone balancing ("Auto Scaling maintains an
+	//     equal number of instances across enabled Availability Zones",
+	//     https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-availability-zone-balanced.html).
 	//     For a group of one the zones tie at zero; AWS does not say how it
 	//     breaks the tie. The sim prefers the zone with fewer instances on
 	//     their way out, then the zone listed first, so a replacement launched
