@@ -236,7 +236,7 @@ func (r *Region) stepMemberLocked(g *group, in *instance, now time.Time) {
 	case "terminated":
 		r.cancelLocked("hook/" + in.ID)
 		in.Hook = nil
-		in.Lifecycle = "Terminated"
+		in.Lifecycle = warmPrefix(in) + "Terminated"
 		return
 	case "shutting-down":
 		if !terminating(in) {
@@ -256,26 +256,30 @@ func (r *Region) stepMemberLocked(g *group, in *instance, now time.Time) {
 	}
 	switch in.Lifecycle {
 	case "Pending":
-		if h := firstHook(g, "autoscaling:EC2_INSTANCE_LAUNCHING"); h != nil {
-			r.startHookLocked(in, h, now, "Pending:Wait")
-		} else {
-			in.Lifecycle = "Pending:Proceed"
-			r.stepMemberLocked(g, in, now)
-		}
+		r.enterHookLocked(g, in, now, "autoscaling:EC2_INSTANCE_LAUNCHING", "Pending")
 	case "Pending:Proceed":
 		if in.State == "running" {
 			in.Lifecycle = "InService"
 		}
 	case "Terminating":
-		if h := firstHook(g, "autoscaling:EC2_INSTANCE_TERMINATING"); h != nil && in.State != "shutting-down" && in.State != "terminated" {
-			r.startHookLocked(in, h, now, "Terminating:Wait")
-		} else {
-			in.Lifecycle = "Terminating:Proceed"
-			r.stepMemberLocked(g, in, now)
-		}
+		r.enterHookLocked(g, in, now, "autoscaling:EC2_INSTANCE_TERMINATING", "Terminating")
 	case "Terminating:Proceed":
 		r.beginTerminateLocked(in, "Client.UserInitiatedShutdown: User initiated shutdown")
 	}
+}
+
+// enterHookLocked runs the group's first hook of transition on a member
+// entering state (Pending, Terminating, or their Warmed: forms): it waits in
+// state:Wait, or goes on to state:Proceed without a hook (and, terminating,
+// when EC2 already shuts the instance down).
+func (r *Region) enterHookLocked(g *group, in *instance, now time.Time, transition, state string) {
+	dying := in.State == "shutting-down" || in.State == "terminated"
+	if h := firstHook(g, transition); h != nil && !(dying && transition == "autoscaling:EC2_INSTANCE_TERMINATING") {
+		r.startHookLocked(in, h, now, state+":Wait")
+		return
+	}
+	in.Lifecycle = state + ":Proceed"
+	r.stepMemberLocked(g, in, now)
 }
 
 func (r *Region) startHookLocked(in *instance, h *hook, now time.Time, waitState string) {

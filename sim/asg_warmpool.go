@@ -87,12 +87,7 @@ func warmReady(in *instance) bool {
 func (r *Region) stepWarmLocked(g *group, in *instance, now time.Time) {
 	switch in.Lifecycle {
 	case "Warmed:Pending":
-		if h := firstHook(g, "autoscaling:EC2_INSTANCE_LAUNCHING"); h != nil {
-			r.startHookLocked(in, h, now, "Warmed:Pending:Wait")
-		} else {
-			in.Lifecycle = "Warmed:Pending:Proceed"
-			r.stepWarmLocked(g, in, now)
-		}
+		r.enterHookLocked(g, in, now, "autoscaling:EC2_INSTANCE_LAUNCHING", "Warmed:Pending")
 	case "Warmed:Pending:Proceed":
 		target := warmTarget(g)
 		switch {
@@ -104,12 +99,7 @@ func (r *Region) stepWarmLocked(g *group, in *instance, now time.Time) {
 			in.Lifecycle = target
 		}
 	case "Warmed:Terminating":
-		if h := firstHook(g, "autoscaling:EC2_INSTANCE_TERMINATING"); h != nil && in.State != "shutting-down" && in.State != "terminated" {
-			r.startHookLocked(in, h, now, "Warmed:Terminating:Wait")
-		} else {
-			in.Lifecycle = "Warmed:Terminating:Proceed"
-			r.stepWarmLocked(g, in, now)
-		}
+		r.enterHookLocked(g, in, now, "autoscaling:EC2_INSTANCE_TERMINATING", "Warmed:Terminating")
 	case "Warmed:Terminating:Proceed":
 		if in.State == "stopping" {
 			return // terminated once stopped

@@ -119,13 +119,15 @@ func TestWarmPoolLifecycle(t *testing.T) {
 		t.Fatalf("taken instance: %s", got)
 	}
 
-	// DeleteWarmPool: PendingDelete, the pool's instances terminate, then no pool.
+	// DeleteWarmPool: PendingDelete while the pool's instances terminate (held here), then no pool.
+	release := r.Hold(InstanceTerminate, refill)
 	if _, err := a.DeleteWarmPool(ctx, &autoscaling.DeleteWarmPoolInput{AutoScalingGroupName: aws.String("web")}); err != nil {
 		t.Fatal(err)
 	}
 	if wp := describeWarm(t, r); wp.WarmPoolConfiguration == nil || wp.WarmPoolConfiguration.Status != asgtypes.WarmPoolStatusPendingDelete {
 		t.Fatalf("deleting: %+v", wp.WarmPoolConfiguration)
 	}
+	release()
 	idle(t, r)
 	if wp := describeWarm(t, r); wp.WarmPoolConfiguration != nil || len(wp.Instances) != 0 {
 		t.Fatalf("after delete: %+v", wp)
