@@ -36,7 +36,7 @@ func launching(in *instance) bool {
 }
 
 func terminating(in *instance) bool {
-	return strings.HasPrefix(in.Lifecycle, "Terminat")
+	return strings.HasPrefix(strings.TrimPrefix(in.Lifecycle, "Warmed:"), "Terminat")
 }
 
 // firstHook returns the group's hook for a transition.
@@ -63,12 +63,25 @@ func (r *Region) reconcileGroupLocked(g *group) {
 	for _, in := range r.groupMembers(g) {
 		r.stepMemberLocked(g, in, now)
 	}
+	for _, in := range r.warmMembers(g) {
+		r.stepMemberLocked(g, in, now)
+	}
+	defer r.reconcileWarmPoolLocked(g, now)
 	members := r.groupMembers(g)
 	if g.Deleting {
-		if len(members) == 0 {
+		if len(members) == 0 && len(r.warmMembers(g)) == 0 {
 			delete(r.w.Groups, g.Name)
 		}
 		return
+	}
+	// Capacity Rebalancing: a member with a rebalance recommendation is
+	// replaced, launch before terminate (launchFirst).
+	// https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-capacity-rebalancing.html
+	for _, in := range members {
+		if rebalancing(g, in) && !in.Replace && (launching(in) || inService(in)) {
+			r.log.Info("capacity rebalancing replaces instance", "group", g.Name, "instance", in.ID)
+			in.Replace = true
+		}
 	}
 	// Healthy capacity: launching or in service, not marked for replacement.
 	var healthy []*instance
@@ -77,7 +90,7 @@ func (r *Region) reconcileGroupLocked(g *group) {
 			healthy = append(healthy, in)
 		}
 	}
-	for n := len(healthy); n < g.Desired; n++ {
+	for n := len(healthy); n < g.Desired && !r.waitForGone(g, members); n++ {
 		in := r.launchForGroupLocked(g, healthy, now)
 		healthy = append(healthy, in)
 	}
@@ -86,10 +99,10 @@ func (r *Region) reconcileGroupLocked(g *group) {
 			r.beginGroupTerminationLocked(g, in)
 		}
 	}
-	// Replacements. With MinHealthyPercentage 100 the group launches first
-	// and terminates the old instance only once the new ones are InService;
-	// otherwise it terminates first.
-	launchFirst := g.MinHealthy >= 100
+	// Replacements. Launching first (launchFirst), the group terminates the
+	// old instance only once the new ones are InService; otherwise it
+	// terminates at once (Options.Replacement.Launch says when the
+	// replacement is launched).
 	ready := 0
 	for _, in := range healthy {
 		if inService(in) {
@@ -100,7 +113,7 @@ func (r *Region) reconcileGroupLocked(g *group) {
 		if !in.Replace || terminating(in) {
 			continue
 		}
-		if launchFirst && ready < g.Desired {
+		if launchFirst(g, in) && ready < g.Desired {
 			continue
 		}
 		r.beginGroupTerminationLocked(g, in)
@@ -124,27 +137,55 @@ func (r *Region) scaleInOrder(g *group, ins []*instance) []*instance {
 	return out
 }
 
-// launchForGroupLocked launches into the zone with the fewest healthy
-// instances, as the group balances zones. Ties go to the zone with fewer
-// instances on their way out (a replacement avoids the zone its predecessor
-// is leaving, which is what a singleton group usually shows), then to the
-// zone listed first.
-func (r *Region) launchForGroupLocked(g *group, healthy []*instance, now time.Time) *instance {
+// launchFirst says the group launches the replacement of in before it
+// terminates in: the group's instance maintenance policy says launch before
+// terminate (MinHealthyPercentage 100), or Capacity Rebalancing replaces an
+// instance with a rebalance recommendation, which AWS documents as launch
+// before terminate ("Rebalancing" in the table of
+// https://docs.aws.amazon.com/autoscaling/ec2/userguide/instance-maintenance-policy-overview-and-considerations.html).
+func launchFirst(g *group, in *instance) bool {
+	return g.MinHealthy >= 100 || rebalancing(g, in)
+}
+
+// balancedAZs orders the group's zones as zone balancing prefers them: the
+// fewest healthy instances first; ties go to the zone with fewer instances on
+// their way out, then to the zone listed first.
+func (r *Region) balancedAZs(g *group, healthy, members []*instance) []string {
 	count, leaving := map[string]int{}, map[string]int{}
 	for _, in := range healthy {
 		count[in.AZ]++
 	}
-	for _, in := range r.groupMembers(g) {
+	for _, in := range members {
 		if terminating(in) || in.Replace {
 			leaving[in.AZ]++
 		}
 	}
-	az := g.AZs[0]
-	for _, z := range g.AZs {
-		if count[z] < count[az] || count[z] == count[az] && leaving[z] < leaving[az] {
-			az = z
+	out := slices.Clone(g.AZs)
+	slices.SortStableFunc(out, func(a, b string) int {
+		if count[a] != count[b] {
+			return count[a] - count[b]
 		}
+		return leaving[a] - leaving[b]
+	})
+	return out
+}
+
+// launchForGroupLocked launches into the zone zone balancing and
+// Options.Replacement choose, taking a warmed instance of that zone from the
+// warm pool when there is one.
+func (r *Region) launchForGroupLocked(g *group, healthy []*instance, now time.Time) *instance {
+	members := r.groupMembers(g)
+	az := r.replacementAZ(g, members, r.balancedAZs(g, healthy, members))
+	if in := r.takeWarmLocked(g, az, now); in != nil {
+		return in
 	}
+	return r.newGroupInstanceLocked(g, az, "Pending", now)
+}
+
+// newGroupInstanceLocked launches an instance of the group's template into az
+// in the given first lifecycle state (Pending, or Warmed:Pending for the warm
+// pool).
+func (r *Region) newGroupInstanceLocked(g *group, az, lifecycle string, now time.Time) *instance {
 	subnet := subnetFor(az)
 	for _, sn := range strings.Split(g.VPCZoneIdentifier, ",") {
 		if z, err := r.subnetAZ(strings.TrimSpace(sn)); err == nil && z == az {
@@ -170,8 +211,8 @@ func (r *Region) launchForGroupLocked(g *group, healthy []*instance, now time.Ti
 	s.Tags["aws:ec2launchtemplate:id"] = g.TemplateID
 	s.Tags["aws:ec2launchtemplate:version"] = launchedTemplateVersion(g)
 	in := r.launchLocked(s, now, newID("r"))
-	in.Group, in.Lifecycle, in.Health = g.Name, "Pending", "Healthy"
-	r.log.Info("group launched instance", "group", g.Name, "instance", in.ID, "az", az)
+	in.Group, in.Lifecycle, in.Health = g.Name, lifecycle, "Healthy"
+	r.log.Info("group launched instance", "group", g.Name, "instance", in.ID, "az", az, "lifecycle", lifecycle)
 	r.stepMemberLocked(g, in, now)
 	return in
 }
@@ -195,42 +236,50 @@ func (r *Region) stepMemberLocked(g *group, in *instance, now time.Time) {
 	case "terminated":
 		r.cancelLocked("hook/" + in.ID)
 		in.Hook = nil
-		in.Lifecycle = "Terminated"
+		in.Lifecycle = warmPrefix(in) + "Terminated"
 		return
 	case "shutting-down":
 		if !terminating(in) {
 			r.cancelLocked("hook/" + in.ID)
 			in.Hook = nil
 			in.Health = "Unhealthy"
-			in.Lifecycle = "Terminating:Proceed"
+			in.Lifecycle = warmPrefix(in) + "Terminating:Proceed"
 		}
 	case "stopping", "stopped":
-		if !terminating(in) && in.Health != "Unhealthy" {
+		if !warmed(in) && !terminating(in) && in.Health != "Unhealthy" {
 			in.Health, in.Replace = "Unhealthy", true
 		}
 	}
+	if warmed(in) {
+		r.stepWarmLocked(g, in, now)
+		return
+	}
 	switch in.Lifecycle {
 	case "Pending":
-		if h := firstHook(g, "autoscaling:EC2_INSTANCE_LAUNCHING"); h != nil {
-			r.startHookLocked(in, h, now, "Pending:Wait")
-		} else {
-			in.Lifecycle = "Pending:Proceed"
-			r.stepMemberLocked(g, in, now)
-		}
+		r.enterHookLocked(g, in, now, "autoscaling:EC2_INSTANCE_LAUNCHING", "Pending")
 	case "Pending:Proceed":
 		if in.State == "running" {
 			in.Lifecycle = "InService"
 		}
 	case "Terminating":
-		if h := firstHook(g, "autoscaling:EC2_INSTANCE_TERMINATING"); h != nil && in.State != "shutting-down" && in.State != "terminated" {
-			r.startHookLocked(in, h, now, "Terminating:Wait")
-		} else {
-			in.Lifecycle = "Terminating:Proceed"
-			r.stepMemberLocked(g, in, now)
-		}
+		r.enterHookLocked(g, in, now, "autoscaling:EC2_INSTANCE_TERMINATING", "Terminating")
 	case "Terminating:Proceed":
 		r.beginTerminateLocked(in, "Client.UserInitiatedShutdown: User initiated shutdown")
 	}
+}
+
+// enterHookLocked runs the group's first hook of transition on a member
+// entering state (Pending, Terminating, or their Warmed: forms): it waits in
+// state:Wait, or goes on to state:Proceed without a hook (and, terminating,
+// when EC2 already shuts the instance down).
+func (r *Region) enterHookLocked(g *group, in *instance, now time.Time, transition, state string) {
+	dying := in.State == "shutting-down" || in.State == "terminated"
+	if h := firstHook(g, transition); h != nil && !(dying && transition == "autoscaling:EC2_INSTANCE_TERMINATING") {
+		r.startHookLocked(in, h, now, state+":Wait")
+		return
+	}
+	in.Lifecycle = state + ":Proceed"
+	r.stepMemberLocked(g, in, now)
 }
 
 func (r *Region) startHookLocked(in *instance, h *hook, now time.Time, waitState string) {
@@ -273,6 +322,12 @@ func (r *Region) finishHookLocked(in *instance, result string) {
 		in.Lifecycle, in.Health = "Terminating:Proceed", "Unhealthy"
 	case in.Lifecycle == "Terminating:Wait":
 		in.Lifecycle = "Terminating:Proceed"
+	case in.Lifecycle == "Warmed:Pending:Wait" && result == "CONTINUE":
+		in.Lifecycle = "Warmed:Pending:Proceed"
+	case in.Lifecycle == "Warmed:Pending:Wait":
+		in.Lifecycle, in.Health = "Warmed:Terminating:Proceed", "Unhealthy"
+	case in.Lifecycle == "Warmed:Terminating:Wait":
+		in.Lifecycle = "Warmed:Terminating:Proceed"
 	}
 	r.stepMemberLocked(g, in, now)
 }

@@ -102,6 +102,9 @@ func (r *Region) applyGroupParams(g *group, p params, creating bool) *apiError {
 			return aerr
 		}
 	}
+	if p.has("CapacityRebalance") {
+		g.CapacityRebalance = p.boolean("CapacityRebalance")
+	}
 	// Instance maintenance policy
 	// (https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-instance-maintenance-policy.html):
 	// -1/-1 clears it; MinHealthyPercentage 100 means launch before terminate.
@@ -218,7 +221,7 @@ func hookFromParams(p params, pre string, prev *hook) (*hook, *apiError) {
 func (r *Region) groupMembers(g *group) []*instance {
 	var out []*instance
 	for _, in := range r.w.Instances {
-		if in.Group == g.Name && in.Lifecycle != "" && in.Lifecycle != "Terminated" {
+		if in.Group == g.Name && in.Lifecycle != "" && in.Lifecycle != "Terminated" && !warmed(in) {
 			out = append(out, in)
 		}
 	}
@@ -278,9 +281,7 @@ func (r *Region) describeAutoScalingGroups(c *reqCtx) ([]node, *apiError) {
 	for _, g := range pg {
 		var ins, tags []node
 		for _, in := range r.groupMembers(g) {
-			ins = append(ins, el("", tx("InstanceId", in.ID), tx("InstanceType", in.Type), tx("AvailabilityZone", in.AZ),
-				tx("LifecycleState", in.Lifecycle), tx("HealthStatus", in.Health), r.instanceTemplateNode(g),
-				boolean("ProtectedFromScaleIn", false)))
+			ins = append(ins, r.groupInstanceNode(g, in))
 		}
 		for _, t := range g.Tags {
 			tags = append(tags, el("", tx("ResourceId", g.Name), tx("ResourceType", "auto-scaling-group"),
@@ -307,17 +308,25 @@ func (r *Region) describeAutoScalingGroups(c *reqCtx) ([]node, *apiError) {
 			list("SuspendedProcesses", "member", nil), opt("VPCZoneIdentifier", g.VPCZoneIdentifier),
 			list("EnabledMetrics", "member", nil), list("Tags", "member", tags),
 			list("TerminationPolicies", "member", []node{tx("", "Default")}), boolean("NewInstancesProtectedFromScaleIn", false),
-			policy, status, boolean("CapacityRebalance", false),
+			policy, status, boolean("CapacityRebalance", g.CapacityRebalance),
 		))
 	}
 	return []node{list("AutoScalingGroups", "member", items), opt("NextToken", next)}, nil
 }
 
+// groupInstanceNode is a member (or a warmed instance) as DescribeAutoScalingGroups and DescribeWarmPool list it.
+func (r *Region) groupInstanceNode(g *group, in *instance) node {
+	return el("", tx("InstanceId", in.ID), tx("InstanceType", in.Type), tx("AvailabilityZone", in.AZ),
+		tx("LifecycleState", in.Lifecycle), tx("HealthStatus", in.Health), r.instanceTemplateNode(g),
+		boolean("ProtectedFromScaleIn", false))
+}
+
+// describeAutoScalingInstances lists the groups' members and their warm pools' instances.
 func (r *Region) describeAutoScalingInstances(c *reqCtx) ([]node, *apiError) {
 	ids := c.p.members("InstanceIds")
 	var ins []*instance
 	for _, n := range sortedKeys(r.w.Groups) {
-		for _, in := range r.groupMembers(r.w.Groups[n]) {
+		for _, in := range append(r.groupMembers(r.w.Groups[n]), r.warmMembers(r.w.Groups[n])...) {
 			if len(ids) == 0 || slices.Contains(ids, in.ID) {
 				ins = append(ins, in)
 			}
@@ -371,7 +380,7 @@ func (r *Region) deleteAutoScalingGroup(c *reqCtx) ([]node, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	members := r.groupMembers(g)
+	members := append(r.groupMembers(g), r.warmMembers(g)...)
 	if len(members) > 0 && !c.p.boolean("ForceDelete") {
 		return nil, badRequest("ResourceInUse", "You cannot delete an AutoScalingGroup while there are instances or pending Spot instance request(s) still in the group.")
 	}
@@ -381,7 +390,7 @@ func (r *Region) deleteAutoScalingGroup(c *reqCtx) ([]node, *apiError) {
 	for _, in := range members {
 		r.cancelLocked("hook/" + in.ID)
 		in.Hook = nil
-		in.Lifecycle = "Terminating:Proceed"
+		in.Lifecycle = warmPrefix(in) + "Terminating:Proceed"
 		r.beginTerminateLocked(in, "Client.UserInitiatedShutdown: User initiated shutdown")
 	}
 	return nil, nil

@@ -222,9 +222,9 @@ func TestGroupReplacesKilledAndUnhealthyInstances(t *testing.T) {
 	if got := lifecycleOf(t, r, id); got != "InService" {
 		t.Fatalf("without launch hook: %s", got)
 	}
-	// Launch before terminate: the unhealthy instance stays until the new one is InService. The new one is
-	// held in pending so that the test sees the moment between.
-	launched := r.Hold(InstanceStart, "")
+	// Launch before terminate: the unhealthy instance stays until the new one is InService (held
+	// pending here, so that the two looks below see the same state).
+	releaseStart := r.Hold(InstanceStart, "")
 	if _, err := a.SetInstanceHealth(ctx, &autoscaling.SetInstanceHealthInput{InstanceId: aws.String(id), HealthStatus: aws.String("Unhealthy")}); err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestGroupReplacesKilledAndUnhealthyInstances(t *testing.T) {
 	if len(ins) != 2 || oldState != "InService" {
 		t.Fatalf("launch before terminate: old instance %s, %d instances: %+v", oldState, len(ins), ins)
 	}
-	launched()
+	releaseStart()
 	simtest.Eventually(t, waitBound, "old instance terminating", func() (bool, string) {
 		got := lifecycleOf(t, r, id)
 		return got == "Terminating:Wait", "lifecycle " + got

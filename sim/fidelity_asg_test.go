@@ -191,10 +191,37 @@ func autoScalingScenario(t *testing.T, aws *awsCLI, caps capabilities, o *outcom
 		return jnum(g, "DesiredCapacity") == 1 && !slices.Contains(members(g, ""), keep), fmt.Sprintf("group %v", g)
 	})
 	o.rec("group after terminate", map[string]any{"desired": jnum(g, "DesiredCapacity"), "min": jnum(g, "MinSize")})
+	warmPoolScenario(t, aws)
 	if caps.transitions {
 		simtest.Eventually(t, fidelityBound, "terminated member terminated in EC2", func() (bool, string) {
 			in := instancesOf(aws.ok("ec2", "describe-instances", "--instance-ids", keep))
 			return len(in) == 1 && jstr(in[0], "State", "Name") == "terminated", fmt.Sprintf("instances %v", in)
 		})
 	}
+}
+
+// warmPoolScenario: CapacityRebalance at creation, and a warm pool's configuration put, described and
+// deleted, on an empty group (moto launches no warmed instances, so none are asked for).
+func warmPoolScenario(t *testing.T, aws *awsCLI) {
+	const group = "fid-warm"
+	aws.ok("autoscaling", "create-auto-scaling-group", "--auto-scaling-group-name", group,
+		"--launch-template", "LaunchTemplateName=fid-lt,Version=$Latest", "--min-size", "0", "--max-size", "1",
+		"--desired-capacity", "0", "--availability-zones", "us-east-1a", "us-east-1b", "--capacity-rebalance")
+	g := jget(aws.ok("autoscaling", "describe-auto-scaling-groups", "--auto-scaling-group-names", group), "AutoScalingGroups", 0)
+	if jget(g, "CapacityRebalance") != true {
+		t.Errorf("create-auto-scaling-group --capacity-rebalance: CapacityRebalance %v", jget(g, "CapacityRebalance"))
+	}
+	aws.ok("autoscaling", "put-warm-pool", "--auto-scaling-group-name", group, "--max-group-prepared-capacity", "0",
+		"--min-size", "0", "--pool-state", "Running")
+	wp := aws.ok("autoscaling", "describe-warm-pool", "--auto-scaling-group-name", group)
+	if jstr(wp, "WarmPoolConfiguration", "PoolState") != "Running" || jnum(wp, "WarmPoolConfiguration", "MinSize") != 0 ||
+		jnum(wp, "WarmPoolConfiguration", "MaxGroupPreparedCapacity") != 0 || len(jlist(wp, "Instances")) != 0 {
+		t.Errorf("describe-warm-pool: got %v", wp)
+	}
+	aws.ok("autoscaling", "delete-warm-pool", "--auto-scaling-group-name", group)
+	simtest.Eventually(t, fidelityBound, "warm pool deleted", func() (bool, string) {
+		wp = aws.ok("autoscaling", "describe-warm-pool", "--auto-scaling-group-name", group)
+		return jget(wp, "WarmPoolConfiguration") == nil, fmt.Sprintf("describe-warm-pool %v", wp)
+	})
+	aws.ok("autoscaling", "delete-auto-scaling-group", "--auto-scaling-group-name", group)
 }

@@ -172,17 +172,31 @@ func metadataTagKey(k string) bool {
 // targetLifecycleState is what autoscaling/target-lifecycle-state shows
 // (https://docs.aws.amazon.com/autoscaling/ec2/userguide/retrieving-target-lifecycle-state-through-imds.html):
 // the state the instance is heading to, so Terminated as soon as it enters
-// Terminating or Terminating:Wait, InService while it is Pending(:Wait).
-func targetLifecycleState(lifecycle string) string {
+// Terminating or Terminating:Wait, InService while it is Pending(:Wait). An
+// instance on its way into the warm pool (Warmed:Pending, Warmed:Pending:Wait)
+// is heading to warmTarget (Warmed:Stopped, Warmed:Running or
+// Warmed:Hibernated, the pool's PoolState), one leaving it to
+// Warmed:Terminated.
+func targetLifecycleState(lifecycle, warmTarget string) string {
 	switch {
 	case strings.HasPrefix(lifecycle, "Terminat"):
 		return "Terminated"
 	case strings.HasPrefix(lifecycle, "Detach"):
 		return "Detached"
+	case strings.HasPrefix(lifecycle, "Warmed:Terminat"):
+		return "Warmed:Terminated"
 	case strings.HasPrefix(lifecycle, "Warmed:"):
-		return lifecycle
+		return warmTarget
 	}
 	return "InService"
+}
+
+func (r *Region) targetLifecycleStateLocked(in *instance) string {
+	target := "Warmed:Stopped"
+	if g := r.w.Groups[in.Group]; g != nil {
+		target = warmTarget(g)
+	}
+	return targetLifecycleState(in.Lifecycle, target)
 }
 
 // imdsTreeLocked is the instance's metadata as leaf path -> value, plus the
@@ -231,7 +245,7 @@ func (r *Region) imdsTreeLocked(in *instance) (map[string]string, map[string]boo
 		}
 	}
 	if in.Group != "" && in.Lifecycle != "" {
-		leaves["meta-data/autoscaling/target-lifecycle-state"] = targetLifecycleState(in.Lifecycle)
+		leaves["meta-data/autoscaling/target-lifecycle-state"] = r.targetLifecycleStateLocked(in)
 	}
 	if in.SpotAction != "" {
 		b, _ := json.Marshal(map[string]string{"action": in.SpotAction, "time": in.SpotTime.UTC().Format(time.RFC3339)})

@@ -89,6 +89,9 @@ type Options struct {
 	// DetachBusyState is the attachment state DescribeVolumes shows while a detach waits for a
 	// mounted device: "busy" (default) or "detaching".
 	DetachBusyState string
+	// Replacement chooses what AWS leaves open when a group replaces a
+	// member: the zone and the moment of the launch (sim/asg_replace.go).
+	Replacement Replacement
 }
 
 // Call is one entry of the API call log.

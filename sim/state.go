@@ -180,6 +180,8 @@ type group struct {
 	Hooks             map[string]*hook `json:"hooks,omitempty"`
 	Created           time.Time        `json:"created"`
 	Deleting          bool             `json:"deleting,omitempty"`
+	CapacityRebalance bool             `json:"capacityRebalance,omitempty"`
+	WarmPool          *warmPool        `json:"warmPool,omitempty"` // sim/asg_warmpool.go
 }
 
 type groupTag struct {

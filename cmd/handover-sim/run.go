@@ -118,7 +118,14 @@ func serveFlags(args []string, stderr io.Writer) (sim.Options, string, string, e
 	fs.StringVar(&o.DetachBusyState, "detach-busy-state", "busy", "attachment state while a detach waits for a mounted device: busy or detaching")
 	fs.Int64Var(&o.Seed, "seed", 1, "seed for jitter and faults")
 	logFormat := fs.String("log-format", "text", "text or json")
+	fs.StringVar(&o.Replacement.AZ, "replacement-az", sim.ReplaceAZBalance,
+		"zone of a group's replacement for a member: balance (zone balancing), same (the replaced instance's), other (another of the group's)")
+	fs.StringVar(&o.Replacement.Launch, "replacement-launch", sim.ReplaceLaunchAtOnce,
+		"when a group without launch-before-terminate launches a replacement: at-once (as the old instance enters Terminating) or after-gone (once it is Terminated)")
 	if err := fs.Parse(args); err != nil {
+		return o, "", "", err
+	}
+	if err := o.Replacement.Validate(); err != nil {
 		return o, "", "", err
 	}
 	if o.StateDir == "" {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +100,21 @@ func TestServeEnvKillCalls(t *testing.T) {
 	}
 	if code := run(ctx, []string{"serve"}, &stdout, &stderr); code != 2 {
 		t.Fatalf("serve without --state: %d", code)
+	}
+}
+
+func TestServeReplacementFlags(t *testing.T) {
+	o, _, _, err := serveFlags([]string{"--state", t.TempDir(), "--replacement-az", "same", "--replacement-launch", "after-gone"}, io.Discard)
+	if err != nil || o.Replacement.AZ != "same" || o.Replacement.Launch != "after-gone" {
+		t.Fatalf("serve flags: %+v %v", o.Replacement, err)
+	}
+	if o, _, _, err := serveFlags([]string{"--state", t.TempDir()}, io.Discard); err != nil || o.Replacement.AZ != "balance" || o.Replacement.Launch != "at-once" {
+		t.Fatalf("defaults: %+v %v", o.Replacement, err)
+	}
+	if _, _, _, err := serveFlags([]string{"--state", t.TempDir(), "--replacement-az", "nearest"}, io.Discard); err == nil {
+		t.Fatal("--replacement-az nearest accepted")
+	}
+	if code := run(context.Background(), []string{"serve", "--state", t.TempDir(), "--replacement-launch", "later"}, io.Discard, io.Discard); code != 2 {
+		t.Fatalf("serve --replacement-launch later: exit %d, want 2", code)
 	}
 }
