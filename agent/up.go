@@ -495,8 +495,8 @@ func (r *upRun) fence(ctx context.Context) error { return r.lease.Check(ctx, r.c
 // handBack disassociates the address this run took when the run ends without the data, so that the
 // address is never on one instance and the data on another. An address found here is left here.
 func (r *upRun) handBack(ctx context.Context, cause error) {
-	if !r.lease.TookIt || fail.Code(cause) == fail.CodeFenced {
-		return
+	if !r.lease.TookIt || fail.Code(cause) == fail.CodeFenced || ctx.Err() != nil {
+		return // not ours any more, or the run was stopped from outside: its rerun carries on under the lease
 	}
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()

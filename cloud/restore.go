@@ -707,8 +707,11 @@ func (s *SlotRun) make(ctx context.Context, p SlotPlan) error {
 	}
 	s.created = Volume{ID: id, Generation: p.Generation, AZ: s.Az}
 	if err := s.fence(ctx); err != nil {
-		// The lease moved while the volume was being made: it is nobody's data; take it away again.
-		s.discard(ctx, id)
+		if fail.Code(err) == fail.CodeFenced {
+			// The lease moved while the volume was being made: it is nobody's data; take it away again.
+			// (A run stopped from outside keeps it: its rerun, under the same lease, gets it back by token.)
+			s.discard(ctx, id)
+		}
 		return err
 	}
 	if snap != nil {
@@ -848,6 +851,13 @@ func (s *SlotRun) create(ctx context.Context, generation int, snap *Snapshot) (s
 		return "", fmt.Errorf("create %s in %s (generation %d): %w", what, s.Az, generation, err)
 	}
 	id := aws.ToString(out.VolumeId)
+	if az := aws.ToString(out.AvailabilityZone); az != "" && az != s.Az {
+		// A ClientToken is not compared across zones: CreateVolume may answer with a volume another run made
+		// in its zone (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html). The epoch
+		// in the token makes that another lease's volume: never this run's to use.
+		return "", fail.Fenced(fmt.Sprintf("CreateVolume answered with %s in %s, not in %s: its token (generation %d, lease %s) was used in another zone; another instance is making the slot's volumes",
+			id, az, s.Az, generation, s.Epoch), nil)
+	}
 	s.Log.Info("volume created", logkey.Step, "volume", logkey.Volume, id, logkey.Generation, generation, "size_gib", aws.ToInt32(in.Size), "type", s.Shape.Type)
 	return id, nil
 }
