@@ -140,17 +140,17 @@ func ObserveSlot(ctx context.Context, c *Clients, group, slot, self string) (Slo
 type PlanAction int
 
 const (
-	PlanDone          PlanAction = iota // the live volume is attached here
-	PlanAttach                          // attach the live volume here
-	PlanWaitVolume                      // the live volume is creating, attaching or detaching: wait
-	PlanWaitHolder                      // another instance holds the live volume: wait for it to let go
-	PlanDetachStopped                   // a stopped instance in this AZ holds it: detach, then attach here
-	PlanWaitSnapshot                    // the best snapshot is still pending: wait rather than restore older data
-	PlanRestore                         // create a volume here from the best snapshot
-	PlanBlank                           // first boot: create a blank volume here
-	PlanSnapshotOrphan                  // the newest volume is elsewhere and no snapshot has its last writes: snapshot it first
-	PlanForceDetach                     // its holder is stuck leaving in this AZ past the bound: force the detach
-	PlanRefuse                          // nothing safe to do; Err says what to fix
+	PlanDone           PlanAction = iota // the live volume is attached here
+	PlanAttach                           // attach the live volume here
+	PlanWaitVolume                       // the live volume is creating, attaching or detaching: wait
+	PlanWaitHolder                       // another instance holds the live volume: wait for it to let go
+	PlanDetachStopped                    // a stopped instance in this AZ holds it: detach, then attach here
+	PlanWaitSnapshot                     // the best snapshot is still pending: wait rather than restore older data
+	PlanRestore                          // create a volume here from the best snapshot
+	PlanBlank                            // first boot: create a blank volume here
+	PlanSnapshotOrphan                   // the newest volume is elsewhere and no snapshot has its last writes: snapshot it first
+	PlanForceDetach                      // its holder is stuck leaving in this AZ past the bound: force the detach
+	PlanRefuse                           // nothing safe to do; Err says what to fix
 )
 
 var planNames = map[PlanAction]string{
