@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/handover/handover/cloud"
@@ -257,4 +258,30 @@ func TestUpKeepsAddressAndDataTogether(t *testing.T) {
 			t.Errorf("the log does not say the address was handed back:\n%s", res.stderr)
 		}
 	})
+}
+
+// TestUpSizesTheReleaseWaitFromTheTerminationHook: in a group whose termination hook gives the old instance
+// 15 minutes, up waits for it at least that long (plus a minute) before recovering without it, unless
+// --release-timeout says otherwise.
+func TestUpSizesTheReleaseWaitFromTheTerminationHook(t *testing.T) {
+	t.Parallel()
+	w := newTestRegion(t)
+	w.allocateAddress(testGroup)
+	id := w.launchGroup("orders-asg", nil)
+	if _, err := w.as.PutLifecycleHook(w.ctx(), &autoscaling.PutLifecycleHookInput{
+		AutoScalingGroupName: aws.String("orders-asg"), LifecycleHookName: aws.String("terminate"),
+		LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_TERMINATING"), HeartbeatTimeout: aws.Int32(900),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--launch-hook", "launch")...)
+	mustSucceed(t, res)
+	if !strings.Contains(res.stderr, "release_timeout=16m0s") {
+		t.Errorf("up did not size --release-timeout from the 15-minute termination hook:\n%s", res.stderr)
+	}
+	res = w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--launch-hook", "launch", "--release-timeout", "2m")...)
+	mustSucceed(t, res)
+	if strings.Contains(res.stderr, "sized from the group's termination hook") {
+		t.Errorf("an explicit --release-timeout was overridden:\n%s", res.stderr)
+	}
 }

@@ -69,7 +69,7 @@ func (c *upConfig) register(f *flags) {
 	fs.BoolVar(&c.NoMount, "no-mount", false, "attach volumes but do not wait for devices, make filesystems or mount")
 	fs.BoolVar(&c.DeleteSuperseded, "delete-superseded", false, "delete the slot's volumes of older generations once they are detached (never attached ones)")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Minute, "bound on the whole command")
-	fs.DurationVar(&c.ReleaseTimeout, "release-timeout", 5*time.Minute, "how long to wait for another instance to release the Elastic IP or the volume (then exit 4)")
+	fs.DurationVar(&c.ReleaseTimeout, "release-timeout", 5*time.Minute, "how long to wait for a leaving instance to release the Elastic IP or the volume before recovering without it, and for a live one before exit 4 (default 5m; in a group with a termination hook: its heartbeat timeout, at least 10m, plus 1m)")
 	fs.StringVar(&c.UnitDir, "unit-dir", "/etc/systemd/system", "where to write the systemd mount unit of each volume, or \"none\"")
 }
 
@@ -155,6 +155,8 @@ type upRun struct {
 	addrLog *slog.Logger // log without the instance key, which claimAddress adds
 	clients *cloud.Clients
 	lease   cloud.Lease // the Elastic IP association this run holds: the fence
+	asgName string      // the Auto Scaling group this instance is in, "" when none
+	flags   *flags      // where each option came from
 	me      imds.Identity
 	host    *host.Linux
 	start   time.Time
@@ -254,7 +256,7 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	// r.cfg is the configuration the flags, the environment and the tags were written into: up follows
 	// exactly what start settled, tags included.
 	r.cfg.Volumes = r.cfg.Volumes.orDefault()
-	r.me, r.clients, r.group, r.dryRun = st.id, st.clients, st.group, st.dryRun
+	r.me, r.clients, r.group, r.dryRun, r.flags = st.id, st.clients, st.group, st.dryRun, st.flags
 	r.host = r.cfg.machine(host.FSCalls{})
 	// claimAddress adds the instance itself; everything else gets it here.
 	r.addrLog = st.log.With(logkey.AZ, r.me.AvailabilityZone, logkey.Group, r.group)
@@ -296,6 +298,7 @@ func (r *upRun) run(ctx, parent context.Context) (upResult, error) {
 	if err != nil {
 		return upResult{}, r.explain(parent, err)
 	}
+	r.sizeReleaseTimeout(ctx)
 	stopHeartbeats := func() {}
 	if hook != nil {
 		// Heartbeats cover everything from here on: address waits, snapshot waits, restores. 10 s is a
@@ -373,6 +376,7 @@ func (r *upRun) launchAction(ctx context.Context) (*cloud.LifecycleAction, error
 	if err != nil {
 		return nil, err
 	}
+	r.asgName = m.ASGName
 	var hook *cloud.LifecycleAction
 	if m.ASGName != "" && m.LifecycleState == "Pending:Wait" {
 		if r.cfg.LaunchHook != "" {
@@ -453,6 +457,31 @@ func (r *upRun) converge(ctx context.Context) (upResult, error) {
 		res.Slots[i] = slotResult{SlotOutcome: s.run.Res, Device: s.device, FS: s.fs}
 	}
 	return res, firstError(errs)
+}
+
+// sizeReleaseTimeout sets --release-timeout, when it was not given, from the group's own termination hook:
+// the old instance may hold the address and the volume for as long as its termination hook lets its down
+// run (the hook's heartbeat timeout, longer with heartbeats, which down sends until its own --timeout, 10
+// minutes by default), so the replacement waits that long and a minute more before it recovers without
+// it; meanwhile its launch hook's heartbeats keep it alive. Without a group or a termination hook the
+// default (5 minutes) stands. https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_DescribeLifecycleHooks.html
+func (r *upRun) sizeReleaseTimeout(ctx context.Context) {
+	if r.asgName == "" || r.flags.isSet("release-timeout") {
+		return
+	}
+	hb, err := cloud.TerminationHookTimeout(ctx, r.clients.AutoScaling, r.asgName)
+	if err != nil || hb == 0 {
+		if err != nil {
+			r.log.Warn("could not read the group's termination hook; --release-timeout stays at its default", logkey.Step, "asg", logkey.ASG, r.asgName, logkey.Error, err.Error())
+		}
+		return
+	}
+	bound := max(hb, defaultDownTimeout) + time.Minute
+	if bound > r.cfg.ReleaseTimeout {
+		r.cfg.ReleaseTimeout = bound
+		r.log.Info("--release-timeout sized from the group's termination hook", logkey.Step, "asg", logkey.ASG, r.asgName,
+			"heartbeat_timeout", hb.String(), "release_timeout", bound.String())
+	}
 }
 
 // precheck plans every slot from one observation, before the address is claimed, and returns the first

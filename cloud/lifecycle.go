@@ -163,3 +163,19 @@ func (a *LifecycleAction) KeepAlive(ctx context.Context, interval time.Duration)
 	}()
 	return func() { cancel(); wg.Wait() }
 }
+
+// TerminationHookTimeout is the heartbeat timeout of the group's termination lifecycle hook (the longest,
+// if it has several), 0 when it has none.
+func TerminationHookTimeout(ctx context.Context, as AutoScaling, asgName string) (time.Duration, error) {
+	out, err := as.DescribeLifecycleHooks(ctx, &autoscaling.DescribeLifecycleHooksInput{AutoScalingGroupName: aws.String(asgName)})
+	if err != nil {
+		return 0, fmt.Errorf("describe the lifecycle hooks of %s: %w", asgName, err)
+	}
+	var longest time.Duration
+	for _, h := range out.LifecycleHooks {
+		if aws.ToString(h.LifecycleTransition) == TerminateHookKind.transition {
+			longest = max(longest, time.Duration(aws.ToInt32(h.HeartbeatTimeout))*time.Second)
+		}
+	}
+	return longest, nil
+}
