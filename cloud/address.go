@@ -319,6 +319,10 @@ func (cl *addressClaim) swap(ctx context.Context, a Address, p AddressPlan) (boo
 	switch {
 	case HasCode(err, codeAlreadyAssociated):
 		return false, "someone else associated it first", nil // the next round sees who
+	case HasCode(err, CodeInstanceNotFound):
+		// A just-launched instance may not be visible to every EC2 call yet (eventual consistency):
+		// https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
+		return false, spec.InstanceID + " is not visible to EC2 yet", nil
 	case err != nil:
 		return false, "", backoff.Permanent(fmt.Errorf("associate %s with %s: %w", a.AllocationID, spec.InstanceID, err))
 	}

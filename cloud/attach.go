@@ -30,6 +30,11 @@ func attachVolume(ctx context.Context, log *slog.Logger, c EC2, volumeID, instan
 	case err == nil:
 		log.Info("attaching", logkey.Step, "attach", logkey.Volume, volumeID, logkey.Device, device)
 		return nil
+	case HasCode(err, CodeInstanceNotFound, codeVolumeNotFound):
+		// A just-launched instance or a just-created volume may not be visible to AttachVolume yet
+		// (eventual consistency): observe again. https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
+		log.Info("not visible to AttachVolume yet; looking again", logkey.Step, "attach", logkey.Volume, volumeID, "code", errorCode(err))
+		return nil
 	case HasCode(err, codeVolumeInUse, CodeIncorrectState):
 		log.Info("volume changed before it could be attached; looking again", logkey.Step, "attach", logkey.Volume, volumeID, "code", errorCode(err))
 		return nil
