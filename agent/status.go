@@ -349,7 +349,7 @@ func (r *upRun) plan(ctx context.Context, w io.Writer) error {
 	}
 	if r.clients.AutoScaling != nil {
 		if m, err := cloud.MembershipOf(ctx, r.clients.AutoScaling, r.me.InstanceID); err == nil && m.ASGName != "" {
-			if err := cloud.CheckMaintenancePolicy(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
+			if err := cloud.CheckReplacementOrder(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
 				rep.Lifecycle = "refuse: " + err.Error()
 				if rep.refusal == nil {
 					rep.refusal = err

@@ -366,7 +366,8 @@ func (r *upRun) explain(parent context.Context, err error) error {
 // groupTagBound is how long a missing group tag is read again at boot before it is an error.
 const groupTagBound = 10 * time.Second
 
-// launchAction looks this instance up in Auto Scaling, checks the group's maintenance policy, and returns
+// launchAction looks this instance up in Auto Scaling, checks that the group terminates before it launches
+// a replacement (cloud.CheckReplacementOrder: no Capacity Rebalancing, no launch-before-terminate policy), and returns
 // the launch lifecycle action to heartbeat and complete, or nil when there is none.
 func (r *upRun) launchAction(ctx context.Context) (*cloud.LifecycleAction, error) {
 	m, err := cloud.MembershipOf(ctx, r.clients.AutoScaling, r.me.InstanceID)
@@ -386,7 +387,7 @@ func (r *upRun) launchAction(ctx context.Context) (*cloud.LifecycleAction, error
 		return nil, nil
 	}
 	r.enter("asg-policy")
-	if err := cloud.CheckMaintenancePolicy(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
+	if err := cloud.CheckReplacementOrder(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
 		if hook != nil && !r.cfg.NoComplete {
 			r.abandon(ctx, hook)
 		}
