@@ -76,6 +76,16 @@ func (w *downWorld) callIndex(action, instance string) int {
 	return -1
 }
 
+// startWatch runs watch as inst in the background, polling every 50 ms, for the default slot mounted at mp,
+// with extra flags, and returns it once it watches.
+func (w *downWorld) startWatch(inst, mp string, extra ...string) *agentRun {
+	w.t.Helper()
+	args := []string{"watch", "--state-file", filepath.Join(w.dir, "watch.json"), "--poll-interval", "50ms", "--volume", "data:/dev/sdf:" + mp}
+	run := w.startAgent(inst, append(args, extra...)...)
+	run.waitLog(w.t, "watching instance metadata")
+	return run
+}
+
 // TestWatchRebalanceSnapshotKeepsServiceRunning: with --on-rebalance=snapshot a rebalance recommendation
 // gets one consistent snapshot (the filesystem frozen for the call) and nothing else: the pre-stop command
 // does not run, the filesystem stays mounted and writable, the volume stays attached.
@@ -85,9 +95,7 @@ func TestWatchRebalanceSnapshotKeepsServiceRunning(t *testing.T) {
 	w := newDownWorld(t)
 	inst, vol, mp := w.instanceWithMountedVolume("rebalance data")
 	stopped := filepath.Join(w.dir, "service-stopped")
-	run := w.startAgent(inst, "watch", "--state-file", filepath.Join(w.dir, "watch.json"), "--poll-interval", "50ms",
-		"--on-rebalance=snapshot", "--pre-stop", "touch "+stopped, "--volume", "data:/dev/sdf:"+mp)
-	run.waitLog(t, "watching instance metadata")
+	run := w.startWatch(inst, mp, "--on-rebalance=snapshot", "--pre-stop", "touch "+stopped)
 	if err := w.sim.SetRebalance(inst, time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -133,10 +141,8 @@ func TestWatchRebalanceReplaceHandsOverThroughHook(t *testing.T) {
 	w.attach(vol, inst)
 	mp := w.mountNew(inst, vol, "written before the recommendation")
 	stopped := filepath.Join(w.dir, "service-stopped")
-	run := w.startAgent(inst, "watch", "--state-file", filepath.Join(w.dir, "watch.json"), "--poll-interval", "50ms",
-		"--on-rebalance=replace", "--terminate-hook", terminateHook, "--heartbeat-interval", "100ms",
-		"--pre-stop", "touch "+stopped, "--volume", "data:/dev/sdf:"+mp)
-	run.waitLog(t, "watching instance metadata")
+	run := w.startWatch(inst, mp, "--on-rebalance=replace", "--terminate-hook", terminateHook, "--heartbeat-interval", "100ms",
+		"--pre-stop", "touch "+stopped)
 	if err := w.sim.SetRebalance(inst, time.Now()); err != nil {
 		t.Fatal(err)
 	}

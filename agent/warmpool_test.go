@@ -2,7 +2,6 @@ package agent
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -83,8 +82,7 @@ func TestWarmPoolInstanceStaysOutOfTheWay(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	run := w.startAgent(warm, "watch", "--state-file", filepath.Join(w.dir, "watch.json"), "--poll-interval", "50ms",
-		"--volume", "data:/dev/sdf:"+w.mountPoint(warm))
+	run := w.startWatch(warm, w.mountPoint(warm))
 	run.waitLog(t, "to=\"target Warmed:Running (warm pool: nothing to hand over)\"")
 	if _, err := w.as.DeleteWarmPool(w.ctx(), &autoscaling.DeleteWarmPoolInput{AutoScalingGroupName: aws.String("orders-asg")}); err != nil {
 		t.Fatal(err)
