@@ -39,7 +39,7 @@ type command struct {
 var commands = []command{
 	{name: "up", summary: "converge this instance: Elastic IP, volumes, filesystems, mounts, launch hook", run: runUp},
 	{name: "down", summary: "hand over: pre-stop command, sync, snapshot, detach, complete the termination hook", run: onHost(downCommand)},
-	{name: "watch", summary: "long-running: watch metadata for termination and Spot notices; run down once per event", run: runWatch},
+	{name: "watch", summary: "long-running: watch metadata for termination and Spot notices (run down once per event) and rebalance recommendations", run: runWatch},
 	{name: "snapshot", summary: "a consistent snapshot of each slot's volume now, then retention (--keep N)", run: onHost(snapshotCommand)},
 	{name: "status", summary: "read-only: identity, group, who holds the Elastic IP, volumes, snapshots, what up would do", run: runStatus},
 	{name: "failover", summary: "move the group's Elastic IP to its standby, starting it if stopped", run: runFailover},

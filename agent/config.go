@@ -80,6 +80,15 @@ func (f *flags) parse(args []string) error {
 		return fail.Usage(err.Error() + " (see --help)")
 	}
 	if f.fs.NArg() > 0 {
+		// A flag that may stand alone (a boolean, --on-rebalance) takes its value only after '=': say so
+		// when the argument follows one.
+		if i := len(args) - f.fs.NArg(); i > 0 {
+			if fl := f.fs.Lookup(strings.TrimLeft(args[i-1], "-")); fl != nil && strings.HasPrefix(args[i-1], "-") {
+				if b, ok := fl.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+					return fail.Usage(fmt.Sprintf("unexpected argument %q: give a value of --%s as --%s=%s (see --help)", f.fs.Arg(0), fl.Name, fl.Name, f.fs.Arg(0)))
+				}
+			}
+		}
 		return fail.Usage(fmt.Sprintf("unexpected argument %q (flags only; see --help)", f.fs.Arg(0)))
 	}
 	f.fs.Visit(func(fl *flag.Flag) { f.source[fl.Name] = "flag" })

@@ -348,8 +348,10 @@ func (r *upRun) plan(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	if r.clients.AutoScaling != nil {
-		if m, err := cloud.MembershipOf(ctx, r.clients.AutoScaling, r.me.InstanceID); err == nil && m.ASGName != "" {
-			if err := cloud.CheckMaintenancePolicy(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
+		if m, err := cloud.MembershipOf(ctx, r.clients.AutoScaling, r.me.InstanceID); err == nil && cloud.WarmedState(m.LifecycleState) {
+			rep.Lifecycle = "warm pool (" + m.LifecycleState + "): up would only complete the launch hook; the plan above waits until the group takes this instance from the pool"
+		} else if err == nil && m.ASGName != "" {
+			if err := cloud.CheckReplacementOrder(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
 				rep.Lifecycle = "refuse: " + err.Error()
 				if rep.refusal == nil {
 					rep.refusal = err

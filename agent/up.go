@@ -369,14 +369,19 @@ func (r *upRun) explain(parent context.Context, err error) error {
 // groupTagBound is how long a missing group tag is read again at boot before it is an error.
 const groupTagBound = 10 * time.Second
 
-// launchAction looks this instance up in Auto Scaling, checks the group's maintenance policy, and returns
-// the launch lifecycle action to heartbeat and complete, or nil when there is none.
+// launchAction looks this instance up in Auto Scaling, checks that the group terminates before it
+// launches a replacement (cloud.CheckReplacementOrder: no Capacity Rebalancing, no launch-before-terminate
+// policy), and returns the launch lifecycle action to heartbeat and complete, or nil when there is none.
+// An instance in the group's warm pool ends the run here (stayWarm).
 func (r *upRun) launchAction(ctx context.Context) (*cloud.LifecycleAction, error) {
 	m, err := cloud.MembershipOf(ctx, r.clients.AutoScaling, r.me.InstanceID)
 	if err != nil {
 		return nil, err
 	}
 	r.asgName = m.ASGName
+	if cloud.WarmedState(m.LifecycleState) {
+		return nil, r.stayWarm(ctx, m)
+	}
 	var hook *cloud.LifecycleAction
 	if m.ASGName != "" && m.LifecycleState == "Pending:Wait" {
 		if r.cfg.LaunchHook != "" {
@@ -390,7 +395,7 @@ func (r *upRun) launchAction(ctx context.Context) (*cloud.LifecycleAction, error
 		return nil, nil
 	}
 	r.enter("asg-policy")
-	if err := cloud.CheckMaintenancePolicy(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
+	if err := cloud.CheckReplacementOrder(ctx, r.log, r.clients.AutoScaling, m.ASGName); err != nil {
 		if hook != nil && !r.cfg.NoComplete {
 			r.abandon(ctx, hook)
 		}
@@ -398,6 +403,47 @@ func (r *upRun) launchAction(ctx context.Context) (*cloud.LifecycleAction, error
 	}
 	r.stepDone("asg-policy", "asg", m.ASGName)
 	return hook, nil
+}
+
+// warmPoolHookState is a warm pool instance's state while its launch hook holds it.
+// https://docs.aws.amazon.com/autoscaling/ec2/userguide/warm-pool-instance-lifecycle.html
+const warmPoolHookState = "Warmed:Pending:Wait"
+
+// stayWarm is up on an instance of the group's warm pool: one prepared for the group, not its live member
+// (https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-warm-pools.html). It must not take
+// the Elastic IP or a volume from the live instance, so up only completes the launch hook that holds it in
+// Warmed:Pending:Wait with CONTINUE (the pool then stops, hibernates or keeps it running) and ends with exit
+// 0 and a line that says why: the error it returns carries exit code 0 and ends the run before converge.
+// When the group takes the instance from a Stopped pool it boots again, in Pending:Wait with target
+// InService, and up converges then as on any new instance.
+func (r *upRun) stayWarm(ctx context.Context, m cloud.Membership) error {
+	r.stepDone("asg", logkey.ASG, m.ASGName, "lifecycle_state", m.LifecycleState, "warm_pool", true)
+	hookNote := "no launch lifecycle action pending"
+	if m.LifecycleState == warmPoolHookState {
+		r.enter("lifecycle")
+		switch {
+		case r.cfg.LaunchHook == "":
+			hookNote = "no --launch-hook given: the pool waits for the hook's timeout"
+			r.log.Warn("this warmed instance waits in "+warmPoolHookState+" but no --launch-hook was given: the pool waits for the hook's timeout", logkey.Step, "lifecycle", logkey.ASG, m.ASGName)
+		case r.cfg.NoComplete:
+			hookNote = fmt.Sprintf("hook %s left pending (--no-complete)", r.cfg.LaunchHook)
+		default:
+			// No fence: this run holds no lease, and CONTINUE here puts nothing in service.
+			hook := &cloud.LifecycleAction{As: r.clients.AutoScaling, Log: r.log, Kind: cloud.LaunchHookKind, AsgName: m.ASGName, Hook: r.cfg.LaunchHook, InstanceID: r.me.InstanceID}
+			inactive, err := hook.Complete(ctx, cloud.HookContinue)
+			if err != nil {
+				return err
+			}
+			hookNote = fmt.Sprintf("hook %s completed with CONTINUE", r.cfg.LaunchHook)
+			if inactive != "" {
+				hookNote = fmt.Sprintf("hook %s: %s", r.cfg.LaunchHook, inactive)
+			}
+		}
+	}
+	msg := fmt.Sprintf("instance %s is in the warm pool of Auto Scaling group %s (%s): a warmed instance takes neither the Elastic IP nor a volume; up converges when the group takes it from the pool and it boots again; %s",
+		r.me.InstanceID, m.ASGName, m.LifecycleState, hookNote)
+	r.log.Info("warm pool instance: nothing to converge", logkey.Step, "asg", logkey.ASG, m.ASGName, logkey.State, m.LifecycleState, logkey.Why, hookNote)
+	return &fail.Error{Code: fail.CodeOK, Msg: msg}
 }
 
 // converge claims the address, then brings every slot's volume here: the volumes in parallel, one

@@ -808,6 +808,38 @@ func TestUpRefusesLaunchBeforeTerminate(t *testing.T) {
 	}
 }
 
+// TestUpRefusesCapacityRebalancing: Capacity Rebalancing launches the replacement of an at-risk instance
+// and waits for it before terminating the old one, the same deadlock as launch before terminate
+// (https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-capacity-rebalancing.html). up
+// names the setting and the command that turns it off (exit 3), touches neither the address nor a volume,
+// and abandons its launch hook so that the group does not wait for the hook's timeout.
+func TestUpRefusesCapacityRebalancing(t *testing.T) {
+	t.Parallel()
+	w := newTestRegion(t)
+	alloc := w.allocateAddress(testGroup)
+	id := w.launchGroup("orders-asg", nil)
+	if _, err := w.as.UpdateAutoScalingGroup(w.ctx(), &autoscaling.UpdateAutoScalingGroupInput{
+		AutoScalingGroupName: aws.String("orders-asg"), CapacityRebalance: aws.Bool(true),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--launch-hook", "launch")...)
+	mustExit(t, res, fail.CodePrecondition, "Capacity Rebalancing on",
+		"aws autoscaling update-auto-scaling-group --auto-scaling-group-name orders-asg --no-capacity-rebalance")
+	if h := w.addressHolder(alloc); h != "" {
+		t.Errorf("the address went to %s", h)
+	}
+	if len(w.slotVolumes()) != 0 {
+		t.Error("a volume was created")
+	}
+	if n := w.calls("CompleteLifecycleAction"); n != 1 {
+		t.Errorf("%d CompleteLifecycleAction calls, want 1 (ABANDON)", n)
+	}
+	if s := w.lifecycleState(id); s == "Pending:Wait" || s == "InService" {
+		t.Errorf("lifecycle state after the refusal: %s, want the launch abandoned", s)
+	}
+}
+
 // TestUpBadFlags: each bad value is exit 2 with one line naming the flag, before anything waits on the
 // network.
 func TestUpBadFlags(t *testing.T) {

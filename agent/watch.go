@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/host"
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
@@ -29,18 +31,53 @@ import (
 //     https://docs.aws.amazon.com/autoscaling/ec2/userguide/retrieving-target-lifecycle-state-through-imds.html
 //   - spot/instance-action: a Spot interruption in about two minutes; there is no hook to hold it.
 //     https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html
-//   - events/recommendations/rebalance (with --on-rebalance): a Spot instance at elevated risk.
+//   - events/recommendations/rebalance (with --on-rebalance): a Spot instance at elevated risk. It is
+//     not the instance's end: the instance stays InService and nothing replaces it, so down (service
+//     stopped, volume detached) would be an outage. The watcher answers it with a snapshot (the one
+//     `handover snapshot` takes, the service running) or by asking the group for a replacement, whose
+//     termination hook then hands over as above.
 //     https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/rebalance-recommendations.html
+//
+// A warm pool's instance (target state Warmed:*) holds neither the address nor the data, so none of its
+// target states calls for a hand-over.
+// https://docs.aws.amazon.com/autoscaling/ec2/userguide/warm-pool-instance-lifecycle.html
 
 // defaultWatchStateFile records the events whose down finished. /var/lib survives a restart of the
 // watcher and a reboot (a Spot stop/start keeps the instance).
 const defaultWatchStateFile = "/var/lib/handover/watch.json"
 
-// notice is an event that calls for a hand-over.
+// notice is an event that calls for a hand-over, or for another response (Run).
 type notice struct {
 	Source string   // the monitor that saw it
 	Detail string   // for the log
 	Occ    occasion // passed to down; Occ.Key identifies the event
+	Run    response // what the watcher runs for it; "" is down
+}
+
+// response is what the watcher runs for a notice.
+type response string
+
+const (
+	runDown     response = "down"     // hand over: the instance is going away
+	runSnapshot response = "snapshot" // a consistent snapshot, the service running (`handover snapshot`)
+	runReplace  response = "replace"  // ask the group to replace this instance (cloud.RequestReplacement)
+)
+
+// response is what the watcher runs for n.
+func (n notice) response() response {
+	if n.Run == "" {
+		return runDown
+	}
+	return n.Run
+}
+
+// watchLines are the log lines of one response; down's are the ones operators (and the demo) know.
+type watchLines struct{ triggered, done, handled string }
+
+var responseLines = map[response]watchLines{
+	runDown:     {"hand-over triggered: running down", "hand-over done for this event", "event already handed over; not running down again"},
+	runSnapshot: {"rebalance recommendation: taking a snapshot, the service keeps running", "snapshot done for this event", "event already answered with a snapshot; not taking another"},
+	runReplace:  {"rebalance recommendation: asking the group to replace this instance", "replacement requested for this event; the termination hook hands over", "replacement already requested for this event"},
 }
 
 // monitor watches one source of notices. observe reads the source once and returns its state in a few
@@ -79,6 +116,10 @@ func (m lifecycleMonitor) observe(ctx context.Context) (string, *notice, error) 
 	if !ok {
 		return "not in an Auto Scaling group", nil, nil
 	}
+	if cloud.WarmedState(st) {
+		// Warmed:Terminated included: a warmed instance leaving the pool has nothing to hand over.
+		return "target " + st + " (warm pool: nothing to hand over)", nil, nil
+	}
 	if st != targetTerminated {
 		return "target " + st, nil, nil
 	}
@@ -102,8 +143,11 @@ func (m spotMonitor) observe(ctx context.Context) (string, *notice, error) {
 	return a.Action + " at " + at, &notice{Source: "spot", Detail: "Spot interruption: " + a.Action + " at " + at, Occ: spotOccasion(a)}, nil
 }
 
-// rebalanceMonitor watches for a rebalance recommendation.
-type rebalanceMonitor struct{ md rebalanceReader }
+// rebalanceMonitor watches for a rebalance recommendation and answers it with run.
+type rebalanceMonitor struct {
+	md  rebalanceReader
+	run response
+}
 
 func (rebalanceMonitor) source() string { return "rebalance" }
 
@@ -116,22 +160,78 @@ func (m rebalanceMonitor) observe(ctx context.Context) (string, *notice, error) 
 		return "no rebalance recommendation", nil, nil
 	}
 	at := r.NoticeTime.UTC().Format(time.RFC3339)
-	return "rebalance recommended at " + at, &notice{Source: "rebalance", Detail: "rebalance recommendation at " + at, Occ: rebalanceOccasion(r)}, nil
+	return "rebalance recommended at " + at, &notice{Source: "rebalance", Detail: "rebalance recommendation at " + at, Occ: rebalanceOccasion(r), Run: m.run}, nil
 }
 
 // watchConfig is `handover watch`: down's flags plus its own.
 type watchConfig struct {
 	Down         downConfig
 	PollInterval time.Duration
-	OnRebalance  bool
+	OnRebalance  rebalanceMode
 	StateFile    string
+}
+
+// rebalanceMode is --on-rebalance: what watch does on a rebalance recommendation. Never down: the
+// instance stays in service and nothing would replace it.
+//   - off: nothing (the default);
+//   - snapshot: a consistent snapshot, the service running: a recent recovery point should the
+//     interruption come and down not finish inside its two minutes, and a smaller increment for down's
+//     own snapshot then; it needs no permission down does not. `--on-rebalance` alone and the old
+//     boolean `true` mean snapshot: they used to mean "hand over", and snapshot is the part of that
+//     which does not stop the service.
+//   - replace: ask the group to replace the instance (TerminateInstanceInAutoScalingGroup without
+//     decrement); the termination hook then hands over as for any termination.
+type rebalanceMode string
+
+const (
+	rebalanceOff      rebalanceMode = "off"
+	rebalanceSnapshot rebalanceMode = "snapshot"
+	rebalanceReplace  rebalanceMode = "replace"
+)
+
+func (m *rebalanceMode) String() string {
+	if m == nil || *m == "" {
+		return string(rebalanceOff)
+	}
+	return string(*m)
+}
+
+// Set takes off, snapshot or replace, and the boolean values the flag had before it took a mode. Any other
+// value is kept for validate, which names where it came from.
+func (m *rebalanceMode) Set(v string) error {
+	switch strings.ToLower(v) {
+	case "off", "false", "0":
+		*m = rebalanceOff
+	case "snapshot", "true", "1":
+		*m = rebalanceSnapshot
+	case "replace":
+		*m = rebalanceReplace
+	default:
+		*m = rebalanceMode(v)
+	}
+	return nil
+}
+
+// IsBoolFlag lets --on-rebalance stand alone (meaning snapshot); a mode is then given as --on-rebalance=MODE.
+func (m *rebalanceMode) IsBoolFlag() bool { return true }
+
+// response is what the watcher runs for a recommendation; "" when it does not watch for them.
+func (m rebalanceMode) response() response {
+	switch m {
+	case rebalanceSnapshot:
+		return runSnapshot
+	case rebalanceReplace:
+		return runReplace
+	}
+	return ""
 }
 
 // register declares down's flags, which watch runs with, and watch's own.
 func (c *watchConfig) register(f *flags) {
 	c.Down.addFlags(f)
 	f.fs.DurationVar(&c.PollInterval, "poll-interval", 5*time.Second, "how often to read the notices from instance metadata")
-	f.fs.BoolVar(&c.OnRebalance, "on-rebalance", false, "also hand over on an EC2 rebalance recommendation (Spot)")
+	c.OnRebalance = rebalanceOff
+	f.fs.Var(&c.OnRebalance, "on-rebalance", "on an EC2 rebalance recommendation (Spot): off, snapshot (a consistent snapshot, the service keeps running; --on-rebalance alone) or replace (ask the Auto Scaling group to replace this instance; its termination hook hands over); give a mode as --on-rebalance=MODE")
 	f.fs.StringVar(&c.StateFile, "state-file", defaultWatchStateFile, "where the events already handed over are recorded")
 }
 
@@ -142,6 +242,11 @@ func (c *watchConfig) validate() error {
 	}
 	if c.PollInterval <= 0 {
 		return badOption("poll-interval", "must be positive")
+	}
+	switch c.OnRebalance {
+	case rebalanceOff, rebalanceSnapshot, rebalanceReplace:
+	default:
+		return badOption("on-rebalance", "want off, snapshot or replace (given alone: snapshot)")
 	}
 	if !filepath.IsAbs(c.StateFile) {
 		return badOption("state-file", "must be an absolute path")
@@ -164,12 +269,24 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 		return err
 	}
 	monitors := []monitor{lifecycleMonitor{md: in.md, instanceID: in.id.InstanceID}, spotMonitor{md: in.md}}
-	if cfg.OnRebalance {
-		monitors = append(monitors, rebalanceMonitor{md: in.md})
+	if run := cfg.OnRebalance.response(); run != "" {
+		monitors = append(monitors, rebalanceMonitor{md: in.md, run: run})
 	}
 	dryRun := st.dryRun
 	w := newWatcher(log.With(logkey.Instance, in.id.InstanceID), monitors, cfg.PollInterval, state, dryRun,
 		func(ctx context.Context, n notice) error {
+			switch n.response() {
+			case runSnapshot:
+				// A warm pool's instance (Running pools watch too) has no volume to snapshot; Auto Scaling
+				// tells RequestReplacement the same for replace.
+				if st, ok, err := in.md.TargetLifecycleState(ctx); err == nil && ok && cloud.WarmedState(st) {
+					fmt.Fprintf(e.Stdout, "no snapshot for %s: it is in the warm pool (target %s) and holds no data\n", in.id.InstanceID, st)
+					return nil
+				}
+				return in.snapshotNow(ctx, log, e.Stdout, cfg.snapshotConfig(), dryRun)
+			case runReplace:
+				return in.requestReplacement(ctx, log, e.Stdout, dryRun)
+			}
 			rep, err := in.down(ctx, log, cfg.Down, n.Occ, dryRun)
 			rep.print(e.Stdout)
 			if err == nil && rep.PreStopErr != nil {
@@ -180,7 +297,38 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 	return w.run(ctx)
 }
 
-// watcher polls the monitors and runs down (handle) once per event.
+// snapshotConfig is `handover snapshot` with watch's options: the same volumes, lock, freeze bound and
+// overall bound as its down, no retention (the snapshot timer's --keep does that).
+func (c *watchConfig) snapshotConfig() snapshotConfig {
+	return snapshotConfig{hostOptions: c.Down.hostOptions, FreezeTimeout: c.Down.FreezeTimeout, Timeout: c.Down.Timeout}
+}
+
+// replaceTimeout bounds a replacement request: two Auto Scaling calls, retried while throttled.
+const replaceTimeout = 2 * time.Minute
+
+// requestReplacement asks this instance's group to replace it (cloud.RequestReplacement) and prints what
+// happened; with dryRun it only says what it would ask.
+func (in *thisInstance) requestReplacement(ctx context.Context, log *slog.Logger, out io.Writer, dryRun bool) error {
+	if dryRun {
+		fmt.Fprintf(out, "would ask the Auto Scaling group to replace %s (TerminateInstanceInAutoScalingGroup, ShouldDecrementDesiredCapacity=false); its termination hook then hands over\n", in.id.InstanceID)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, replaceTimeout)
+	defer cancel()
+	r, err := cloud.RequestReplacement(ctx, log.With(logkey.Instance, in.id.InstanceID), in.clients.AutoScaling, in.id.InstanceID)
+	if err != nil {
+		return err
+	}
+	if r.Requested {
+		fmt.Fprintf(out, "asked Auto Scaling group %s to replace %s (it was %s); the termination hook hands over\n", r.ASGName, in.id.InstanceID, r.State)
+	} else {
+		fmt.Fprintf(out, "no replacement asked for %s: %s\n", in.id.InstanceID, r.Note)
+	}
+	return nil
+}
+
+// watcher polls the monitors and runs the response to each event (handle: down, or for a rebalance
+// recommendation a snapshot or a replacement request) once.
 type watcher struct {
 	log      *slog.Logger
 	monitors []monitor
@@ -257,14 +405,17 @@ func (w *watcher) tick(ctx context.Context) {
 	}
 }
 
-// handleNotice runs down for an event unless it is recorded as handled. A failed down is retried at a
-// later poll, with a growing delay; a down cut short by ctx is left for the next start of the watcher.
+// handleNotice runs the event's response (down, snapshot, replace) unless the event is recorded as handled.
+// A failed response is retried at a later poll, with a growing delay; one cut short by ctx is left for the
+// next start of the watcher.
 func (w *watcher) handleNotice(ctx context.Context, n notice) {
 	key := n.Occ.Key
+	run := n.response()
+	lines := responseLines[run]
 	log := w.log.With(logkey.Source, n.Source, logkey.Event, key)
 	if ev := w.state.Events[key]; ev != nil && !ev.Finished.IsZero() {
 		if !w.quiet[key] {
-			log.Info("event already handed over; not running down again", "finished", ev.Finished.UTC().Format(time.RFC3339))
+			log.Info(lines.handled, "finished", ev.Finished.UTC().Format(time.RFC3339))
 			w.quiet[key] = true
 		}
 		return
@@ -274,9 +425,9 @@ func (w *watcher) handleNotice(ctx context.Context, n notice) {
 	}
 	if w.dryRun {
 		if !w.quiet[key] {
-			log.Info("event seen (dry run): printing down's plan")
+			log.Info("event seen (dry run): printing " + string(run) + "'s plan")
 			if err := w.handle(ctx, n); err != nil {
-				log.Error("down plan failed", logkey.Error, err.Error())
+				log.Error(string(run)+" plan failed", logkey.Error, err.Error())
 			}
 			w.quiet[key] = true
 		}
@@ -286,9 +437,9 @@ func (w *watcher) handleNotice(ctx context.Context, n notice) {
 	if ev == nil {
 		ev = &watchEvent{Source: n.Source, Detail: n.Detail, Started: time.Now().UTC()}
 		w.state.Events[key] = ev
-		log.Info("hand-over triggered: running down", "detail", n.Detail)
+		log.Info(lines.triggered, "detail", n.Detail)
 	} else if w.attempts[key] == 0 {
-		log.Info("down for this event started earlier but did not finish: running it again", logkey.Started, ev.Started.Format(time.RFC3339), "attempts", ev.Attempts)
+		log.Info(string(run)+" for this event started earlier but did not finish: running it again", logkey.Started, ev.Started.Format(time.RFC3339), "attempts", ev.Attempts)
 	}
 	ev.Attempts++
 	if err := w.state.save(); err != nil {
@@ -297,7 +448,7 @@ func (w *watcher) handleNotice(ctx context.Context, n notice) {
 	err := w.handle(ctx, n)
 	if err != nil {
 		if ctx.Err() != nil {
-			log.Warn("stopped while down was running; the next start of the watcher runs it again", logkey.Error, err.Error())
+			log.Warn("stopped while "+string(run)+" was running; the next start of the watcher runs it again", logkey.Error, err.Error())
 			return
 		}
 		w.attempts[key]++
@@ -307,15 +458,15 @@ func (w *watcher) handleNotice(ctx context.Context, n notice) {
 		if serr := w.state.save(); serr != nil {
 			log.Warn("could not record the failed attempt", logkey.Error, serr.Error())
 		}
-		log.Error("down failed; retrying", "in", delay.String(), logkey.ExitCode, ExitCode(err), logkey.Error, err.Error())
+		log.Error(string(run)+" failed; retrying", "in", delay.String(), logkey.ExitCode, ExitCode(err), logkey.Error, err.Error())
 		return
 	}
 	ev.Finished, ev.LastError = time.Now().UTC(), ""
 	if err := w.state.save(); err != nil {
 		// down converges when rerun, so a restart that runs it again does no harm; say so.
-		log.Error("down finished but could not be recorded: a restarted watcher will run it again (harmless, it converges)", logkey.Error, err.Error())
+		log.Error(string(run)+" finished but could not be recorded: a restarted watcher will run it again (harmless, it converges)", logkey.Error, err.Error())
 	}
-	log.Info("hand-over done for this event")
+	log.Info(lines.done)
 }
 
 // watchState is the state file: the events seen by this instance's watcher and whether their down

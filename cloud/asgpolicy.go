@@ -11,12 +11,19 @@ import (
 	"github.com/handover/handover/internal/logkey"
 )
 
-// One Auto Scaling setting deadlocks handover: an instance maintenance policy that launches the
-// replacement before it terminates the instance being replaced ("Launch before terminating",
-// MinHealthyPercentage 100). The old instance then keeps the Elastic IP and the volume while the group
-// waits for the new one to be InService, and the new one waits for the old one to let go. Without a
-// policy, or with a lower minimum, the group terminates first and launches at the same time.
-// https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-instance-maintenance-policy.html
+// Two Auto Scaling settings deadlock handover, because both launch the replacement before they terminate
+// the instance being replaced; the old instance then keeps the Elastic IP and the volume while the group
+// waits for the new one to be InService, and the new one waits for the old one to let go:
+//   - an instance maintenance policy that launches before terminating ("Launch before terminating",
+//     MinHealthyPercentage 100). Without a policy, or with a lower minimum, the group terminates first and
+//     launches at the same time.
+//     https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-instance-maintenance-policy.html
+//   - Capacity Rebalancing: on a rebalance recommendation the group launches a replacement and terminates
+//     the old instance only once the new one has passed its health checks ("After launching a new
+//     instance, it then terminates an old instance", CreateAutoScalingGroup's CapacityRebalance).
+//     `watch --on-rebalance=replace` asks for the same replacement, terminate first.
+//     https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-capacity-rebalancing.html
+//     https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_CreateAutoScalingGroup.html
 
 // MaintenancePolicy is a group's instance maintenance policy; -1 means not set.
 type MaintenancePolicy struct {
@@ -33,15 +40,24 @@ func (p MaintenancePolicy) MayLaunchFirst() bool {
 	return p.MinHealthy > 0 && p.Desired > 0 && (p.Desired*p.MinHealthy+99)/100 >= p.Desired
 }
 
-// CheckMaintenancePolicy fails (exit 3) when asgName launches replacements before terminating, naming the
-// setting to change; a minimum that may round up to the same effect on a group this small is a warning.
-func CheckMaintenancePolicy(ctx context.Context, log *slog.Logger, as AutoScaling, asgName string) error {
+// CheckReplacementOrder fails (exit 3) when asgName launches replacements before terminating (Capacity
+// Rebalancing on, or a maintenance policy that launches first), naming the setting to change; a minimum
+// that may round up to the same effect on a group this small is a warning.
+func CheckReplacementOrder(ctx context.Context, log *slog.Logger, as AutoScaling, asgName string) error {
 	out, err := as.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{asgName}})
 	if err != nil {
 		return fmt.Errorf("describe Auto Scaling group %s: %w", asgName, err)
 	}
 	for _, g := range out.AutoScalingGroups {
-		if aws.ToString(g.AutoScalingGroupName) != asgName || g.InstanceMaintenancePolicy == nil {
+		if aws.ToString(g.AutoScalingGroupName) != asgName {
+			continue
+		}
+		if aws.ToBool(g.CapacityRebalance) {
+			return fail.Precondition(fmt.Sprintf(
+				"Auto Scaling group %s has Capacity Rebalancing on: on a rebalance recommendation it launches the replacement and waits for it before terminating the old instance, which keeps the Elastic IP and the volume meanwhile; turn it off (aws autoscaling update-auto-scaling-group --auto-scaling-group-name %s --no-capacity-rebalance) and let handover watch --on-rebalance=replace ask for the replacement instead",
+				asgName, asgName), nil)
+		}
+		if g.InstanceMaintenancePolicy == nil {
 			continue
 		}
 		p := MaintenancePolicy{
