@@ -485,6 +485,11 @@ func TestStuckHolder(t *testing.T) {
 // raceVariantRounds is how many rounds each race variant plays: HANDOVER_RACE_VARIANT_ROUNDS, default 20.
 func raceVariantRounds(t *testing.T) int { return envCount(t, "HANDOVER_RACE_VARIANT_ROUNDS", 20) }
 
+// raceLag is the races' consistency delay: longer than any transition at testSpeed (snapshot 200 ms), so
+// every read within a racer's step is stale, and half of failureLag, since most of a round is its setup
+// waiting for the lag to pass.
+const raceLag = 500 * time.Millisecond
+
 // tokenModes are the two rules for a CreateVolume whose ClientToken was used in another zone.
 var tokenModes = []string{"first", "new"}
 
@@ -500,7 +505,7 @@ func TestRaceFirstBootTokenModes(t *testing.T) {
 			for round := range raceVariantRounds(t) {
 				t.Run(strconv.Itoa(round), func(t *testing.T) {
 					t.Parallel()
-					raceFirstBootRound(t, round, 2, withLag(failureLag), func(o *sim.Options) { o.TokenAcrossAZ = mode })
+					raceFirstBootRound(t, round, 2, withLag(raceLag), func(o *sim.Options) { o.TokenAcrossAZ = mode })
 				})
 			}
 		})
@@ -516,7 +521,7 @@ func TestRaceStoppedHolderTokenModes(t *testing.T) {
 			for round := range raceVariantRounds(t) {
 				t.Run(strconv.Itoa(round), func(t *testing.T) {
 					t.Parallel()
-					raceStoppedHolderRound(t, round, withLag(failureLag), func(o *sim.Options) { o.TokenAcrossAZ = mode })
+					raceStoppedHolderRound(t, round, withLag(raceLag), func(o *sim.Options) { o.TokenAcrossAZ = mode })
 				})
 			}
 		})
