@@ -29,6 +29,7 @@ type testRegion struct {
 	ec2 *ec2.Client
 	as  *autoscaling.Client
 	dir string
+	lag time.Duration // the region's consistency delay (Faults.ConsistencyDelay), for settle
 }
 
 // waitBound limits every wait of these tests for a state of the simulated region: a wedged test fails,
@@ -61,6 +62,7 @@ func newTestRegion(t testing.TB, opts ...func(*sim.Options)) *testRegion {
 		t:   t,
 		sim: r,
 		dir: dir,
+		lag: o.Faults.ConsistencyDelay,
 		ec2: ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(r.Endpoint()) }),
 		as:  autoscaling.NewFromConfig(cfg, func(o *autoscaling.Options) { o.BaseEndpoint = aws.String(r.Endpoint()) }),
 	}

@@ -132,8 +132,8 @@ func TestRaceFirstBoot(t *testing.T) {
 	}
 }
 
-func raceFirstBootRound(t *testing.T, round, n int) {
-	w := newTestRegion(t, func(o *sim.Options) { o.Seed = int64(round + 1); o.Jitter = 0.3 })
+func raceFirstBootRound(t *testing.T, round, n int, opts ...func(*sim.Options)) {
+	w := newTestRegion(t, append([]func(*sim.Options){func(o *sim.Options) { o.Seed = int64(round + 1); o.Jitter = 0.3 }}, opts...)...)
 	w.unmountOnCleanup()
 	alloc := w.allocateAddress(testGroup)
 	var ids []string
@@ -144,6 +144,7 @@ func raceFirstBootRound(t *testing.T, round, n int) {
 	// a live holder and waits --release-timeout before exit 4; a group's launching instance is a race lost at
 	// once (HolderVerdict.Launching).
 	results := w.raceUp(ids, func(id string) []string { return w.upArgs(id, "--release-timeout", "2s") })
+	w.settle()
 	winner := w.checkOneWinner(round, alloc, results)
 	if vols := w.slotVolumes(); len(vols) != 1 {
 		t.Errorf("round %d: %d volumes, want the winner's one", round, len(vols))
@@ -177,9 +178,9 @@ func TestRaceReplacementsOfAStoppedHolder(t *testing.T) {
 	}
 }
 
-func raceStoppedHolderRound(t *testing.T, round int) {
+func raceStoppedHolderRound(t *testing.T, round int, opts ...func(*sim.Options)) {
 	{
-		w := newTestRegion(t, func(o *sim.Options) { o.Seed = int64(round + 1); o.Jitter = 0.3 })
+		w := newTestRegion(t, append([]func(*sim.Options){func(o *sim.Options) { o.Seed = int64(round + 1); o.Jitter = 0.3 }}, opts...)...)
 		alloc := w.allocateAddress(testGroup)
 		old := w.runInstance("us-east-1a", groupTags, true)
 		vol := w.createSlotVolume("us-east-1a", 1, nil)
@@ -190,6 +191,7 @@ func raceStoppedHolderRound(t *testing.T, round int) {
 		w.stop(old)
 		same, other := w.runInstance("us-east-1a", groupTags, true), w.runInstance("us-east-1b", groupTags, true)
 		results := w.raceUp([]string{same, other}, func(id string) []string { return w.upArgs(id, "--no-mount", "--release-timeout", "2s") })
+		w.settle()
 		winner := w.checkOneWinner(round, alloc, results)
 		attached := 0
 		for _, v := range w.slotVolumes() {
