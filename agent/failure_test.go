@@ -221,8 +221,8 @@ func rollbackCycles(t *testing.T, cycles int, upFirst bool) {
 	ip := w.publicIP(alloc)                  // once the new address shows in DescribeAddresses
 	asgName, cur := w.autoScalingGroup(6000) // 60 s at the test speed: down's heartbeats keep the hook alive
 	seen := map[string]bool{cur: true}
-	// As for every replacement below: up runs once DescribeInstances shows the instance (an instance younger
-	// than the consistency delay is not found by AssociateAddress; TestRollbackUpOfAJustLaunchedInstance).
+	// As for every replacement below: up runs once DescribeInstances shows the instance (up waits out a
+	// younger one too, TestRollbackUpOfAJustLaunchedInstance, but that wait would only slow the cycles).
 	w.waitInstanceState(cur, "running")
 	mustSucceed(t, w.runAgent(w.ctx(), cur, nil, w.upArgs(cur)...))
 	const journal = "journal.txt"
@@ -303,15 +303,12 @@ func rollbackCycles(t *testing.T, cycles int, upFirst bool) {
 	}
 }
 
-// TestRollbackUpOfAJustLaunchedInstance — FINDING (fails against the production code of this branch):
-// the group's instance runs up as soon as it is running, while EC2 may not know its ID everywhere yet
-// (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html: a resource just created
-// "might not have propagated", calls answer that it "does not exist"). up's AssociateAddress then gets
-// InvalidInstanceID.NotFound and up exits 1 with the raw API error: cloud/address.go treats every
-// AssociateAddress error but AlreadyAssociated as permanent. IMDS has just told up its own ID, so that
-// answer is a stale read: up should retry it (bounded) and succeed, as it does for its other stale reads.
-// The consistency delay here (5 s) is far longer than up takes to reach AssociateAddress, so a correct up
-// waits it out; the test fails as long as up gives up at the first NotFound.
+// TestRollbackUpOfAJustLaunchedInstance: the group's instance runs up as soon as it is running, while EC2
+// may not know its ID everywhere yet (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html:
+// a resource just created "might not have propagated", calls answer that it "does not exist"). IMDS has
+// just told up its own ID, so AssociateAddress's InvalidInstanceID.NotFound is a stale read: up looks again
+// (bounded by the claim's wait) and succeeds. (Found by this test: up used to exit 1 with the raw error.)
+// The consistency delay here (5 s) is far longer than up takes to reach AssociateAddress.
 func TestRollbackUpOfAJustLaunchedInstance(t *testing.T) {
 	t.Parallel()
 	w := newDownWorld(t, withLag(5*time.Second))
