@@ -197,14 +197,18 @@ func TestRollback(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
 	cycles := envCount(t, "HANDOVER_CYCLES", defaultRollbackCycles)
-	for _, upFirst := range []bool{false, true} {
-		name := "down first"
-		if upFirst {
-			name = "up first"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		upFirst bool
+		launch  string // when the group launches the replacement (sim.Replacement.Launch)
+	}{
+		{"down first", false, sim.ReplaceLaunchAtOnce},
+		{"up first", true, sim.ReplaceLaunchAtOnce},
+		{"replacement after the old one is gone", false, sim.ReplaceLaunchAfterGo},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			rollbackCycles(t, cycles, upFirst)
+			rollbackCycles(t, cycles, tc.upFirst, tc.launch)
 		})
 	}
 }
@@ -212,9 +216,9 @@ func TestRollback(t *testing.T) {
 // defaultRollbackCycles keeps TestRollback near a minute; HANDOVER_CYCLES=20 plays the count.
 const defaultRollbackCycles = 6
 
-func rollbackCycles(t *testing.T, cycles int, upFirst bool) {
+func rollbackCycles(t *testing.T, cycles int, upFirst bool, launch string) {
 	w := newDownWorld(t, withLag(failureLag), func(o *sim.Options) {
-		o.Replacement = sim.Replacement{AZ: sim.ReplaceAZOther, Launch: sim.ReplaceLaunchAtOnce}
+		o.Replacement = sim.Replacement{AZ: sim.ReplaceAZOther, Launch: launch}
 	})
 	w.unmountOnCleanup()
 	alloc := w.allocateAddress(w.group)
