@@ -40,7 +40,7 @@ func TestUpAgainstMoto(t *testing.T) {
 	}
 	old := aws.ToString(v.VolumeId)
 	s, err := admin.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{VolumeId: v.VolumeId,
-		TagSpecifications: cloud.TagSpec(ec2types.ResourceTypeSnapshot, map[string]string{cloud.TagGroup: testGroup, cloud.TagSlot: cloud.DefaultSlot, cloud.TagGeneration: "1", cloud.TagConsistent: "true", cloud.TagFinal: "true"})})
+		TagSpecifications: cloud.TagSpec(ec2types.ResourceTypeSnapshot, map[string]string{cloud.TagGroup: testGroup, cloud.TagSlot: cloud.DefaultSlot, cloud.TagGeneration: "1", cloud.TagConsistent: "true", cloud.TagFinal: "true", cloud.TagSourceVolume: aws.ToString(v.VolumeId)})})
 	if err != nil {
 		t.Fatalf("CreateSnapshot: %v", err)
 	}
