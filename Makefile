@@ -51,7 +51,7 @@ PKG_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null); 
 MAN_DATE := $(shell git log -1 --format=%cs 2>/dev/null || echo unknown)
 
 packages: ## dist/handover_*_{amd64,arm64}.deb and dist/handover-*.{x86_64,aarch64}.rpm (nfpm; binary, units, config, man page)
-	@mkdir -p dist/pkg
+	@mkdir -p dist/pkg && rm -f dist/handover_*.deb dist/handover-*.rpm
 	go run ./scripts/manpage -check-env packaging/default/handover
 	go run ./scripts/manpage -version $(VERSION) -date $(MAN_DATE) -o dist/pkg/handover.1
 	gzip -n -9 -f dist/pkg/handover.1
