@@ -39,3 +39,26 @@ lambda: ## the failover Lambda: dist/handover-failover-{amd64,arm64}.zip, bootst
 			-o dist/lambda-$$arch/bootstrap ./cmd/handover-failover || exit 1; \
 		go run ./scripts/lambdazip -o dist/handover-failover-$$arch.zip dist/lambda-$$arch/bootstrap || exit 1; \
 	done
+
+.PHONY: packages
+PKG_ARCHES := amd64 arm64
+NFPM := go run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+# The package version: the tag without its v (1.2.3), past a tag with the distance joined by dots
+# (1.2.3.4.gabcdef0, which sorts above 1.2.3), and 0.0.0~gitCOMMIT without a tag (sorts below 0.0.0).
+PKG_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null); \
+	if [ -n "$$v" ]; then echo "$${v#v}" | tr - .; else echo "0.0.0~git$(COMMIT)"; fi)
+# The man page's date: the last commit's, so that the same commit builds the same page.
+MAN_DATE := $(shell git log -1 --format=%cs 2>/dev/null || echo unknown)
+
+packages: ## dist/handover_*_{amd64,arm64}.deb and dist/handover-*.{x86_64,aarch64}.rpm (nfpm; binary, units, config, man page)
+	@mkdir -p dist/pkg && rm -f dist/handover_*.deb dist/handover-*.rpm
+	go run ./scripts/manpage -check-env packaging/default/handover
+	go run ./scripts/manpage -version $(VERSION) -date $(MAN_DATE) -o dist/pkg/handover.1
+	gzip -n -9 -f dist/pkg/handover.1
+	@for arch in $(PKG_ARCHES); do \
+		echo "building the $$arch packages ($(PKG_VERSION))"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch go build -trimpath -ldflags "$(LDFLAGS)" -o dist/pkg/handover ./cmd/handover || exit 1; \
+		for fmt in deb rpm; do \
+			ARCH=$$arch PKG_VERSION=$(PKG_VERSION) $(NFPM) package --config packaging/nfpm.yaml --packager $$fmt --target dist/ || exit 1; \
+		done; \
+	done
