@@ -202,8 +202,9 @@ type addressClaim struct {
 	spec    ClaimSpec
 	res     ClaimResult
 	lastWhy string // why the holder may not be taken, while waiting
-	// first is the holder seen first ("" when free). Once this claim has acted, the address held by any
-	// other instance is a race lost: exit 4 at once, not a wait for a live holder.
+	// holder0 is the holder the first round saw ("" when free; first: that round has run). Once this
+	// claim has acted (acted), the address on any instance other than holder0 is a race lost: exit 4 at
+	// once, not a wait for a live holder.
 	first, acted bool
 	holder0      string
 }

@@ -746,9 +746,7 @@ func (s *SlotRun) snapshotOrphan(ctx context.Context, v Volume) error {
 	if err == nil {
 		s.Log.Warn("the newest volume had no snapshot of its last writes: snapshotted it where it is (crash-consistent)", logkey.Step, "volume",
 			logkey.Volume, v.ID, logkey.Snapshot, snap.ID, logkey.AZ, v.AZ)
-		wctx, cancel := context.WithTimeout(ctx, orphanBound)
-		err = WaitSnapshotCompleted(wctx, s.Log, s.C.EC2, snap.ID, orphanBound)
-		cancel()
+		err = WaitSnapshotCompleted(ctx, s.Log, s.C.EC2, snap.ID, orphanBound)
 	}
 	if err != nil && ctx.Err() == nil {
 		s.Log.Error("could not snapshot the orphaned newest volume: falling back to the newest older snapshot", logkey.Step, "volume", logkey.Volume, v.ID, logkey.Error, err.Error())
