@@ -603,6 +603,10 @@ func TestDownRerunConverges(t *testing.T) {
 		if !strings.Contains(second.stdout, "already taken") {
 			t.Errorf("the rerun does not report the earlier snapshot:\n%s", second.stdout)
 		}
+		// Safety rule: a mounted volume is never detached (freeze mode leaves it mounted).
+		if n := len(w.callsBy("DetachVolume", inst)); n != 0 {
+			t.Errorf("%d DetachVolume calls for a volume that stays mounted, want none", n)
+		}
 		assertWritable(t, mp)
 	})
 }
