@@ -130,7 +130,7 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, h host.Host, req f
 		}
 	}
 	if req.UnitDir != unitDirNone {
-		unit, err := h.WriteMountUnit(req.UnitDir, host.MountUnit{Group: req.Group, Slot: req.Spec.Slot, UUID: sig.UUID,
+		unit, err := h.WriteMountUnit(ctx, log, req.UnitDir, host.MountUnit{Group: req.Group, Slot: req.Spec.Slot, UUID: sig.UUID,
 			MountPoint: req.Spec.MountPoint, Type: sig.Type, Options: req.Spec.Options})
 		if err != nil {
 			return res, err

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/internal/logkey"
@@ -284,9 +285,45 @@ type MountUnit struct {
 	MountPoint  string
 	Type        string
 	Options     string
+	// DeviceTimeout is how long systemd waits at boot for the device before it gives up on the mount
+	// (and on the units that need it); 0 is DefaultDeviceTimeout.
+	DeviceTimeout time.Duration
 }
 
+// DefaultDeviceTimeout is how long a boot waits for a mount unit's device: systemd's own default for
+// device jobs, written down so that a machine whose DefaultTimeoutStartSec= is infinity (or whose
+// DefaultDeviceTimeoutSec= is long) cannot hold the data's service forever when the volume is gone (it
+// was handed over while the instance was stopped). A volume attached at boot shows up in seconds; a
+// missing one is handover up's to attach, which waits for its device with its own bound.
+const DefaultDeviceTimeout = 90 * time.Second
+
 func (u MountUnit) Name() string { return SystemdEscapePath(u.MountPoint) + ".mount" }
+
+// What is the device the unit mounts: the filesystem by UUID.
+func (u MountUnit) What() string { return "/dev/disk/by-uuid/" + u.UUID }
+
+// DeviceUnit is the name of the device unit systemd makes for What (the mount binds to it).
+func (u MountUnit) DeviceUnit() string { return SystemdEscapePath(u.What()) + ".device" }
+
+// DeviceDropIn is the drop-in that carries the device timeout, relative to the unit directory.
+//
+// x-systemd.device-timeout= is an fstab option only: systemd.mount(5) says it "will be ignored when part
+// of the Options= setting in a unit file". systemd's generators turn it into a drop-in for the device
+// unit that sets JobRunningTimeoutSec= (a device's start job runs from the moment it is queued, so that
+// is the wait for the device); handover writes the same. Not TimeoutSec= in [Mount]: that bounds the
+// mount command itself, which after a crash may replay a journal for a long time, and killing it helps
+// no one. https://www.freedesktop.org/software/systemd/man/latest/systemd.mount.html
+// https://www.freedesktop.org/software/systemd/man/latest/systemd.unit.html#JobTimeoutSec=
+func (u MountUnit) DeviceDropIn() string {
+	return filepath.Join(u.DeviceUnit()+".d", "50-handover-device-timeout.conf")
+}
+
+func (u MountUnit) deviceTimeout() time.Duration {
+	if u.DeviceTimeout > 0 {
+		return u.DeviceTimeout
+	}
+	return DefaultDeviceTimeout
+}
 
 func (u MountUnit) Content() string {
 	opts := "nofail"
@@ -295,59 +332,201 @@ func (u MountUnit) Content() string {
 	}
 	return fmt.Sprintf(`# Written by handover up for group %s, slot %s; rewritten at every run: change --volume instead.
 # nofail: boot neither waits for this volume nor fails without it; handover up attaches and mounts it.
+# The wait for the device is bounded in %s (JobRunningTimeoutSec=%s):
+# x-systemd.device-timeout= is ignored in a unit's Options=.
 [Unit]
 Description=handover volume %s/%s at %s
 
 [Mount]
-What=/dev/disk/by-uuid/%s
+What=%s
 Where=%s
 Type=%s
 Options=%s
 
 [Install]
 WantedBy=local-fs.target
-`, u.Group, u.Slot, u.Group, u.Slot, u.MountPoint, u.UUID, u.MountPoint, u.Type, opts)
+`, u.Group, u.Slot, u.DeviceDropIn(), systemdSeconds(u.deviceTimeout()), u.Group, u.Slot, u.MountPoint, u.What(), u.MountPoint, u.Type, opts)
 }
 
-// WriteMountUnit writes the unit and its local-fs.target.wants link (what `systemctl enable` does) when
-// they differ from what is there, atomically (a temporary file renamed over the old one). It returns the
-// unit's path.
-func (l *Linux) WriteMountUnit(dir string, u MountUnit) (string, error) {
+// DeviceDropInContent is the device unit's drop-in: the device timeout.
+func (u MountUnit) DeviceDropInContent() string {
+	return fmt.Sprintf(`# Written by handover up with %s: how long systemd waits for the device at boot
+# (what x-systemd.device-timeout= does in fstab).
+[Unit]
+JobRunningTimeoutSec=%s
+`, u.Name(), systemdSeconds(u.deviceTimeout()))
+}
+
+func systemdSeconds(d time.Duration) string {
+	return strconv.FormatInt(int64(d.Round(time.Second)/time.Second), 10) + "s"
+}
+
+// Systemd is the running service manager, which must be told (daemon-reload) about a unit written or
+// changed while it runs: until then it goes on with what it read at boot, and `systemctl status` and the
+// RequiresMountsFor= of a service started now do not see the new mount unit. The fields are there so
+// that tests need no systemd; zero values are the real ones.
+type Systemd struct {
+	// Booted reports whether systemd is the running service manager: /run/systemd/system exists
+	// exactly then (sd_booted(3)). https://www.freedesktop.org/software/systemd/man/latest/sd_booted.html
+	Booted func() bool
+	// Reload is systemctl daemon-reload; it returns when the manager has reloaded.
+	Reload func(ctx context.Context) error
+	// Loads reports whether the manager loads units from dir.
+	Loads func(dir string) bool
+}
+
+// RealSystemd is this machine's systemd.
+func RealSystemd() Systemd {
+	return Systemd{
+		Booted: func() bool { fi, err := os.Stat("/run/systemd/system"); return err == nil && fi.IsDir() },
+		Reload: func(ctx context.Context) error { _, err := runTool(ctx, "systemctl", "daemon-reload"); return err },
+		Loads:  func(dir string) bool { return systemUnitDirs[filepath.Clean(dir)] },
+	}
+}
+
+// daemonReloadBound bounds systemctl daemon-reload. A reload takes a second or two; past this bound the
+// manager is in trouble, the mount is made already and the next boot loads the unit anyway.
+const daemonReloadBound = time.Minute
+
+// systemUnitDirs are the directories the system manager loads units from that an administrator may
+// write to (systemd.unit(5), "Unit File Load Path"). A unit written anywhere else (a test's directory, an
+// image being built under /mnt) is none of the running manager's business.
+// https://www.freedesktop.org/software/systemd/man/latest/systemd.unit.html#Unit%20File%20Load%20Path
+var systemUnitDirs = map[string]bool{
+	"/etc/systemd/system": true, "/run/systemd/system": true,
+	"/usr/local/lib/systemd/system": true, "/usr/lib/systemd/system": true, "/lib/systemd/system": true,
+}
+
+func (l *Linux) systemd() Systemd {
+	s, real := l.Systemd, RealSystemd()
+	if s.Booted == nil {
+		s.Booted = real.Booted
+	}
+	if s.Reload == nil {
+		s.Reload = real.Reload
+	}
+	if s.Loads == nil {
+		s.Loads = real.Loads
+	}
+	return s
+}
+
+// WriteMountUnit writes the unit, its device's timeout drop-in and its local-fs.target.wants link (what
+// `systemctl enable` does) when they differ from what is there, each file atomically (a temporary file
+// renamed over the old one); the drop-in of the device a previous version of the unit named is removed.
+// When anything changed in a directory the running systemd loads units from, it runs systemctl
+// daemon-reload (bounded; a failure is a warning: the mount is made, and the next boot loads the unit).
+// It returns the unit's path.
+func (l *Linux) WriteMountUnit(ctx context.Context, log *slog.Logger, dir string, u MountUnit) (string, error) {
 	path := filepath.Join(dir, u.Name())
-	want := u.Content()
-	if have, err := os.ReadFile(path); err != nil || string(have) != want {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return "", fmt.Errorf("write mount unit: %w", err)
-		}
-		tmp, err := os.CreateTemp(dir, "."+u.Name()+".*")
-		if err != nil {
-			return "", fmt.Errorf("write mount unit: %w", err)
-		}
-		_, werr := tmp.WriteString(want)
-		serr := tmp.Sync()
-		cerr := tmp.Close()
-		if err := errors.Join(werr, serr, cerr, os.Chmod(tmp.Name(), 0o644)); err != nil {
-			os.Remove(tmp.Name())
-			return "", fmt.Errorf("write mount unit %s: %w", path, err)
-		}
-		if err := os.Rename(tmp.Name(), path); err != nil {
-			os.Remove(tmp.Name())
-			return "", fmt.Errorf("write mount unit %s: %w", path, err)
+	old, _ := os.ReadFile(path)
+	changed, err := writeFileAtomic(path, u.Content())
+	if err != nil {
+		return "", fmt.Errorf("write mount unit %s: %w", path, err)
+	}
+	if prev := unitWhat(string(old)); prev != "" && prev != u.What() {
+		// The slot's filesystem is another one now (a new blank volume): its old device's drop-in goes.
+		stale := MountUnit{UUID: strings.TrimPrefix(prev, "/dev/disk/by-uuid/")}.DeviceDropIn()
+		if err := os.Remove(filepath.Join(dir, stale)); err == nil {
+			_ = os.Remove(filepath.Dir(filepath.Join(dir, stale))) // only if empty
+			changed = true
 		}
 	}
-	wants := filepath.Join(dir, "local-fs.target.wants")
-	link := filepath.Join(wants, u.Name())
-	if target, err := os.Readlink(link); err == nil && target == filepath.Join("..", u.Name()) {
-		return path, nil
+	dropIn := filepath.Join(dir, u.DeviceDropIn())
+	if err := os.MkdirAll(filepath.Dir(dropIn), 0o755); err != nil {
+		return "", fmt.Errorf("write the device timeout of mount unit %s: %w", path, err)
 	}
-	if err := os.MkdirAll(wants, 0o755); err != nil {
-		return "", fmt.Errorf("enable mount unit: %w", err)
+	c, err := writeFileAtomic(dropIn, u.DeviceDropInContent())
+	if err != nil {
+		return "", fmt.Errorf("write the device timeout of mount unit %s: %w", path, err)
 	}
-	_ = os.Remove(link)
-	if err := os.Symlink(filepath.Join("..", u.Name()), link); err != nil {
-		return "", fmt.Errorf("enable mount unit: %w", err)
+	changed = changed || c
+	c, err = enableMountUnit(dir, u.Name())
+	if err != nil {
+		return "", err
+	}
+	if changed = changed || c; changed {
+		l.reloadSystemd(ctx, log, dir, path)
 	}
 	return path, nil
+}
+
+// reloadSystemd tells a running systemd about the units written in dir.
+func (l *Linux) reloadSystemd(ctx context.Context, log *slog.Logger, dir, unit string) {
+	log = log.With(logkey.Step, "mount", "unit", unit)
+	sd := l.systemd()
+	switch {
+	case !sd.Loads(dir):
+		log.Info("mount unit written outside systemd's unit directories: no daemon-reload", "unit_dir", dir)
+		return
+	case !sd.Booted():
+		log.Info("systemd is not running (no /run/systemd/system): no daemon-reload; it loads the mount unit when it starts")
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, daemonReloadBound)
+	defer cancel()
+	if err := sd.Reload(rctx); err != nil {
+		log.Warn("mount unit written, but systemctl daemon-reload failed: systemd loads it at the next boot; run systemctl daemon-reload",
+			logkey.Bound, daemonReloadBound.String(), logkey.Error, err.Error())
+		return
+	}
+	log.Info("systemd reloaded: it knows the mount unit")
+}
+
+// unitWhat is the What= of a mount unit's text, "" when it has none.
+func unitWhat(content string) string {
+	for _, line := range strings.Split(content, "\n") {
+		if v, ok := strings.CutPrefix(line, "What="); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// writeFileAtomic writes content to path, unless it holds exactly that already, through a temporary file
+// in the same directory renamed over it. It reports whether it wrote.
+func writeFileAtomic(path, content string) (bool, error) {
+	if have, err := os.ReadFile(path); err == nil && string(have) == content {
+		return false, nil
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return false, err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return false, err
+	}
+	_, werr := tmp.WriteString(content)
+	serr := tmp.Sync()
+	cerr := tmp.Close()
+	if err := errors.Join(werr, serr, cerr, os.Chmod(tmp.Name(), 0o644)); err != nil {
+		os.Remove(tmp.Name())
+		return false, err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return false, err
+	}
+	return true, nil
+}
+
+// enableMountUnit makes the local-fs.target.wants link of the unit, as `systemctl enable` would. It
+// reports whether it made it.
+func enableMountUnit(dir, name string) (bool, error) {
+	wants := filepath.Join(dir, "local-fs.target.wants")
+	link := filepath.Join(wants, name)
+	if target, err := os.Readlink(link); err == nil && target == filepath.Join("..", name) {
+		return false, nil
+	}
+	if err := os.MkdirAll(wants, 0o755); err != nil {
+		return false, fmt.Errorf("enable mount unit: %w", err)
+	}
+	_ = os.Remove(link)
+	if err := os.Symlink(filepath.Join("..", name), link); err != nil {
+		return false, fmt.Errorf("enable mount unit: %w", err)
+	}
+	return true, nil
 }
 
 // SystemdEscapePath is `systemd-escape --path`: a mount unit must be named after its mount point, with

@@ -1,10 +1,15 @@
 package host
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/handover/handover/host/hosttest"
 	"golang.org/x/sys/unix"
@@ -28,11 +33,36 @@ func TestSystemdEscapePath(t *testing.T) {
 	}
 }
 
+// fakeSystemd is a running systemd that loads units from every directory and counts its reloads.
+type fakeSystemd struct {
+	booted    bool
+	reloads   int
+	err       error
+	deadlines []time.Duration // how long each reload was given
+}
+
+func (f *fakeSystemd) systemd() Systemd {
+	return Systemd{
+		Booted: func() bool { return f.booted },
+		Reload: func(ctx context.Context) error {
+			f.reloads++
+			if d, ok := ctx.Deadline(); ok {
+				f.deadlines = append(f.deadlines, time.Until(d))
+			}
+			return f.err
+		},
+		Loads: func(string) bool { return true },
+	}
+}
+
 func TestWriteMountUnitIsIdempotent(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
+	sd := &fakeSystemd{booted: true}
+	l := &Linux{Systemd: sd.systemd()}
+	ctx, log := context.Background(), hosttest.Logger(t)
 	u := MountUnit{Group: "orders", Slot: "data", UUID: "0b1c2d3e-1111-2222-3333-444455556666", MountPoint: "/srv/my-data", Type: "xfs", Options: "noatime"}
-	path, err := (&Linux{}).WriteMountUnit(dir, u)
+	path, err := l.WriteMountUnit(ctx, log, dir, u)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +71,7 @@ func TestWriteMountUnitIsIdempotent(t *testing.T) {
 	}
 	b, _ := os.ReadFile(path)
 	for _, want := range []string{"What=/dev/disk/by-uuid/0b1c2d3e-1111-2222-3333-444455556666", "Where=/srv/my-data", "Type=xfs",
-		"Options=nofail,noatime", "WantedBy=local-fs.target"} {
+		"Options=nofail,noatime\n", "WantedBy=local-fs.target"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("unit lacks %q:\n%s", want, b)
 		}
@@ -50,26 +80,166 @@ func TestWriteMountUnitIsIdempotent(t *testing.T) {
 	if target, err := os.Readlink(link); err != nil || filepath.Join(filepath.Dir(link), target) != path {
 		t.Errorf("enable link %s -> %q (%v), want the unit", link, target, err)
 	}
+	if sd.reloads != 1 {
+		t.Errorf("a new unit on a running systemd: %d daemon-reloads, want 1", sd.reloads)
+	}
 	st1, _ := os.Stat(path)
-	if _, err := (&Linux{}).WriteMountUnit(dir, u); err != nil {
+	if _, err := l.WriteMountUnit(ctx, log, dir, u); err != nil {
 		t.Fatal(err)
 	}
 	st2, _ := os.Stat(path)
 	if !os.SameFile(st1, st2) || !st1.ModTime().Equal(st2.ModTime()) {
 		t.Error("an unchanged unit was rewritten")
 	}
+	if sd.reloads != 1 {
+		t.Errorf("an unchanged unit: %d daemon-reloads in all, want still 1", sd.reloads)
+	}
 	u.Options = ""
-	if _, err := (&Linux{}).WriteMountUnit(dir, u); err != nil {
+	if _, err := l.WriteMountUnit(ctx, log, dir, u); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(path); !strings.Contains(string(b), "Options=nofail\n") {
 		t.Errorf("changed options not written:\n%s", b)
 	}
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") {
-			t.Errorf("temporary file %s left behind", e.Name())
+	if sd.reloads != 2 {
+		t.Errorf("a changed unit: %d daemon-reloads in all, want 2", sd.reloads)
+	}
+	for _, d := range sd.deadlines {
+		if d <= 0 || d > daemonReloadBound {
+			t.Errorf("daemon-reload given %s, want a bound of at most %s", d, daemonReloadBound)
 		}
+	}
+	if len(sd.deadlines) != sd.reloads {
+		t.Errorf("%d of %d daemon-reloads had no bound", sd.reloads-len(sd.deadlines), sd.reloads)
+	}
+	filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(e.Name(), ".") && p != dir {
+			t.Errorf("temporary file %s left behind", p)
+		}
+		return nil
+	})
+}
+
+// TestMountUnitCarriesADeviceTimeout: the boot's wait for the device is bounded the way systemd's own
+// generators bound it for x-systemd.device-timeout= (which a unit's Options= ignores): a drop-in of the
+// device unit with JobRunningTimeoutSec=. A new filesystem in the slot moves the drop-in to its device.
+func TestMountUnitCarriesADeviceTimeout(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sd := &fakeSystemd{booted: true}
+	l := &Linux{Systemd: sd.systemd()}
+	ctx, log := context.Background(), hosttest.Logger(t)
+	u := MountUnit{Group: "orders", Slot: "data", UUID: "0b1c2d3e-1111-2222-3333-444455556666", MountPoint: "/data", Type: "ext4"}
+	path, err := l.WriteMountUnit(ctx, log, dir, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The name systemd gives the device unit of What= (systemd-escape --path --suffix=device).
+	oldDropIn := filepath.Join(dir, `dev-disk-by\x2duuid-0b1c2d3e\x2d1111\x2d2222\x2d3333\x2d444455556666.device.d`, "50-handover-device-timeout.conf")
+	b, err := os.ReadFile(oldDropIn)
+	if err != nil {
+		t.Fatalf("no device timeout drop-in: %v", err)
+	}
+	if !strings.Contains(string(b), "[Unit]\nJobRunningTimeoutSec=90s\n") {
+		t.Errorf("drop-in does not set the default device timeout:\n%s", b)
+	}
+	if unit, _ := os.ReadFile(path); strings.Contains(string(unit), "Options=nofail,x-systemd") {
+		t.Errorf("x-systemd.* options are ignored in a unit file:\n%s", unit)
+	}
+	systemdAnalyzeVerify(t, dir, path)
+
+	u.UUID, u.DeviceTimeout = "9f8e7d6c-aaaa-bbbb-cccc-ddddeeeeffff", 2*time.Minute
+	if _, err := l.WriteMountUnit(ctx, log, dir, u); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(oldDropIn)); !os.IsNotExist(err) {
+		t.Errorf("the old device's drop-in directory is still there (%v): it bounds a device the unit no longer names", err)
+	}
+	b, err = os.ReadFile(filepath.Join(dir, u.DeviceDropIn()))
+	if err != nil || !strings.Contains(string(b), "JobRunningTimeoutSec=120s\n") {
+		t.Errorf("new device's drop-in (%v):\n%s", err, b)
+	}
+	if sd.reloads != 2 {
+		t.Errorf("%d daemon-reloads, want 2 (new unit, new device)", sd.reloads)
+	}
+}
+
+// systemdAnalyzeVerify checks the written unit with systemd's own parser: no complaint about the unit or
+// its device's drop-in, and the drop-in is read for the unit's device (a key systemd does not know, added
+// to it, is reported).
+func systemdAnalyzeVerify(t *testing.T, dir, unit string) {
+	t.Helper()
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("systemd-analyze is missing: CI checks the units with it (apt-get install systemd)")
+		}
+		t.Log("systemd-analyze is missing: the unit is not checked with systemd's parser")
+		return
+	}
+	verify := func() string {
+		cmd := exec.Command("systemd-analyze", "verify", "--man=no", unit)
+		cmd.Env = append(os.Environ(), "SYSTEMD_UNIT_PATH="+dir+":", "SYSTEMD_LOG_COLOR=0")
+		out, _ := cmd.CombinedOutput()
+		return string(out)
+	}
+	if out := verify(); strings.Contains(out, dir) {
+		t.Errorf("systemd-analyze verify complains about what handover wrote:\n%s", out)
+	}
+	dropIn := filepath.Join(dir, MountUnit{UUID: unitWhat(readFile(t, unit))[len("/dev/disk/by-uuid/"):]}.DeviceDropIn())
+	orig := readFile(t, dropIn)
+	if err := os.WriteFile(dropIn, []byte(orig+"HandoverNoSuchKey=1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.WriteFile(dropIn, []byte(orig), 0o644)
+	if out := verify(); !strings.Contains(out, "HandoverNoSuchKey") {
+		t.Errorf("systemd-analyze verify did not read the device drop-in %s for %s:\n%s", dropIn, unit, out)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestMountUnitReloadOnlyWhereItMatters: no daemon-reload without a running systemd or for a directory
+// it does not load units from (each logged), and a failed reload is a warning, not a failed up.
+func TestMountUnitReloadOnlyWhereItMatters(t *testing.T) {
+	t.Parallel()
+	u := MountUnit{Group: "orders", Slot: "data", UUID: "0b1c2d3e-1111-2222-3333-444455556666", MountPoint: "/data", Type: "ext4"}
+	for _, tc := range []struct {
+		name        string
+		booted      bool
+		loads       bool
+		err         error
+		wantReloads int
+		wantLog     string
+	}{
+		{"systemd not running", false, true, nil, 0, "systemd is not running"},
+		{"not a unit directory", true, false, nil, 0, "outside systemd's unit directories"},
+		{"reload fails", true, true, errors.New("Failed to reload daemon: Access denied"), 1, "daemon-reload failed"},
+		{"reloaded", true, true, nil, 1, "systemd reloaded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			sd := &fakeSystemd{booted: tc.booted, err: tc.err}
+			s := sd.systemd()
+			s.Loads = func(string) bool { return tc.loads }
+			var logs strings.Builder
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			if _, err := (&Linux{Systemd: s}).WriteMountUnit(context.Background(), log, t.TempDir(), u); err != nil {
+				t.Fatalf("WriteMountUnit: %v (a reload is never a reason to fail)", err)
+			}
+			if sd.reloads != tc.wantReloads || !strings.Contains(logs.String(), tc.wantLog) {
+				t.Errorf("%d daemon-reloads, log:\n%s\nwant %d and %q", sd.reloads, logs.String(), tc.wantReloads, tc.wantLog)
+			}
+		})
+	}
+	if !RealSystemd().Loads("/etc/systemd/system/") || RealSystemd().Loads("/tmp/units") {
+		t.Error("the real systemd loads units from /etc/systemd/system and not from /tmp/units")
 	}
 }
 

@@ -31,7 +31,7 @@ type Host interface {
 	MakeFilesystem(ctx context.Context, log *slog.Logger, dev, fs string) error
 	Mount(ctx context.Context, dev, mountPoint, fsType, options string) error
 	Grow(ctx context.Context, log *slog.Logger, dev, mountPoint, fsType string, mounted bool) string
-	WriteMountUnit(dir string, u MountUnit) (string, error)
+	WriteMountUnit(ctx context.Context, log *slog.Logger, dir string, u MountUnit) (string, error)
 	RunPreStop(ctx context.Context, log *slog.Logger, spec PreStop) error
 	Lock(ctx context.Context, path string, bound time.Duration) (*Lock, error)
 }
@@ -44,6 +44,7 @@ type Linux struct {
 	SysDir    string  // holds class/block/*/device/serial: /sys
 	MountInfo string  // the mount table; "" is /proc/self/mountinfo
 	Calls     FSCalls // the calls that can block on a hung device; zero is the kernel's
+	Systemd   Systemd // the service manager told about new mount units; zero is this machine's
 }
 
 // New returns the host with its device and sysfs directories.
