@@ -43,6 +43,7 @@ var commands = []command{
 	{name: "snapshot", summary: "a consistent snapshot of each slot's volume now, then retention (--keep N)", run: onHost(snapshotCommand)},
 	{name: "status", summary: "read-only: identity, group, who holds the Elastic IP, volumes, snapshots, what up would do", run: runStatus},
 	{name: "failover", summary: "move the group's Elastic IP to its standby, starting it if stopped", run: runFailover},
+	{name: "iam-policy", summary: "print the least-privilege IAM policy (JSON) for the commands and options given", run: runIAMPolicy},
 	{name: "version", summary: "print version, commit and Go version", run: runVersion},
 }
 

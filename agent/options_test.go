@@ -39,6 +39,7 @@ func commandOptions() map[string]func() (declare func(*flags), validate func() e
 			var r failover.Request
 			return func(f *flags) { declareFailover(&r, f) }, func() error { return checkFailoverTimeouts(&r) }
 		},
+		"iam-policy": func() (func(*flags), func() error) { var c iamPolicyConfig; return c.register, c.validate },
 	}
 }
 
@@ -68,6 +69,9 @@ var optionSamples = map[string]struct {
 	"keep": {value: "3"}, "json": {value: "true"},
 	"to": {value: "i-0123456789abcdef0"}, "from": {value: "i-0fedcba9876543210"}, "force": {value: "true"},
 	"wait-status-ok": {value: "true"}, "swap-roles": {value: "true"}, "start-timeout": {value: "3m"}, "status-timeout": {value: "4m"},
+	"commands": {value: "up,failover"}, "kms-key": {value: "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
+	"partition": {value: "aws-us-gov"},
+	"region": {value: "eu-west-1"}, "account": {value: "123456789012"},
 }
 
 // TestEveryOptionFromEnvironmentOrTagAlone: every option of every command can be set from its HANDOVER_*

@@ -35,6 +35,7 @@ type startSpec struct {
 	groupTagWait  time.Duration
 	optionalGroup bool          // status runs without a group and says so
 	noInstance    bool          // failover runs anywhere with credentials: no metadata, region from the environment
+	offline       bool          // iam-policy: flags and environment only; no metadata, no AWS clients
 	newClients    clientFactory // nil: cloud.NewClients; tests wrap it
 }
 
@@ -68,6 +69,9 @@ func start(ctx context.Context, e Env, args []string, spec startSpec) (*started,
 	}
 	if err := f.check(spec.validate); err != nil {
 		return nil, err
+	}
+	if spec.offline {
+		return &started{flags: f, log: newLogger(e.Stderr, f.Common), dryRun: f.Common.DryRun}, nil
 	}
 	newC := spec.newClients
 	if newC == nil {
