@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -1068,4 +1069,47 @@ func scopeSids() []string {
 		out = append(out, s.sid)
 	}
 	return out
+}
+
+// TestIAMPolicyLintsClean: the printed policies, as the policies of IAM roles in a CloudFormation template,
+// pass cfn-lint, which knows every IAM action name and the policy grammar (a misspelt action or condition
+// operator fails). cfn-lint is preinstalled with the Python tools; without it the test fails in CI and is
+// skipped elsewhere.
+func TestIAMPolicyLintsClean(t *testing.T) {
+	t.Parallel()
+	lint, err := exec.LookPath("cfn-lint")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("cfn-lint is not installed: the Python tools install it (pip install cfn-lint==1.51.0)")
+		}
+		t.Skip("cfn-lint is not installed (pip install cfn-lint==1.51.0)")
+	}
+	resources := map[string]any{}
+	for i, args := range [][]string{
+		nil,
+		{"--group", "mydb", "--commands", "up,down,watch,snapshot,status,failover", "--takeover", "--delete-superseded", "--keep", "3",
+			"--on-rebalance=replace", "--kms-key", "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+			"--region", "eu-west-1", "--account", "123456789012"},
+		{"--commands", "failover", "--group", "db"},
+		{"--partition", "aws-cn", "--kms-key", "arn:aws-cn:kms:cn-north-1:123456789012:key/k"},
+	} {
+		resources[fmt.Sprintf("Role%d", i)] = map[string]any{"Type": "AWS::IAM::Role", "Properties": map[string]any{
+			"AssumeRolePolicyDocument": map[string]any{"Version": "2012-10-17", "Statement": []any{map[string]any{
+				"Effect": "Allow", "Principal": map[string]any{"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}}},
+			"Policies": []any{map[string]any{"PolicyName": "handover", "PolicyDocument": printedPolicy(t, args...)}},
+		}}
+	}
+	b, err := json.MarshalIndent(map[string]any{"AWSTemplateFormatVersion": "2010-09-09", "Resources": resources}, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "roles.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, lint, path).CombinedOutput(); err != nil {
+		t.Errorf("cfn-lint on the printed policies: %v\n%s", err, out)
+	}
 }
