@@ -83,8 +83,8 @@ type permission struct {
 }
 
 // awsCalls is every AWS call the commands make, with the IAM permissions it needs and who makes it. A new
-// call gets a row here (the iam-policy test runs every command against the simulator and fails on a call
-// without one, or a row that no command's run calls).
+// call gets a row here: the iam-policy test runs every command against the simulator and fails on a call
+// that has no row for its command, and on a permission that no run of its command needed.
 var awsCalls = []awsCall{
 	// Reading.
 	{op: "DescribeTags", needs: describe("ec2:DescribeTags"), by: onInstance,
@@ -98,7 +98,7 @@ var awsCalls = []awsCall{
 	{op: "DescribeVolumes", needs: describe("ec2:DescribeVolumes"), by: uses(useUp, useDown, useWatch, useWatchSnapshot, useSnapshot, useStatus),
 		code: "cloud.ListSlotVolumes, describeVolume (waitVolume), FindAttachedSlotVolume"},
 	{op: "DescribeSnapshots", needs: describe("ec2:DescribeSnapshots"), by: uses(useUp, useDown, useWatch, useSnapshotKeep, useStatus),
-		code: "cloud.ListSlotSnapshots, DescribeSnapshot (WaitSnapshot), FindSnapshotOf (down's rerun)"},
+		code: "cloud.ListSlotSnapshots, DescribeSnapshot (WaitSnapshot), FindSnapshotOf (down: the snapshot an earlier run took)"},
 	{op: "DescribeAutoScalingInstances", needs: describe("autoscaling:DescribeAutoScalingInstances"), by: uses(useUp, useDown, useWatch, useStatus, useFailover),
 		code: "cloud.MembershipOf, JudgeHolder, describeHolder"},
 	{op: "DescribeAutoScalingGroups", needs: describe("autoscaling:DescribeAutoScalingGroups"), by: uses(useUp),
@@ -360,10 +360,10 @@ func (c *iamPolicyConfig) register(f *flags) {
 	c.Group = groupPattern{defaultPolicyGroup}
 	g := f.fs.Lookup("group")
 	g.Value, g.DefValue = &c.Group, defaultPolicyGroup
-	g.Usage = `the handover:group the policy is for ("*": any group; the tag must still be present)`
+	g.Usage = "the handover:group `NAME` the policy is for (\"*\": any group; the tag must still be present)"
 	f.fs.Lookup("imds-timeout").Usage = "not used: iam-policy reads no instance metadata"
-	f.fs.Var(&c.Commands, "commands", "the commands the policy is for, comma-separated: up, down, watch, snapshot, status, failover (failover alone: the Lambda's or an operator's role)")
-	f.fs.StringVar(&c.KMSKey, "kms-key", "", "ARN of the customer-managed KMS key of encrypted volumes: adds the grants EBS needs for up")
+	f.fs.Var(&c.Commands, "commands", "comma-separated `LIST` of the commands the policy is for: up, down, watch, snapshot, status, failover (failover alone: the Lambda's or an operator's role)")
+	f.fs.StringVar(&c.KMSKey, "kms-key", "", "`ARN` of the customer-managed KMS key of encrypted volumes: adds the grants EBS needs for up")
 	f.fs.BoolVar(&c.DeleteSuperseded, "delete-superseded", false, "allow up --delete-superseded to delete the group's superseded volumes")
 	f.fs.IntVar(&c.Keep, "keep", 0, "allow snapshot --keep N to delete the group's snapshots (any N above 0)")
 	c.OnRebalance = rebalanceOff

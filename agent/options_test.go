@@ -70,8 +70,7 @@ var optionSamples = map[string]struct {
 	"to": {value: "i-0123456789abcdef0"}, "from": {value: "i-0fedcba9876543210"}, "force": {value: "true"},
 	"wait-status-ok": {value: "true"}, "swap-roles": {value: "true"}, "start-timeout": {value: "3m"}, "status-timeout": {value: "4m"},
 	"commands": {value: "up,failover"}, "kms-key": {value: "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
-	"partition": {value: "aws-us-gov"},
-	"region": {value: "eu-west-1"}, "account": {value: "123456789012"},
+	"partition": {value: "aws-us-gov"}, "region": {value: "eu-west-1"}, "account": {value: "123456789012"},
 }
 
 // TestEveryOptionFromEnvironmentOrTagAlone: every option of every command can be set from its HANDOVER_*
