@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/handover/handover/agent"
+	"github.com/handover/handover/cloud"
 )
 
 // templates are the templates of this directory; a new one must be added here (TestEveryTemplateIsTested).
@@ -943,5 +944,24 @@ func TestStandbyFailoverShape(t *testing.T) {
 	basic, err := s.render(listOf(props(tp.resource(t, "FunctionRole"))["ManagedPolicyArns"]))
 	if err != nil || !reflect.DeepEqual(basic, []any{"arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}) {
 		t.Errorf("function role managed policies %v (%v): want AWSLambdaBasicExecutionRole for its logs", basic, err)
+	}
+}
+
+// TestGroupNameParameterIsHandoversRule: the templates accept exactly the group names handover does
+// (cloud.ValidGroupName), so that a stack never starts instances whose every command exits 2.
+func TestGroupNameParameterIsHandoversRule(t *testing.T) {
+	t.Parallel()
+	samples := []string{"g1", "orders-db.prod_1", strings.Repeat("a", 64), "", strings.Repeat("a", 65), "a b", "a/b", "ä", "-x", "a:b"}
+	for _, name := range templates {
+		p := readTemplate(t, name)["Parameters"].(map[string]any)["GroupName"].(map[string]any)
+		re, err := regexp.Compile(p["AllowedPattern"].(string))
+		if err != nil {
+			t.Fatalf("%s: GroupName AllowedPattern: %v", name, err)
+		}
+		for _, s := range samples {
+			if re.MatchString(s) != cloud.ValidGroupName(s) {
+				t.Errorf("%s: GroupName %q: the template says %v, handover %v", name, s, re.MatchString(s), cloud.ValidGroupName(s))
+			}
+		}
 	}
 }
