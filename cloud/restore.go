@@ -555,8 +555,8 @@ type VolumeShape struct {
 type SlotOutcome struct {
 	Slot       string   `json:"slot"`
 	Volume     Volume   `json:"volume"`
-	How        string   `json:"how"`                // "already attached", "reattached", "restored from", "created blank"
-	Snapshot   string   `json:"snapshot,omitempty"` // the snapshot restored from
+	How        string   `json:"how"`                    // "already attached", "reattached", "restored from", "created blank"
+	Snapshot   string   `json:"snapshot,omitempty"`     // the snapshot restored from
 	Set        string   `json:"snapshot_set,omitempty"` // the snapshot set it belongs to (a group of several slots)
 	Superseded []string `json:"superseded,omitempty"`
 	Deleted    []string `json:"deleted,omitempty"`

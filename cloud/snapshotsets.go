@@ -58,11 +58,11 @@ func (s Snapshot) SetSize() int {
 
 // SetRequest is one CreateSnapshots of the slots' volumes attached to an instance.
 type SetRequest struct {
-	Group      string
-	InstanceID string
-	Volumes    map[string]Volume // slot -> its volume, attached to InstanceID
-	Set        string            // NewSetID
-	Consistent bool              // the service was stopped by the pre-stop command (a crash-consistent set otherwise)
+	Group       string
+	InstanceID  string
+	Volumes     map[string]Volume // slot -> its volume, attached to InstanceID
+	Set         string            // NewSetID
+	Consistent  bool              // the service was stopped by the pre-stop command (a crash-consistent set otherwise)
 	Description string
 }
 
