@@ -65,7 +65,7 @@ var optionSamples = map[string]struct {
 	"terminate-hook": {value: "terminate"}, "heartbeat-interval": {value: "20s"}, "wait-snapshot": {value: "true"},
 	"snapshot-timeout": {value: "5m"}, "release-eip": {value: "true"}, "spot-budget": {value: "90s"},
 	"poll-interval": {value: "2s"}, "on-rebalance": {value: "replace"}, "state-file": {value: "/var/lib/other/watch.json"},
-	"keep": {value: "3"}, "json": {value: "true"}, "freeze": {value: "false"},
+	"keep": {value: "3"}, "json": {value: "true"}, "freeze": {value: "false"}, "replace-before": {value: "3h"},
 	"to": {value: "i-0123456789abcdef0"}, "from": {value: "i-0fedcba9876543210"}, "force": {value: "true"},
 	"wait-status-ok": {value: "true"}, "swap-roles": {value: "true"}, "start-timeout": {value: "3m"}, "status-timeout": {value: "4m"},
 }
