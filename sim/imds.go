@@ -327,7 +327,7 @@ func (r *Region) identityDocument(in *instance) string {
 // The sim publishes it (ScheduleEvent, POST /sim/scheduled-event); it does not
 // carry it out at NotBefore.
 type ScheduledEvent struct {
-	Code        string    `json:"code"` // instance-stop, instance-retirement, system-reboot, system-maintenance, instance-reboot
+	Code        string    `json:"code"`  // instance-stop, instance-retirement, system-reboot, system-maintenance, instance-reboot
 	State       string    `json:"state"` // active, completed, canceled
 	EventID     string    `json:"eventId"`
 	Description string    `json:"description,omitempty"`
