@@ -263,6 +263,9 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	r.addrLog = st.log.With(logkey.AZ, r.me.AvailabilityZone, logkey.Group, r.group)
 	r.log = r.addrLog.With(logkey.Instance, r.me.InstanceID)
 	r.stepDone("identity", "tags_from", st.tagsFrom)
+	if err := r.checkNVMe(); err != nil {
+		return err
+	}
 
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
@@ -277,6 +280,26 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	res.Took = time.Since(r.start)
 	r.log.Info("up done", logkey.Step, "up", logkey.Elapsed, res.Took.Round(time.Millisecond).String())
 	printUpResult(e.Stdout, res)
+	return nil
+}
+
+// checkNVMe refuses, before any call to AWS, an instance that does not present EBS volumes as NVMe
+// devices (a Xen instance type): up finds a volume's device by its NVMe serial and would wait the whole
+// device bound for one that never appears, with the address taken and the volume attached. --no-mount
+// needs no device, so it is not refused. host.Storage says which facts count and why.
+func (r *upRun) checkNVMe() error {
+	if r.cfg.NoMount {
+		return nil
+	}
+	st, err := r.host.Storage()
+	if err != nil {
+		r.log.Warn("cannot read how EBS volumes are attached here; going on", logkey.Step, "identity", logkey.Error, err.Error())
+		return nil
+	}
+	if st.Xen && !st.EBSNVMe {
+		return fail.Precondition(fmt.Sprintf("instance %s (%s) runs on %s and has no NVMe EBS controller (%s/class/nvme): handover needs an instance type built on the Nitro System, whose EBS volumes are NVMe devices; launch a Nitro type (m5, c6i, t3, ...) or run up with --no-mount and mount the volumes yourself",
+			r.me.InstanceID, orDash(r.me.InstanceType), orDash(st.Hypervisor), r.host.SysDir), nil)
+	}
 	return nil
 }
 
