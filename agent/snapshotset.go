@@ -75,6 +75,9 @@ func (in *thisInstance) snapshotSetAtOnce(ctx context.Context, log *slog.Logger,
 		Group: in.group, InstanceID: in.id.InstanceID, Volumes: vols, Set: set, Consistent: consistent,
 		Description: fmt.Sprintf("handover %s: snapshot set %s of %s", rerun, set, in.id.InstanceID),
 	})
+	if cloud.HasCode(err, cloud.CodeUnauthorizedOp) {
+		return in.snapshotApart(ctx, log, work, consistent, rerun, err)
+	}
 	for _, s := range work {
 		if snap, ok := snaps[s.Spec.Slot]; ok {
 			s.Snapshot, s.Consistent = snap, consistent
@@ -105,6 +108,15 @@ func (in *thisInstance) crashConsistentSet(ctx context.Context, log *slog.Logger
 		Group: in.group, InstanceID: in.id.InstanceID, Volumes: vols, Set: set,
 		Description: fmt.Sprintf("handover: crash-consistent snapshot set %s of %s, past the bound", set, in.id.InstanceID),
 	})
+	if cloud.HasCode(err, cloud.CodeUnauthorizedOp) {
+		var todo []*slotRelease
+		for _, s := range slots {
+			if !s.released() && s.Snapshot.ID == "" {
+				todo = append(todo, s)
+			}
+		}
+		return in.snapshotApart(ctx, log, todo, false, "down", err)
+	}
 	for _, s := range slots {
 		snap, ok := snaps[s.Spec.Slot]
 		if !ok || s.Snapshot.ID != "" {
@@ -127,4 +139,23 @@ func slotNames(slots []*slotRelease) []string {
 		out = append(out, s.Spec.Slot)
 	}
 	return out
+}
+
+// snapshotApart is the fallback when the instance's role may not call CreateSnapshots: each slot's volume
+// snapshotted by itself, live. They are not of one moment, so each is a set of its own (never a complete
+// set of the group, which up would restore as one moment); the warning says which permission to add.
+func (in *thisInstance) snapshotApart(ctx context.Context, log *slog.Logger, work []*slotRelease, consistent bool, rerun string, denied error) error {
+	log.Warn("not allowed to call ec2:CreateSnapshots: snapshotting the slots one by one, which are not one moment; add ec2:CreateSnapshots (and ec2:DescribeInstances) to the instance's role",
+		logkey.Step, "snapshot", logkey.Error, denied.Error())
+	for _, s := range work {
+		req := cloud.SnapshotRequest{Group: in.group, Slot: s.Spec.Slot, Volume: s.Volume, InstanceID: in.id.InstanceID, Consistent: consistent,
+			Description: fmt.Sprintf("handover %s: %s of %s", rerun, s.Volume.ID, in.id.InstanceID), Set: cloud.NewSetID(), SetSize: 1}
+		snap, err := cloud.CreateSnapshot(ctx, in.clients.EC2, req)
+		if err != nil {
+			return fmt.Errorf("snapshot of %s (slot %s) failed; rerun %s: %w", s.Volume.ID, s.Spec.Slot, rerun, err)
+		}
+		s.Snapshot, s.Consistent, s.Reused = snap, consistent, false
+		log.Info("snapshot created", logkey.Step, "snapshot", logkey.Volume, s.Volume.ID, logkey.Slot, s.Spec.Slot, logkey.Snapshot, snap.ID, "consistent", consistent)
+	}
+	return nil
 }

@@ -55,7 +55,71 @@ func (w *testRegion) killBefore(at func(url.Values) bool, kill context.CancelFun
 	return srv.URL
 }
 
-// setOf returns the set tags of a slot's snapshots, newest first.
+// denyAction is an EC2 endpoint in front of the simulator that answers every call of action with
+// UnauthorizedOperation (403), as EC2 does for a role without the permission, and lets the rest through.
+func (w *testRegion) denyAction(action string) string {
+	w.t.Helper()
+	target, err := url.Parse(w.sim.Endpoint())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		_ = req.Body.Close()
+		if form, _ := url.ParseQuery(string(body)); form.Get("Action") == action {
+			rw.Header().Set("Content-Type", "text/xml")
+			rw.WriteHeader(http.StatusForbidden)
+			_, _ = io.WriteString(rw, `<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation.</Message></Error></Errors><RequestID>req-1</RequestID></Response>`)
+			return
+		}
+		req.Body = io.NopCloser(strings.NewReader(string(body)))
+		req.ContentLength = int64(len(body))
+		proxy.ServeHTTP(rw, req)
+	}))
+	w.t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestLiveSnapshotWithoutCreateSnapshotsPermission: a role that may not call ec2:CreateSnapshots still gets
+// its live snapshot of two slots, one CreateSnapshot per volume, each a set of its own (they are not one
+// moment, so never a complete set of the group), with a warning naming the permission.
+func TestLiveSnapshotWithoutCreateSnapshotsPermission(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	w := newTestRegion(t)
+	w.unmountOnCleanup()
+	w.allocateAddress(testGroup)
+	a := w.runInstance("us-east-1a", groupTags, true)
+	if res := w.runAgent(w.ctx(), a, nil, append([]string{"up", "--size", "1", "--unit-dir", w.unitDir(a)}, w.twoSlotArgs(a)...)...); res.code != 0 {
+		t.Fatalf("up: exit %d: %s", res.code, res.stderr)
+	}
+	w.sim.ResetCalls()
+	res := w.runAgent(w.ctx(), a, map[string]string{"AWS_ENDPOINT_URL_EC2": w.denyAction("CreateSnapshots")},
+		append([]string{"snapshot", "--freeze=false"}, w.twoSlotArgs(a)...)...)
+	if res.code != 0 {
+		t.Fatalf("snapshot --freeze=false without CreateSnapshots: exit %d: %s", res.code, res.stderr)
+	}
+	if n := w.calls("CreateSnapshot"); n != 2 {
+		t.Errorf("%d CreateSnapshot calls, want 2 (one per volume)", n)
+	}
+	if !strings.Contains(res.stderr, "ec2:CreateSnapshots") {
+		t.Errorf("no warning naming the permission:\n%s", res.stderr)
+	}
+	sets := map[string]bool{}
+	for _, slot := range []string{"data", "wal"} {
+		snaps := w.slotSnapshotsOf(slot)
+		if len(snaps) != 1 || tagOf(snaps[0].Tags, cloud.TagSetSize) != "1" || tagOf(snaps[0].Tags, cloud.TagConsistent) == "true" {
+			t.Fatalf("slot %s: %d snapshots, tags %v; want one, a set of one, not consistent", slot, len(snaps), snaps)
+		}
+		sets[tagOf(snaps[0].Tags, cloud.TagSet)] = true
+	}
+	if len(sets) != 2 {
+		t.Errorf("the two snapshots share a set: %v", sets)
+	}
+}
+
+// slotSnapshotsOf lists the test group's snapshots of slot.
 func (w *testRegion) slotSnapshotsOf(slot string) []ec2types.Snapshot {
 	w.t.Helper()
 	out, err := w.ec2.DescribeSnapshots(w.ctx(), &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: cloud.SlotFilters(testGroup, slot)})
