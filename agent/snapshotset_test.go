@@ -303,4 +303,9 @@ func TestTwoSlotUpRefusesWithoutACompleteSet(t *testing.T) {
 	if m := w.mutatingCalls(); len(m) != 0 {
 		t.Errorf("up made mutating calls before refusing: %v", m)
 	}
+	// status, read-only, says what up would do: the same refusal.
+	st := w.runAgent(w.ctx(), b, nil, append([]string{"status"}, w.twoSlotArgs(b)...)...)
+	if !strings.Contains(st.stdout, "no complete snapshot set of slots") {
+		t.Errorf("status does not show up's refusal:\n%s\n%s", st.stdout, st.stderr)
+	}
 }
