@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -307,5 +308,33 @@ func TestTwoSlotUpRefusesWithoutACompleteSet(t *testing.T) {
 	st := w.runAgent(w.ctx(), b, nil, append([]string{"status"}, w.twoSlotArgs(b)...)...)
 	if !strings.Contains(st.stdout, "no complete snapshot set of slots") {
 		t.Errorf("status does not show up's refusal:\n%s\n%s", st.stdout, st.stderr)
+	}
+}
+
+// TestRetakePartialSet: a rerun of down that finds an earlier snapshot for one of two slots but not the
+// other takes both again (a new set of one moment); with one slot, or when every slot has its earlier
+// snapshot, nothing changes.
+func TestRetakePartialSet(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	slot := func(name string, reused bool) *slotRelease {
+		s := &slotRelease{Spec: volumeSpec{Slot: name}, Volume: cloud.Volume{ID: "vol-" + name}}
+		if reused {
+			s.Snapshot, s.Reused, s.Consistent = cloud.Snapshot{ID: "snap-" + name}, true, true
+		}
+		return s
+	}
+	data, wal := slot("data", true), slot("wal", false)
+	work := retakePartialSet(log, []*slotRelease{data, wal}, []*slotRelease{wal})
+	if len(work) != 2 || data.Reused || data.Snapshot.ID != "" {
+		t.Errorf("partial rerun: work %d slots, data reused %v (%s); want both taken again", len(work), data.Reused, data.Snapshot.ID)
+	}
+	data, wal = slot("data", true), slot("wal", true)
+	if work := retakePartialSet(log, []*slotRelease{data, wal}, nil); len(work) != 0 || !data.Reused {
+		t.Errorf("every slot reused: work %d, want none taken again", len(work))
+	}
+	lone := slot("data", false)
+	if work := retakePartialSet(log, []*slotRelease{lone}, []*slotRelease{lone}); len(work) != 1 {
+		t.Errorf("one slot: work %d, want 1", len(work))
 	}
 }
