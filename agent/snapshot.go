@@ -152,7 +152,7 @@ func (r *snapshotRun) snapshot(ctx context.Context) error {
 		if !s.Consistent {
 			cons = "NOT consistent"
 		}
-		fmt.Fprintf(r.out, "slot %s: %s (generation %d) -> snapshot %s (%s, %s)\n", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, s.Snapshot.ID, cons, orDash(s.Still))
+		fmt.Fprintf(r.out, "slot %s: %s (generation %d) -> snapshot %s (%s, %s, set %s)\n", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, s.Snapshot.ID, cons, orDash(s.Still), orDash(s.Snapshot.SetID()))
 	}
 	return nil
 }
