@@ -262,6 +262,9 @@ func (r downReport) print(w io.Writer) {
 		if s.Note != "" {
 			fmt.Fprint(w, ", "+s.Note)
 		}
+		if set := s.Snapshot.SetID(); set != "" {
+			fmt.Fprint(w, "; snapshot set "+set)
+		}
 		fmt.Fprintln(w)
 	}
 	if r.Address != "" {

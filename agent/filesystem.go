@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/host"
@@ -107,12 +106,7 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, h host.Host, req f
 	if err != nil {
 		return res, err
 	}
-	ext := strings.HasPrefix(sig.Type, "ext")
 	if !mounted {
-		if ext {
-			// ext grows before the mount: offline resize2fs needs no capability beyond opening the device.
-			res.Grown = h.Grow(ctx, log, req.Device, "", sig.Type, false)
-		}
 		if err := req.fence(ctx); err != nil {
 			return res, err
 		}
@@ -124,11 +118,11 @@ func prepareFilesystem(ctx context.Context, log *slog.Logger, h host.Host, req f
 	} else {
 		res.Mounted = "already mounted"
 	}
-	if !ext || mounted {
-		if g := h.Grow(ctx, log, req.Device, req.Spec.MountPoint, sig.Type, true); g != "" {
-			res.Grown = g
-		}
-	}
+	// Mount first, then grow online (resize2fs on the mounted ext4, xfs_growfs): the service can start on
+	// the data at once, and nothing reads the whole of a volume that EBS is still loading lazily from its
+	// snapshot, as the offline e2fsck -f that an offline resize2fs demands would, on the critical path.
+	// https://docs.aws.amazon.com/ebs/latest/userguide/recognize-expanded-volume-linux.html
+	res.Grown = h.Grow(ctx, log, req.Device, req.Spec.MountPoint, sig.Type, true)
 	if req.UnitDir != unitDirNone {
 		unit, err := h.WriteMountUnit(ctx, log, req.UnitDir, host.MountUnit{Group: req.Group, Slot: req.Spec.Slot, UUID: sig.UUID,
 			MountPoint: req.Spec.MountPoint, Type: sig.Type, Options: req.Spec.Options})

@@ -66,7 +66,7 @@ var optionSamples = map[string]struct {
 	"terminate-hook": {value: "terminate"}, "heartbeat-interval": {value: "20s"}, "wait-snapshot": {value: "true"},
 	"snapshot-timeout": {value: "5m"}, "release-eip": {value: "true"}, "spot-budget": {value: "90s"},
 	"poll-interval": {value: "2s"}, "on-rebalance": {value: "replace"}, "state-file": {value: "/var/lib/other/watch.json"},
-	"keep": {value: "3"}, "json": {value: "true"},
+	"keep": {value: "3"}, "json": {value: "true"}, "freeze": {value: "false"}, "replace-before": {value: "3h"},
 	"to": {value: "i-0123456789abcdef0"}, "from": {value: "i-0fedcba9876543210"}, "force": {value: "true"},
 	"wait-status-ok": {value: "true"}, "swap-roles": {value: "true"}, "start-timeout": {value: "3m"}, "status-timeout": {value: "4m"},
 	"commands": {value: "up,failover"}, "kms-key": {value: "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"},

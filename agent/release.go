@@ -26,6 +26,9 @@ import (
 const (
 	releaseUnmount = "unmount"
 	releaseFreeze  = "freeze"
+	// releaseNone keeps nothing still: `handover snapshot --freeze=false`, whose slots are then snapshotted
+	// live, in one CreateSnapshots when there are several (snapshotset.go).
+	releaseNone = "none"
 )
 
 // slotRelease is one slot's volume on this instance, as a run of down or snapshot found and left it. Each
@@ -141,6 +144,7 @@ func (in *thisInstance) keepStill(ctx context.Context, log *slog.Logger, slots [
 			vlog.Warn("block device not visible: snapshot without unmount or freeze", logkey.Step, "release")
 		case len(mps) == 0:
 			s.Still = "not mounted"
+		case st.Release == releaseNone:
 		case st.Release == releaseUnmount:
 			var unfinished *host.UnfinishedError
 			if err := in.host.Unmount(ctx, vlog, mounts); errors.As(err, &unfinished) {
@@ -156,13 +160,13 @@ func (in *thisInstance) keepStill(ctx context.Context, log *slog.Logger, slots [
 		}
 		// Would a new snapshot be consistent? If one from this down exists and is no worse, keep it.
 		if s.Existing != nil && (s.Existing.Consistent || !st.consistent(s.Still != "" || s.freezeAt != "")) {
-			s.freezeAt = ""
+			// freezeAt stays: only work's slots are frozen, and retakePartialSet may put this one back.
 			s.reuse(vlog.With(logkey.Step, "snapshot"))
 			continue
 		}
 		work = append(work, s)
 	}
-	return work, nil
+	return retakePartialSet(log, slots, work), nil
 }
 
 // snapshotWhileStill freezes the mount points keepStill chose (WhileFrozen thaws them whatever happens,
@@ -179,8 +183,17 @@ func (in *thisInstance) snapshotWhileStill(ctx context.Context, log *slog.Logger
 			if s.freezeAt != "" && frozen[s.freezeAt] {
 				s.Still = "frozen"
 			}
+		}
+		set := cloud.NewSetID()
+		if len(work) > 1 && anyLive(work) {
+			// A slot is live: only one CreateSnapshots makes the slots' snapshots one moment.
+			return in.snapshotSetAtOnce(ctx, log, work, set, st.consistent(false), st.Rerun)
+		}
+		// Every slot is still (frozen, unmounted or not mounted) until the last call returns: one moment.
+		for _, s := range work {
 			s.Consistent = st.consistent(s.Still != "")
 			req := in.snapshotRequest(s, s.Consistent, describe)
+			req.Set, req.SetSize = set, len(work)
 			req.Final = st.Final && (s.Still == "unmounted" || s.Still == "not mounted")
 			snap, err := cloud.CreateSnapshot(ctx, in.clients.EC2, req)
 			if err != nil {
@@ -212,6 +225,9 @@ func (in *thisInstance) snapshotRequest(s *slotRelease, consistent bool, describ
 // without keeping it still, and not tagged consistent (the writes the hung step was flushing may not be
 // on the volume). A snapshot an earlier run of the same down took is kept instead.
 func (in *thisInstance) snapshotCrashConsistent(ctx context.Context, log *slog.Logger, slots []*slotRelease, describe func(*slotRelease) string) error {
+	if attachedSlots(slots) > 1 {
+		return in.crashConsistentSet(ctx, log, slots)
+	}
 	var errs []error
 	for _, s := range slots {
 		if s.released() || s.Snapshot.ID != "" {
@@ -223,7 +239,9 @@ func (in *thisInstance) snapshotCrashConsistent(ctx context.Context, log *slog.L
 			continue
 		}
 		s.Consistent = false
-		snap, err := cloud.CreateSnapshot(ctx, in.clients.EC2, in.snapshotRequest(s, false, describe))
+		req := in.snapshotRequest(s, false, describe)
+		req.Set, req.SetSize = cloud.NewSetID(), 1 // the one slot attached here: a set of one
+		snap, err := cloud.CreateSnapshot(ctx, in.clients.EC2, req)
 		if err != nil {
 			vlog.Error("crash-consistent snapshot failed", logkey.Error, err.Error())
 			errs = append(errs, err)

@@ -21,6 +21,7 @@ import (
 type snapshotConfig struct {
 	hostOptions
 	FreezeTimeout time.Duration
+	Freeze        bool
 	Keep          int
 	Timeout       time.Duration
 }
@@ -29,6 +30,7 @@ type snapshotConfig struct {
 func (c *snapshotConfig) register(f *flags) {
 	c.hostOptions.register(f, "lock shared with up and down, so that a snapshot never runs in the middle of them")
 	f.fs.DurationVar(&c.FreezeTimeout, "freeze-timeout", 30*time.Second, "longest a filesystem stays frozen waiting for CreateSnapshot; then it is thawed and the run fails")
+	f.fs.BoolVar(&c.Freeze, "freeze", true, "freeze the filesystems for the snapshot (tagged consistent); false: no I/O pause, the slots snapshotted live, several of them in one crash-consistent CreateSnapshots")
 	f.fs.IntVar(&c.Keep, "keep", 0, "after the snapshot, delete the slot's oldest completed snapshots beyond this many (0: delete nothing)")
 	f.fs.DurationVar(&c.Timeout, "timeout", defaultDownTimeout, "bound on the whole snapshot; past it a freeze that hangs is given up on, a crash-consistent snapshot taken and the run fails")
 }
@@ -119,6 +121,10 @@ func (r *snapshotRun) observe(ctx context.Context) error {
 			switch mps := mountPointsOf(s.Mounts); {
 			case s.Device == "":
 				how = "device not visible: crash-consistent only"
+			case len(mps) > 0 && !r.cfg.Freeze && len(found) > 1:
+				how = "live: one CreateSnapshots with the other slots (crash-consistent across them)"
+			case len(mps) > 0 && !r.cfg.Freeze:
+				how = "live (--freeze=false): crash-consistent"
 			case len(mps) > 0:
 				how = "freeze " + mps[0] + " for the call"
 			}
@@ -135,6 +141,9 @@ func (r *snapshotRun) snapshot(ctx context.Context) error {
 		return nil
 	}
 	st := stillness{Release: releaseFreeze, FreezeTimeout: r.cfg.FreezeTimeout, Rerun: "snapshot"}
+	if !r.cfg.Freeze {
+		st.Release = releaseNone
+	}
 	if err := r.in.snapshotStill(ctx, r.log, r.slots, st, r.describe); err != nil {
 		return err
 	}
@@ -143,7 +152,7 @@ func (r *snapshotRun) snapshot(ctx context.Context) error {
 		if !s.Consistent {
 			cons = "NOT consistent"
 		}
-		fmt.Fprintf(r.out, "slot %s: %s (generation %d) -> snapshot %s (%s, %s)\n", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, s.Snapshot.ID, cons, orDash(s.Still))
+		fmt.Fprintf(r.out, "slot %s: %s (generation %d) -> snapshot %s (%s, %s, set %s)\n", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, s.Snapshot.ID, cons, orDash(s.Still), orDash(s.Snapshot.SetID()))
 	}
 	return nil
 }

@@ -199,13 +199,25 @@ func buildReport(ctx context.Context, c *cloud.Clients, instanceID, az, group st
 		}
 		rep.AddressPlan = describeAddressPlan(p, cfg)
 	}
+	var sets *cloud.SetChoice // a group of several slots restores one snapshot set (as up's precheck)
+	if specs := cfg.Volumes.orDefault(); len(specs) > 1 {
+		var slots []string
+		for _, spec := range specs {
+			slots = append(slots, spec.Slot)
+		}
+		ch, err := cloud.ObserveSets(ctx, c.EC2, group, slots, nil, "")
+		if err != nil {
+			return rep, err
+		}
+		sets = &ch
+	}
 	for _, spec := range cfg.Volumes.orDefault() {
 		view, err := cloud.ObserveSlot(ctx, c, group, spec.Slot, instanceID)
 		if err != nil {
 			return rep, err
 		}
 		p := cloud.PlanSlot(cloud.PlanInput{InstanceID: instanceID, AZ: az, Group: group, Slot: spec.Slot, View: view,
-			Takeover: cfg.Takeover, RequireData: cfg.RequireData})
+			Takeover: cfg.Takeover, RequireData: cfg.RequireData, Sets: sets})
 		sr := slotReport{Slot: spec.Slot, Device: spec.Device, MountPoint: spec.MountPoint, Action: p.Action.String(), Plan: describePlan(p, spec, cfg), Warning: p.Warn}
 		for _, v := range view.Volumes {
 			vr := volumeReport{ID: v.ID, AZ: v.AZ, State: v.State, Generation: v.Generation, SizeGiB: v.SizeGiB, Type: v.VolumeType,

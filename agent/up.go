@@ -160,6 +160,7 @@ type upRun struct {
 	me      imds.Identity
 	host    *host.Linux
 	start   time.Time
+	pin     cloud.SetPin // what the slots restore their moment from (a group of several slots)
 
 	mu    sync.Mutex        // guards step and slots, shared by the slots' goroutines for messages
 	step  string            // the step the run is at
@@ -262,6 +263,9 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	r.addrLog = st.log.With(logkey.AZ, r.me.AvailabilityZone, logkey.Group, r.group)
 	r.log = r.addrLog.With(logkey.Instance, r.me.InstanceID)
 	r.stepDone("identity", "tags_from", st.tagsFrom)
+	if err := r.checkNVMe(); err != nil {
+		return err
+	}
 
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
@@ -276,6 +280,26 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	res.Took = time.Since(r.start)
 	r.log.Info("up done", logkey.Step, "up", logkey.Elapsed, res.Took.Round(time.Millisecond).String())
 	printUpResult(e.Stdout, res)
+	return nil
+}
+
+// checkNVMe refuses, before any call to AWS, an instance that does not present EBS volumes as NVMe
+// devices (a Xen instance type): up finds a volume's device by its NVMe serial and would wait the whole
+// device bound for one that never appears, with the address taken and the volume attached. --no-mount
+// needs no device, so it is not refused. host.Storage says which facts count and why.
+func (r *upRun) checkNVMe() error {
+	if r.cfg.NoMount {
+		return nil
+	}
+	st, err := r.host.Storage()
+	if err != nil {
+		r.log.Warn("cannot read how EBS volumes are attached here; going on", logkey.Step, "identity", logkey.Error, err.Error())
+		return nil
+	}
+	if st.Xen && !st.EBSNVMe {
+		return fail.Precondition(fmt.Sprintf("instance %s (%s) runs on %s and has no NVMe EBS controller (%s/class/nvme): handover needs an instance type built on the Nitro System, whose EBS volumes are NVMe devices; launch a Nitro type (m5, c6i, t3, ...) or run up with --no-mount and mount the volumes yourself",
+			r.me.InstanceID, orDash(r.me.InstanceType), orDash(st.Hypervisor), r.host.SysDir), nil)
+	}
 	return nil
 }
 
@@ -534,18 +558,35 @@ func (r *upRun) sizeReleaseTimeout(ctx context.Context) {
 // refusal (no data where data is required, a volume in a third AZ and no snapshot, snapshots all in
 // error): such a run would end without the data, so it must not take the address first.
 func (r *upRun) precheck(ctx context.Context) error {
+	var sets *cloud.SetChoice
+	if slots := r.groupSlots(); len(slots) > 1 {
+		ch, err := cloud.ObserveSets(ctx, r.clients.EC2, r.group, slots, nil, "")
+		if err != nil {
+			return err
+		}
+		sets = &ch
+	}
 	for _, spec := range r.cfg.Volumes {
 		view, err := cloud.ObserveSlot(ctx, r.clients, r.group, spec.Slot, r.me.InstanceID)
 		if err != nil {
 			return err
 		}
 		p := cloud.PlanSlot(cloud.PlanInput{InstanceID: r.me.InstanceID, AZ: r.me.AvailabilityZone, Group: r.group, Slot: spec.Slot,
-			View: view, Takeover: r.cfg.Takeover, RequireData: r.cfg.RequireData})
+			View: view, Takeover: r.cfg.Takeover, RequireData: r.cfg.RequireData, Sets: sets})
 		if p.Action == cloud.PlanRefuse {
 			return r.refusalOrRace(ctx, p.Err)
 		}
 	}
 	return nil
+}
+
+// groupSlots are the slots of the group, as --volume names them.
+func (r *upRun) groupSlots() []string {
+	var slots []string
+	for _, spec := range r.cfg.Volumes {
+		slots = append(slots, spec.Slot)
+	}
+	return slots
 }
 
 // refusalOrRace tells a refusal that is another instance at work from one the operator must fix: when a
@@ -622,7 +663,7 @@ func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*upSlot, erro
 	s := &upSlot{spec: spec, run: &cloud.SlotRun{Fence: r.fence, Epoch: r.lease.AssociationID,
 		C: r.clients, Log: r.log.With(logkey.Slot, spec.Slot), InstanceID: r.me.InstanceID, Az: r.me.AvailabilityZone, Group: r.group,
 		Slot: spec.Slot, Device: spec.Device, Shape: r.cfg.Shape, Takeover: r.cfg.Takeover, RequireData: r.cfg.RequireData,
-		ReleaseTimeout: r.cfg.ReleaseTimeout,
+		ReleaseTimeout: r.cfg.ReleaseTimeout, GroupSlots: r.groupSlots(), Pin: &r.pin,
 	}}
 	r.enterSlot(spec.Slot, "volume")
 	if err := s.run.Converge(ctx); err != nil {
@@ -680,6 +721,9 @@ func printUpResult(w io.Writer, res upResult) {
 		fmt.Fprintf(w, "  volume     %s: %s (generation %d, %d GiB %s, %s) %s", s.Slot, v.ID, v.Generation, v.SizeGiB, v.VolumeType, v.AZ, s.How)
 		if s.Snapshot != "" {
 			fmt.Fprintf(w, " %s", s.Snapshot)
+		}
+		if s.Set != "" {
+			fmt.Fprintf(w, " (snapshot set %s)", s.Set)
 		}
 		fmt.Fprintln(w)
 		if s.Device != "" {

@@ -37,6 +37,11 @@ import (
 //     `handover snapshot` takes, the service running) or by asking the group for a replacement, whose
 //     termination hook then hands over as above.
 //     https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/rebalance-recommendations.html
+//   - events/maintenance/scheduled (unless --replace-before off): an instance-stop or instance-retirement
+//     EC2 announced. --replace-before (1h) before its NotBefore the watcher asks the group for a
+//     replacement, as --on-rebalance=replace does, so that the ordinary hand-over runs at a time handover
+//     chose rather than when EC2 stops the instance (scheduledMonitor says which events, and why).
+//     https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/monitoring-instances-status-check_sched.html
 //
 // A warm pool's instance (target state Warmed:*) holds neither the address nor the data, so none of its
 // target states calls for a hand-over.
@@ -61,6 +66,8 @@ const (
 	runDown     response = "down"     // hand over: the instance is going away
 	runSnapshot response = "snapshot" // a consistent snapshot, the service running (`handover snapshot`)
 	runReplace  response = "replace"  // ask the group to replace this instance (cloud.RequestReplacement)
+	// runReplaceEvent is runReplace for a scheduled event (its own log lines).
+	runReplaceEvent response = "replace-before-event"
 )
 
 // response is what the watcher runs for n.
@@ -78,6 +85,8 @@ var responseLines = map[response]watchLines{
 	runDown:     {"hand-over triggered: running down", "hand-over done for this event", "event already handed over; not running down again"},
 	runSnapshot: {"rebalance recommendation: taking a snapshot, the service keeps running", "snapshot done for this event", "event already answered with a snapshot; not taking another"},
 	runReplace:  {"rebalance recommendation: asking the group to replace this instance", "replacement requested for this event; the termination hook hands over", "replacement already requested for this event"},
+	runReplaceEvent: {"scheduled event: asking the group to replace this instance before it", "replacement requested for this event; the termination hook hands over",
+		"replacement already requested for this event"},
 }
 
 // monitor watches one source of notices. observe reads the source once and returns its state in a few
@@ -97,6 +106,9 @@ type (
 	}
 	rebalanceReader interface {
 		RebalanceRecommendation(ctx context.Context) (*imds.Rebalance, error)
+	}
+	scheduledEventsReader interface {
+		ScheduledEvents(ctx context.Context) ([]imds.ScheduledEvent, error)
 	}
 )
 
@@ -169,6 +181,9 @@ type watchConfig struct {
 	PollInterval time.Duration
 	OnRebalance  rebalanceMode
 	StateFile    string
+	// ReplaceBefore is --replace-before: how long before a scheduled stop or retirement the watcher asks
+	// for a replacement; negative is off.
+	ReplaceBefore leadTime
 }
 
 // rebalanceMode is --on-rebalance: what watch does on a rebalance recommendation. Never down: the
@@ -233,6 +248,8 @@ func (c *watchConfig) register(f *flags) {
 	c.OnRebalance = rebalanceOff
 	f.fs.Var(&c.OnRebalance, "on-rebalance", "on an EC2 rebalance recommendation (Spot): off, snapshot (a consistent snapshot, the service keeps running; --on-rebalance alone) or replace (ask the Auto Scaling group to replace this instance; its termination hook hands over); give a mode as --on-rebalance=MODE")
 	f.fs.StringVar(&c.StateFile, "state-file", defaultWatchStateFile, "where the events already handed over are recorded")
+	c.ReplaceBefore = defaultReplaceBefore
+	f.fs.Var(&c.ReplaceBefore, "replace-before", "how long before a scheduled instance-stop or instance-retirement (instance metadata) to ask the Auto Scaling group to replace this instance, so that the hand-over runs before EC2 stops it; off: do not read scheduled events")
 }
 
 // validate checks watch's options and down's, which it runs.
@@ -247,6 +264,9 @@ func (c *watchConfig) validate() error {
 	case rebalanceOff, rebalanceSnapshot, rebalanceReplace:
 	default:
 		return badOption("on-rebalance", "want off, snapshot or replace (given alone: snapshot)")
+	}
+	if c.ReplaceBefore == leadTimeInvalid {
+		return badOption("replace-before", "want a duration such as 1h or 30m, or off")
 	}
 	if !filepath.IsAbs(c.StateFile) {
 		return badOption("state-file", "must be an absolute path")
@@ -272,6 +292,9 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 	if run := cfg.OnRebalance.response(); run != "" {
 		monitors = append(monitors, rebalanceMonitor{md: in.md, run: run})
 	}
+	if cfg.ReplaceBefore >= 0 {
+		monitors = append(monitors, scheduledMonitor{md: in.md, before: time.Duration(cfg.ReplaceBefore), now: time.Now})
+	}
 	dryRun := st.dryRun
 	w := newWatcher(log.With(logkey.Instance, in.id.InstanceID), monitors, cfg.PollInterval, state, dryRun,
 		func(ctx context.Context, n notice) error {
@@ -284,7 +307,7 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 					return nil
 				}
 				return in.snapshotNow(ctx, log, e.Stdout, cfg.snapshotConfig(), dryRun)
-			case runReplace:
+			case runReplace, runReplaceEvent:
 				return in.requestReplacement(ctx, log, e.Stdout, dryRun)
 			}
 			rep, err := in.down(ctx, log, cfg.Down, n.Occ, dryRun)
@@ -300,7 +323,7 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 // snapshotConfig is `handover snapshot` with watch's options: the same volumes, lock, freeze bound and
 // overall bound as its down, no retention (the snapshot timer's --keep does that).
 func (c *watchConfig) snapshotConfig() snapshotConfig {
-	return snapshotConfig{hostOptions: c.Down.hostOptions, FreezeTimeout: c.Down.FreezeTimeout, Timeout: c.Down.Timeout}
+	return snapshotConfig{hostOptions: c.Down.hostOptions, FreezeTimeout: c.Down.FreezeTimeout, Freeze: true, Timeout: c.Down.Timeout}
 }
 
 // replaceTimeout bounds a replacement request: two Auto Scaling calls, retried while throttled.

@@ -172,6 +172,10 @@ type SlotPlan struct {
 	Why        string   // one line for the log and the plan
 	Warn       string   // what the plan leaves behind, for the operator
 	Err        error    // refuse
+	// restore, in a group of several slots: what the restore takes the moment from (SetPin). FromSet is
+	// the chosen set's id; LastState: the snapshot holds the volume's last writes (planOrphan).
+	FromSet   string
+	LastState bool
 }
 
 // key identifies a plan up to progress, so a wait can tell when the world has moved.
@@ -199,6 +203,9 @@ type PlanInput struct {
 	// OrphanFailed: snapshotting the orphaned newest volume failed or did not complete within the bound:
 	// restore the newest older snapshot, with a loud warning of what is lost.
 	OrphanFailed bool
+	// Sets is the choice of snapshot set for a group of several slots (ObserveSets): a restore takes the
+	// slot's member of it, never a snapshot of another moment. nil for a group of one slot.
+	Sets *SetChoice
 }
 
 // liveVolume picks the slot's live volume: the newest generation, preferring one attached here, then
@@ -379,13 +386,31 @@ func PlanSlot(in PlanInput) SlotPlan {
 		return SlotPlan{Action: PlanBlank, Generation: next,
 			Why: fmt.Sprintf("slot %s has no volume and no snapshot: first boot, create a blank volume (generation %d)", in.Slot, next)}
 	}
-	if orphan {
+	pinnedSet := in.Sets != nil && in.Sets.Pin == PinSet && in.Sets.Covered[in.Slot]
+	if orphan && !pinnedSet {
 		if p, ok := planOrphan(in, live, usable, next); ok {
+			p.LastState = p.Action == PlanRestore
 			return p
 		}
 	}
+	fromSet := ""
+	if in.Sets != nil {
+		if in.Sets.Pin == PinLastState && in.Sets.Covered[in.Slot] {
+			return SlotPlan{Action: PlanRefuse, Volume: live, Err: &fail.Error{Code: fail.CodeFailed, Msg: fmt.Sprintf(
+				"slot %s: another slot of the group was restored from its volume's last writes, and this slot's last writes cannot be had (%s): restoring it from an older snapshot set would mix two moments; rerun once its newest volume can be snapshotted (its zone answers), or restore the slots by hand",
+				in.Slot, dashIfEmpty(live.ID))}}
+		}
+		cand, setWarn, err := in.Sets.forSlot(in.Slot, usable)
+		if err != nil {
+			return SlotPlan{Action: PlanRefuse, Volume: live, Err: fail.Precondition(err.Error()+"; restore the slots by hand from snapshots of one moment", nil)}
+		}
+		usable, warn = cand, joinWarn(warn, setWarn)
+		if in.Sets.Covered[in.Slot] {
+			fromSet = in.Sets.Chosen.ID
+		}
+	}
 	best := usable[0]
-	p := SlotPlan{Snapshot: best, Generation: next, Warn: warn}
+	p := SlotPlan{Snapshot: best, Generation: next, Warn: warn, FromSet: fromSet}
 	if haveLive {
 		p.Volume = live
 	}
@@ -400,6 +425,9 @@ func PlanSlot(in PlanInput) SlotPlan {
 		kind = "consistent"
 	}
 	p.Why = fmt.Sprintf("restore %s snapshot %s (generation %d, %s) into a new volume in %s (generation %d)", kind, best.ID, best.Generation, best.StartTime.UTC().Format(time.RFC3339), in.AZ, next)
+	if fromSet != "" {
+		p.Why += fmt.Sprintf(", of snapshot set %s (%d slots, one moment)", fromSet, in.Sets.Chosen.Size)
+	}
 	if haveLive && live.AZ != in.AZ {
 		p.Why += fmt.Sprintf("; the newest volume %s is in %s", live.ID, live.AZ)
 	}
@@ -527,8 +555,9 @@ type VolumeShape struct {
 type SlotOutcome struct {
 	Slot       string   `json:"slot"`
 	Volume     Volume   `json:"volume"`
-	How        string   `json:"how"`                // "already attached", "reattached", "restored from", "created blank"
-	Snapshot   string   `json:"snapshot,omitempty"` // the snapshot restored from
+	How        string   `json:"how"`                    // "already attached", "reattached", "restored from", "created blank"
+	Snapshot   string   `json:"snapshot,omitempty"`     // the snapshot restored from
+	Set        string   `json:"snapshot_set,omitempty"` // the snapshot set it belongs to (a group of several slots)
 	Superseded []string `json:"superseded,omitempty"`
 	Deleted    []string `json:"deleted,omitempty"`
 	Warnings   []string `json:"warnings,omitempty"` // what failed without failing the run
@@ -550,7 +579,12 @@ type SlotRun struct {
 	// association ID, tagged on what this run creates and part of CreateVolume's ClientToken.
 	Fence func(context.Context) error
 	Epoch string
+	// GroupSlots are all the slots of the group; with more than one, a restore takes one snapshot set for
+	// all of them (ObserveSets), and Pin, shared by the run's slots, makes them agree on it.
+	GroupSlots []string
+	Pin        *SetPin
 
+	sets         *SetChoice
 	created      Volume // the one volume this run may create for the slot (bounded by construction)
 	holderStuck  bool   // the leaving holder did not let go within ReleaseTimeout
 	orphanFailed bool   // snapshotting the orphaned newest volume failed or timed out
@@ -570,7 +604,7 @@ const (
 func (s *SlotRun) input() PlanInput {
 	return PlanInput{InstanceID: s.InstanceID, AZ: s.Az, Group: s.Group, Slot: s.Slot, View: s.view,
 		Takeover: s.Takeover, RequireData: s.RequireData, MinGeneration: s.minGen,
-		HolderStuck: s.holderStuck, OrphanFailed: s.orphanFailed}
+		HolderStuck: s.holderStuck, OrphanFailed: s.orphanFailed, Sets: s.sets}
 }
 
 func (s *SlotRun) observe(ctx context.Context) (SlotPlan, error) {
@@ -579,6 +613,13 @@ func (s *SlotRun) observe(ctx context.Context) (SlotPlan, error) {
 		return SlotPlan{}, err
 	}
 	s.view = v
+	if len(s.GroupSlots) > 1 {
+		ch, err := ObserveSets(ctx, s.C.EC2, s.Group, s.GroupSlots, s.Pin, s.Epoch)
+		if err != nil {
+			return SlotPlan{}, err
+		}
+		s.sets = &ch
+	}
 	return PlanSlot(s.input()), nil
 }
 
@@ -695,6 +736,9 @@ func (s *SlotRun) make(ctx context.Context, p SlotPlan) error {
 	if p.Action == PlanRestore {
 		snap = &p.Snapshot
 	}
+	if !s.pinMoment(p) {
+		return nil // another slot restored first from another moment: observe again, and follow it
+	}
 	if err := s.fence(ctx); err != nil {
 		return err
 	}
@@ -715,13 +759,36 @@ func (s *SlotRun) make(ctx context.Context, p SlotPlan) error {
 		return err
 	}
 	if snap != nil {
-		s.Res.How, s.Res.Snapshot = "restored from", snap.ID
+		s.Res.How, s.Res.Snapshot, s.Res.Set = "restored from", snap.ID, p.FromSet
+		if p.Warn != "" {
+			s.Res.Warnings = append(s.Res.Warnings, p.Warn) // what the restore leaves behind, in the summary too
+		}
 	} else {
 		s.Res.How = "created blank"
 	}
 	return waitVolume(ctx, s.Log, s.C.EC2, id, "available", func(v Volume) bool {
 		return v.State == string(ec2types.VolumeStateCreating)
 	})
+}
+
+// pinMoment makes the run's slots agree on the moment they restore (a group of several slots): the first
+// to restore pins its set (or its volume's last state); it reports false when another moment is pinned.
+func (s *SlotRun) pinMoment(p SlotPlan) bool {
+	if s.Pin == nil || p.Action != PlanRestore {
+		return true
+	}
+	switch {
+	case p.FromSet != "":
+		kind, set, ok := s.Pin.Claim(PinSet, p.FromSet)
+		if !ok {
+			s.Log.Info("another slot restores from another moment: following it", logkey.Step, "volume", "pin", kind, "set", set)
+		}
+		return ok
+	case p.LastState:
+		_, _, ok := s.Pin.Claim(PinLastState, "")
+		return ok
+	}
+	return true
 }
 
 // orphanBound is how long up waits for its snapshot of an orphaned volume before it falls back to the

@@ -34,6 +34,10 @@ type SnapshotRequest struct {
 	Final       bool   // the last snapshot of the volume before it changes hands: it holds every write (TagFinal)
 	Epoch       string // the lease under which up snapshots an orphan (TagEpoch); "" for down and snapshot
 	Description string
+	// Set and SetSize make the snapshot one of a set of one moment (TagSet, TagSetSize: snapshotsets.go);
+	// "" for none (up's snapshot of an orphan).
+	Set     string
+	SetSize int
 }
 
 // tags are the snapshot's tags, set at creation (DESIGN.md): group, slot, generation, source volume and
@@ -54,6 +58,9 @@ func (r SnapshotRequest) tags() map[string]string {
 	}
 	if r.Epoch != "" {
 		t[TagEpoch] = r.Epoch
+	}
+	if r.Set != "" {
+		t[TagSet], t[TagSetSize] = r.Set, strconv.Itoa(r.SetSize)
 	}
 	return t
 }

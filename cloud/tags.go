@@ -27,6 +27,10 @@ const (
 	// TagFinal marks a snapshot taken of a volume that can get no more writes before it changes hands
 	// (down's, of an unmounted volume; up's, of an orphaned one): restoring it loses nothing.
 	TagFinal = "handover:final"
+	// TagSet and TagSetSize make the snapshots of one moment of a group's slots one set (cloud/snapshotsets.go):
+	// the set's id, and how many slots it has; up restores a group of several slots only from complete sets.
+	TagSet     = "handover:set"
+	TagSetSize = "handover:set-size"
 
 	DefaultSlot = "data"
 )

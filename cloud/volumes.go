@@ -165,12 +165,21 @@ func ToSlotSnapshot(s ec2types.Snapshot) Snapshot {
 		Generation:     generationOf(tags),
 		Consistent:     tags[TagConsistent] == "true",
 		Final:          tags[TagFinal] == "true",
-		SourceVolume:   tags[TagSourceVolume],
+		SourceVolume:   sourceVolumeOf(s, tags),
 		SourceInstance: tags[TagSourceInstance],
 		VolumeSizeGiB:  aws.ToInt32(s.VolumeSize),
 		StartTime:      aws.ToTime(s.StartTime),
 		Tags:           tags,
 	}
+}
+
+// sourceVolumeOf is the volume a snapshot was taken of: its handover:source-volume tag, or, for a snapshot
+// of a set made by CreateSnapshots (which cannot tag each snapshot apart), its VolumeId.
+func sourceVolumeOf(s ec2types.Snapshot, tags map[string]string) string {
+	if v := tags[TagSourceVolume]; v != "" {
+		return v
+	}
+	return aws.ToString(s.VolumeId)
 }
 
 // DescribeSnapshot returns one snapshot by ID.

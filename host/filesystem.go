@@ -144,9 +144,12 @@ func (l *Linux) MakeFilesystem(ctx context.Context, log *slog.Logger, dev, fs st
 const growSlack = 64 << 20
 
 // Grow grows the filesystem to the device when the volume is larger than it (a restore into a
-// larger --size). ext grows offline before the mount (mounted is false; e2fsck -f first, as resize2fs
-// demands) or online after it; xfs grows online only. A failure is logged and reported, not fatal: the
-// data is intact and usable at the old size. It returns what happened, "" when nothing was needed.
+// larger --size). up calls it mounted: resize2fs on a mounted ext4 resizes online (the kernel's
+// EXT4_IOC_RESIZE_FS, which needs CAP_SYS_RESOURCE; a container may lack it), xfs_growfs grows a mounted
+// xfs (the only way xfs grows). Unmounted (mounted false) ext grows offline, e2fsck -f first as resize2fs
+// demands, which reads the whole filesystem: not for a volume EBS is still loading from its snapshot. A
+// failure is logged and reported, not fatal: the data is intact and usable at the old size, and the next
+// up (at boot) tries again. It returns what happened, "" when nothing was needed.
 // https://docs.aws.amazon.com/ebs/latest/userguide/recognize-expanded-volume-linux.html
 func (l *Linux) Grow(ctx context.Context, log *slog.Logger, dev, mountPoint, fsType string, mounted bool) string {
 	devBytes, err := deviceSize(dev)
@@ -167,7 +170,7 @@ func (l *Linux) Grow(ctx context.Context, log *slog.Logger, dev, mountPoint, fsT
 	case strings.HasPrefix(fsType, "ext") && !mounted:
 		steps = [][]string{{"e2fsck", "-f", "-p", dev}, {"resize2fs", dev}}
 	case strings.HasPrefix(fsType, "ext"):
-		steps = [][]string{{"resize2fs", dev}}
+		steps = [][]string{{"resize2fs", dev}} // mounted: online
 	case fsType == "xfs" && mounted:
 		steps = [][]string{{"xfs_growfs", mountPoint}}
 	default:

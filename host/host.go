@@ -34,6 +34,8 @@ type Host interface {
 	WriteMountUnit(ctx context.Context, log *slog.Logger, dir string, u MountUnit) (string, error)
 	RunPreStop(ctx context.Context, log *slog.Logger, spec PreStop) error
 	Lock(ctx context.Context, path string, bound time.Duration) (*Lock, error)
+	// Storage says whether EBS volumes show as NVMe devices here (hypervisor.go).
+	Storage() (Storage, error)
 }
 
 var _ Host = (*Linux)(nil)

@@ -28,6 +28,7 @@ var ec2Actions = map[string]actionFunc{
 		return r.describeVolumesModifications(c)
 	},
 	"CreateSnapshot":          func(r *Region, c *reqCtx) ([]node, *apiError) { return r.createSnapshot(c) },
+	"CreateSnapshots":         func(r *Region, c *reqCtx) ([]node, *apiError) { return r.createSnapshots(c) },
 	"DescribeSnapshots":       func(r *Region, c *reqCtx) ([]node, *apiError) { return r.describeSnapshots(c) },
 	"DeleteSnapshot":          func(r *Region, c *reqCtx) ([]node, *apiError) { return r.deleteSnapshot(c) },
 	"CreateLaunchTemplate":    func(r *Region, c *reqCtx) ([]node, *apiError) { return r.createLaunchTemplate(c) },

@@ -16,6 +16,8 @@ import (
 //
 //	POST /sim/spot?instance=i-..&action=terminate[&in=2m]   ("" action clears)
 //	POST /sim/rebalance?instance=i-..[&clear=true]
+//	POST /sim/scheduled-event?instance=i-..&code=instance-retirement&in=2h[&event=instance-event-..&state=canceled]
+//	     (JSON {"event": id}; see ScheduleEvent)
 //	POST /sim/kill?instance=i-..
 //	POST /sim/status-checks?instance=i-..&system=impaired&instance-status=ok ("" = automatic)
 //	POST /sim/hang-shutdown?instance=i-..[&hang=false]   (shutting-down/stopping hangs; hang=false lets it go)
@@ -45,6 +47,15 @@ func (r *Region) serveAdmin(w http.ResponseWriter, req *http.Request) {
 			at = time.Time{}
 		}
 		err = r.SetRebalance(id, at)
+	case "/sim/scheduled-event":
+		e := ScheduledEvent{Code: q.Get("code"), State: q.Get("state"), EventID: q.Get("event"), NotBefore: time.Now()}
+		if d, perr := time.ParseDuration(q.Get("in")); perr == nil {
+			e.NotBefore = time.Now().Add(d)
+		}
+		var id string
+		if id, err = r.ScheduleEvent(q.Get("instance"), e); err == nil {
+			out = map[string]string{"event": id}
+		}
 	case "/sim/kill":
 		err = r.KillInstance(id)
 	case "/sim/status-checks":

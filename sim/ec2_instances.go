@@ -63,6 +63,7 @@ func (r *Region) launchLocked(s launchSpec, now time.Time, reservation string) *
 		in.Type = "t3.micro"
 	}
 	r.w.Instances[in.ID] = in
+	r.writeHostSysLocked(in)
 	r.startIMDSLocked(in)
 	r.scheduleRunning(in, r.delay(r.opts.Delays.InstanceStart))
 	return in

@@ -258,6 +258,9 @@ func (r *Region) imdsTreeLocked(in *instance) (map[string]string, map[string]boo
 		b, _ := json.Marshal(map[string]string{"noticeTime": in.RebalanceTime.UTC().Format(time.RFC3339)})
 		leaves["meta-data/events/recommendations/rebalance"] = string(b)
 	}
+	if len(in.Events) > 0 {
+		leaves["meta-data/events/maintenance/scheduled"] = scheduledEventsDoc(in.Events)
+	}
 	return leaves, dirs
 }
 
@@ -316,4 +319,90 @@ func (r *Region) identityDocument(in *instance) string {
 	}
 	b, _ := json.MarshalIndent(doc, "", "  ")
 	return string(b)
+}
+
+// ScheduledEvent is an event EC2 announces for an instance in its metadata
+// (events/maintenance/scheduled): a stop, retirement, reboot or maintenance
+// (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/monitoring-instances-status-check_sched.html).
+// The sim publishes it (ScheduleEvent, POST /sim/scheduled-event); it does not
+// carry it out at NotBefore.
+type ScheduledEvent struct {
+	Code        string    `json:"code"`  // instance-stop, instance-retirement, system-reboot, system-maintenance, instance-reboot
+	State       string    `json:"state"` // active, completed, canceled
+	EventID     string    `json:"eventId"`
+	Description string    `json:"description,omitempty"`
+	NotBefore   time.Time `json:"notBefore"`
+	NotAfter    time.Time `json:"notAfter"`
+}
+
+// scheduledEventCodes are the codes EC2 uses
+// (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceStatusEvent.html).
+var scheduledEventCodes = map[string]bool{"instance-stop": true, "instance-retirement": true, "system-reboot": true, "system-maintenance": true, "instance-reboot": true}
+
+// scheduledEventsDoc is the JSON list IMDS serves: the fields and the time
+// layout of the page's example ("21 Jan 2019 09:00:43 GMT"), as
+// amazon-ec2-metadata-mock serves them too (its NotBeforeDeadline included).
+func scheduledEventsDoc(evs []ScheduledEvent) string {
+	const layout = "2 Jan 2006 15:04:05 GMT"
+	type item struct {
+		Code, Description, State, EventId, NotBefore, NotAfter, NotBeforeDeadline string // IMDS's field names
+	}
+	out := make([]item, 0, len(evs))
+	for _, e := range evs {
+		desc := e.Description
+		if desc == "" {
+			desc = "The instance is scheduled for " + e.Code
+		}
+		switch e.State {
+		case "completed":
+			desc = "[Completed] " + desc
+		case "canceled":
+			desc = "[Canceled] " + desc
+		}
+		out = append(out, item{Code: e.Code, Description: desc, State: e.State, EventId: e.EventID,
+			NotBefore: e.NotBefore.UTC().Format(layout), NotAfter: e.NotAfter.UTC().Format(layout),
+			NotBeforeDeadline: e.NotAfter.Add(48 * time.Hour).UTC().Format(layout)})
+	}
+	b, _ := json.MarshalIndent(out, "", "\t")
+	return string(b)
+}
+
+// ScheduleEvent publishes a scheduled event in the instance's metadata and
+// returns its id. An event with the id of one already there replaces it (to
+// cancel or complete it: State "canceled" or "completed"); empty State is
+// active, zero NotAfter a week after NotBefore.
+func (r *Region) ScheduleEvent(instanceID string, e ScheduledEvent) (string, error) {
+	if !scheduledEventCodes[e.Code] {
+		return "", fmt.Errorf("sim: event code %q: want instance-stop, instance-retirement, system-reboot, system-maintenance or instance-reboot", e.Code)
+	}
+	switch e.State {
+	case "":
+		e.State = "active"
+	case "active", "completed", "canceled":
+	default:
+		return "", fmt.Errorf("sim: event state %q: want active, completed or canceled", e.State)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	in := r.w.Instances[instanceID]
+	if in == nil {
+		return "", fmt.Errorf("sim: no instance %s", instanceID)
+	}
+	e.NotBefore = e.NotBefore.UTC().Truncate(time.Second)
+	if e.NotAfter.IsZero() {
+		e.NotAfter = e.NotBefore.Add(7 * 24 * time.Hour)
+	}
+	if e.EventID == "" {
+		e.EventID = "instance-event-" + strings.TrimPrefix(newID("x"), "x-")
+	}
+	for i, old := range in.Events {
+		if old.EventID == e.EventID {
+			in.Events[i] = e
+			r.afterChangeLocked()
+			return e.EventID, nil
+		}
+	}
+	in.Events = append(in.Events, e)
+	r.afterChangeLocked()
+	return e.EventID, nil
 }

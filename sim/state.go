@@ -105,6 +105,7 @@ type instance struct {
 	SpotAction    string            `json:"spotAction,omitempty"`
 	SpotTime      time.Time         `json:"spotTime,omitzero"`
 	RebalanceTime time.Time         `json:"rebalanceTime,omitzero"`
+	Events        []ScheduledEvent  `json:"events,omitempty"` // events/maintenance/scheduled (ScheduleEvent)
 	StateReason   string            `json:"stateReason,omitempty"`
 	TemplateID    string            `json:"templateId,omitempty"`
 	Reservation   string            `json:"reservation"`
