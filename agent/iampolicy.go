@@ -51,6 +51,7 @@ const (
 	useWatch         policyUse = "watch" // it runs down for a termination or a Spot notice
 	useWatchReplace  policyUse = "watch --on-rebalance=replace"
 	useWatchSnapshot policyUse = "watch --on-rebalance=snapshot" // it runs snapshot's snapshot, no retention
+	useWatchEvents   policyUse = "watch --replace-before"        // on unless --replace-before off: scheduled events
 	useSnapshot      policyUse = "snapshot"
 	useSnapshotKeep  policyUse = "snapshot --keep"
 	useStatus        policyUse = "status"
@@ -91,8 +92,8 @@ var awsCalls = []awsCall{
 		code: "cloud.InstanceTags: the instance's own tags, when metadata does not have them (agent.instanceTags)"},
 	{op: "DescribeAddresses", needs: describe("ec2:DescribeAddresses"), by: uses(useUp, useDown, useWatch, useStatus, useFailover),
 		code: "cloud.FindGroupAddress, Lease.Check; down and watch only with --release-eip (ReleaseAddress)"},
-	{op: "DescribeInstances", needs: describe("ec2:DescribeInstances"), by: uses(useUp, useStatus, useFailover),
-		code: "cloud.JudgeHolder, describeHolder (another instance holds the address or a volume); failover.DescribeMember, groupMembers"},
+	{op: "DescribeInstances", needs: describe("ec2:DescribeInstances"), by: uses(useUp, useStatus, useFailover, useDown, useWatch, useWatchSnapshot, useSnapshot),
+		code: "cloud.JudgeHolder, describeHolder (another instance holds the address or a volume); failover.DescribeMember, groupMembers; cloud.CreateSnapshotSet's other data volumes (down, snapshot)"},
 	{op: "DescribeInstanceStatus", needs: describe("ec2:DescribeInstanceStatus"), by: uses(useFailover),
 		code: "failover.statusChecks"},
 	{op: "DescribeVolumes", needs: describe("ec2:DescribeVolumes"), by: uses(useUp, useDown, useWatch, useWatchSnapshot, useSnapshot, useStatus),
@@ -134,6 +135,12 @@ var awsCalls = []awsCall{
 	{op: "CreateSnapshot", by: uses(useUp, useDown, useWatch, useWatchSnapshot, useSnapshot),
 		code:  "cloud.CreateSnapshot (TagSpecifications: CreateTags at creation): up's of an orphaned volume, down's, snapshot's",
 		needs: join(grant("ec2:CreateSnapshot", scopeCreateSnapshots, scopeVolumes), grant("ec2:CreateTags", scopeTagSnapshotsAtCreation))},
+	// CreateSnapshots authorizes against the instance, its volumes and the snapshots it makes
+	// (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html#amazonec2-CreateSnapshots);
+	// the set's TagSpecifications carry handover:group, so the request tag scopes the snapshots as CreateSnapshot's do.
+	{op: "CreateSnapshots", by: uses(useDown, useWatch, useWatchSnapshot, useSnapshot),
+		code:  "cloud.CreateSnapshotSet (TagSpecifications: CreateTags at creation): a live slot's snapshot set (snapshot --freeze=false, a device not visible, down past its bound)",
+		needs: join(grant("ec2:CreateSnapshots", scopeCreateSnapshots, scopeVolumes, scopeInstances), grant("ec2:CreateTags", scopeTagSnapshotsAtCreation))},
 	{op: "DeleteSnapshot", needs: grant("ec2:DeleteSnapshot", scopeSnapshots), by: uses(useSnapshotKeep),
 		code: "agent.applyRetention (cloud.DeleteSnapshot)"},
 
@@ -142,8 +149,8 @@ var awsCalls = []awsCall{
 		code: "cloud.LifecycleAction.heartbeat (KeepAlive): up's launch hook, down's termination hook"},
 	{op: "CompleteLifecycleAction", needs: grant("autoscaling:CompleteLifecycleAction", scopeAutoScalingGroup), by: uses(useUp, useDown, useWatch),
 		code: "cloud.LifecycleAction.Complete"},
-	{op: "TerminateInstanceInAutoScalingGroup", needs: grant("autoscaling:TerminateInstanceInAutoScalingGroup", scopeAutoScalingGroup), by: uses(useWatchReplace),
-		code: "cloud.RequestReplacement"},
+	{op: "TerminateInstanceInAutoScalingGroup", needs: grant("autoscaling:TerminateInstanceInAutoScalingGroup", scopeAutoScalingGroup), by: uses(useWatchReplace, useWatchEvents),
+		code: "cloud.RequestReplacement: watch --on-rebalance=replace, and a scheduled stop or retirement (--replace-before)"},
 
 	// Standby failover.
 	{op: "CreateTags", needs: grant("ec2:CreateTags", scopeTagRoles), by: uses(useFailover),
@@ -229,7 +236,7 @@ var (
 	scopeTagSnapshotsAtCreation = &policyScope{sid: "TagSnapshotsOnlyAtCreation",
 		resources: func(c *iamPolicyConfig) []string { return []string{c.snapshotARN()} },
 		condition: func(c *iamPolicyConfig) policyCondition {
-			return c.groupTag("RequestTag").add("StringEquals", "ec2:CreateAction", "CreateSnapshot")
+			return c.groupTag("RequestTag").add("StringEquals", "ec2:CreateAction", []string{"CreateSnapshot", "CreateSnapshots"})
 		}}
 	scopeTagSuperseded = &policyScope{sid: "TagTheGroupsOlderVolumesSuperseded",
 		resources: func(c *iamPolicyConfig) []string { return []string{c.ec2ARN("volume/*")} },
@@ -318,6 +325,7 @@ type iamPolicyConfig struct {
 	DeleteSuperseded bool
 	Keep             int
 	OnRebalance      rebalanceMode
+	ReplaceBefore    leadTime
 	Takeover         bool
 	Partition        string
 	Region           string
@@ -368,6 +376,8 @@ func (c *iamPolicyConfig) register(f *flags) {
 	f.fs.IntVar(&c.Keep, "keep", 0, "allow snapshot --keep N to delete the group's snapshots (any N above 0)")
 	c.OnRebalance = rebalanceOff
 	f.fs.Var(&c.OnRebalance, "on-rebalance", "watch's --on-rebalance: off, snapshot or replace (replace: TerminateInstanceInAutoScalingGroup); give it as --on-rebalance=MODE")
+	c.ReplaceBefore = defaultReplaceBefore
+	f.fs.Var(&c.ReplaceBefore, "replace-before", "watch's --replace-before: a duration, or off (off: no TerminateInstanceInAutoScalingGroup for scheduled events)")
 	f.fs.BoolVar(&c.Takeover, "takeover", false, "allow up --takeover to stop the live holder of the group's Elastic IP")
 	f.fs.StringVar(&c.Partition, "partition", "aws", "AWS partition of the ARNs: aws, aws-cn, aws-us-gov")
 	f.fs.StringVar(&c.Region, "region", "*", "region of the ARNs (\"*\": any)")
@@ -394,6 +404,9 @@ func (c *iamPolicyConfig) validate() error {
 	case rebalanceOff, rebalanceSnapshot, rebalanceReplace:
 	default:
 		return badOption("on-rebalance", "want off, snapshot or replace (given alone: snapshot)")
+	}
+	if c.ReplaceBefore == leadTimeInvalid {
+		return badOption("replace-before", "want a duration such as 1h or 30m, or off")
 	}
 	if !partitionRE.MatchString(c.Partition) {
 		return badOption("partition", "want an AWS partition such as aws, aws-cn or aws-us-gov")
@@ -444,6 +457,7 @@ func (c *iamPolicyConfig) uses() map[policyUse]bool {
 	option(useSnapshot, c.Keep > 0, useSnapshotKeep)
 	option(useWatch, c.OnRebalance == rebalanceReplace, useWatchReplace)
 	option(useWatch, c.OnRebalance == rebalanceSnapshot, useWatchSnapshot)
+	option(useWatch, c.ReplaceBefore != leadTimeOff, useWatchEvents)
 	return u
 }
 

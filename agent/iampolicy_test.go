@@ -24,6 +24,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/handover/handover/cloud"
+	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/sim"
 	"github.com/handover/handover/sim/simtest"
@@ -363,6 +364,31 @@ var iamScenarios = []*iamScenario{
 		mustSucceed(t, second)
 		return iamRun{calls: w.callsOf(inst)}
 	}},
+	{name: "down of two slots, one device not visible: one CreateSnapshots", policy: []string{"--commands", "down"}, root: true, run: func(t *testing.T) iamRun {
+		w := newDownWorld(t)
+		inst := w.runInstance("us-east-1a", groupTags, true)
+		data := w.createSlotVolume("us-east-1a", 1, nil)
+		w.attach(data, inst)
+		mp := w.mountNew(inst, data, "written before termination")
+		wal := w.createSlotVolume("us-east-1a", 1, map[string]string{cloud.TagSlot: "wal"})
+		if _, err := w.ec2.AttachVolume(w.ctx(), &ec2.AttachVolumeInput{VolumeId: aws.String(wal), InstanceId: aws.String(inst), Device: aws.String("/dev/sdg")}); err != nil {
+			t.Fatal(err)
+		}
+		w.waitVolumeUntil(wal, func(v ec2types.Volume) bool {
+			return len(v.Attachments) == 1 && v.Attachments[0].State == ec2types.VolumeAttachmentStateAttached
+		})
+		// The wal volume is attached but its device is gone from this host (a lost NVMe namespace): live.
+		link := filepath.Join(w.agentEnv(inst, nil)("HANDOVER_DEV_DIR"), "disk", "by-id", "nvme-Amazon_Elastic_Block_Store_"+strings.ReplaceAll(wal, "-", ""))
+		if err := os.Remove(link); err != nil {
+			t.Fatal(err)
+		}
+		w.sim.ResetCalls()
+		res := w.runAgent(w.ctx(), inst, nil, "down", "--pre-stop", "true", "--volume", "data:/dev/sdf:"+mp, "--volume", "wal:/dev/sdg:"+filepath.Join(w.dir, "wal"))
+		if len(w.callsBy("CreateSnapshots", inst)) != 1 {
+			t.Errorf("down with a slot whose device is not visible made no CreateSnapshots call (exit %d):\n%s\n%s", res.code, res.stdout, res.stderr)
+		}
+		return iamRun{calls: w.callsOf(inst)}
+	}},
 	{name: "watch --on-rebalance=off: the group terminates the instance, watch runs down", policy: []string{"--commands", "watch"}, root: true, run: func(t *testing.T) iamRun {
 		w := newDownWorld(t)
 		_, inst := w.autoScalingGroup(300)
@@ -421,6 +447,43 @@ var iamScenarios = []*iamScenario{
 		w.attach(vol, inst)
 		w.sim.ResetCalls()
 		mustSucceed(t, w.runAgent(w.ctx(), inst, nil, "snapshot"))
+		return iamRun{calls: w.callsOf(inst)}
+	}},
+	{name: "snapshot --freeze=false of two slots: one CreateSnapshots", policy: []string{"--commands", "snapshot"}, root: true, run: func(t *testing.T) iamRun {
+		w := newTestRegion(t)
+		w.unmountOnCleanup()
+		w.allocateAddress(testGroup)
+		inst := w.runInstance("us-east-1a", groupTags, true)
+		if res := w.runAgent(w.ctx(), inst, nil, append([]string{"up", "--size", "1", "--unit-dir", w.unitDir(inst)}, w.twoSlotArgs(inst)...)...); res.code != fail.CodeOK {
+			t.Fatalf("up: exit %d: %s", res.code, res.stderr)
+		}
+		w.sim.ResetCalls()
+		res := w.runAgent(w.ctx(), inst, nil, append([]string{"snapshot", "--freeze=false"}, w.twoSlotArgs(inst)...)...)
+		mustSucceed(t, res)
+		if w.calls("CreateSnapshots") != 1 {
+			t.Errorf("snapshot --freeze=false of two slots made no CreateSnapshots call:\n%s", res.stdout)
+		}
+		return iamRun{calls: w.callsOf(inst)}
+	}},
+	{name: "watch: a scheduled retirement, replaced before it (--replace-before)", policy: []string{"--commands", "watch"}, root: true, run: func(t *testing.T) iamRun {
+		w := newDownWorld(t)
+		_, inst := w.autoScalingGroup(300)
+		vol := w.createSlotVolume(w.instanceAZ(inst), 1, nil)
+		w.attach(vol, inst)
+		mp := w.mountNew(inst, vol, "written before the event")
+		w.sim.ResetCalls()
+		run := w.startWatch(inst, mp, "--replace-before", "3h", "--terminate-hook", terminateHook, "--heartbeat-interval", "100ms", "--pre-stop", "true")
+		if _, err := w.sim.ScheduleEvent(inst, sim.ScheduledEvent{Code: imds.EventInstanceRetirement, NotBefore: time.Now().Add(2 * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		run.waitLog(t, "scheduled event: asking the group to replace this instance before it")
+		run.waitLog(t, "hand-over done for this event")
+		if code := run.stop(t); code != fail.CodeOK {
+			t.Errorf("watch exit %d", code)
+		}
+		if len(w.callsBy("TerminateInstanceInAutoScalingGroup", inst)) != 1 {
+			t.Errorf("no TerminateInstanceInAutoScalingGroup for the scheduled retirement")
+		}
 		return iamRun{calls: w.callsOf(inst)}
 	}},
 	{name: "snapshot --keep 1", policy: []string{"--commands", "snapshot", "--keep", "1"}, run: func(t *testing.T) iamRun {
@@ -529,6 +592,9 @@ func uncovered(calls []sim.Call, uses map[policyUse]bool, doc policyDocument) []
 	have := grants(doc)
 	problems := map[string]bool{}
 	for _, c := range calls {
+		if c.Action == "" {
+			continue // a request whose body never arrived whole (a client gone under load): no operation was authorized
+		}
 		rows := callRows(c.Action, uses)
 		if len(rows) == 0 {
 			problems[fmt.Sprintf("%s: no row in awsCalls for %s (the code makes this call: add a row with its permissions)", c.Action, useList(uses))] = true
@@ -872,7 +938,6 @@ func TestIAMPolicyOptions(t *testing.T) {
 		{[]string{"--takeover"}, scopeInstances.sid, "ec2:StopInstances"},
 		{[]string{"--delete-superseded"}, scopeDeleteSupersededVolumes.sid, "ec2:DeleteVolume"},
 		{[]string{"--keep", "7"}, scopeSnapshots.sid, "ec2:DeleteSnapshot"},
-		{[]string{"--on-rebalance=replace"}, scopeAutoScalingGroup.sid, "autoscaling:TerminateInstanceInAutoScalingGroup"},
 		{[]string{"--commands", "failover"}, scopeInstances.sid, "ec2:StartInstances"},
 	} {
 		if has(base, tc.sid, tc.action) {
@@ -882,6 +947,18 @@ func TestIAMPolicyOptions(t *testing.T) {
 		if !has(with, tc.sid, tc.action) {
 			t.Errorf("%v: no %s in %s", tc.flags, tc.action, tc.sid)
 		}
+	}
+	// watch asks the group to replace the instance before a scheduled stop or retirement unless
+	// --replace-before off; then only --on-rebalance=replace needs it.
+	const terminate = "autoscaling:TerminateInstanceInAutoScalingGroup"
+	if !has(base, scopeAutoScalingGroup.sid, terminate) {
+		t.Errorf("the default policy lacks %s (watch's --replace-before is on by default)", terminate)
+	}
+	if off := printedPolicy(t, "--group", "mydb", "--replace-before", "off"); has(off, scopeAutoScalingGroup.sid, terminate) {
+		t.Errorf("--replace-before off: %s still granted", terminate)
+	}
+	if replace := printedPolicy(t, "--group", "mydb", "--replace-before", "off", "--on-rebalance=replace"); !has(replace, scopeAutoScalingGroup.sid, terminate) {
+		t.Errorf("--replace-before off --on-rebalance=replace: no %s", terminate)
 	}
 	// An option of a command that is not in --commands adds nothing.
 	if got, want := printedPolicy(t, "--commands", "status", "--takeover", "--keep", "3", "--on-rebalance=replace", "--delete-superseded"), printedPolicy(t, "--commands", "status"); !equalJSON(got, want) {
@@ -1006,7 +1083,7 @@ func TestIAMPolicyRowsAreWellFormed(t *testing.T) {
 	t.Parallel()
 	known := map[policyUse]bool{}
 	for _, u := range []policyUse{useUp, useUpTakeover, useUpDeleteOld, useUpKMS, useDown, useWatch, useWatchReplace, useWatchSnapshot,
-		useSnapshot, useSnapshotKeep, useStatus, useFailover} {
+		useWatchEvents, useSnapshot, useSnapshotKeep, useStatus, useFailover} {
 		known[u] = true
 	}
 	for _, r := range awsCalls {

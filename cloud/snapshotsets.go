@@ -80,6 +80,11 @@ func CreateSnapshotSet(ctx context.Context, c EC2, r SetRequest) (map[string]Sna
 		return nil, err
 	}
 	tags := map[string]string{TagSet: r.Set, TagSetSize: strconv.Itoa(len(r.Volumes)), TagSourceInstance: r.InstanceID}
+	if r.Group != "" {
+		// Also copied from each volume; in the request too, so that aws:RequestTag/handover:group scopes
+		// ec2:CreateSnapshots as it does ec2:CreateSnapshot (handover iam-policy).
+		tags[TagGroup] = r.Group
+	}
 	if r.Consistent {
 		tags[TagConsistent] = "true"
 	}
