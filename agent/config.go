@@ -268,6 +268,7 @@ func (h *hostOptions) validate() error {
 }
 
 // machine is this instance's host layer, with calls (zero: the kernel's; tests substitute ones that hang).
+// Its freeze markers go with the lock file: the lock is what tells a live freeze from a dead one.
 func (h *hostOptions) machine(calls host.FSCalls) *host.Linux {
-	return &host.Linux{DevDir: h.DevDir, SysDir: h.SysDir, Calls: calls}
+	return &host.Linux{DevDir: h.DevDir, SysDir: h.SysDir, Calls: calls, FreezeMarkers: host.FreezeMarkerDir(h.LockFile)}
 }

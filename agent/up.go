@@ -291,6 +291,7 @@ func (r *upRun) run(ctx, parent context.Context) (upResult, error) {
 		return upResult{}, r.explain(parent, err)
 	}
 	defer lock.Unlock()
+	thawLeftFrozen(ctx, r.log, r.host)
 	r.stepDone("lock", "path", r.cfg.LockFile)
 
 	r.enter("asg")

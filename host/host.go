@@ -34,6 +34,8 @@ type Host interface {
 	WriteMountUnit(dir string, u MountUnit) (string, error)
 	RunPreStop(ctx context.Context, log *slog.Logger, spec PreStop) error
 	Lock(ctx context.Context, path string, bound time.Duration) (*Lock, error)
+	// ThawLeftFrozen thaws what a run that died while frozen left frozen; call it holding the instance lock.
+	ThawLeftFrozen(ctx context.Context, log *slog.Logger) ([]string, error)
 }
 
 var _ Host = (*Linux)(nil)
@@ -44,6 +46,9 @@ type Linux struct {
 	SysDir    string  // holds class/block/*/device/serial: /sys
 	MountInfo string  // the mount table; "" is /proc/self/mountinfo
 	Calls     FSCalls // the calls that can block on a hung device; zero is the kernel's
+	// FreezeMarkers is the directory of freeze markers (freezemark.go; FreezeMarkerDir of the lock file);
+	// "" writes none.
+	FreezeMarkers string
 }
 
 // New returns the host with its device and sysfs directories.
