@@ -164,3 +164,55 @@ func checkMountState(h host.Host, dev, mountPoint, volumeID string) (bool, error
 	}
 	return false, nil
 }
+
+// checkMountPoint refuses, before up changes anything (its precheck), a mount point that cannot take the
+// slot's volume: a path that is an existing file other than a directory (or lies under one, or under a
+// symbolic link), or one that something else is mounted on. Found only after the attach, either used to
+// end the run with exit 1 and the volume attached here, the address taken. What is mounted there is the
+// slot's own volume when it is a mount of the device of one of the slot's volumes attached to this
+// instance (a rerun after success).
+func checkMountPoint(h host.Host, spec volumeSpec, attachedHere []cloud.Volume) error {
+	problem, err := h.MountPointProblem(spec.MountPoint)
+	if err != nil {
+		return err
+	}
+	if problem != "" {
+		return fail.Precondition(fmt.Sprintf("slot %s: mount point %s %s: remove it, or choose another mount point in --volume (HANDOVER_VOLUME)",
+			spec.Slot, spec.MountPoint, problem), nil)
+	}
+	m, mounted, err := h.MountedAt(spec.MountPoint)
+	if err != nil || !mounted {
+		return err
+	}
+	for _, v := range attachedHere {
+		dev, _, err := h.FindVolumeDevice(v.ID)
+		if err != nil || dev == "" {
+			continue
+		}
+		mounts, err := h.MountsOf(dev)
+		if err != nil {
+			continue
+		}
+		for _, own := range mounts {
+			if own.MountPoint == m.MountPoint {
+				return nil
+			}
+		}
+	}
+	return fail.Precondition(fmt.Sprintf("slot %s: %s already has %s (%s) mounted on it, not the slot's volume: unmount it, or choose another mount point in --volume (HANDOVER_VOLUME)",
+		spec.Slot, spec.MountPoint, m.Source, m.FSType), nil)
+}
+
+// attachedTo lists the volumes attached (or attaching) to instance.
+func attachedTo(vols []cloud.Volume, instance string) []cloud.Volume {
+	var out []cloud.Volume
+	for _, v := range vols {
+		for _, a := range v.Attachments {
+			if a.InstanceID == instance {
+				out = append(out, v)
+				break
+			}
+		}
+	}
+	return out
+}

@@ -533,12 +533,18 @@ func (r *upRun) sizeReleaseTimeout(ctx context.Context) {
 
 // precheck plans every slot from one observation, before the address is claimed, and returns the first
 // refusal (no data where data is required, a volume in a third AZ and no snapshot, snapshots all in
-// error): such a run would end without the data, so it must not take the address first.
+// error, a mount point that cannot take the volume): such a run would end without the data, so it must
+// not take the address first.
 func (r *upRun) precheck(ctx context.Context) error {
 	for _, spec := range r.cfg.Volumes {
 		view, err := cloud.ObserveSlot(ctx, r.clients, r.group, spec.Slot, r.me.InstanceID)
 		if err != nil {
 			return err
+		}
+		if !r.cfg.NoMount {
+			if err := checkMountPoint(r.host, spec, attachedTo(view.Volumes, r.me.InstanceID)); err != nil {
+				return err
+			}
 		}
 		p := cloud.PlanSlot(cloud.PlanInput{InstanceID: r.me.InstanceID, AZ: r.me.AvailabilityZone, Group: r.group, Slot: spec.Slot,
 			View: view, Takeover: r.cfg.Takeover, RequireData: r.cfg.RequireData})

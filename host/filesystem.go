@@ -375,6 +375,66 @@ func SystemdEscapePath(p string) string {
 	return b.String()
 }
 
+// MountPointProblem says what makes dir unusable as a mount point, "" when nothing does: each part of the
+// path that exists must be a directory (Mount makes the missing ones), and none may be a symbolic link,
+// because mount(8) mounts on the path the link resolves to and the mount table then shows that path, so
+// every later run would find the volume "mounted elsewhere". It changes nothing.
+func (l *Linux) MountPointProblem(dir string) (string, error) {
+	if !filepath.IsAbs(dir) {
+		return "is not an absolute path", nil
+	}
+	dir = filepath.Clean(dir)
+	parts := strings.Split(strings.TrimPrefix(dir, "/"), "/")
+	p := "/"
+	for _, part := range parts {
+		p = filepath.Join(p, part)
+		fi, err := os.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			return "", nil // made by Mount
+		}
+		if err != nil {
+			return "", fmt.Errorf("mount point %s: %w", dir, err)
+		}
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, _ := filepath.EvalSymlinks(p)
+			if p == dir {
+				return fmt.Sprintf("is a symbolic link to %s (mount would mount on that path instead)", orQuestion(target)), nil
+			}
+			return fmt.Sprintf("is under %s, a symbolic link to %s (mount would mount under that path instead)", p, orQuestion(target)), nil
+		case !fi.IsDir() && p == dir:
+			return fmt.Sprintf("is an existing %s, not a directory", fileKind(fi.Mode())), nil
+		case !fi.IsDir():
+			return fmt.Sprintf("is under %s, an existing %s, not a directory", p, fileKind(fi.Mode())), nil
+		}
+	}
+	return "", nil
+}
+
+func orQuestion(s string) string {
+	if s == "" {
+		return "?"
+	}
+	return s
+}
+
+// fileKind names a file's type for a message.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "regular file"
+	case m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0:
+		return "block device"
+	case m&os.ModeCharDevice != 0:
+		return "character device"
+	case m&os.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	}
+	return "file that is not a directory"
+}
+
 // Mount mounts the filesystem of type fsType on dev at mountPoint (made if missing) with options
 // (comma-separated, may be empty).
 func (l *Linux) Mount(ctx context.Context, dev, mountPoint, fsType, options string) error {

@@ -22,6 +22,8 @@ type Host interface {
 	FindVolumeDevice(volumeID string) (dev, seen string, err error)
 	MountsOf(dev string) ([]Mount, error)
 	MountedAt(dir string) (Mount, bool, error)
+	// MountPointProblem says what makes dir unusable as a mount point ("" when nothing does).
+	MountPointProblem(dir string) (string, error)
 	Sync(ctx context.Context, log *slog.Logger) error
 	Unmount(ctx context.Context, log *slog.Logger, mounts []Mount) error
 	WhileFrozen(ctx context.Context, log *slog.Logger, mountPoints []string, bound time.Duration,
