@@ -42,7 +42,7 @@ func identify(ctx context.Context, log *slog.Logger, md *imds.Client, bound time
 		return imds.Identity{}, fail.Precondition(te.Error(), nil)
 	case errors.Is(err, imds.ErrConnectionRefused):
 		return imds.Identity{}, fail.Precondition(fmt.Sprintf(
-			"nothing accepts connections at the instance metadata endpoint %s (connection refused for %s): not on EC2, a local firewall rejects 169.254.169.254, or the instance's metadata endpoint is off (set HttpEndpoint=enabled)",
+			"nothing accepts connections at the instance metadata endpoint %s (connection refused for %s): not on EC2, or IMDS unreachable: a local firewall rejects it, or the instance's metadata endpoint is off (set HttpEndpoint=enabled)",
 			md.Endpoint(), bound), nil)
 	case errors.Is(err, imds.ErrUnreachable):
 		return imds.Identity{}, fail.Precondition(fmt.Sprintf(
