@@ -653,10 +653,17 @@ func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*upSlot, erro
 // finishSlot makes the slot's filesystem mounted and persisted, then marks its older generations.
 func (r *upRun) finishSlot(ctx context.Context, s *upSlot) error {
 	spec, vol := s.spec, s.run.Res.Volume
-	if !r.cfg.NoMount {
+	mark := func(ctx context.Context, key string) error {
+		return cloud.MarkVolume(ctx, s.run.Log, r.clients.EC2, vol.ID, key)
+	}
+	if r.cfg.NoMount {
+		if err := handOutRaw(ctx, vol, mark); err != nil {
+			return err
+		}
+	} else {
 		r.enterSlot(spec.Slot, "mount")
 		fsr, err := prepareFilesystem(ctx, s.run.Log, r.host, fsRequest{
-			Device: s.device, VolumeID: vol.ID, CreatedBlank: vol.CreatedBlank, Fence: r.fence, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
+			Device: s.device, VolumeID: vol.ID, Blank: blankStateOf(vol), Fence: r.fence, Mark: mark, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
 		})
 		s.fs = fsr
 		if err != nil {

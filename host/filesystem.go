@@ -92,8 +92,14 @@ func (l *Linux) Probe(ctx context.Context, dev string) (Signature, error) {
 // its superblock and first metadata within the first MiB, xfs and GPT also near the end.
 const blankProbe = 1 << 20
 
-// HoldsData reports where a device has a non-zero byte in its first or last MiB ("" when both are all
-// zeros, as on a volume EBS created empty).
+// blankSamples is how many stretches of blankProbe bytes HoldsData reads between the two ends, spread
+// evenly: data written to the raw device in its middle is seen when it touches one. 64 MiB at most.
+const blankSamples = 62
+
+// HoldsData reports where a device has a non-zero byte in its first or last MiB, or in one of the MiB it
+// samples evenly in between ("" when all of them are zeros, as on a volume EBS created empty, whose
+// unwritten blocks read as zeros). A sample proves nothing about the bytes it skips: this is a defence in
+// depth behind the tags that record whether a volume was ever handed out (agent/filesystem.go).
 func (l *Linux) HoldsData(dev string) (string, error) {
 	f, err := os.Open(dev)
 	if err != nil {
@@ -105,7 +111,7 @@ func (l *Linux) HoldsData(dev string) (string, error) {
 		return "", fmt.Errorf("size of %s: %w", dev, err)
 	}
 	buf := make([]byte, blankProbe)
-	for _, off := range []int64{0, max(0, size-blankProbe)} {
+	for _, off := range sampleOffsets(size) {
 		n, err := f.ReadAt(buf, off)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return "", fmt.Errorf("read %s: %w", dev, err)
@@ -117,6 +123,36 @@ func (l *Linux) HoldsData(dev string) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// sampleOffsets are where HoldsData reads: the first and the last blankProbe bytes, and blankSamples
+// stretches evenly between them (all of a device smaller than that).
+func sampleOffsets(size int64) []int64 {
+	offs := []int64{0}
+	if size <= blankProbe {
+		return offs
+	}
+	last := size - blankProbe
+	for i := int64(1); i <= blankSamples; i++ {
+		off := last * i / (blankSamples + 1)
+		off -= off % 4096 // block aligned
+		if off > offs[len(offs)-1] {
+			offs = append(offs, off)
+		}
+	}
+	return append(offs, last)
+}
+
+// WipeSignatures erases every signature blkid finds on dev (wipefs --all): the start of a filesystem that
+// handover's own mkfs left when it was killed part way, so that mkfs can run again without a force flag.
+// Only for a volume whose tags prove that nothing but that mkfs ever wrote to it (agent/filesystem.go).
+// https://man7.org/linux/man-pages/man8/wipefs.8.html
+func (l *Linux) WipeSignatures(ctx context.Context, log *slog.Logger, dev string) error {
+	if _, err := runTool(ctx, "wipefs", "--all", dev); err != nil {
+		return fmt.Errorf("wipe the signatures of an interrupted mkfs on %s: %w", dev, err)
+	}
+	log.Info("signatures of an interrupted mkfs wiped")
+	return nil
 }
 
 // MakeFilesystem formats a blank volume. No force flag: mkfs.xfs refuses a device with any signature, and

@@ -30,6 +30,7 @@ type Host interface {
 		fn func(ctx context.Context, frozen map[string]bool) error) error
 	Probe(ctx context.Context, dev string) (Signature, error)
 	HoldsData(dev string) (string, error)
+	WipeSignatures(ctx context.Context, log *slog.Logger, dev string) error
 	MakeFilesystem(ctx context.Context, log *slog.Logger, dev, fs string) error
 	Mount(ctx context.Context, dev, mountPoint, fsType, options string) error
 	Grow(ctx context.Context, log *slog.Logger, dev, mountPoint, fsType string, mounted bool) string
