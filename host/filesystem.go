@@ -24,11 +24,11 @@ import (
 // only carries out what it is asked, with the guards that make a mistake fail rather than destroy (no
 // force flags, an empty stdin that answers "no").
 
-// Filesystems and mounts. The one rule that matters most: handover makes a filesystem only on a volume it
-// created blank itself (tagged handover:created-blank=true) that still has no signature at all. Anything
-// else without a recognisable filesystem — a restore of a broken snapshot, a volume someone else made, a
-// disk with partitions — is refused with exit 3 and left untouched: a format is the one mistake that
-// cannot be undone.
+// Filesystems and mounts. The one rule that matters most, when a volume may be formatted, is the agent's
+// (agent/filesystem.go, decideFormat; agent/FENCING.md, "When handover formats"): only a volume handover
+// created blank and never handed out, either untouched or carrying its own interrupted mkfs. Anything else
+// without a recognisable filesystem is refused with exit 3 and left untouched: a format is the one mistake
+// that cannot be undone.
 //
 // Mounts are persisted as a systemd mount unit, not an fstab line: the unit is a file of handover's own,
 // written atomically and compared before writing, so a rerun changes nothing and handover never edits a
