@@ -217,10 +217,9 @@ func startProxy(t *testing.T, p *metadataProxy) (proxyURL, mockURL string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.upstream = httputil.NewSingleHostReverseProxy(u)
-	// The proxy is the test's stand-in for the instance's own network path, not a forwarding proxy:
-	// X-Forwarded-For would make a real IMDS refuse every token request.
-	p.upstream.Director = func(r *http.Request) { r.URL.Scheme, r.URL.Host = u.Scheme, u.Host; r.Header["X-Forwarded-For"] = nil }
+	// The proxy is the test's stand-in for the instance's own network path, not a forwarding proxy: it adds
+	// no X-Forwarded-For (Rewrite sets none), which would make a real IMDS refuse every token request.
+	p.upstream = &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(u) }}
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
 	return srv.URL, mockURL
