@@ -16,7 +16,7 @@ import (
 )
 
 // Configuration precedence (DESIGN.md): flag > environment (HANDOVER_<FLAG>) > instance tag
-// (handover:<flag>) > default. A command declares its flags on a *flags, parses its args slice, and reads
+// (handover:<flag>, except for the options in notFromTags) > default. A command declares its flags on a *flags, parses its args slice, and reads
 // the instance tags later, when it has them, with applyTags; validate then checks the result in one place.
 
 // flags is a command's flag set plus where each value came from.
@@ -25,6 +25,9 @@ type flags struct {
 	getenv func(string) string
 	source map[string]string // flag name -> "flag", "env HANDOVER_X" or "tag handover:x"
 	stderr io.Writer
+	// ignoredTags are the instance tags applyTags found for options that never come from a tag
+	// (notFromTags), for start to warn about.
+	ignoredTags []string
 
 	Common common
 }
@@ -72,7 +75,7 @@ func tagName(flagName string) string { return "handover:" + flagName }
 func (f *flags) parse(args []string) error {
 	if err := f.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(f.stderr, "usage of %s (every flag can also be set as HANDOVER_<FLAG> or the instance tag handover:<flag>):\n", f.fs.Name())
+			fmt.Fprintf(f.stderr, "usage of %s (every flag can also be set as HANDOVER_<FLAG>, and as the instance tag handover:<flag> unless it runs a command or names a local path):\n", f.fs.Name())
 			f.fs.SetOutput(f.stderr)
 			f.fs.PrintDefaults()
 			return err
@@ -111,8 +114,24 @@ func (f *flags) parse(args []string) error {
 	return err
 }
 
+// notFromTags are the options that run a command as root or choose a local path, which an instance tag
+// must never set: anyone allowed to tag the instance (handover's own role has ec2:CreateTags) could
+// otherwise make down run any command as root (pre-stop, pre-stop-shell), or point up at another mount
+// point, unit directory or device directory (volume, unit-dir, dev-dir, sys-dir: mount a filesystem
+// whose files the service's user writes over /etc/profile.d, or write a unit anywhere), or make a command
+// create or truncate files where it likes (lock-file, state-file). They come only from flags, the
+// environment (the packaged units read /etc/default/handover or /etc/sysconfig/handover, which only root
+// can write) or the unit. A tag for one of them is a warning, never an action. A new option that takes a
+// path or a command belongs here (TestOptionsThatRunCommandsOrNamePathsIgnoreTags checks the known ones,
+// and that every option whose value is an absolute path is here).
+var notFromTags = map[string]bool{
+	"pre-stop": true, "pre-stop-shell": true,
+	"volume": true, "lock-file": true, "unit-dir": true, "dev-dir": true, "sys-dir": true, "state-file": true,
+}
+
 // applyTags fills every flag still at its default from the instance tag handover:<flag>, when present.
-// Tags that name no flag of this command are ignored: the same instance tags serve every command.
+// Tags that name no flag of this command are ignored: the same instance tags serve every command. A tag
+// for an option in notFromTags is never applied; it is listed in f.ignoredTags.
 func (f *flags) applyTags(tags map[string]string) error {
 	var err error
 	f.fs.VisitAll(func(fl *flag.Flag) {
@@ -121,6 +140,10 @@ func (f *flags) applyTags(tags map[string]string) error {
 		}
 		v, ok := tags[tagName(fl.Name)]
 		if !ok || v == "" {
+			return
+		}
+		if notFromTags[fl.Name] {
+			f.ignoredTags = append(f.ignoredTags, tagName(fl.Name))
 			return
 		}
 		if e := f.setFrom(fl, v); e != nil {
@@ -245,6 +268,7 @@ func (h *hostOptions) validate() error {
 }
 
 // machine is this instance's host layer, with calls (zero: the kernel's; tests substitute ones that hang).
+// Its freeze markers go with the lock file: the lock is what tells a live freeze from a dead one.
 func (h *hostOptions) machine(calls host.FSCalls) *host.Linux {
-	return &host.Linux{DevDir: h.DevDir, SysDir: h.SysDir, Calls: calls}
+	return &host.Linux{DevDir: h.DevDir, SysDir: h.SysDir, Calls: calls, FreezeMarkers: host.FreezeMarkerDir(h.LockFile)}
 }

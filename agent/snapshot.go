@@ -96,12 +96,16 @@ func (r *snapshotRun) describe(s *slotRelease) string {
 	return fmt.Sprintf("handover snapshot: %s of %s", s.Volume.ID, r.in.id.InstanceID)
 }
 
-// lock takes the lock shared with up and down, so that a snapshot never runs in the middle of them.
+// lock takes the lock shared with up and down, so that a snapshot never runs in the middle of them, then
+// thaws what a killed run left frozen.
 func (r *snapshotRun) lock(ctx context.Context) (err error) {
 	if r.dryRun {
 		return nil
 	}
 	r.held, err = r.in.host.Lock(ctx, r.cfg.LockFile, r.cfg.Timeout)
+	if err == nil {
+		thawLeftFrozen(ctx, r.log, r.in.host)
+	}
 	return err
 }
 

@@ -103,6 +103,7 @@ func start(ctx context.Context, e Env, args []string, spec startSpec) (*started,
 	if err := f.applyTags(st.tags); err != nil {
 		return nil, err
 	}
+	warnIgnoredTags(st.log, f.ignoredTags)
 	if err := f.check(spec.validate); err != nil {
 		return nil, err
 	}
@@ -135,6 +136,16 @@ func (st *started) readTags(ctx context.Context, bound time.Duration) error {
 		return nil // start says what is missing
 	}
 	return err
+}
+
+// warnIgnoredTags says, for each instance tag that tried to set an option that runs a command or names a
+// local path (notFromTags), that it was not applied and where the option goes instead.
+func warnIgnoredTags(log *slog.Logger, tags []string) {
+	for _, tag := range tags {
+		env := envName(strings.TrimPrefix(tag, "handover:"))
+		log.Warn("instance tag ignored: an option that runs a command or names a local path is never read from a tag (anyone who may tag the instance could set it); set "+env+" in /etc/default/handover (/etc/sysconfig/handover on rpm systems) or pass the flag",
+			logkey.Step, "identity", "tag", tag)
+	}
 }
 
 func preconditionNoGroup(instanceID, from string) error {

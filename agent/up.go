@@ -315,6 +315,7 @@ func (r *upRun) run(ctx, parent context.Context) (upResult, error) {
 		return upResult{}, r.explain(parent, err)
 	}
 	defer lock.Unlock()
+	thawLeftFrozen(ctx, r.log, r.host)
 	r.stepDone("lock", "path", r.cfg.LockFile)
 
 	r.enter("asg")
@@ -556,7 +557,8 @@ func (r *upRun) sizeReleaseTimeout(ctx context.Context) {
 
 // precheck plans every slot from one observation, before the address is claimed, and returns the first
 // refusal (no data where data is required, a volume in a third AZ and no snapshot, snapshots all in
-// error): such a run would end without the data, so it must not take the address first.
+// error, a mount point that cannot take the volume): such a run would end without the data, so it must
+// not take the address first.
 func (r *upRun) precheck(ctx context.Context) error {
 	var sets *cloud.SetChoice
 	if slots := r.groupSlots(); len(slots) > 1 {
@@ -570,6 +572,11 @@ func (r *upRun) precheck(ctx context.Context) error {
 		view, err := cloud.ObserveSlot(ctx, r.clients, r.group, spec.Slot, r.me.InstanceID)
 		if err != nil {
 			return err
+		}
+		if !r.cfg.NoMount {
+			if err := checkMountPoint(r.host, spec, attachedTo(view.Volumes, r.me.InstanceID)); err != nil {
+				return err
+			}
 		}
 		p := cloud.PlanSlot(cloud.PlanInput{InstanceID: r.me.InstanceID, AZ: r.me.AvailabilityZone, Group: r.group, Slot: spec.Slot,
 			View: view, Takeover: r.cfg.Takeover, RequireData: r.cfg.RequireData, Sets: sets})
@@ -687,10 +694,17 @@ func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*upSlot, erro
 // finishSlot makes the slot's filesystem mounted and persisted, then marks its older generations.
 func (r *upRun) finishSlot(ctx context.Context, s *upSlot) error {
 	spec, vol := s.spec, s.run.Res.Volume
-	if !r.cfg.NoMount {
+	mark := func(ctx context.Context, key string) error {
+		return cloud.MarkVolume(ctx, s.run.Log, r.clients.EC2, vol.ID, key)
+	}
+	if r.cfg.NoMount {
+		if err := handOutRaw(ctx, vol, mark); err != nil {
+			return err
+		}
+	} else {
 		r.enterSlot(spec.Slot, "mount")
 		fsr, err := prepareFilesystem(ctx, s.run.Log, r.host, fsRequest{
-			Device: s.device, VolumeID: vol.ID, CreatedBlank: vol.CreatedBlank, Fence: r.fence, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
+			Device: s.device, VolumeID: vol.ID, Blank: blankStateOf(vol), Fence: r.fence, Mark: mark, Spec: spec, FS: r.cfg.FS, UnitDir: r.cfg.UnitDir, Group: r.group,
 		})
 		s.fs = fsr
 		if err != nil {

@@ -317,7 +317,22 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 			}
 			return err
 		})
+	if !dryRun {
+		// From the first poll, at start, on: a filesystem left frozen blocks the service until thawed.
+		w.eachPoll = func(ctx context.Context) { in.thawLeftFrozenIfIdle(ctx, log, cfg.Down.LockFile) }
+	}
 	return w.run(ctx)
+}
+
+// thawLeftFrozenIfIdle thaws what a killed run left frozen (thawLeftFrozen) when no up, down or snapshot
+// holds the instance lock now; when one does, it is that run's to do.
+func (in *thisInstance) thawLeftFrozenIfIdle(ctx context.Context, log *slog.Logger, lockFile string) {
+	held, err := in.host.Lock(ctx, lockFile, 0)
+	if err != nil {
+		return
+	}
+	defer held.Unlock()
+	thawLeftFrozen(ctx, log, in.host)
 }
 
 // snapshotConfig is `handover snapshot` with watch's options: the same volumes, lock, freeze bound and
@@ -359,6 +374,7 @@ type watcher struct {
 	state    *watchState
 	dryRun   bool
 	handle   func(ctx context.Context, n notice) error
+	eachPoll func(ctx context.Context) // before each poll's reads; nil: nothing
 
 	last     map[string]string    // monitor -> last state logged
 	failing  map[string]bool      // monitor -> its last read failed
@@ -401,6 +417,9 @@ func (w *watcher) run(ctx context.Context) error {
 // tick reads every monitor once and acts on what they report. A read that fails is logged when the
 // source starts failing and when it answers again, not at every poll: IMDS hiccups are expected.
 func (w *watcher) tick(ctx context.Context) {
+	if w.eachPoll != nil {
+		w.eachPoll(ctx)
+	}
 	for _, m := range w.monitors {
 		src := m.source()
 		st, n, err := m.observe(ctx)

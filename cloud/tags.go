@@ -31,6 +31,14 @@ const (
 	// the set's id, and how many slots it has; up restores a group of several slots only from complete sets.
 	TagSet     = "handover:set"
 	TagSetSize = "handover:set-size"
+	// TagFormatting marks a volume handover created blank on which it has started to make a filesystem:
+	// set (CreateTags) before mkfs, so that a run that finds it, and no TagHandedOut, knows the only
+	// writer the volume has had is handover's own mkfs (agent/filesystem.go: when handover formats).
+	TagFormatting = "handover:formatting"
+	// TagHandedOut marks a volume handover created blank once it is given for use: set before its first
+	// mount, or before `up --no-mount` reports it attached. Never removed: a volume that has it is never
+	// formatted, whatever it holds.
+	TagHandedOut = "handover:handed-out"
 
 	DefaultSlot = "data"
 )

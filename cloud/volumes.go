@@ -3,6 +3,7 @@ package cloud
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strconv"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/handover/handover/internal/wait"
 )
 
 // Volume is one EBS volume of a group's slot, as last described.
@@ -218,5 +221,35 @@ func sortNewestFirst[T any](xs []T, key func(T) (generation int, at time.Time)) 
 			return gi > gj
 		}
 		return ti.After(tj)
+	})
+}
+
+// DescribeVolume returns one volume by ID, as described now.
+func DescribeVolume(ctx context.Context, c EC2, id string) (Volume, error) {
+	return describeVolume(ctx, c, id)
+}
+
+// markBound bounds MarkVolume's wait for its tag to show.
+const markBound = 2 * time.Minute
+
+// MarkVolume sets the tag key=true on a volume (CreateTags on an existing resource: the one handover tag
+// that cannot be set at creation, because it records what happened later) and returns once DescribeVolumes
+// shows it, so that every later reading, by this run or another instance's, finds it: EC2 is eventually
+// consistent, and what the tag records (TagFormatting, TagHandedOut) decides whether a volume may ever be
+// formatted. https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateTags.html,
+// https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
+func MarkVolume(ctx context.Context, log *slog.Logger, c EC2, volumeID, key string) error {
+	if _, err := c.CreateTags(ctx, &ec2.CreateTagsInput{
+		Resources: []string{volumeID},
+		Tags:      []ec2types.Tag{{Key: aws.String(key), Value: aws.String("true")}},
+	}); err != nil {
+		return fmt.Errorf("tag %s %s=true: %w", volumeID, key, err)
+	}
+	return Poll(ctx, log, wait.Spec{What: "tag " + key + " on " + volumeID, Bound: markBound}, func(ctx context.Context) (bool, string, error) {
+		v, err := describeVolume(ctx, c, volumeID)
+		if err != nil {
+			return false, "", err
+		}
+		return v.Tags[key] == "true", "not visible yet", nil
 	})
 }

@@ -25,11 +25,11 @@ import (
 // only carries out what it is asked, with the guards that make a mistake fail rather than destroy (no
 // force flags, an empty stdin that answers "no").
 
-// Filesystems and mounts. The one rule that matters most: handover makes a filesystem only on a volume it
-// created blank itself (tagged handover:created-blank=true) that still has no signature at all. Anything
-// else without a recognisable filesystem — a restore of a broken snapshot, a volume someone else made, a
-// disk with partitions — is refused with exit 3 and left untouched: a format is the one mistake that
-// cannot be undone.
+// Filesystems and mounts. The one rule that matters most, when a volume may be formatted, is the agent's
+// (agent/filesystem.go, decideFormat; agent/FENCING.md, "When handover formats"): only a volume handover
+// created blank and never handed out, either untouched or carrying its own interrupted mkfs. Anything else
+// without a recognisable filesystem is refused with exit 3 and left untouched: a format is the one mistake
+// that cannot be undone.
 //
 // Mounts are persisted as a systemd mount unit, not an fstab line: the unit is a file of handover's own,
 // written atomically and compared before writing, so a rerun changes nothing and handover never edits a
@@ -93,8 +93,14 @@ func (l *Linux) Probe(ctx context.Context, dev string) (Signature, error) {
 // its superblock and first metadata within the first MiB, xfs and GPT also near the end.
 const blankProbe = 1 << 20
 
-// HoldsData reports where a device has a non-zero byte in its first or last MiB ("" when both are all
-// zeros, as on a volume EBS created empty).
+// blankSamples is how many stretches of blankProbe bytes HoldsData reads between the two ends, spread
+// evenly: data written to the raw device in its middle is seen when it touches one. 64 MiB at most.
+const blankSamples = 62
+
+// HoldsData reports where a device has a non-zero byte in its first or last MiB, or in one of the MiB it
+// samples evenly in between ("" when all of them are zeros, as on a volume EBS created empty, whose
+// unwritten blocks read as zeros). A sample proves nothing about the bytes it skips: this is a defence in
+// depth behind the tags that record whether a volume was ever handed out (agent/filesystem.go).
 func (l *Linux) HoldsData(dev string) (string, error) {
 	f, err := os.Open(dev)
 	if err != nil {
@@ -106,7 +112,7 @@ func (l *Linux) HoldsData(dev string) (string, error) {
 		return "", fmt.Errorf("size of %s: %w", dev, err)
 	}
 	buf := make([]byte, blankProbe)
-	for _, off := range []int64{0, max(0, size-blankProbe)} {
+	for _, off := range sampleOffsets(size) {
 		n, err := f.ReadAt(buf, off)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return "", fmt.Errorf("read %s: %w", dev, err)
@@ -118,6 +124,36 @@ func (l *Linux) HoldsData(dev string) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// sampleOffsets are where HoldsData reads: the first and the last blankProbe bytes, and blankSamples
+// stretches evenly between them (all of a device smaller than that).
+func sampleOffsets(size int64) []int64 {
+	offs := []int64{0}
+	if size <= blankProbe {
+		return offs
+	}
+	last := size - blankProbe
+	for i := int64(1); i <= blankSamples; i++ {
+		off := last * i / (blankSamples + 1)
+		off -= off % 4096 // block aligned
+		if off > offs[len(offs)-1] {
+			offs = append(offs, off)
+		}
+	}
+	return append(offs, last)
+}
+
+// WipeSignatures erases every signature blkid finds on dev (wipefs --all): the start of a filesystem that
+// handover's own mkfs left when it was killed part way, so that mkfs can run again without a force flag.
+// Only for a volume whose tags prove that nothing but that mkfs ever wrote to it (agent/filesystem.go).
+// https://man7.org/linux/man-pages/man8/wipefs.8.html
+func (l *Linux) WipeSignatures(ctx context.Context, log *slog.Logger, dev string) error {
+	if _, err := runTool(ctx, "wipefs", "--all", dev); err != nil {
+		return fmt.Errorf("wipe the signatures of an interrupted mkfs on %s: %w", dev, err)
+	}
+	log.Info("signatures of an interrupted mkfs wiped")
+	return nil
 }
 
 // MakeFilesystem formats a blank volume. No force flag: mkfs.xfs refuses a device with any signature, and
@@ -555,6 +591,66 @@ func SystemdEscapePath(p string) string {
 		}
 	}
 	return b.String()
+}
+
+// MountPointProblem says what makes dir unusable as a mount point, "" when nothing does: each part of the
+// path that exists must be a directory (Mount makes the missing ones), and none may be a symbolic link,
+// because mount(8) mounts on the path the link resolves to and the mount table then shows that path, so
+// every later run would find the volume "mounted elsewhere". It changes nothing.
+func (l *Linux) MountPointProblem(dir string) (string, error) {
+	if !filepath.IsAbs(dir) {
+		return "is not an absolute path", nil
+	}
+	dir = filepath.Clean(dir)
+	parts := strings.Split(strings.TrimPrefix(dir, "/"), "/")
+	p := "/"
+	for _, part := range parts {
+		p = filepath.Join(p, part)
+		fi, err := os.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			return "", nil // made by Mount
+		}
+		if err != nil {
+			return "", fmt.Errorf("mount point %s: %w", dir, err)
+		}
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, _ := filepath.EvalSymlinks(p)
+			if p == dir {
+				return fmt.Sprintf("is a symbolic link to %s (mount would mount on that path instead)", orQuestion(target)), nil
+			}
+			return fmt.Sprintf("is under %s, a symbolic link to %s (mount would mount under that path instead)", p, orQuestion(target)), nil
+		case !fi.IsDir() && p == dir:
+			return fmt.Sprintf("is an existing %s, not a directory", fileKind(fi.Mode())), nil
+		case !fi.IsDir():
+			return fmt.Sprintf("is under %s, an existing %s, not a directory", p, fileKind(fi.Mode())), nil
+		}
+	}
+	return "", nil
+}
+
+func orQuestion(s string) string {
+	if s == "" {
+		return "?"
+	}
+	return s
+}
+
+// fileKind names a file's type for a message.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "regular file"
+	case m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0:
+		return "block device"
+	case m&os.ModeCharDevice != 0:
+		return "character device"
+	case m&os.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	}
+	return "file that is not a directory"
 }
 
 // Mount mounts the filesystem of type fsType on dev at mountPoint (made if missing) with options

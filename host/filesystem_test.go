@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -339,11 +340,47 @@ func TestHoldsData(t *testing.T) {
 		_, _ = f.WriteAt([]byte{0}, off)
 		f.Close()
 	}
-	// In the middle, past both probes: data a filesystem would never put there alone.
+	// In the middle: a device this small is read whole.
 	f, _ := os.OpenFile(path, os.O_WRONLY, 0)
 	_, _ = f.WriteAt([]byte{1}, 3<<19)
 	f.Close()
+	if used, _ := (&Linux{}).HoldsData(path); !strings.Contains(used, "offset") {
+		t.Errorf("a byte in the middle of a 3 MiB device was not seen (%q)", used)
+	}
+}
+
+// TestHoldsDataSamplesTheMiddle: on a large device HoldsData reads both ends and evenly spread stretches
+// between them: data written raw in the middle is seen where it touches one, and not between them (the
+// tags, not this sample, are what keep a handed-out volume from being formatted).
+func TestHoldsDataSamplesTheMiddle(t *testing.T) {
+	t.Parallel()
+	const size = 1 << 30
+	path := filepath.Join(t.TempDir(), "disk")
+	if err := os.Truncate(hosttest.MustCreate(t, path), size); err != nil {
+		t.Fatal(err)
+	}
+	offs := sampleOffsets(size)
+	if len(offs) != blankSamples+2 || offs[0] != 0 || offs[len(offs)-1] != size-blankProbe {
+		t.Fatalf("sampleOffsets(1 GiB) = %d offsets from %d to %d", len(offs), offs[0], offs[len(offs)-1])
+	}
+	write := func(off int64, b byte) {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(bytes.Repeat([]byte{b}, 4096), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mid := offs[len(offs)/2]
+	write(mid+blankProbe/2, 0xab) // inside a sample
+	if used, _ := (&Linux{}).HoldsData(path); !strings.Contains(used, "offset") {
+		t.Errorf("a block inside the sample at %d was not seen (%q)", mid, used)
+	}
+	write(mid+blankProbe/2, 0)
+	write(mid+blankProbe+(offs[len(offs)/2+1]-mid-blankProbe)/2, 0xab) // between two samples
 	if used, _ := (&Linux{}).HoldsData(path); used != "" {
-		t.Errorf("a byte in the middle was seen (%q): the probe reads only both ends", used)
+		t.Errorf("a block between two samples was seen (%q): the test's idea of the samples is wrong", used)
 	}
 }

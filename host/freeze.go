@@ -229,12 +229,17 @@ const thawBound = 30 * time.Second
 // Each FIFREEZE is waited for at most until ctx ends: then whileFrozen thaws what it froze and returns an
 // *UnfinishedError without calling fn, and the goroutine left in FIFREEZE thaws the filesystem itself as
 // soon as the freeze completes.
+//
+// Before each FIFREEZE it writes a freeze marker (freezemark.go), removed after the thaw: should the process
+// die while a filesystem is frozen, the next run that takes the instance lock thaws it (ThawLeftFrozen). A
+// filesystem whose marker cannot be written is not frozen.
 func (l *Linux) WhileFrozen(ctx context.Context, log *slog.Logger, mountPoints []string, bound time.Duration,
 	fn func(ctx context.Context, frozen map[string]bool) error,
 ) (err error) {
 	type held struct {
 		mountPoint string
 		z          Thawer
+		marker     string // the freeze marker (freezemark.go), removed once thawed
 	}
 	var holds []held
 	defer func() {
@@ -248,24 +253,34 @@ func (l *Linux) WhileFrozen(ctx context.Context, log *slog.Logger, mountPoints [
 					terr, thawBound, h.mountPoint, h.mountPoint)
 			}
 			if terr != nil {
+				// The marker stays: the next run (or watch) thaws the filesystem.
 				log.Error("thaw failed", logkey.Step, "release", logkey.MountPoint, h.mountPoint, logkey.Error, terr.Error())
 				err = errors.Join(err, terr)
 				continue
 			}
+			unmarkFrozen(log, h.marker)
 			log.Info("thawed", logkey.Step, "release", logkey.MountPoint, h.mountPoint)
 		}
 	}()
 	frozen := map[string]bool{}
 	for _, mp := range mountPoints {
+		// The marker first: a run killed while the filesystem is frozen leaves it for the next run to thaw.
+		marker, merr := l.markFrozen(mp)
+		if merr != nil {
+			log.Warn("could not record the freeze, so not freezing (a filesystem left frozen by a crash must be findable)", logkey.Step, "release", logkey.MountPoint, mp, logkey.Error, merr.Error())
+			continue
+		}
 		z, ferr := CallBounded(ctx, "freeze", "freeze "+mp, func() (Thawer, error) { return l.calls().Freeze(mp) },
 			func(z Thawer, err error) {
 				if err != nil {
+					unmarkFrozen(log, marker)
 					return // the freeze failed late: nothing is frozen
 				}
 				if terr := z.Thaw(); terr != nil {
 					log.Error("a freeze handover had stopped waiting for completed, and thawing it failed", logkey.Step, "release", logkey.MountPoint, mp, logkey.Error, terr.Error())
 					return
 				}
+				unmarkFrozen(log, marker)
 				log.Warn("a freeze handover had stopped waiting for completed; thawed it at once", logkey.Step, "release", logkey.MountPoint, mp)
 			})
 		var unfinished *UnfinishedError
@@ -274,10 +289,11 @@ func (l *Linux) WhileFrozen(ctx context.Context, log *slog.Logger, mountPoints [
 			return ferr
 		}
 		if ferr != nil {
+			unmarkFrozen(log, marker)
 			log.Warn("could not freeze the filesystem", logkey.Step, "release", logkey.MountPoint, mp, logkey.Error, ferr.Error())
 			continue
 		}
-		holds = append(holds, held{mountPoint: mp, z: z})
+		holds = append(holds, held{mountPoint: mp, z: z, marker: marker})
 		frozen[mp] = true
 		log.Info("frozen", logkey.Step, "release", logkey.MountPoint, mp)
 	}

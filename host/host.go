@@ -22,12 +22,15 @@ type Host interface {
 	FindVolumeDevice(volumeID string) (dev, seen string, err error)
 	MountsOf(dev string) ([]Mount, error)
 	MountedAt(dir string) (Mount, bool, error)
+	// MountPointProblem says what makes dir unusable as a mount point ("" when nothing does).
+	MountPointProblem(dir string) (string, error)
 	Sync(ctx context.Context, log *slog.Logger) error
 	Unmount(ctx context.Context, log *slog.Logger, mounts []Mount) error
 	WhileFrozen(ctx context.Context, log *slog.Logger, mountPoints []string, bound time.Duration,
 		fn func(ctx context.Context, frozen map[string]bool) error) error
 	Probe(ctx context.Context, dev string) (Signature, error)
 	HoldsData(dev string) (string, error)
+	WipeSignatures(ctx context.Context, log *slog.Logger, dev string) error
 	MakeFilesystem(ctx context.Context, log *slog.Logger, dev, fs string) error
 	Mount(ctx context.Context, dev, mountPoint, fsType, options string) error
 	Grow(ctx context.Context, log *slog.Logger, dev, mountPoint, fsType string, mounted bool) string
@@ -36,6 +39,8 @@ type Host interface {
 	Lock(ctx context.Context, path string, bound time.Duration) (*Lock, error)
 	// Storage says whether EBS volumes show as NVMe devices here (hypervisor.go).
 	Storage() (Storage, error)
+	// ThawLeftFrozen thaws what a run that died while frozen left frozen; call it holding the instance lock.
+	ThawLeftFrozen(ctx context.Context, log *slog.Logger) ([]string, error)
 }
 
 var _ Host = (*Linux)(nil)
@@ -47,6 +52,9 @@ type Linux struct {
 	MountInfo string  // the mount table; "" is /proc/self/mountinfo
 	Calls     FSCalls // the calls that can block on a hung device; zero is the kernel's
 	Systemd   Systemd // the service manager told about new mount units; zero is this machine's
+	// FreezeMarkers is the directory of freeze markers (freezemark.go; FreezeMarkerDir of the lock file);
+	// "" writes none.
+	FreezeMarkers string
 }
 
 // New returns the host with its device and sysfs directories.

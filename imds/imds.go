@@ -14,8 +14,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -45,15 +48,19 @@ type Options struct {
 	Endpoint string
 	// CallTimeout bounds each call; zero means DefaultCallTimeout.
 	CallTimeout time.Duration
+	// TokenBound is how long WaitIdentity lets token requests that reached IMDS go unanswered before it
+	// gives up on them (a hop limit too low); zero means DefaultTokenBound.
+	TokenBound time.Duration
 	// HTTPClient overrides the transport (tests).
 	HTTPClient sdkimds.HTTPClient
 }
 
 // Client reads instance metadata with IMDSv2.
 type Client struct {
-	sdk      *sdkimds.Client
-	endpoint string
-	timeout  time.Duration
+	sdk        *sdkimds.Client
+	endpoint   string
+	timeout    time.Duration
+	tokenBound time.Duration
 }
 
 // New returns a Client. It makes no request.
@@ -63,6 +70,9 @@ func New(o Options) *Client {
 	}
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = DefaultCallTimeout
+	}
+	if o.TokenBound <= 0 {
+		o.TokenBound = DefaultTokenBound
 	}
 	sdk := sdkimds.New(sdkimds.Options{
 		Endpoint: o.Endpoint,
@@ -77,7 +87,7 @@ func New(o Options) *Client {
 		ClientEnableState: sdkimds.ClientEnabled,
 		APIOptions:        []func(*middleware.Stack) error{addRecordAnswer},
 	})
-	return &Client{sdk: sdk, endpoint: o.Endpoint, timeout: o.CallTimeout}
+	return &Client{sdk: sdk, endpoint: o.Endpoint, timeout: o.CallTimeout, tokenBound: o.TokenBound}
 }
 
 // Endpoint is the IMDS address this client talks to (for messages).
@@ -197,7 +207,9 @@ func (c *Client) TargetLifecycleState(ctx context.Context) (state string, ok boo
 //
 // IMDS that answered with a 5xx is still starting and counts as unreachable. Any other answer is final:
 // a 4xx (including a token request refused with 403, 404 or 405, as by a host that only speaks IMDSv1 or
-// has IMDS turned off), or a 200 with a document we cannot use.
+// has IMDS turned off: a *TokenError), or a 200 with a document we cannot use. A token request that was
+// sent and never answered counts as unreachable for one call; WaitIdentity gives up on it after the
+// client's TokenBound.
 func Unreachable(err error) bool {
 	if err == nil {
 		return false
@@ -218,6 +230,7 @@ type callError struct {
 	endpoint string
 	path     string // e.g. /latest/meta-data/tags/instance
 	status   int    // HTTP status of the last answer during the call; 0 when the last attempt got none
+	last     roundTrip
 	err      error
 }
 
@@ -227,18 +240,45 @@ func (e *callError) Unwrap() error { return e.err }
 // fail turns an SDK error into a callError. Only a 404 on the document itself is ErrNotFound: a 404 on
 // the token request means the host does not speak IMDSv2, which must not read as "tags disabled" or
 // "not in an Auto Scaling group". The SDK reports a failed token request with an error that hides its
-// HTTP status (it does not unwrap), which is why the status comes from the answer record.
+// HTTP status (it does not unwrap), which is why the status comes from the answer record. A token request
+// that IMDS answered with a refusal (4xx) is a *TokenError: the operator must change a metadata option.
 func (c *Client) fail(path string, rec *answerRecord, err error) error {
 	var re *smithyhttp.ResponseError
-	if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound {
+	last := rec.last()
+	if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound && !last.token {
 		err = ErrNotFound
 	}
-	return &callError{endpoint: c.endpoint, path: path, status: int(rec.status.Load()), err: err}
+	ce := &callError{endpoint: c.endpoint, path: path, status: last.status, last: last, err: err}
+	if last.token && last.status >= 400 && last.status < 500 {
+		return &TokenError{Endpoint: c.endpoint, Status: last.status, err: ce}
+	}
+	return ce
 }
 
-// answerRecord holds, for one Client call, the HTTP status of the last round trip the SDK made for it
-// (token PUT or GET, retries included), or 0 when that round trip got no HTTP answer.
-type answerRecord struct{ status atomic.Int32 }
+// roundTrip is what one HTTP round trip of a call did, as the transport saw it.
+type roundTrip struct {
+	token   bool // it was the token request (PUT /latest/api/token)
+	status  int  // HTTP status of the answer; 0 when there was none
+	sent    bool // the request was written to a connection (so the network path to IMDS is up)
+	refused bool // the connection was refused (nothing listens, or a firewall rejects it)
+}
+
+// tokenUnanswered reports whether the round trip was a token request that reached IMDS and got no answer:
+// what a PUT response hop limit too low for the caller looks like (the answer's packets expire on the way).
+func (t roundTrip) tokenUnanswered() bool { return t.token && t.sent && t.status == 0 && !t.refused }
+
+// answerRecord holds, for one Client call, the last round trip the SDK made for it (token PUT or GET,
+// retries included).
+type answerRecord struct {
+	mu sync.Mutex
+	rt roundTrip
+}
+
+func (r *answerRecord) last() roundTrip {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rt
+}
 
 type answerRecordKey struct{}
 
@@ -261,14 +301,28 @@ func (recordAnswer) ID() string { return "handover.RecordAnswer" }
 func (recordAnswer) HandleDeserialize(ctx context.Context, in middleware.DeserializeInput, next middleware.DeserializeHandler) (
 	middleware.DeserializeOutput, middleware.Metadata, error,
 ) {
-	out, md, err := next.HandleDeserialize(ctx, in)
-	if rec, ok := ctx.Value(answerRecordKey{}).(*answerRecord); ok {
-		status := 0
-		// On a transport failure smithy hands back an empty response with status 0.
-		if resp, ok := out.RawResponse.(*smithyhttp.Response); ok && resp != nil && resp.Response != nil {
-			status = resp.StatusCode
-		}
-		rec.status.Store(int32(status))
+	rec, ok := ctx.Value(answerRecordKey{}).(*answerRecord)
+	if !ok {
+		return next.HandleDeserialize(ctx, in)
 	}
+	rt := roundTrip{}
+	if req, ok := in.Request.(*smithyhttp.Request); ok && req.URL != nil {
+		rt.token = req.URL.Path == tokenPath
+	}
+	// Whether the request reached a connection tells "IMDS got it and never answered" from "no way to it".
+	var sent atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(w httptrace.WroteRequestInfo) { sent.Store(w.Err == nil) },
+	})
+	out, md, err := next.HandleDeserialize(ctx, in)
+	// On a transport failure smithy hands back an empty response with status 0.
+	if resp, ok := out.RawResponse.(*smithyhttp.Response); ok && resp != nil && resp.Response != nil {
+		rt.status = resp.StatusCode
+	}
+	rt.sent = sent.Load()
+	rt.refused = rt.status == 0 && errors.Is(err, syscall.ECONNREFUSED)
+	rec.mu.Lock()
+	rec.rt = rt
+	rec.mu.Unlock()
 	return out, md, err
 }

@@ -3,7 +3,8 @@ package imds_test
 // The behaviours of imds_test.go, as far as AWS's metadata mock (amazon-ec2-metadata-mock) models them.
 // The mock cannot model: an instance outside an Auto Scaling group (it always serves
 // target-lifecycle-state), a 401 for a token it issued (its tokens live as long as their TTL), 5xx
-// answers, a hanging server, or a host that refuses the token request. Those stay with imds_test.go.
+// answers, or a hanging server. Those stay with imds_test.go. A host that refuses the token request, or
+// whose answer to it never arrives, is the mock behind a proxy that does that to the PUT (token_test.go).
 
 import (
 	"encoding/json"

@@ -2,10 +2,11 @@
 // that the imds package and its callers can be tested against IMDS as AWS models it rather than only
 // against fakes of our own. It is for tests only: nothing outside _test.go files may import it.
 //
-// The mock runs as a separate process on 127.0.0.1 with a free port and IMDSv2 required, from a JSON
-// config generated from Config (or from a committed file, see StartFile). The binary is looked up, in this
-// order, in $EC2_METADATA_MOCK, in .tools/bin of the module root (where the pinned version is installed),
-// and on PATH. When it is missing the test is skipped, or fails when CI=true.
+// The mock runs as a separate process on 127.0.0.1 with a free port and IMDSv2 required (unless
+// Config.TokensOptional), from a JSON config generated from Config (or from a committed file, see
+// StartFile). The binary is looked up, in this order, in $EC2_METADATA_MOCK, in .tools/bin of the module
+// root (where the pinned version is installed), and on PATH. When it is missing the test is skipped, or
+// fails when CI=true.
 //
 // What the mock (v1.13.0) can and cannot model is noted on each Config field.
 // https://github.com/aws/amazon-ec2-metadata-mock
@@ -78,6 +79,11 @@ type Config struct {
 	// RebalanceNotice, when non-zero, is served at events/recommendations/rebalance from the start; zero
 	// means there is no recommendation (404).
 	RebalanceNotice time.Time
+
+	// TokensOptional makes the mock answer tokenless (IMDSv1) requests too, as an instance with
+	// HttpTokens=optional does; by default it requires a token (HttpTokens=required). Either way it issues
+	// tokens. A test of "never falls back to IMDSv1" needs this: a fallback would succeed here.
+	TokensOptional bool
 }
 
 // SpotInterruption is a scheduled spot interruption.
@@ -352,7 +358,7 @@ func (c Config) mockConfig() ([]byte, error) {
 	}
 
 	doc := map[string]any{
-		"imdsv2": true,
+		"imdsv2": !c.TokensOptional,
 		// Notices appear after a delay counted from the mock's start: 0 means at once, never means not at all.
 		"mock-delay-sec":            delay(c.Spot != nil),
 		"rebalance-delay-sec":       delay(!c.RebalanceNotice.IsZero()),

@@ -189,6 +189,8 @@ func render(w io.Writer, cmds []cmdHelp, intro []string, version, date string) {
 	p(`(\fB\-\-pre\-stop\-timeout\fR is \fBHANDOVER_PRE_STOP_TIMEOUT\fR) or as the instance tag`)
 	p(`.BI handover: flag \fR.\fP`)
 	p("Precedence: the command line, then the environment, then the instance tag, then the default.")
+	p("An option that runs a command or names a local path (pre\\-stop, pre\\-stop\\-shell, volume, lock\\-file,")
+	p("unit\\-dir, dev\\-dir, sys\\-dir, state\\-file) is never read from an instance tag: a tag for one is a warning.")
 	p(".SH COMMANDS")
 	for _, c := range cmds {
 		p(".TP")
