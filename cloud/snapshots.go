@@ -55,6 +55,9 @@ func (r SnapshotRequest) tags() map[string]string {
 	if r.Epoch != "" {
 		t[TagEpoch] = r.Epoch
 	}
+	for k, v := range ShapeTags(r.Volume) { // the volume keeps its shape across a move (shape.go)
+		t[k] = v
+	}
 	return t
 }
 

@@ -27,6 +27,15 @@ const (
 	// TagFinal marks a snapshot taken of a volume that can get no more writes before it changes hands
 	// (down's, of an unmounted volume; up's, of an orphaned one): restoring it loses nothing.
 	TagFinal = "handover:final"
+	// The source volume's shape when the snapshot was taken (ModifyVolume changes survive a move across
+	// AZs: a restore takes the larger of these and the configuration, shape.go): EBS volume type, size in
+	// GiB, provisioned IOPS and throughput (MiB/s; absent when the type has none), and the KMS key of an
+	// encrypted volume.
+	TagShapeType       = "handover:shape-type"
+	TagShapeSize       = "handover:shape-size"
+	TagShapeIOPS       = "handover:shape-iops"
+	TagShapeThroughput = "handover:shape-throughput"
+	TagShapeKMSKey     = "handover:shape-kms-key"
 
 	DefaultSlot = "data"
 )
