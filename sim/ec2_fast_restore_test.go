@@ -31,7 +31,9 @@ func fastRestoreState(t *testing.T, r *Region, snap, az string) ec2types.FastSna
 // disabled; deleting the snapshot forgets it.
 func TestFastSnapshotRestore(t *testing.T) {
 	t.Parallel()
-	r := startRegion(t, Options{})
+	// Slower than the default test speed: between one state's release and the next Hold, the next state's
+	// delay (300 ms) must not run out.
+	r := startRegion(t, Options{Speed: 100})
 	c := ec2Client(r)
 	ctx := ctxT(t)
 	snap := completedSnapshot(t, r, 1)

@@ -56,6 +56,7 @@ func TestVolumeInitializationRate(t *testing.T) {
 	}
 
 	release := r.Hold(VolumeInitialize, "")
+	releaseCreate := r.Hold(VolumeCreate, "")
 	out, err := c.CreateVolume(ctx, &ec2.CreateVolumeInput{AvailabilityZone: aws.String("us-east-1b"), SnapshotId: aws.String(snap),
 		VolumeType: ec2types.VolumeTypeGp3, VolumeInitializationRate: aws.Int32(300)})
 	if err != nil {
@@ -70,6 +71,7 @@ func TestVolumeInitializationRate(t *testing.T) {
 	if d == nil || d.InitializationType != ec2types.InitializationTypeProvisionedRate || aws.ToInt64(d.Progress) != 0 || aws.ToInt64(d.EstimatedTimeToCompleteInSeconds) < 1 {
 		t.Fatalf("initialization while creating: %+v", d)
 	}
+	releaseCreate()
 	idle(t, r) // created; the initialization is not a transition WaitIdle waits for
 	if _, err := r.WaitHeld(ctx, VolumeInitialize, id); err != nil {
 		t.Fatal(err)
