@@ -68,6 +68,7 @@ type downConfig struct {
 	ReleaseEIP        bool
 	SpotBudget        time.Duration
 	Timeout           time.Duration
+	LockSnapshots     lockDays // lock each consistent snapshot (snaplock.go)
 }
 
 // addFlags declares down's flags on f.
@@ -85,6 +86,7 @@ func (c *downConfig) addFlags(f *flags) {
 	f.fs.BoolVar(&c.ReleaseEIP, "release-eip", false, "disassociate the group's Elastic IP (by default the replacement takes it over)")
 	f.fs.DurationVar(&c.SpotBudget, "spot-budget", defaultSpotBudget, "time down may take after a Spot interruption notice (capped by the interruption time)")
 	f.fs.DurationVar(&c.Timeout, "timeout", defaultDownTimeout, "bound on the whole down; past it down takes a crash-consistent snapshot if it can, completes the hook with CONTINUE and exits 1")
+	registerLock(f, &c.LockSnapshots)
 }
 
 // validate checks down's configuration in one place. openThisInstance runs it twice: on flags and
@@ -511,7 +513,13 @@ func (r *downRun) sync(ctx context.Context) error { return r.in.host.Sync(ctx, r
 // snapshot keeps each slot's data still and snapshots it (snapshotStill, shared with `handover snapshot`).
 func (r *downRun) snapshot(ctx context.Context) error {
 	st := stillness{Release: r.cfg.Release, FreezeTimeout: r.cfg.FreezeTimeout, PreStop: r.cfg.PreStop != "", PreStopErr: r.rep.PreStopErr, Rerun: "down", Final: true}
-	return r.in.snapshotStill(ctx, r.log, r.slots, st, r.describe)
+	if err := r.in.snapshotStill(ctx, r.log, r.slots, st, r.describe); err != nil {
+		return err
+	}
+	// The hand-over does not wait on the lock: a snapshot that could not be locked is still the data (the
+	// failure is logged), and the replacement needs it now.
+	_, _ = r.in.lockSnapshots(ctx, r.log, r.slots, r.cfg.LockSnapshots)
+	return nil
 }
 
 // detach detaches each volume that is snapshotted and no longer mounted, so that a replacement in the

@@ -62,7 +62,7 @@ var optionSamples = map[string]struct {
 	"network-interface": {value: "eni-0123456789abcdef0"}, "private-ip": {value: "10.0.1.5"},
 	"launch-hook": {value: "launch"}, "no-complete": {value: "true"}, "no-mount": {value: "true"},
 	"delete-superseded": {value: "true"}, "timeout": {value: "9m"}, "release-timeout": {value: "7m"},
-	"unit-dir": {value: "none"},
+	"unit-dir": {value: "none"}, "keep-superseded": {value: "3"}, "initialization-rate": {value: "200"}, "lock-snapshots": {value: "30d"},
 	"pre-stop": {value: "systemctl stop postgresql"}, "pre-stop-shell": {value: "true", needs: map[string]string{"pre-stop": "x"}},
 	"pre-stop-timeout": {value: "2m"}, "release": {value: "unmount"}, "freeze-timeout": {value: "10s"},
 	"terminate-hook": {value: "terminate"}, "heartbeat-interval": {value: "20s"}, "wait-snapshot": {value: "true"},

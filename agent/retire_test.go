@@ -31,9 +31,10 @@ func (c refuseRetire) DeleteVolume(context.Context, *ec2.DeleteVolumeInput, ...f
 }
 
 // TestUpRetireFailureIsAWarning: the replacement restores, attaches and mounts its volume, then cannot
-// tag the older generation superseded nor delete it (--delete-superseded). That is a warning in the log
-// and the summary: up exits 0 and completes the launch hook with CONTINUE rather than ABANDON, which
-// would make the group terminate a healthy instance.
+// tag the older generations superseded nor delete the oldest (--delete-superseded; the previous one is
+// the source of the newest snapshot, which retention always keeps). That is a warning in the log and the
+// summary: up exits 0 and completes the launch hook with CONTINUE rather than ABANDON, which would make
+// the group terminate a healthy instance.
 func TestUpRetireFailureIsAWarning(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
@@ -45,6 +46,7 @@ func TestUpRetireFailureIsAWarning(t *testing.T) {
 	w.unmount(w.mountPoint(old))
 	first := aws.ToString(w.slotVolumes()[0].VolumeId)
 	w.snapshot(first, 1, true, true)
+	older := w.createSlotVolume("us-east-1c", 0, nil) // a generation before it: a completed snapshot holds its data
 	w.terminate(old)
 	w.waitVolumeState(first, "available")
 
@@ -70,13 +72,16 @@ func TestUpRetireFailureIsAWarning(t *testing.T) {
 		t.Errorf("lifecycle state after up: %s, want Pending:Proceed or InService (CONTINUE)", s)
 	}
 	for _, want := range []string{
-		"warning    data: could not tag " + first + " " + cloud.TagSuperseded + "=true",
-		"warning    data: could not delete superseded volume " + first,
+		"warning    data: could not tag " + first + ", " + older + " " + cloud.TagSuperseded + "=true",
+		"warning    data: could not delete superseded volume " + older,
 		"hook launch completed with CONTINUE",
 	} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, stdout.String())
 		}
+	}
+	if strings.Contains(stdout.String(), "could not delete superseded volume "+first) {
+		t.Errorf("retention tried to delete %s, the source of the newest completed snapshot:\n%s", first, stdout.String())
 	}
 	if strings.Contains(stderr.String(), "result=ABANDON") {
 		t.Errorf("the launch was abandoned:\n%s", stderr.String())

@@ -24,6 +24,7 @@ type snapshotConfig struct {
 	Freeze        bool
 	Keep          int
 	Timeout       time.Duration
+	LockSnapshots lockDays // lock each consistent snapshot (snaplock.go)
 }
 
 // register declares snapshot's flags.
@@ -33,6 +34,7 @@ func (c *snapshotConfig) register(f *flags) {
 	f.fs.BoolVar(&c.Freeze, "freeze", true, "freeze the filesystems for the snapshot (tagged consistent); false: no I/O pause, the slots snapshotted live, several of them in one crash-consistent CreateSnapshots")
 	f.fs.IntVar(&c.Keep, "keep", 0, "after the snapshot, delete the slot's oldest completed snapshots beyond this many (0: delete nothing)")
 	f.fs.DurationVar(&c.Timeout, "timeout", defaultDownTimeout, "bound on the whole snapshot; past it a freeze that hangs is given up on, a crash-consistent snapshot taken and the run fails")
+	registerLock(f, &c.LockSnapshots)
 }
 
 // validate checks snapshot's options in one place.
@@ -158,7 +160,10 @@ func (r *snapshotRun) snapshot(ctx context.Context) error {
 		}
 		fmt.Fprintf(r.out, "slot %s: %s (generation %d) -> snapshot %s (%s, %s, set %s)\n", s.Spec.Slot, s.Volume.ID, s.Volume.Generation, s.Snapshot.ID, cons, orDash(s.Still), orDash(s.Snapshot.SetID()))
 	}
-	return nil
+	// A snapshot that could not be locked fails the run (after the snapshots exist): it was asked for.
+	lines, err := r.in.lockSnapshots(ctx, r.log, r.slots, r.cfg.LockSnapshots)
+	printLines(r.out, lines)
+	return err
 }
 
 // retention applies --keep to each slot.
@@ -287,8 +292,15 @@ func (in *thisInstance) applyRetention(ctx context.Context, log *slog.Logger, ou
 	if err != nil {
 		return err
 	}
+	// A locked snapshot is never deleted, nor tried: EBS would refuse it (snaplock.go).
+	locks, err := cloud.LockedSnapshots(ctx, in.clients.EC2)
+	if err != nil {
+		return fmt.Errorf("retention of slot %s reads the snapshot locks first, so as never to delete a locked one (grant ec2:DescribeLockedSnapshots): %w", slot, err)
+	}
+	verdicts := planRetention(snaps, keep, live)
+	keepLocked(verdicts, locks)
 	var deleted, kept []string
-	for _, v := range planRetention(snaps, keep, live) {
+	for _, v := range verdicts {
 		if !v.Delete {
 			kept = append(kept, v.Snapshot.ID)
 			log.Debug("keeping snapshot", logkey.Snapshot, v.Snapshot.ID, logkey.Why, v.Why)

@@ -49,6 +49,7 @@ func runStatus(ctx context.Context, e Env, args []string) error {
 		return err
 	}
 	id, tags, from, log := s.id, s.tags, s.tagsFrom, s.log
+	cfg.Up.Shape.TypeSet = s.flags.isSet("type") // the plan restores the way up would
 	st := statusReport{self: self{Identity: id, Tags: tags, TagsFrom: from}, Group: s.group}
 	if st.Group != "" {
 		ectx, cancel := context.WithTimeout(ctx, statusEC2Bound)
@@ -132,6 +133,9 @@ type slotReport struct {
 	Action     string           `json:"action"`
 	Plan       string           `json:"plan"`
 	Warning    string           `json:"warning,omitempty"`
+	// InitializationError says why the restored volumes' initialization is missing (DescribeVolumeStatus
+	// failed: no permission, say); the rest of the report stands.
+	InitializationError string `json:"initialization_error,omitempty"`
 }
 
 type volumeReport struct {
@@ -145,6 +149,13 @@ type volumeReport struct {
 	Attachment   string `json:"attachment_state,omitempty"`
 	CreatedBlank bool   `json:"created_blank,omitempty"`
 	Superseded   bool   `json:"superseded,omitempty"`
+	IOPS         int32  `json:"iops,omitempty"`
+	Throughput   int32  `json:"throughput,omitempty"`
+	// A volume restored from a snapshot: how it was initialized (a provisioned rate, fast snapshot
+	// restore) and how far it is (DescribeVolumeStatus): full performance once progress is 100.
+	InitializationRate int32                 `json:"initialization_rate,omitempty"`
+	FastRestored       bool                  `json:"fast_restored,omitempty"`
+	Initialization     *cloud.Initialization `json:"initialization,omitempty"`
 }
 
 type snapshotReport struct {
@@ -219,9 +230,17 @@ func buildReport(ctx context.Context, c *cloud.Clients, instanceID, az, group st
 		p := cloud.PlanSlot(cloud.PlanInput{InstanceID: instanceID, AZ: az, Group: group, Slot: spec.Slot, View: view,
 			Takeover: cfg.Takeover, RequireData: cfg.RequireData, Sets: sets})
 		sr := slotReport{Slot: spec.Slot, Device: spec.Device, MountPoint: spec.MountPoint, Action: p.Action.String(), Plan: describePlan(p, spec, cfg), Warning: p.Warn}
+		inits, err := restoredInitialization(ctx, c.EC2, view.Volumes)
+		if err != nil {
+			sr.InitializationError = fail.OneLine(err.Error())
+		}
 		for _, v := range view.Volumes {
 			vr := volumeReport{ID: v.ID, AZ: v.AZ, State: v.State, Generation: v.Generation, SizeGiB: v.SizeGiB, Type: v.VolumeType,
-				CreatedBlank: v.CreatedBlank, Superseded: v.Superseded}
+				CreatedBlank: v.CreatedBlank, Superseded: v.Superseded, IOPS: v.IOPS, Throughput: v.Throughput,
+				InitializationRate: v.InitializationRate, FastRestored: v.FastRestored}
+			if in, ok := inits[v.ID]; ok {
+				vr.Initialization = &in
+			}
 			for _, at := range v.Attachments {
 				vr.AttachedTo, vr.Attachment = at.InstanceID, at.State
 			}
@@ -267,8 +286,15 @@ func describePlan(p cloud.SlotPlan, spec volumeSpec, cfg upConfig) string {
 	case cloud.PlanAttach:
 		return fmt.Sprintf("attach %s at %s: %s%s", p.Volume.ID, spec.Device, p.Why, mount)
 	case cloud.PlanRestore:
-		size := max(cfg.Shape.SizeGiB, int(p.Snapshot.VolumeSizeGiB))
-		return fmt.Sprintf("%s: %d GiB %s, attach at %s%s", p.Why, size, cfg.Shape.Type, spec.Device, mount)
+		shape, notes := cloud.RestoreShape(cfg.Shape, p.Snapshot)
+		line := fmt.Sprintf("%s: %d GiB %s", p.Why, shape.SizeGiB, shape.Type)
+		if len(notes) > 0 {
+			line += " (" + strings.Join(notes, "; ") + ")"
+		}
+		if shape.InitializationRate > 0 {
+			line += fmt.Sprintf(", initialization rate %d MiB/s unless the snapshot is enabled for fast snapshot restore here", shape.InitializationRate)
+		}
+		return fmt.Sprintf("%s, attach at %s%s", line, spec.Device, mount)
 	case cloud.PlanBlank:
 		return fmt.Sprintf("%s: %d GiB %s, attach at %s, make %s%s", p.Why, cfg.Shape.SizeGiB, cfg.Shape.Type, spec.Device, cfg.FS, mount)
 	case cloud.PlanRefuse:
@@ -323,6 +349,16 @@ func printReport(w io.Writer, rep groupReport, showInventory bool) {
 					if v.Superseded {
 						notes = append(notes, "superseded")
 					}
+					if in := v.Initialization; in != nil {
+						how := in.String()
+						switch {
+						case v.FastRestored:
+							how += ", fast snapshot restore"
+						case v.InitializationRate > 0:
+							how += fmt.Sprintf(", %d MiB/s", v.InitializationRate)
+						}
+						notes = append(notes, how)
+					}
 					fmt.Fprintf(w, "  %-8s %s generation %d, %s, %d GiB %s %s\n", az, v.ID, v.Generation, v.State, v.SizeGiB, v.Type, strings.Join(notes, ", "))
 				}
 			}
@@ -341,6 +377,9 @@ func printReport(w io.Writer, rep groupReport, showInventory bool) {
 				}
 				fmt.Fprintf(w, "  snapshot %s generation %d, %s %s, %s, %d GiB, %s\n", sn.ID, sn.Generation, sn.State, sn.Progress, kind, sn.SizeGiB, sn.Started.UTC().Format(time.RFC3339))
 			}
+		}
+		if s.InitializationError != "" {
+			fmt.Fprintf(w, "  init     unknown: %s\n", s.InitializationError)
 		}
 		fmt.Fprintf(w, "  plan     %s\n", s.Plan)
 		if s.Warning != "" {
@@ -374,4 +413,16 @@ func (r *upRun) plan(ctx context.Context, w io.Writer) error {
 	fmt.Fprintf(w, "handover up --dry-run: the plan for %s in %s, group %s (nothing changed)\n", r.me.InstanceID, r.me.AvailabilityZone, r.group)
 	printReport(w, rep, false)
 	return rep.refusal
+}
+
+// restoredInitialization reads the initialization of the volumes made from a snapshot (blank ones have
+// none), for the report.
+func restoredInitialization(ctx context.Context, c cloud.EC2, vols []cloud.Volume) (map[string]cloud.Initialization, error) {
+	var ids []string
+	for _, v := range vols {
+		if v.SnapshotID != "" {
+			ids = append(ids, v.ID)
+		}
+	}
+	return cloud.DescribeInitialization(ctx, c, ids)
 }

@@ -40,6 +40,7 @@ type upConfig struct {
 	NoComplete       bool
 	NoMount          bool
 	DeleteSuperseded bool
+	KeepSuperseded   int // older volumes kept as a way back (Retire); --delete-superseded makes it 0
 	Timeout          time.Duration
 	ReleaseTimeout   time.Duration
 	UnitDir          string // "none": do not persist mounts
@@ -67,7 +68,9 @@ func (c *upConfig) register(f *flags) {
 	fs.StringVar(&c.LaunchHook, "launch-hook", "", "name of the group's launch lifecycle hook to heartbeat and complete")
 	fs.BoolVar(&c.NoComplete, "no-complete", false, "heartbeat the launch hook but do not complete it")
 	fs.BoolVar(&c.NoMount, "no-mount", false, "attach volumes but do not wait for devices, make filesystems or mount")
-	fs.BoolVar(&c.DeleteSuperseded, "delete-superseded", false, "delete the slot's volumes of older generations once they are detached (never attached ones)")
+	fs.BoolVar(&c.DeleteSuperseded, "delete-superseded", false, "delete the slot's volumes of older generations once they are detached (never attached ones): --keep-superseded 0")
+	fs.IntVar(&c.KeepSuperseded, "keep-superseded", 1, "after a successful up, keep this many of the slot's older volumes (the newest; a way back) and delete the detached ones beyond them that a completed snapshot already holds")
+	fs.IntVar(&c.Shape.InitializationRate, "initialization-rate", 0, "MiB/s (100 to 300) at which a volume restored from a snapshot loads its blocks (EBS Provisioned Rate for Volume Initialization, billed); 0: EBS's default rate; never for blank volumes nor snapshots enabled for fast snapshot restore here")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Minute, "bound on the whole command")
 	fs.DurationVar(&c.ReleaseTimeout, "release-timeout", 5*time.Minute, "how long to wait for a leaving instance to release the Elastic IP or the volume before recovering without it, and for a live one before exit 4 (default 5m; in a group with a termination hook: its heartbeat timeout, at least 10m, plus 1m)")
 	fs.StringVar(&c.UnitDir, "unit-dir", "/etc/systemd/system", "where to write the systemd mount unit of each volume, or \"none\"")
@@ -112,6 +115,10 @@ func (c *upConfig) validate() error {
 		return badOption("throughput", "only gp3 volumes take it, not %s", s.Type)
 	case s.KMSKeyID != "" && !s.Encrypted:
 		return badOption("kms-key-id", "needs --encrypted")
+	case s.InitializationRate != 0 && (s.InitializationRate < cloud.MinInitializationRate || s.InitializationRate > cloud.MaxInitializationRate):
+		return badOption("initialization-rate", "want %d to %d MiB/s (EBS Provisioned Rate for Volume Initialization), or 0 for EBS's default rate", cloud.MinInitializationRate, cloud.MaxInitializationRate)
+	case c.KeepSuperseded < 0:
+		return badOption("keep-superseded", "must be 0 (keep none) or more")
 	}
 	if c.FS != "ext4" && c.FS != "xfs" {
 		return badOption("fs", "want ext4 or xfs")
@@ -168,6 +175,8 @@ type upRun struct {
 	// failedAt is where the run was when a slot first failed: the other slots go on, and the run moves to
 	// the next step before it returns the error.
 	failedAt string
+
+	upSlots []*upSlot // what converge brought, for the steps after the launch hook (retire)
 }
 
 // stepDone logs the one line each step ends with.
@@ -258,6 +267,7 @@ func up(ctx context.Context, e Env, args []string, newC clientFactory) error {
 	// exactly what start settled, tags included.
 	r.cfg.Volumes = r.cfg.Volumes.orDefault()
 	r.me, r.clients, r.group, r.dryRun, r.flags = st.id, st.clients, st.group, st.dryRun, st.flags
+	r.cfg.Shape.TypeSet = r.flags.isSet("type") // an explicit --type wins over the type recorded on a snapshot
 	r.host = r.cfg.machine(host.FSCalls{})
 	// claimAddress adds the instance itself; everything else gets it here.
 	r.addrLog = st.log.With(logkey.AZ, r.me.AvailabilityZone, logkey.Group, r.group)
@@ -342,8 +352,33 @@ func (r *upRun) run(ctx, parent context.Context) (upResult, error) {
 		}
 		return res, err
 	}
+	// Initialization takes minutes to hours: up follows it while it runs and never waits for it.
+	watch := r.watchInitialization(ctx, r.upSlots)
 	res.Lifecycle, err = r.completeLaunch(ctx, hook)
+	if err == nil {
+		// Off the critical path: the group has its instance, the service its data.
+		r.retire(ctx, &res)
+	}
+	watch.stop(ctx, &res)
 	return res, r.explain(parent, err)
+}
+
+// retire tags each slot's older volumes superseded and deletes those the retention lets go
+// (cloud.SlotRun.Retire), once the launch hook is completed; failures are warnings in the summary.
+func (r *upRun) retire(ctx context.Context, res *upResult) {
+	r.enter("superseded")
+	keep := r.cfg.KeepSuperseded
+	if r.cfg.DeleteSuperseded {
+		keep = 0
+	}
+	for i, s := range r.upSlots {
+		r.enterSlot(s.spec.Slot, "superseded")
+		s.run.Retire(ctx, keep)
+		res.Slots[i].SlotOutcome = s.run.Res
+		if out := s.run.Res; len(out.Superseded)+len(out.Deleted) > 0 {
+			r.stepDone("superseded", "slot", s.spec.Slot, "tagged", strings.Join(out.Superseded, ","), "deleted", strings.Join(out.Deleted, ","))
+		}
+	}
 }
 
 // completeLaunch completes the launch lifecycle action with CONTINUE (unless --no-complete) and says what
@@ -527,6 +562,7 @@ func (r *upRun) converge(ctx context.Context) (upResult, error) {
 	for i, s := range slots {
 		res.Slots[i] = slotResult{SlotOutcome: s.run.Res, Device: s.device, FS: s.fs}
 	}
+	r.upSlots = slots
 	return res, firstError(errs)
 }
 
@@ -691,7 +727,8 @@ func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*upSlot, erro
 	return s, nil
 }
 
-// finishSlot makes the slot's filesystem mounted and persisted, then marks its older generations.
+// finishSlot makes the slot's filesystem mounted and persisted. Its older generations are retired after
+// the launch hook (retire).
 func (r *upRun) finishSlot(ctx context.Context, s *upSlot) error {
 	spec, vol := s.spec, s.run.Res.Volume
 	mark := func(ctx context.Context, key string) error {
@@ -711,11 +748,6 @@ func (r *upRun) finishSlot(ctx context.Context, s *upSlot) error {
 			return err
 		}
 		r.stepDone("mount", "slot", spec.Slot, logkey.Volume, vol.ID, "mount_point", spec.MountPoint, "fs", fsr.Type, "uuid", fsr.UUID)
-	}
-	r.enterSlot(spec.Slot, "superseded")
-	s.run.Retire(ctx, r.cfg.DeleteSuperseded) // housekeeping: failures are warnings, not a failed up
-	if out := s.run.Res; len(out.Superseded)+len(out.Deleted) > 0 {
-		r.stepDone("superseded", "slot", spec.Slot, "tagged", strings.Join(out.Superseded, ","), "deleted", strings.Join(out.Deleted, ","))
 	}
 	return nil
 }
@@ -754,6 +786,7 @@ func printUpResult(w io.Writer, res upResult) {
 			}
 			fmt.Fprintf(w, "  mount      %s: %s\n", s.Slot, line)
 		}
+		printRestoreNotes(w, s)
 		if len(s.Superseded) > 0 {
 			fmt.Fprintf(w, "  superseded %s: %s\n", s.Slot, strings.Join(s.Superseded, ", "))
 		}

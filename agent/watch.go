@@ -338,7 +338,7 @@ func (in *thisInstance) thawLeftFrozenIfIdle(ctx context.Context, log *slog.Logg
 // snapshotConfig is `handover snapshot` with watch's options: the same volumes, lock, freeze bound and
 // overall bound as its down, no retention (the snapshot timer's --keep does that).
 func (c *watchConfig) snapshotConfig() snapshotConfig {
-	return snapshotConfig{hostOptions: c.Down.hostOptions, FreezeTimeout: c.Down.FreezeTimeout, Freeze: true, Timeout: c.Down.Timeout}
+	return snapshotConfig{hostOptions: c.Down.hostOptions, FreezeTimeout: c.Down.FreezeTimeout, Freeze: true, Timeout: c.Down.Timeout, LockSnapshots: c.Down.LockSnapshots}
 }
 
 // replaceTimeout bounds a replacement request: two Auto Scaling calls, retried while throttled.

@@ -521,6 +521,10 @@ func CreateVolumeInput(group, slot, az string, generation int, epoch string, sha
 	if snap != nil {
 		in.SnapshotId = aws.String(snap.ID)
 		size = max(size, int(snap.VolumeSizeGiB)) // grow only
+		if shape.InitializationRate > 0 {
+			// Restores only: CreateVolume refuses the rate for a blank volume (initialization.go).
+			in.VolumeInitializationRate = aws.Int32(int32(shape.InitializationRate))
+		}
 	} else {
 		tags[TagCreatedBlank] = "true"
 	}
@@ -549,6 +553,13 @@ type VolumeShape struct {
 	Throughput int // MiB/s, gp3 only; 0: the default
 	Encrypted  bool
 	KMSKeyID   string
+	// TypeSet: Type was configured (not the default), so it wins over the type recorded on the snapshot
+	// (shape.go).
+	TypeSet bool
+	// InitializationRate is the Provisioned Rate for Volume Initialization of a restore, MiB/s (0: none);
+	// never sent for a blank volume, nor for a snapshot enabled for fast snapshot restore here
+	// (initialization.go).
+	InitializationRate int
 }
 
 // SlotOutcome is what converging and retiring did for one slot.
@@ -561,6 +572,12 @@ type SlotOutcome struct {
 	Superseded []string `json:"superseded,omitempty"`
 	Deleted    []string `json:"deleted,omitempty"`
 	Warnings   []string `json:"warnings,omitempty"` // what failed without failing the run
+	// A restore: how its shape differs from the configuration (shape.go), and how it is initialized
+	// (initialization.go).
+	ShapeNotes         []string        `json:"shape_notes,omitempty"`
+	FastRestore        bool            `json:"fast_snapshot_restore,omitempty"`
+	InitializationRate int             `json:"initialization_rate,omitempty"`
+	Initialization     *Initialization `json:"initialization,omitempty"`
 }
 
 // SlotRun converges one slot.
@@ -887,7 +904,11 @@ var errTokenSpent = errors.New("client token already used")
 // sees it), or by an earlier run with another snapshot or size whose volume has since been deleted (then
 // this generation is skipped).
 func (s *SlotRun) create(ctx context.Context, generation int, snap *Snapshot) (string, error) {
-	in := CreateVolumeInput(s.Group, s.Slot, s.Az, generation, s.Epoch, s.Shape, snap)
+	shape := s.Shape
+	if snap != nil {
+		shape = s.restoreShape(ctx, *snap) // the recorded shape, the rate or fast snapshot restore
+	}
+	in := CreateVolumeInput(s.Group, s.Slot, s.Az, generation, s.Epoch, shape, snap)
 	out, err := s.C.EC2.CreateVolume(ctx, in)
 	if HasCode(err, codeIdempotentMismatch) {
 		s.Log.Warn("CreateVolume token of this generation was used with other parameters; looking for its volume", logkey.Step, "volume", logkey.Generation, generation)
@@ -923,7 +944,7 @@ func (s *SlotRun) create(ctx context.Context, generation int, snap *Snapshot) (s
 		return "", fail.Fenced(fmt.Sprintf("CreateVolume answered with %s in %s, not in %s: its token (generation %d, lease %s) was used in another zone; another instance is making the slot's volumes",
 			id, az, s.Az, generation, s.Epoch), nil)
 	}
-	s.Log.Info("volume created", logkey.Step, "volume", logkey.Volume, id, logkey.Generation, generation, "size_gib", aws.ToInt32(in.Size), "type", s.Shape.Type)
+	s.Log.Info("volume created", logkey.Step, "volume", logkey.Volume, id, logkey.Generation, generation, "size_gib", aws.ToInt32(in.Size), "type", shape.Type)
 	return id, nil
 }
 
@@ -982,46 +1003,35 @@ func WaitSnapshot(ctx context.Context, log *slog.Logger, c EC2, id string) error
 		})
 }
 
-// Retire tags the slot's volumes of older generations handover:superseded=true, and with
-// --delete-superseded deletes those that are detached. A volume that is attached anywhere is never
-// deleted: its instance may still be writing to it. Nor is one of a newer generation than the snapshot
-// the current volume was cut from: its writes were never snapshotted (PlanSlot warned that this restore
-// does not carry them), and it is their only copy.
+// Retire tags the slot's volumes of older generations handover:superseded=true, then deletes the
+// detached ones beyond the keep newest of them: each move across AZs leaves the previous volume behind,
+// and twenty moves would otherwise leave twenty idle volumes, billed. The keep newest stay as a way back
+// (keep 1, the default: the previous generation; --delete-superseded: keep 0). Whatever keep says, a volume
+// is deleted only when it is detached and available, and only when a completed snapshot already holds
+// what it holds: never the source of the slot's newest completed snapshot nor a newer volume (their writes
+// may be in no snapshot: an old instance that went on writing, a restore that could not carry them), nor
+// one newer than the snapshot the current volume was cut from; with no completed snapshot at all, nothing
+// is deleted. It reads the slot afresh: it runs after the launch hook is completed, off the critical path,
+// when snapshots may have completed since the plan was made.
 //
 // Retiring is housekeeping: by now this instance has its volume, so a failure here is logged and kept in
 // the slot's warnings, and does not fail up (which would abandon the launch and make the group terminate
 // a healthy instance). A rerun of up, or an operator, retires them later.
-func (s *SlotRun) Retire(ctx context.Context, deleteThem bool) {
-	cur := s.Res.Volume
-	cutFrom := cur.Generation - 1 // a blank volume, or a source snapshot no longer listed
-	for _, sn := range s.view.Snapshots {
-		if cur.SnapshotID != "" && sn.ID == cur.SnapshotID {
-			cutFrom = sn.Generation
-		}
-	}
-	var untagged []string
-	var doomed []Volume
-	for _, v := range s.view.Volumes {
-		if v.ID == cur.ID || v.Generation >= cur.Generation {
-			continue
-		}
-		if !v.Superseded {
-			untagged = append(untagged, v.ID)
-		}
-		if !deleteThem || v.State != string(ec2types.VolumeStateAvailable) || len(v.Attachments) > 0 {
-			continue
-		}
-		if v.Generation > cutFrom {
-			s.Log.Warn("superseded volume is newer than the snapshot this volume was restored from, and holds writes no snapshot has: keeping it",
-				logkey.Step, "superseded", logkey.Volume, v.ID, logkey.Generation, v.Generation, "restored_generation", cutFrom)
-			continue
-		}
-		doomed = append(doomed, v)
-	}
+func (s *SlotRun) Retire(ctx context.Context, keep int) {
 	warn := func(msg string, err error) {
 		s.Log.Warn(msg+"; up goes on", logkey.Step, "superseded", logkey.Error, err.Error())
 		s.Res.Warnings = append(s.Res.Warnings, msg+": "+fail.OneLine(err.Error()))
 	}
+	vols, err := ListSlotVolumes(ctx, s.C.EC2, s.Group, s.Slot)
+	var snaps []Snapshot
+	if err == nil {
+		snaps, err = ListSlotSnapshots(ctx, s.C.EC2, s.Group, s.Slot)
+	}
+	if err != nil {
+		warn("could not look at the slot's older volumes (rerun up to retire them)", err)
+		return
+	}
+	untagged, doomed := planRetire(s.Res.Volume, vols, snaps, keep, s.Log)
 	if len(untagged) > 0 {
 		_, err := s.C.EC2.CreateTags(ctx, &ec2.CreateTagsInput{
 			Resources: untagged,
@@ -1047,8 +1057,52 @@ func (s *SlotRun) Retire(ctx context.Context, deleteThem bool) {
 			continue
 		}
 		s.Res.Deleted = append(s.Res.Deleted, v.ID)
-		s.Log.Info("superseded volume deleted (--delete-superseded)", logkey.Step, "superseded", logkey.Volume, v.ID, logkey.Generation, v.Generation)
+		s.Log.Info("superseded volume deleted", logkey.Step, "superseded", logkey.Volume, v.ID, logkey.Generation, v.Generation, "keep_superseded", keep)
 	}
+}
+
+// planRetire decides, for the slot's volumes and snapshots (newest first) and the current volume cur,
+// which older volumes to tag superseded and which to delete (Retire's rules). log says why a volume that
+// keep alone would let go is kept.
+func planRetire(cur Volume, vols []Volume, snaps []Snapshot, keep int, log *slog.Logger) (untagged []string, doomed []Volume) {
+	cutFrom := cur.Generation - 1 // a blank volume, or a source snapshot no longer listed
+	var newest *Snapshot          // the slot's newest completed snapshot
+	for i, sn := range snaps {
+		if cur.SnapshotID != "" && sn.ID == cur.SnapshotID {
+			cutFrom = sn.Generation
+		}
+		if newest == nil && sn.State == SnapshotCompleted {
+			newest = &snaps[i]
+		}
+	}
+	older := 0
+	for _, v := range vols {
+		if v.ID == cur.ID || v.Generation >= cur.Generation {
+			continue
+		}
+		if !v.Superseded {
+			untagged = append(untagged, v.ID)
+		}
+		older++
+		if older <= keep || v.State != string(ec2types.VolumeStateAvailable) || len(v.Attachments) > 0 {
+			continue // a way back, or in use
+		}
+		why := ""
+		switch {
+		case newest == nil:
+			why = "the slot has no completed snapshot: this volume may hold the only copy of its data"
+		case v.ID == newest.SourceVolume || v.Generation >= newest.Generation:
+			why = fmt.Sprintf("the slot's newest completed snapshot %s is of this generation or an older one: this volume may hold writes no snapshot has", newest.ID)
+		case v.Generation > cutFrom:
+			why = "newer than the snapshot the current volume was restored from: it holds writes no snapshot has"
+		}
+		if why != "" {
+			log.Warn("keeping a superseded volume: "+why, logkey.Step, "superseded", logkey.Volume, v.ID, logkey.Generation, v.Generation)
+			continue
+		}
+		doomed = append(doomed, v)
+	}
+	return untagged, doomed
 }
 
 // dashIfEmpty shows an empty state as "-" in messages.

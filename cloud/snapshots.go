@@ -62,6 +62,9 @@ func (r SnapshotRequest) tags() map[string]string {
 	if r.Set != "" {
 		t[TagSet], t[TagSetSize] = r.Set, strconv.Itoa(r.SetSize)
 	}
+	for k, v := range ShapeTags(r.Volume) { // the volume keeps its shape across a move (shape.go)
+		t[k] = v
+	}
 	return t
 }
 

@@ -39,6 +39,15 @@ const (
 	// mount, or before `up --no-mount` reports it attached. Never removed: a volume that has it is never
 	// formatted, whatever it holds.
 	TagHandedOut = "handover:handed-out"
+	// The source volume's shape when the snapshot was taken (ModifyVolume changes survive a move across
+	// AZs: a restore takes the larger of these and the configuration, shape.go): EBS volume type, size in
+	// GiB, provisioned IOPS and throughput (MiB/s; absent when the type has none), and the KMS key of an
+	// encrypted volume.
+	TagShapeType       = "handover:shape-type"
+	TagShapeSize       = "handover:shape-size"
+	TagShapeIOPS       = "handover:shape-iops"
+	TagShapeThroughput = "handover:shape-throughput"
+	TagShapeKMSKey     = "handover:shape-kms-key"
 
 	DefaultSlot = "data"
 )

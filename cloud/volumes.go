@@ -29,6 +29,15 @@ type Volume struct {
 	Attachments  []Attachment
 	Tags         map[string]string
 	SnapshotID   string // the snapshot it was created from; "" when created blank
+	// The rest of its shape, as DescribeVolumes reports it (the targets of a modification under way).
+	IOPS       int32 // 0 for types without provisioned IOPS
+	Throughput int32 // MiB/s, gp3 only
+	Encrypted  bool
+	KMSKeyID   string
+	// InitializationRate is the Provisioned Rate for Volume Initialization it was created with (MiB/s, 0
+	// for none); FastRestored: created from a snapshot enabled for fast snapshot restore in its zone.
+	InitializationRate int32
+	FastRestored       bool
 }
 
 // Attachment is where a volume is attached.
@@ -52,6 +61,9 @@ type Snapshot struct {
 	VolumeSizeGiB  int32
 	StartTime      time.Time
 	Tags           map[string]string
+	Encrypted      bool
+	KMSKeyID       string        // the key the snapshot is encrypted with; a restore uses it unless given another
+	Shape          RecordedShape // the source volume's shape, from the snapshot's tags (shape.go)
 }
 
 func TagMap(tags []ec2types.Tag) map[string]string {
@@ -114,6 +126,13 @@ func ToSlotVolume(v ec2types.Volume) Volume {
 		CreateTime:   aws.ToTime(v.CreateTime),
 		Tags:         tags,
 		SnapshotID:   aws.ToString(v.SnapshotId),
+		IOPS:         aws.ToInt32(v.Iops),
+		Throughput:   aws.ToInt32(v.Throughput),
+		Encrypted:    aws.ToBool(v.Encrypted),
+		KMSKeyID:     aws.ToString(v.KmsKeyId),
+
+		InitializationRate: aws.ToInt32(v.VolumeInitializationRate),
+		FastRestored:       aws.ToBool(v.FastRestored),
 	}
 	for _, a := range v.Attachments {
 		sv.Attachments = append(sv.Attachments, Attachment{
@@ -173,6 +192,9 @@ func ToSlotSnapshot(s ec2types.Snapshot) Snapshot {
 		VolumeSizeGiB:  aws.ToInt32(s.VolumeSize),
 		StartTime:      aws.ToTime(s.StartTime),
 		Tags:           tags,
+		Encrypted:      aws.ToBool(s.Encrypted),
+		KMSKeyID:       aws.ToString(s.KmsKeyId),
+		Shape:          recordedShapeOf(tags),
 	}
 }
 

@@ -27,6 +27,19 @@ var ec2Actions = map[string]actionFunc{
 	"DescribeVolumesModifications": func(r *Region, c *reqCtx) ([]node, *apiError) {
 		return r.describeVolumesModifications(c)
 	},
+	"DescribeVolumeStatus": func(r *Region, c *reqCtx) ([]node, *apiError) { return r.describeVolumeStatus(c) },
+	"EnableFastSnapshotRestores": func(r *Region, c *reqCtx) ([]node, *apiError) {
+		return r.changeFastRestores(c, true)
+	},
+	"DisableFastSnapshotRestores": func(r *Region, c *reqCtx) ([]node, *apiError) {
+		return r.changeFastRestores(c, false)
+	},
+	"DescribeFastSnapshotRestores": func(r *Region, c *reqCtx) ([]node, *apiError) {
+		return r.describeFastSnapshotRestores(c)
+	},
+	"LockSnapshot":            func(r *Region, c *reqCtx) ([]node, *apiError) { return r.lockSnapshot(c) },
+	"UnlockSnapshot":          func(r *Region, c *reqCtx) ([]node, *apiError) { return r.unlockSnapshot(c) },
+	"DescribeLockedSnapshots": func(r *Region, c *reqCtx) ([]node, *apiError) { return r.describeLockedSnapshots(c) },
 	"CreateSnapshot":          func(r *Region, c *reqCtx) ([]node, *apiError) { return r.createSnapshot(c) },
 	"CreateSnapshots":         func(r *Region, c *reqCtx) ([]node, *apiError) { return r.createSnapshots(c) },
 	"DescribeSnapshots":       func(r *Region, c *reqCtx) ([]node, *apiError) { return r.describeSnapshots(c) },

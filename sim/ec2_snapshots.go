@@ -101,6 +101,7 @@ func (r *Region) scheduleSnapshotDone(s *snapshot, d time.Duration) {
 	r.scheduleLocked("snapshot/"+s.ID, SnapshotComplete, d, true, func() {
 		if s.State == "pending" {
 			s.State = "completed"
+			s.startLockLocked(time.Now())
 		}
 	})
 }
@@ -207,7 +208,12 @@ func (r *Region) deleteSnapshot(c *reqCtx) ([]node, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
+	if s.locked(c.now) {
+		// ec2_snapshot_lock.go: AWS does not document the code.
+		return nil, badRequest("SnapshotLocked", fmt.Sprintf("The snapshot '%s' is locked (%s) and can't be deleted until the lock expires or it is unlocked.", s.ID, s.Lock.state(c.now)))
+	}
 	r.cancelLocked("snapshot/" + s.ID)
+	r.dropFastRestoresLocked(s.ID)
 	delete(r.w.Snapshots, s.ID)
 	_ = os.Remove(r.snapshotImage(s.ID))
 	return []node{boolean("return", true)}, nil

@@ -80,7 +80,7 @@ func (r *Region) validAZ(az string) bool { return slices.Contains(r.opts.AZs, az
 // (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html).
 func volumeParams(c *reqCtx) string {
 	var b strings.Builder
-	for _, k := range []string{"Size", "SnapshotId", "VolumeType", "Iops", "Throughput", "Encrypted", "KmsKeyId"} {
+	for _, k := range []string{"Size", "SnapshotId", "VolumeType", "Iops", "Throughput", "Encrypted", "KmsKeyId", "VolumeInitializationRate"} {
 		b.WriteString(k + "=" + c.p.get(k) + ";")
 	}
 	return b.String()
@@ -153,6 +153,10 @@ func (r *Region) createVolume(c *reqCtx) ([]node, *apiError) {
 	if size < limits[0] || size > limits[1] {
 		return nil, badRequest("InvalidParameterValue", fmt.Sprintf("Volume of %dGiB is not in the range %d-%d for %s volumes.", size, limits[0], limits[1], vt))
 	}
+	rate, aerr := initializationRate(p, snap != nil)
+	if aerr != nil {
+		return nil, aerr
+	}
 	iops, aerr := p.integer("Iops", 0)
 	if aerr != nil {
 		return nil, aerr
@@ -187,6 +191,10 @@ func (r *Region) createVolume(c *reqCtx) ([]node, *apiError) {
 	delay := r.opts.Delays.CreateVolume
 	if snap != nil {
 		v.SnapshotID = snap.ID
+		// Fully initialized at creation from a snapshot enabled for fast snapshot restore in this zone,
+		// unless a rate was asked for (ec2_volume_init.go).
+		v.FastRestored = rate == 0 && r.fastRestoreEnabledLocked(snap.ID, az)
+		v.Init = r.newVolumeInit(snap.VolumeSize, rate, v.FastRestored)
 		delay = r.opts.Delays.CreateVolumeFromSnapshot
 		if err := copySparse(r.volumeImage(v.ID), r.snapshotImage(snap.ID), size); err != nil {
 			return nil, errf(500, "InternalError", err.Error())
@@ -206,6 +214,7 @@ func (r *Region) scheduleVolumeCreated(v *volume, d time.Duration) {
 	r.scheduleLocked("volume/"+v.ID, VolumeCreate, d, true, func() {
 		if v.State == "creating" && r.w.Volumes[v.ID] == v {
 			v.State = "available"
+			r.startInitLocked(v, time.Now())
 		}
 	})
 }
@@ -227,6 +236,12 @@ func volumeFields(v *volume, r *Region) []node {
 		tx("availabilityZone", v.AZ), tx("availabilityZoneId", r.azID(v.AZ)), tx("status", status), ts("createTime", v.Created),
 		list("attachmentSet", "item", atts), ec2TagSet(v.Tags), tx("volumeType", v.Type),
 		boolean("encrypted", v.Encrypted), opt("kmsKeyId", v.KmsKeyID), boolean("multiAttachEnabled", false),
+	}
+	if v.SnapshotID != "" {
+		out = append(out, boolean("fastRestored", v.FastRestored))
+	}
+	if v.Init != nil && v.Init.Rate > 0 {
+		out = append(out, num("volumeInitializationRate", v.Init.Rate))
 	}
 	if v.Iops > 0 {
 		out = append(out, num("iops", v.Iops))
@@ -518,6 +533,7 @@ func (r *Region) deleteVolume(c *reqCtx) ([]node, *apiError) {
 		return nil, badRequest("IncorrectState", fmt.Sprintf("The volume '%s' is 'creating'.", v.ID))
 	}
 	r.cancelLocked("volume/" + v.ID)
+	r.cancelLocked("init/" + v.ID)
 	delete(r.w.Volumes, v.ID)
 	_ = os.Remove(r.volumeImage(v.ID))
 	return []node{boolean("return", true)}, nil

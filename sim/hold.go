@@ -25,10 +25,12 @@ const (
 	InstanceTerminate Transition = "instance-terminate" // instance shutting-down -> terminated
 	HookTimeout       Transition = "hook-timeout"       // Pending:Wait / Terminating:Wait -> the hook's default result
 	SpotInterruption  Transition = "spot-interruption"  // a Spot notice's action is carried out
+	VolumeInitialize  Transition = "volume-initialize"  // a restored volume's initialization reaches 100%
+	FastRestoreEnable Transition = "fast-restore"       // fast snapshot restore enabling -> optimizing -> enabled, disabling -> disabled
 )
 
 var transitions = []Transition{VolumeCreate, VolumeAttach, VolumeDetach, VolumeModify, VolumeOptimize, SnapshotComplete,
-	InstanceStart, InstanceStop, InstanceTerminate, HookTimeout, SpotInterruption}
+	InstanceStart, InstanceStop, InstanceTerminate, HookTimeout, SpotInterruption, VolumeInitialize, FastRestoreEnable}
 
 // hold is one active Hold call.
 type hold struct {

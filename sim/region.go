@@ -29,6 +29,7 @@ type Delays struct {
 	InstanceStop             time.Duration // stopping -> stopped
 	InstanceTerminate        time.Duration // shutting-down -> terminated
 	ModifyVolume             time.Duration // modifying -> optimizing (half-way) -> completed
+	FastSnapshotRestore      time.Duration // fast snapshot restore enabling -> optimizing, disabling -> disabled (ec2_fast_restore.go)
 }
 
 // DefaultDelays are used for every zero field of Options.Delays.
@@ -42,6 +43,7 @@ var DefaultDelays = Delays{
 	InstanceStop:             5 * time.Second,
 	InstanceTerminate:        5 * time.Second,
 	ModifyVolume:             2 * time.Second,
+	FastSnapshotRestore:      30 * time.Second,
 }
 
 // Faults are injected into the API (not into IMDS).
@@ -92,6 +94,9 @@ type Options struct {
 	// Replacement chooses what AWS leaves open when a group replaces a
 	// member: the zone and the moment of the launch (sim/asg_replace.go).
 	Replacement Replacement
+	// InitializationRate is the MiB/s at which a volume restored without a VolumeInitializationRate loads
+	// its blocks (AWS does not document it: it "fluctuates"); 0 = 64. See ec2_volume_init.go.
+	InitializationRate float64
 }
 
 // Call is one entry of the API call log.
@@ -214,6 +219,7 @@ func withDefaults(d Delays) Delays {
 		InstanceStop:             pick(d.InstanceStop, def.InstanceStop),
 		InstanceTerminate:        pick(d.InstanceTerminate, def.InstanceTerminate),
 		ModifyVolume:             pick(d.ModifyVolume, def.ModifyVolume),
+		FastSnapshotRestore:      pick(d.FastSnapshotRestore, def.FastSnapshotRestore),
 	}
 }
 

@@ -40,6 +40,8 @@ func (r *Region) resumeLocked() {
 		if v.Mod != nil {
 			r.scheduleModificationLocked(v)
 		}
+		r.scheduleInitLocked(v) // a restored volume still loading its blocks
+
 		if a := v.Attachment; a != nil {
 			in := r.w.Instances[a.InstanceID]
 			switch a.State {
@@ -58,4 +60,5 @@ func (r *Region) resumeLocked() {
 			r.scheduleSnapshotDone(s, max(0, time.Until(s.Start.Add(s.Duration))))
 		}
 	}
+	r.resumeFastRestoresLocked()
 }

@@ -21,6 +21,7 @@ type world struct {
 	Templates    map[string]*launchTemplate `json:"launchTemplates"`
 	Groups       map[string]*group          `json:"groups"`
 	ClientTokens map[string]clientToken     `json:"clientTokens"`
+	FastRestores map[string]*fastRestore    `json:"fastRestores"` // snapshot/zone -> fast snapshot restore (ec2_fast_restore.go)
 	IPSeq        int                        `json:"ipSeq"`
 }
 
@@ -48,7 +49,11 @@ type volume struct {
 	Attachment *attachment       `json:"attachment,omitempty"`
 	Mod        *modification     `json:"modification,omitempty"` // the latest ModifyVolume
 	// LastSnapshot is when the latest CreateSnapshot of this volume succeeded (SnapshotInterval).
-	LastSnapshot time.Time   `json:"lastSnapshot,omitzero"`
+	LastSnapshot time.Time `json:"lastSnapshot,omitzero"`
+	// Init is a restored volume's initialization (ec2_volume_init.go); nil for a blank one. FastRestored:
+	// made from a snapshot enabled for fast snapshot restore in its zone.
+	Init         *volumeInit `json:"init,omitempty"`
+	FastRestored bool        `json:"fastRestored,omitempty"`
 	lag          []volumeLag // attachments before recent calls, for reads inside the consistency delay
 }
 
@@ -84,6 +89,7 @@ type snapshot struct {
 	Encrypted   bool              `json:"encrypted,omitempty"`
 	KmsKeyID    string            `json:"kmsKeyId,omitempty"`
 	Tags        map[string]string `json:"tags,omitempty"`
+	Lock        *snapshotLock     `json:"lock,omitempty"` // EBS snapshot lock (ec2_snapshot_lock.go)
 }
 
 type instance struct {
@@ -214,6 +220,7 @@ func (w *world) fillMaps() {
 	fill(&w.Templates)
 	fill(&w.Groups)
 	fill(&w.ClientTokens)
+	fill(&w.FastRestores)
 }
 
 func fill[V any](m *map[string]V) {

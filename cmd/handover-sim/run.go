@@ -105,6 +105,8 @@ func serveFlags(args []string, stderr io.Writer) (sim.Options, string, string, e
 	fs.DurationVar(&d.InstanceStop, "delay-instance-stop", d.InstanceStop, "instance stopping -> stopped")
 	fs.DurationVar(&d.InstanceTerminate, "delay-instance-terminate", d.InstanceTerminate, "instance shutting-down -> terminated")
 	fs.DurationVar(&d.ModifyVolume, "delay-modify-volume", d.ModifyVolume, "volume modification: modifying, then optimizing (half each), then completed")
+	fs.DurationVar(&d.FastSnapshotRestore, "delay-fast-snapshot-restore", d.FastSnapshotRestore, "fast snapshot restore enabling -> optimizing and disabling -> disabled (optimizing: 60 min per TiB, at least this)")
+	fs.Float64Var(&o.InitializationRate, "initialization-rate", 64, "MiB/s at which a volume restored without a VolumeInitializationRate loads its blocks (AWS does not document its default)")
 	fs.Float64Var(&o.Speed, "speed", 1, "divide every delay by this")
 	fs.Float64Var(&o.Jitter, "jitter", 0, "random +- fraction applied to each delay")
 	fs.BoolVar(&o.Throttle, "throttle", false, "EC2 request and resource token buckets (RequestLimitExceeded), Auto Scaling bucket (Throttling)")
