@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -98,6 +99,10 @@ func (vs *volumeSpecs) Set(s string) error {
 	}
 	if !filepath.IsAbs(v.MountPoint) || filepath.Clean(v.MountPoint) == "/" {
 		return fmt.Errorf("mount point %q: must be an absolute path other than /", v.MountPoint)
+	}
+	// A ".." is refused, not resolved: "/data/../etc" (from a tag, say) must not become a mount over /etc.
+	if slices.Contains(strings.Split(v.MountPoint, "/"), "..") {
+		return fmt.Errorf("mount point %q: give the path without '..'", v.MountPoint)
 	}
 	v.MountPoint = filepath.Clean(v.MountPoint)
 	for _, o := range *vs {
