@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/handover/handover/cloud"
 )
@@ -105,6 +106,14 @@ func (vs *volumeSpecs) Set(s string) error {
 		return fmt.Errorf("mount point %q: give the path without '..'", v.MountPoint)
 	}
 	v.MountPoint = filepath.Clean(v.MountPoint)
+	// Both end up in the mount unit (Where=, Options=) and must read back the same from the environment
+	// file and from a tag, where specs are separated by white space, ';' or a comma.
+	if !utf8.ValidString(v.MountPoint) || strings.ContainsFunc(v.MountPoint, unsafeInSpec) || strings.Contains(v.MountPoint, ",") {
+		return fmt.Errorf("mount point %q: use a path without white space, control characters, ',' or ';'", v.MountPoint)
+	}
+	if !utf8.ValidString(v.Options) || strings.ContainsFunc(v.Options, unsafeInSpec) {
+		return fmt.Errorf("mount options %q: no white space, control characters or ';'", v.Options)
+	}
 	for _, o := range *vs {
 		switch {
 		case o.Slot == v.Slot:
@@ -118,6 +127,9 @@ func (vs *volumeSpecs) Set(s string) error {
 	*vs = append(*vs, v)
 	return nil
 }
+
+// unsafeInSpec is a character a mount point or mount options must not hold.
+func unsafeInSpec(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == ';' }
 
 // orDefault returns the specs, or the default single slot when none was given.
 func (vs volumeSpecs) orDefault() volumeSpecs {
