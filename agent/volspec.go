@@ -114,6 +114,17 @@ func (vs *volumeSpecs) Set(s string) error {
 	if !utf8.ValidString(v.Options) || strings.ContainsFunc(v.Options, unsafeInSpec) {
 		return fmt.Errorf("mount options %q: no white space, control characters or ';'", v.Options)
 	}
+	var opts []string
+	for _, o := range strings.Split(v.Options, ",") {
+		switch {
+		case o == "": // "noatime," is "noatime", as mount reads it
+		case specStartRE.MatchString(o):
+			return fmt.Errorf("mount option %q is a volume spec: separate specs with a space", o)
+		default:
+			opts = append(opts, o)
+		}
+	}
+	v.Options = strings.Join(opts, ",")
 	for _, o := range *vs {
 		switch {
 		case o.Slot == v.Slot:
