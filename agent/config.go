@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,6 +57,28 @@ func newFlags(name string, getenv func(string) string, stderr io.Writer, imdsTim
 // dryRun adds --dry-run, for commands that change anything.
 func (f *flags) dryRun() {
 	f.fs.BoolVar(&f.Common.DryRun, "dry-run", false, "print what would be done and change nothing")
+}
+
+// intVar declares an integer option read as a decimal number, where flag.IntVar reads "010" as 8 and
+// "0x10" as 16 (strconv.ParseInt with base 0): HANDOVER_KEEP=010 in an environment file means ten. The help
+// names the value by the word of usage in backquotes (flag.UnquoteUsage), "value" without one.
+func (f *flags) intVar(p *int, name string, value int, usage string) {
+	*p = value
+	f.fs.Var((*decimalInt)(p), name, usage)
+}
+
+// decimalInt is an int flag.Value that reads only decimal numbers.
+type decimalInt int
+
+func (d *decimalInt) String() string { return strconv.Itoa(int(*d)) }
+
+func (d *decimalInt) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return errors.New("want a decimal integer")
+	}
+	*d = decimalInt(n)
+	return nil
 }
 
 // envName is the environment variable for a flag: --imds-timeout -> HANDOVER_IMDS_TIMEOUT.

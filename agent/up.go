@@ -53,10 +53,10 @@ const unitDirNone = "none"
 func (c *upConfig) register(f *flags) {
 	fs := f.fs
 	c.hostOptions.register(f, "lock that serialises up and down on this instance")
-	fs.IntVar(&c.Shape.SizeGiB, "size", 10, "GiB of a volume handover creates; grow only: a larger snapshot restores at its own size")
+	f.intVar(&c.Shape.SizeGiB, "size", 10, "`GiB` of a volume handover creates; grow only: a larger snapshot restores at its own size")
 	fs.StringVar(&c.Shape.Type, "type", "gp3", "EBS volume type of a volume handover creates: gp3, gp2, io1, io2, st1, sc1 or standard")
-	fs.IntVar(&c.Shape.IOPS, "iops", 0, "provisioned IOPS of a volume handover creates (gp3, io1, io2; 0: the type's default)")
-	fs.IntVar(&c.Shape.Throughput, "throughput", 0, "throughput in MiB/s of a gp3 volume handover creates (0: the default)")
+	f.intVar(&c.Shape.IOPS, "iops", 0, "provisioned `IOPS` of a volume handover creates (gp3, io1, io2; 0: the type's default)")
+	f.intVar(&c.Shape.Throughput, "throughput", 0, "throughput in `MiB/s` of a gp3 volume handover creates (0: the default)")
 	fs.BoolVar(&c.Shape.Encrypted, "encrypted", false, "encrypt volumes handover creates (restores of encrypted snapshots are always encrypted)")
 	fs.StringVar(&c.Shape.KMSKeyID, "kms-key-id", "", "KMS key for encrypted volumes handover creates (needs --encrypted; default: the account's EBS key)")
 	fs.StringVar(&c.FS, "fs", "ext4", "filesystem to make on a volume handover created blank: ext4 or xfs")
