@@ -22,6 +22,9 @@ type world struct {
 	Groups       map[string]*group          `json:"groups"`
 	ClientTokens map[string]clientToken     `json:"clientTokens"`
 	IPSeq        int                        `json:"ipSeq"`
+	// KMSKeyStates holds the state of the KMS keys a test made unusable (SetKMSKeyState), by the key
+	// id as CreateVolume is given it; a key not in it is Enabled.
+	KMSKeyStates map[string]string `json:"kmsKeyStates,omitempty"`
 }
 
 // clientToken remembers what a ClientToken created and with which
