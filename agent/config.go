@@ -93,8 +93,10 @@ func tagName(flagName string) string { return "handover:" + flagName }
 // A flag that takes several values (a flag.Value with a multi marker) reads its variable as a
 // comma-separated list.
 func (f *flags) parse(args []string) error {
+	unhint := f.hintParseErrors()
 	if err := f.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			unhint() // the help names each value's type from the flag package's own values
 			fmt.Fprintf(f.stderr, "usage of %s (every flag can also be set as HANDOVER_<FLAG> or the instance tag handover:<flag>):\n", f.fs.Name())
 			f.fs.SetOutput(f.stderr)
 			f.fs.PrintDefaults()
@@ -133,6 +135,48 @@ func (f *flags) parse(args []string) error {
 	})
 	return err
 }
+
+// hintParseErrors makes a bad duration or boolean say what it should be, from a flag, the environment or
+// a tag alike: the flag package's own error for both is "parse error". unhint puts the flag package's
+// values back.
+func (f *flags) hintParseErrors() (unhint func()) {
+	orig := map[*flag.Flag]flag.Value{}
+	f.fs.VisitAll(func(fl *flag.Flag) {
+		g, ok := fl.Value.(flag.Getter)
+		if !ok {
+			return
+		}
+		switch g.Get().(type) {
+		case time.Duration:
+			orig[fl], fl.Value = fl.Value, hintValue{fl.Value, "want a duration such as 90s or 5m"}
+		case bool:
+			orig[fl], fl.Value = fl.Value, boolHintValue{hintValue{fl.Value, "want true or false"}}
+		}
+	})
+	return func() {
+		for fl, v := range orig {
+			fl.Value = v
+		}
+	}
+}
+
+// hintValue is a flag.Value whose Set fails with hint.
+type hintValue struct {
+	flag.Value
+	hint string
+}
+
+func (h hintValue) Set(s string) error {
+	if err := h.Value.Set(s); err != nil {
+		return errors.New(h.hint)
+	}
+	return nil
+}
+
+// boolHintValue is a hintValue of a boolean flag, which stands alone on the command line.
+type boolHintValue struct{ hintValue }
+
+func (boolHintValue) IsBoolFlag() bool { return true }
 
 // applyTags fills every flag still at its default from the instance tag handover:<flag>, when present.
 // Tags that name no flag of this command are ignored: the same instance tags serve every command.
