@@ -275,6 +275,8 @@ func badInputs() []badInput {
 		{what: "instance metadata unreachable", setup: "AWS_EC2_METADATA_SERVICE_ENDPOINT points at a closed port",
 			args: []string{"up", "--imds-timeout", "1s"}, env: env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9"), code: pre,
 			line: `instance metadata at http://127.0.0.1:9 did not answer within 1s: not on EC2, or IMDS unreachable`},
+		{what: "tags not in metadata and ec2:DescribeTags denied", setup: "InstanceMetadataTags disabled; the role may not call DescribeTags",
+			args: []string{"up"}, noIMDSTags: true, deny: []string{"DescribeTags"}, code: pre, line: `ec2:DescribeTags`},
 		{what: "device never appears", setup: "HANDOVER_DEV_DIR is a directory no device appears in", args: []string{"up", "--timeout", "3s"},
 			env: env("HANDOVER_DEV_DIR", "{dir}/nodev"), code: fail.CodeFailed, line: `up did not finish within --timeout 3s \(it was at step "volumes: data at device"\)`,
 			kept: keepAddressAndData("the address (handed back); the new volume stays attached for the rerun")},
