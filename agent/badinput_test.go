@@ -286,6 +286,13 @@ func badInputs() []badInput {
 				writeMBR(b.t, filepath.Join(b.dir, "sim", "volumes", b.vol+".img"))
 			}, args: []string{"up"}, code: pre, line: `vol-[0-9a-f]+ \(/dev/loop[0-9]+\) holds a dos partition table, not a filesystem`,
 			kept: keepPartitionTable},
+		{what: "lock file is a directory", args: []string{"up", "--lock-file", "/"}, code: pre, line: `lock /: is a directory: give --lock-file the path of a file`},
+		{what: "lock directory read-only", setup: "the lock file's directory is a read-only mount", root: true,
+			world: func(b *badRun) { b.readOnlyDir("ro") }, args: []string{"up"}, env: env("HANDOVER_LOCK_FILE", "{dir}/ro/handover.lock"),
+			code: pre, line: `lock \{dir\}/ro/handover.lock: read-only file system: make its directory writable`},
+		{what: "lock directory full", setup: "the lock file's directory is a full tmpfs", root: true,
+			world: func(b *badRun) { b.fullDir("full") }, args: []string{"snapshot"}, env: env("HANDOVER_LOCK_FILE", "{dir}/full/handover.lock"),
+			code: pre, line: `lock \{dir\}/full/handover.lock: no space left on device: make its directory writable`},
 	}
 }
 
