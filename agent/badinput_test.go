@@ -277,6 +277,13 @@ func badInputs() []badInput {
 			line: `instance metadata at http://127.0.0.1:9 did not answer within 1s: not on EC2, or IMDS unreachable`},
 		{what: "tags not in metadata and ec2:DescribeTags denied", setup: "InstanceMetadataTags disabled; the role may not call DescribeTags",
 			args: []string{"up"}, noIMDSTags: true, deny: []string{"DescribeTags"}, code: pre, line: `ec2:DescribeTags`},
+		{what: "KMS key unusable", setup: "first boot, --encrypted with a KMS key that is disabled", args: []string{"up", "--encrypted", "--kms-key-id", "alias/gone"},
+			world: func(b *badRun) {
+				if err := b.sim.SetKMSKeyState("alias/gone", "Disabled"); err != nil {
+					b.t.Fatal(err)
+				}
+			}, code: pre, line: `slot data: EBS put the new volume vol-[0-9a-f]+ in the error state: for an encrypted volume it could not use the KMS key alias/gone`,
+			kept: keepAddressAndData("the address (handed back); the volume EBS could not create stays, in state error")},
 		{what: "device never appears", setup: "HANDOVER_DEV_DIR is a directory no device appears in", args: []string{"up", "--timeout", "3s"},
 			env: env("HANDOVER_DEV_DIR", "{dir}/nodev"), code: fail.CodeFailed, line: `up did not finish within --timeout 3s \(it was at step "volumes: data at device"\)`,
 			kept: keepAddressAndData("the address (handed back); the new volume stays attached for the rerun")},
