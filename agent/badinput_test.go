@@ -287,6 +287,17 @@ func badInputs() []badInput {
 		{what: "device never appears", setup: "HANDOVER_DEV_DIR is a directory no device appears in", args: []string{"up", "--timeout", "3s"},
 			env: env("HANDOVER_DEV_DIR", "{dir}/nodev"), code: fail.CodeFailed, line: `up did not finish within --timeout 3s \(it was at step "volumes: data at device"\)`,
 			kept: keepAddressAndData("the address (handed back); the new volume stays attached for the rerun")},
+		{what: "mount point already in use", setup: "a tmpfs is mounted at the slot's mount point", root: true,
+			world: func(b *badRun) {
+				mp := filepath.Join(b.dir, "mnt", "busy")
+				if err := os.MkdirAll(mp, 0o755); err != nil {
+					b.t.Fatal(err)
+				}
+				if err := unix.Mount("tmpfs", mp, "tmpfs", 0, "size=1m"); err != nil {
+					b.t.Fatal(err)
+				}
+				b.t.Cleanup(func() { _ = unix.Unmount(mp, unix.MNT_DETACH) })
+			}, args: []string{"up", "--volume", "data:/dev/sdf:{dir}/mnt/busy"}, code: pre, line: `/mnt/busy is already a mount point of tmpfs`},
 		{what: "partition table on a created-blank volume", setup: "the slot's volume, tagged created-blank, holds an MBR partition table and nothing else", root: true,
 			world: func(b *badRun) {
 				b.vol = b.createSlotVolume("us-east-1a", 1, map[string]string{cloud.TagCreatedBlank: "true"})

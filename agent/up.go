@@ -544,6 +544,11 @@ func (r *upRun) precheck(ctx context.Context) error {
 		if p.Action == cloud.PlanRefuse {
 			return r.refusalOrRace(ctx, p.Err)
 		}
+		if !r.cfg.NoMount {
+			if err := mountPointFree(r.host, spec, view, r.me.InstanceID); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
