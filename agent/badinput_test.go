@@ -265,6 +265,16 @@ func badInputs() []badInput {
 					b.t.Fatal(err)
 				}
 			}, args: []string{"up"}, code: pre, line: `error`},
+		{what: "volume in a third AZ held by a live instance and no snapshot", setup: "the slot's only volume is in us-east-1c, attached to a running instance outside the group",
+			world: func(b *badRun) {
+				other := b.runInstance("us-east-1c", map[string]string{cloud.TagGroup: "other"}, true)
+				b.vol = b.createSlotVolume("us-east-1c", 1, nil)
+				if _, err := b.ec2.AttachVolume(b.ctx(), &ec2.AttachVolumeInput{VolumeId: aws.String(b.vol), InstanceId: aws.String(other), Device: aws.String("/dev/sdf")}); err != nil {
+					b.t.Fatal(err)
+				}
+			}, args: []string{"up", "--release-timeout", "1s"}, code: fail.CodeFenced,
+			line: `vol-[0-9a-f]+ \(slot data\) is attached to i-[0-9a-f]+ \(running\), a live instance, after waiting 1s: stop it or let its group terminate it, or pass --takeover`,
+			kept: keepAddressAndData("the address (handed back); the volume, with its live holder")},
 		{what: "data required on first boot", setup: "the slot has no volume and no snapshot", args: []string{"up", "--require-data"}, code: pre,
 			line: `slot data of group orders has no volume and no snapshot, and --require-data refuses to start blank`},
 		{what: "Auto Scaling group launches before it terminates", setup: "the instance is in a group with MinHealthyPercentage=100 and a launch hook",

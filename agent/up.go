@@ -575,11 +575,17 @@ func (r *upRun) fence(ctx context.Context) error { return r.lease.Check(ctx, r.c
 // handBack disassociates the address this run took when the run ends without the data, so that the
 // address is never on one instance and the data on another. An address found here is left here.
 func (r *upRun) handBack(ctx context.Context, cause error) {
-	if !r.lease.TookIt || fail.Code(cause) == fail.CodeFenced || ctx.Err() != nil {
-		return // not ours any more, or the run was stopped from outside: its rerun carries on under the lease
+	if !r.lease.TookIt || ctx.Err() != nil {
+		return // not ours, or the run was stopped from outside: its rerun carries on under the lease
 	}
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	// A lost race usually means the address is not ours any more; but a live instance that keeps the
+	// slot's volume past --release-timeout leaves it here, and this run must not end with the address on
+	// this instance and the data on that one.
+	if fail.Code(cause) == fail.CodeFenced && r.fence(hctx) != nil {
+		return
+	}
 	if err := r.lease.Release(hctx, r.clients.EC2); err != nil {
 		r.log.Error("could not hand back the Elastic IP this run took; disassociate it by hand", logkey.Step, "address", logkey.Error, err.Error())
 		return
