@@ -239,6 +239,8 @@ func badInputs() []badInput {
 		{what: "group tag with ../", args: []string{"status"}, noGroup: true, tags: tag(cloud.TagGroup, "../../etc"), code: usage, line: `instance tag handover:group="../../etc": use letters, digits`},
 		{what: "unknown flag", args: []string{"up", "--mount-point", "/data"}, code: usage, line: `flag provided but not defined: -mount-point \(see --help\)`},
 		{what: "stray argument", args: []string{"down", "now"}, code: usage, line: `unexpected argument "now" \(flags only; see --help\)`},
+		{what: "termination hook name with shell metacharacters (tag)", args: []string{"down"}, tags: tag("handover:terminate-hook", "$(touch "+pwned+")"), code: usage,
+			line: `instance tag handover:terminate-hook=.*a lifecycle hook name uses letters`},
 		{what: "release mode unknown (tag)", args: []string{"down"}, tags: tag("handover:release", "detach"), code: usage, line: `instance tag handover:release="detach": want unmount or freeze`},
 		{what: "pre-stop shell without a command (environment)", args: []string{"down"}, env: env("HANDOVER_PRE_STOP_SHELL", "true"), code: usage, line: `environment HANDOVER_PRE_STOP_SHELL="true": is set but --pre-stop is empty`},
 		{what: "rebalance mode unknown", args: []string{"watch", "--on-rebalance=sometimes"}, code: usage, line: `--on-rebalance "sometimes": want off, snapshot or replace`},
