@@ -248,6 +248,7 @@ func badInputs() []badInput {
 		{what: "keep negative", args: []string{"snapshot", "--keep", "-1"}, code: usage, line: `--keep "-1": `},
 		{what: "failover without a group or instance", args: []string{"failover"}, code: usage, line: `name the group \(--group or HANDOVER_GROUP\), the target \(--to\) or the failed primary \(--from\)`},
 		{what: "version with an argument", args: []string{"version", "--short"}, code: usage, line: `^version takes no arguments$`},
+		{what: "watch state file is a directory", args: []string{"watch", "--state-file", "{dir}"}, code: pre, line: `read state file \{dir\}: fix its permissions, or point --state-file elsewhere`},
 		{what: "failover target not an instance ID", args: []string{"failover", "--to", "web-2"}, code: usage, line: `--to "web-2": want an instance ID`},
 
 		// The world handover finds.
