@@ -88,6 +88,9 @@ func (c *upConfig) claimSpec(group, instanceID string) cloud.ClaimSpec {
 // itself judges those. https://docs.aws.amazon.com/ebs/latest/userguide/ebs-volume-types.html
 var minSizeGiB = map[string]int{"gp3": 1, "gp2": 1, "io1": 4, "io2": 4, "st1": 125, "sc1": 125, "standard": 1}
 
+// minIOPS is the least provisioned IOPS of each type that takes them (same page).
+var minIOPS = map[string]int{"gp3": 3000, "io1": 100, "io2": 100}
+
 // validate checks up's options in one place; every error names the flag to fix. It does not require the
 // group, which may still come from the instance's tags.
 func (c *upConfig) validate() error {
@@ -110,6 +113,12 @@ func (c *upConfig) validate() error {
 		return badOption("throughput", "must be positive")
 	case s.Throughput > 0 && s.Type != "gp3":
 		return badOption("throughput", "only gp3 volumes take it, not %s", s.Type)
+	// The least provisioned performance of each type, which has not changed as the largest have grown (EBS
+	// judges those): below it CreateVolume fails, and only after the address has been taken.
+	case s.IOPS > 0 && s.IOPS < minIOPS[s.Type]:
+		return badOption("iops", "a %s volume takes at least %d IOPS (0: the type's default)", s.Type, minIOPS[s.Type])
+	case s.Throughput > 0 && s.Throughput < 125:
+		return badOption("throughput", "a gp3 volume takes at least 125 MiB/s (0: the default)")
 	case s.KMSKeyID != "" && !s.Encrypted:
 		return badOption("kms-key-id", "needs --encrypted")
 	}
