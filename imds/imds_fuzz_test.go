@@ -52,8 +52,17 @@ func (m memIMDS) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-func memClient(m memIMDS) *imds.Client {
-	return imds.New(imds.Options{Endpoint: "http://169.254.169.254", HTTPClient: &http.Client{Transport: m}, CallTimeout: 5 * time.Second})
+// memServer is a memIMDS whose documents each fuzz input replaces; one client (and its token) serves a
+// target's inputs, which a fuzz worker runs one at a time.
+type memServer struct{ docs memIMDS }
+
+func (s *memServer) RoundTrip(r *http.Request) (*http.Response, error) { return s.docs.RoundTrip(r) }
+
+// memClient returns a client of IMDS answering from the documents set by the returned function.
+func memClient() (*imds.Client, func(memIMDS)) {
+	s := &memServer{}
+	c := imds.New(imds.Options{Endpoint: "http://169.254.169.254", HTTPClient: &http.Client{Transport: s}, CallTimeout: 5 * time.Second})
+	return c, func(m memIMDS) { s.docs = m }
 }
 
 // fuzzStatus maps a fuzzed number onto the statuses IMDS answers with. A 5xx and a 401 are left out: the
@@ -82,9 +91,10 @@ func FuzzIdentityDocument(f *testing.F) {
 	f.Add([]byte(`not json`), uint8(0), "x", uint8(0))
 	f.Add([]byte(identityDoc), uint8(4), "x", uint8(0))
 	f.Add([]byte(identityDoc), uint8(0), "x", uint8(6))
+	c, serve := memClient()
 	f.Fuzz(func(t *testing.T, doc []byte, docStatus uint8, azID string, azStatus uint8) {
 		ds, as := fuzzStatus(docStatus), fuzzStatus(azStatus)
-		c := memClient(memIMDS{
+		serve(memIMDS{
 			docPath: {ds, doc}, metadataRoot + "placement/availability-zone-id": {as, []byte(azID)},
 		})
 		id, err := c.Identity(context.Background())
@@ -157,6 +167,7 @@ func FuzzInstanceTags(f *testing.F) {
 	f.Add("a\nb", "v", uint8(0), uint8(3))
 	f.Add("a", "v", uint8(5), uint8(0))
 	f.Add("a=b,c:d@e+f", "$(touch /tmp/pwned)", uint8(0), uint8(0))
+	c, serve := memClient()
 	f.Fuzz(func(t *testing.T, listing, value string, listStatus, valueStatus uint8) {
 		ls, vs := fuzzStatus(listStatus), fuzzStatus(valueStatus)
 		var keys []string
@@ -172,7 +183,8 @@ func FuzzInstanceTags(f *testing.F) {
 		for i, k := range keys {
 			m[metadataRoot+"tags/instance/"+k] = memAnswer{vs, []byte(value + strings.Repeat("x", i%2))}
 		}
-		tags, err := memClient(m).Tags(context.Background())
+		serve(m)
+		tags, err := c.Tags(context.Background())
 		switch {
 		case ls == http.StatusNotFound:
 			if !errors.Is(err, imds.ErrTagsDisabled) {
@@ -218,12 +230,13 @@ func FuzzNotices(f *testing.F) {
 	f.Add(uint8(2), []byte(`[]`), uint8(0))
 	f.Add(uint8(2), []byte(`{}`), uint8(7))
 	f.Add(uint8(0), []byte(`x`), uint8(4))
+	c, serve := memClient()
 	f.Fuzz(func(t *testing.T, kind uint8, body []byte, status uint8) {
 		st := fuzzStatus(status)
 		ctx := context.Background()
 		switch kind % 3 {
 		case 0:
-			c := memClient(memIMDS{metadataRoot + "autoscaling/target-lifecycle-state": {st, body}})
+			serve(memIMDS{metadataRoot + "autoscaling/target-lifecycle-state": {st, body}})
 			state, ok, err := c.TargetLifecycleState(ctx)
 			switch {
 			case st == http.StatusNotFound:
@@ -239,7 +252,7 @@ func FuzzNotices(f *testing.F) {
 				t.Fatalf("body %q: got %q, %v, %v", body, state, ok, err)
 			}
 		case 1:
-			c := memClient(memIMDS{metadataRoot + "spot/instance-action": {st, body}})
+			serve(memIMDS{metadataRoot + "spot/instance-action": {st, body}})
 			a, err := c.SpotInstanceAction(ctx)
 			var want imds.SpotAction
 			readable := json.Unmarshal(body, &want) == nil && want.Action != ""
@@ -257,7 +270,7 @@ func FuzzNotices(f *testing.F) {
 				t.Fatalf("body %q: got %+v, %v; want %+v", body, a, err, want)
 			}
 		case 2:
-			c := memClient(memIMDS{metadataRoot + "events/recommendations/rebalance": {st, body}})
+			serve(memIMDS{metadataRoot + "events/recommendations/rebalance": {st, body}})
 			r, err := c.RebalanceRecommendation(ctx)
 			var want imds.Rebalance
 			readable := json.Unmarshal(body, &want) == nil
