@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X $(PKG).Version=$(VERSION) -X $(PKG).Commit=$(COMMIT)
 GOBUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
 STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test demo lint clean
+.PHONY: help build test fuzz demo lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ build: ## static binaries under bin/: handover (production) and handover-sim (th
 
 test: ## the test suite, as README.md and CI run it
 	bash scripts/test.sh
+
+fuzz: ## every fuzz target for FUZZTIME each (default 10s), one after another
+	bash scripts/fuzz.sh
 
 demo: ## the full story in the simulated region, with the real agent code (run as root)
 	bash scripts/demo.sh

@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -61,6 +62,28 @@ func (f *flags) dryRun() {
 	f.fs.BoolVar(&f.Common.DryRun, "dry-run", false, "print what would be done and change nothing")
 }
 
+// intVar declares an integer option read as a decimal number, where flag.IntVar reads "010" as 8 and
+// "0x10" as 16 (strconv.ParseInt with base 0): HANDOVER_KEEP=010 in an environment file means ten. The help
+// names the value by the word of usage in backquotes (flag.UnquoteUsage), "value" without one.
+func (f *flags) intVar(p *int, name string, value int, usage string) {
+	*p = value
+	f.fs.Var((*decimalInt)(p), name, usage)
+}
+
+// decimalInt is an int flag.Value that reads only decimal numbers.
+type decimalInt int
+
+func (d *decimalInt) String() string { return strconv.Itoa(int(*d)) }
+
+func (d *decimalInt) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return errors.New("want a decimal integer")
+	}
+	*d = decimalInt(n)
+	return nil
+}
+
 // envName is the environment variable for a flag: --imds-timeout -> HANDOVER_IMDS_TIMEOUT.
 func envName(flagName string) string {
 	return "HANDOVER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
@@ -73,8 +96,10 @@ func tagName(flagName string) string { return "handover:" + flagName }
 // A flag that takes several values (a flag.Value with a multi marker) reads its variable as a
 // comma-separated list.
 func (f *flags) parse(args []string) error {
+	unhint := f.hintParseErrors()
 	if err := f.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			unhint() // the help names each value's type from the flag package's own values
 			fmt.Fprintf(f.stderr, "usage of %s (every flag can also be set as HANDOVER_<FLAG>, and as the instance tag handover:<flag> unless it runs a command or names a local path):\n", f.fs.Name())
 			f.fs.SetOutput(f.stderr)
 			f.fs.PrintDefaults()
@@ -128,6 +153,48 @@ var notFromTags = map[string]bool{
 	"pre-stop": true, "pre-stop-shell": true,
 	"volume": true, "lock-file": true, "unit-dir": true, "dev-dir": true, "sys-dir": true, "state-file": true,
 }
+
+// hintParseErrors makes a bad duration or boolean say what it should be, from a flag, the environment or
+// a tag alike: the flag package's own error for both is "parse error". unhint puts the flag package's
+// values back.
+func (f *flags) hintParseErrors() (unhint func()) {
+	orig := map[*flag.Flag]flag.Value{}
+	f.fs.VisitAll(func(fl *flag.Flag) {
+		g, ok := fl.Value.(flag.Getter)
+		if !ok {
+			return
+		}
+		switch g.Get().(type) {
+		case time.Duration:
+			orig[fl], fl.Value = fl.Value, hintValue{fl.Value, "want a duration such as 90s or 5m"}
+		case bool:
+			orig[fl], fl.Value = fl.Value, boolHintValue{hintValue{fl.Value, "want true or false"}}
+		}
+	})
+	return func() {
+		for fl, v := range orig {
+			fl.Value = v
+		}
+	}
+}
+
+// hintValue is a flag.Value whose Set fails with hint.
+type hintValue struct {
+	flag.Value
+	hint string
+}
+
+func (h hintValue) Set(s string) error {
+	if err := h.Value.Set(s); err != nil {
+		return errors.New(h.hint)
+	}
+	return nil
+}
+
+// boolHintValue is a hintValue of a boolean flag, which stands alone on the command line.
+type boolHintValue struct{ hintValue }
+
+func (boolHintValue) IsBoolFlag() bool { return true }
 
 // applyTags fills every flag still at its default from the instance tag handover:<flag>, when present.
 // Tags that name no flag of this command are ignored: the same instance tags serve every command. A tag

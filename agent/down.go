@@ -99,6 +99,11 @@ func (c *downConfig) validate() error {
 	if c.PreStopShell && c.PreStop == "" {
 		return badOption("pre-stop-shell", "is set but --pre-stop is empty: give the command to run")
 	}
+	// Checked before down changes anything: a name Auto Scaling refuses would only fail at the end, with
+	// the snapshot taken and the volume detached, and leave the hook to its timeout.
+	if c.TerminateHook != "" && !launchHookRE.MatchString(c.TerminateHook) {
+		return badOption("terminate-hook", "a lifecycle hook name uses letters, digits, '-', '_' and '/'")
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration

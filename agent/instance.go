@@ -67,6 +67,10 @@ func instanceTags(ctx context.Context, md *imds.Client, ec2c func() (cloud.EC2, 
 		return nil, "", err
 	}
 	tags, err = cloud.InstanceTags(ctx, client, instanceID)
+	if cloud.HasCode(err, cloud.CodeUnauthorizedOp) {
+		// The instance's configuration, not a failure while acting: no rerun heals it (exit 3).
+		return nil, "", fail.Precondition("instance tags are not in metadata and the instance role may not call ec2:DescribeTags: enable InstanceMetadataTags in the launch template, or allow ec2:DescribeTags", err)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("instance tags are not in metadata and reading them failed (allow ec2:DescribeTags in the instance role, or enable InstanceMetadataTags in the launch template): %w", err)
 	}

@@ -32,7 +32,7 @@ func (c *snapshotConfig) register(f *flags) {
 	c.hostOptions.register(f, "lock shared with up and down, so that a snapshot never runs in the middle of them")
 	f.fs.DurationVar(&c.FreezeTimeout, "freeze-timeout", 30*time.Second, "longest a filesystem stays frozen waiting for CreateSnapshot; then it is thawed and the run fails")
 	f.fs.BoolVar(&c.Freeze, "freeze", true, "freeze the filesystems for the snapshot (tagged consistent); false: no I/O pause, the slots snapshotted live, several of them in one crash-consistent CreateSnapshots")
-	f.fs.IntVar(&c.Keep, "keep", 0, "after the snapshot, delete the slot's oldest completed snapshots beyond this many (0: delete nothing)")
+	f.intVar(&c.Keep, "keep", 0, "after the snapshot, delete the slot's oldest completed snapshots beyond this many (`N`; 0: delete nothing)")
 	f.fs.DurationVar(&c.Timeout, "timeout", defaultDownTimeout, "bound on the whole snapshot; past it a freeze that hangs is given up on, a crash-consistent snapshot taken and the run fails")
 	registerLock(f, &c.LockSnapshots)
 }

@@ -54,10 +54,10 @@ const unitDirNone = "none"
 func (c *upConfig) register(f *flags) {
 	fs := f.fs
 	c.hostOptions.register(f, "lock that serialises up and down on this instance")
-	fs.IntVar(&c.Shape.SizeGiB, "size", 10, "GiB of a volume handover creates; grow only: a larger snapshot restores at its own size")
+	f.intVar(&c.Shape.SizeGiB, "size", 10, "`GiB` of a volume handover creates; grow only: a larger snapshot restores at its own size")
 	fs.StringVar(&c.Shape.Type, "type", "gp3", "EBS volume type of a volume handover creates: gp3, gp2, io1, io2, st1, sc1 or standard")
-	fs.IntVar(&c.Shape.IOPS, "iops", 0, "provisioned IOPS of a volume handover creates (gp3, io1, io2; 0: the type's default)")
-	fs.IntVar(&c.Shape.Throughput, "throughput", 0, "throughput in MiB/s of a gp3 volume handover creates (0: the default)")
+	f.intVar(&c.Shape.IOPS, "iops", 0, "provisioned `IOPS` of a volume handover creates (gp3, io1, io2; 0: the type's default)")
+	f.intVar(&c.Shape.Throughput, "throughput", 0, "throughput in `MiB/s` of a gp3 volume handover creates (0: the default)")
 	fs.BoolVar(&c.Shape.Encrypted, "encrypted", false, "encrypt volumes handover creates (restores of encrypted snapshots are always encrypted)")
 	fs.StringVar(&c.Shape.KMSKeyID, "kms-key-id", "", "KMS key for encrypted volumes handover creates (needs --encrypted; default: the account's EBS key)")
 	fs.StringVar(&c.FS, "fs", "ext4", "filesystem to make on a volume handover created blank: ext4 or xfs")
@@ -91,6 +91,9 @@ func (c *upConfig) claimSpec(group, instanceID string) cloud.ClaimSpec {
 // itself judges those. https://docs.aws.amazon.com/ebs/latest/userguide/ebs-volume-types.html
 var minSizeGiB = map[string]int{"gp3": 1, "gp2": 1, "io1": 4, "io2": 4, "st1": 125, "sc1": 125, "standard": 1}
 
+// minIOPS is the least provisioned IOPS of each type that takes them (same page).
+var minIOPS = map[string]int{"gp3": 3000, "io1": 100, "io2": 100}
+
 // validate checks up's options in one place; every error names the flag to fix. It does not require the
 // group, which may still come from the instance's tags.
 func (c *upConfig) validate() error {
@@ -113,6 +116,12 @@ func (c *upConfig) validate() error {
 		return badOption("throughput", "must be positive")
 	case s.Throughput > 0 && s.Type != "gp3":
 		return badOption("throughput", "only gp3 volumes take it, not %s", s.Type)
+	// The least provisioned performance of each type, which has not changed as the largest have grown (EBS
+	// judges those): below it CreateVolume fails, and only after the address has been taken.
+	case s.IOPS > 0 && s.IOPS < minIOPS[s.Type]:
+		return badOption("iops", "a %s volume takes at least %d IOPS (0: the type's default)", s.Type, minIOPS[s.Type])
+	case s.Throughput > 0 && s.Throughput < 125:
+		return badOption("throughput", "a gp3 volume takes at least 125 MiB/s (0: the default)")
 	case s.KMSKeyID != "" && !s.Encrypted:
 		return badOption("kms-key-id", "needs --encrypted")
 	case s.InitializationRate != 0 && (s.InitializationRate < cloud.MinInitializationRate || s.InitializationRate > cloud.MaxInitializationRate):
@@ -619,6 +628,11 @@ func (r *upRun) precheck(ctx context.Context) error {
 		if p.Action == cloud.PlanRefuse {
 			return r.refusalOrRace(ctx, p.Err)
 		}
+		if !r.cfg.NoMount {
+			if err := mountPointFree(r.host, spec, view, r.me.InstanceID); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -654,11 +668,17 @@ func (r *upRun) fence(ctx context.Context) error { return r.lease.Check(ctx, r.c
 // handBack disassociates the address this run took when the run ends without the data, so that the
 // address is never on one instance and the data on another. An address found here is left here.
 func (r *upRun) handBack(ctx context.Context, cause error) {
-	if !r.lease.TookIt || fail.Code(cause) == fail.CodeFenced || ctx.Err() != nil {
-		return // not ours any more, or the run was stopped from outside: its rerun carries on under the lease
+	if !r.lease.TookIt || ctx.Err() != nil {
+		return // not ours, or the run was stopped from outside: its rerun carries on under the lease
 	}
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	// A lost race usually means the address is not ours any more; but a live instance that keeps the
+	// slot's volume past --release-timeout leaves it here, and this run must not end with the address on
+	// this instance and the data on that one.
+	if fail.Code(cause) == fail.CodeFenced && r.fence(hctx) != nil {
+		return
+	}
 	if err := r.lease.Release(hctx, r.clients.EC2); err != nil {
 		r.log.Error("could not hand back the Elastic IP this run took; disassociate it by hand", logkey.Step, "address", logkey.Error, err.Error())
 		return

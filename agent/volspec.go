@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/handover/handover/cloud"
 )
@@ -99,7 +101,30 @@ func (vs *volumeSpecs) Set(s string) error {
 	if !filepath.IsAbs(v.MountPoint) || filepath.Clean(v.MountPoint) == "/" {
 		return fmt.Errorf("mount point %q: must be an absolute path other than /", v.MountPoint)
 	}
+	// A ".." is refused, not resolved: "/data/../etc" (from a tag, say) must not become a mount over /etc.
+	if slices.Contains(strings.Split(v.MountPoint, "/"), "..") {
+		return fmt.Errorf("mount point %q: give the path without '..'", v.MountPoint)
+	}
 	v.MountPoint = filepath.Clean(v.MountPoint)
+	// Both end up in the mount unit (Where=, Options=) and must read back the same from the environment
+	// file and from a tag, where specs are separated by white space, ';' or a comma.
+	if !utf8.ValidString(v.MountPoint) || strings.ContainsFunc(v.MountPoint, unsafeInSpec) || strings.Contains(v.MountPoint, ",") {
+		return fmt.Errorf("mount point %q: use a path without white space, control characters, ',' or ';'", v.MountPoint)
+	}
+	if !utf8.ValidString(v.Options) || strings.ContainsFunc(v.Options, unsafeInSpec) {
+		return fmt.Errorf("mount options %q: no white space, control characters or ';'", v.Options)
+	}
+	var opts []string
+	for _, o := range strings.Split(v.Options, ",") {
+		switch {
+		case o == "": // "noatime," is "noatime", as mount reads it
+		case specStartRE.MatchString(o):
+			return fmt.Errorf("mount option %q is a volume spec: separate specs with a space", o)
+		default:
+			opts = append(opts, o)
+		}
+	}
+	v.Options = strings.Join(opts, ",")
 	for _, o := range *vs {
 		switch {
 		case o.Slot == v.Slot:
@@ -113,6 +138,9 @@ func (vs *volumeSpecs) Set(s string) error {
 	*vs = append(*vs, v)
 	return nil
 }
+
+// unsafeInSpec is a character a mount point or mount options must not hold.
+func unsafeInSpec(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == ';' }
 
 // orDefault returns the specs, or the default single slot when none was given.
 func (vs volumeSpecs) orDefault() volumeSpecs {

@@ -540,7 +540,8 @@ func loadWatchState(log *slog.Logger, path, instanceID string) (*watchState, err
 		return s, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read state file %s (fix its permissions, or point --state-file elsewhere): %w", path, err)
+		// The host's configuration, before watch has done anything: no rerun heals it (exit 3).
+		return nil, fail.Precondition(fmt.Sprintf("read state file %s: fix its permissions, or point --state-file elsewhere", path), err)
 	}
 	var got watchState
 	if err := json.Unmarshal(b, &got); err != nil {

@@ -783,9 +783,26 @@ func (s *SlotRun) make(ctx context.Context, p SlotPlan) error {
 	} else {
 		s.Res.How = "created blank"
 	}
-	return waitVolume(ctx, s.Log, s.C.EC2, id, "available", func(v Volume) bool {
+	if err := waitVolume(ctx, s.Log, s.C.EC2, id, "available", func(v Volume) bool {
 		return v.State == string(ec2types.VolumeStateCreating)
-	})
+	}); err != nil {
+		return err
+	}
+	// EBS checks an encrypted volume's KMS key after CreateVolume has answered: a key it cannot use puts the
+	// volume in the error state instead of available. Planning again would only want another volume,
+	// which reads as another instance at work.
+	// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateVolume.html
+	if v, err := describeVolume(ctx, s.C.EC2, id); err == nil && v.State == string(ec2types.VolumeStateError) {
+		key := "its KMS key"
+		if s.Shape.KMSKeyID != "" {
+			key = "the KMS key " + s.Shape.KMSKeyID
+		} else if snap != nil {
+			key = "the KMS key of " + snap.ID
+		}
+		return fail.Precondition(fmt.Sprintf("slot %s: EBS put the new volume %s in the error state: for an encrypted volume it could not use %s (disabled, pending deletion, or the instance role lacks kms:CreateGrant or kms:GenerateDataKeyWithoutPlaintext on it); fix that and rerun (%s holds nothing: delete it)",
+			s.Slot, id, key, id), nil)
+	}
+	return nil
 }
 
 // pinMoment makes the run's slots agree on the moment they restore (a group of several slots): the first

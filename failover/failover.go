@@ -97,6 +97,10 @@ const (
 
 var instanceIDPattern = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)
 
+// ValidInstanceID reports whether id is an EC2 instance ID (i- and 8 or 17 hex digits), as Validate wants
+// --to and --from.
+func ValidInstanceID(id string) bool { return instanceIDPattern.MatchString(id) }
+
 // Validate checks a request in one place; its errors name the CLI flags (HANDOVER_GROUP for the Lambda).
 func (r Request) Validate() error {
 	if r.Group == "" && r.To == "" && r.From == "" {

@@ -23,11 +23,11 @@ type Lock struct{ f *os.File }
 // Lock takes the exclusive lock at path, waiting at most bound for another up/down to finish.
 func (l *Linux) Lock(ctx context.Context, path string, bound time.Duration) (*Lock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+		return nil, lockFileError(path, err)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+		return nil, lockFileError(path, err)
 	}
 	deadline := time.Now().Add(bound)
 	for {
@@ -52,6 +52,24 @@ func (l *Linux) Lock(ctx context.Context, path string, bound time.Duration) (*Lo
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// lockFileError says why the lock file cannot be made. A directory that is read-only, full or not
+// handover's to write is the host's configuration, which no rerun heals (exit 3), and nothing has been
+// changed yet: the lock is taken before anything else.
+func lockFileError(path string, err error) error {
+	for _, e := range []error{unix.EISDIR, unix.ENOTDIR} {
+		if errors.Is(err, e) {
+			return fail.Precondition(fmt.Sprintf("lock %s: %v: give --lock-file the path of a file (default %s)", path, e, DefaultLockFile), nil)
+		}
+	}
+	for _, e := range []error{unix.EROFS, unix.ENOSPC, unix.EDQUOT, unix.EACCES, unix.EPERM} {
+		if errors.Is(err, e) {
+			return fail.Precondition(fmt.Sprintf("lock %s: %v: make its directory writable, or give --lock-file a path on a writable filesystem (default %s, a tmpfs)",
+				path, e, DefaultLockFile), nil)
+		}
+	}
+	return fmt.Errorf("lock %s: %w", path, err)
 }
 
 // Unlock releases the lock.

@@ -78,7 +78,10 @@ func ParseMountInfo(b []byte) ([]Mount, error) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
+		// Fields are separated by single spaces; the kernel escapes space, tab, newline and backslash in
+		// paths but writes any other byte as it is, a carriage return or a no-break space included, which
+		// strings.Fields would take for a separator.
+		fields := strings.FieldsFunc(sc.Text(), func(r rune) bool { return r == ' ' })
 		if len(fields) < 10 {
 			continue
 		}

@@ -22,6 +22,7 @@ import (
 //	POST /sim/status-checks?instance=i-..&system=impaired&instance-status=ok ("" = automatic)
 //	POST /sim/hang-shutdown?instance=i-..[&hang=false]   (shutting-down/stopping hangs; hang=false lets it go)
 //	POST /sim/fail-snapshot?snapshot=snap-..
+//	POST /sim/kms-key-state?key=KEY&state=Disabled   (encrypted volumes created with KEY end in error)
 //	GET  /sim/calls            (JSON list of Call)
 //	POST /sim/calls/reset
 //	GET  /sim/env?instance=i-.. (JSON object)
@@ -64,6 +65,8 @@ func (r *Region) serveAdmin(w http.ResponseWriter, req *http.Request) {
 		err = r.HangShutdown(id, q.Get("hang") != "false")
 	case "/sim/fail-snapshot":
 		err = r.FailSnapshot(q.Get("snapshot"))
+	case "/sim/kms-key-state":
+		err = r.SetKMSKeyState(q.Get("key"), q.Get("state"))
 	case "/sim/calls":
 		out = r.Calls()
 	case "/sim/calls/reset":

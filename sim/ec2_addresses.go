@@ -10,19 +10,22 @@ import (
 // RFC 5737, so nothing the simulator prints is a real public address.
 var publicRanges = []string{"198.51.100.", "203.0.113.", "192.0.2."}
 
-func (r *Region) nextPublicIP() string {
+// nextPublicIP picks a free address of the simulated pool; ok is false when every one is allocated.
+func (r *Region) nextPublicIP() (ip string, ok bool) {
 	used := map[string]bool{}
 	for _, a := range r.w.Addresses {
 		used[a.PublicIP] = true
 	}
-	for {
+	size := 254 * len(publicRanges)
+	for range size {
 		r.w.IPSeq++
-		n := r.w.IPSeq % (254 * len(publicRanges))
+		n := r.w.IPSeq % size
 		ip := fmt.Sprintf("%s%d", publicRanges[n/254], 1+n%254)
 		if !used[ip] {
-			return ip
+			return ip, true
 		}
 	}
+	return "", false
 }
 
 func (r *Region) findAddress(allocID string) (*address, *apiError) {
@@ -57,7 +60,14 @@ func (r *Region) allocateAddress(c *reqCtx) ([]node, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	a := &address{AllocationID: newID("eipalloc"), PublicIP: r.nextPublicIP(), Domain: "vpc", Created: c.now, Tags: tags}
+	ip, ok := r.nextPublicIP()
+	if !ok {
+		// AWS's answer once the account's Elastic IP limit is reached; the sim's limit is its pool of
+		// addresses (it used to search the full pool forever, holding the region's lock).
+		// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html
+		return nil, badRequest("AddressLimitExceeded", "The maximum number of addresses has been reached.")
+	}
+	a := &address{AllocationID: newID("eipalloc"), PublicIP: ip, Domain: "vpc", Created: c.now, Tags: tags}
 	r.w.Addresses[a.AllocationID] = a
 	return []node{tx("publicIp", a.PublicIP), tx("allocationId", a.AllocationID), tx("domain", a.Domain),
 		tx("publicIpv4Pool", "amazon"), tx("networkBorderGroup", r.opts.Region)}, nil

@@ -98,3 +98,27 @@ func TestTags(t *testing.T) {
 	_, err = c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{vol}, Tags: toTags(map[string]string{"aws:x": "1"})})
 	wantCode(t, err, "InvalidParameterValue")
 }
+
+// TestAllocateAddressPoolExhausted: once every address of the simulated pool is allocated, AllocateAddress
+// answers AddressLimitExceeded as AWS does at the account's limit, and one released is handed out again.
+// (It used to search the pool forever under the region's lock, hanging every client: FuzzServeAPI found it.)
+func TestAllocateAddressPoolExhausted(t *testing.T) {
+	r := startRegion(t, Options{})
+	c := ec2Client(r)
+	var last string
+	for i := 0; i < 254*len(publicRanges); i++ {
+		out, err := c.AllocateAddress(ctxT(t), &ec2.AllocateAddressInput{})
+		if err != nil {
+			t.Fatalf("allocation %d: %v", i+1, err)
+		}
+		last = aws.ToString(out.AllocationId)
+	}
+	_, err := c.AllocateAddress(ctxT(t), &ec2.AllocateAddressInput{})
+	wantCode(t, err, "AddressLimitExceeded")
+	if _, err := c.ReleaseAddress(ctxT(t), &ec2.ReleaseAddressInput{AllocationId: aws.String(last)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AllocateAddress(ctxT(t), &ec2.AllocateAddressInput{}); err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+}

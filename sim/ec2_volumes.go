@@ -214,9 +214,43 @@ func (r *Region) scheduleVolumeCreated(v *volume, d time.Duration) {
 	r.scheduleLocked("volume/"+v.ID, VolumeCreate, d, true, func() {
 		if v.State == "creating" && r.w.Volumes[v.ID] == v {
 			v.State = "available"
-			r.startInitLocked(v, time.Now())
+			if v.Encrypted && r.kmsKeyUnusableLocked(v.KmsKeyID) {
+				// "Amazon Web Services authenticates the KMS key asynchronously. Therefore, if you specify an
+				// identifier that is not valid, the action can appear to complete, but eventually fails."
+				// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateVolume.html
+				v.State = "error"
+			} else {
+				r.startInitLocked(v, time.Now())
+			}
 		}
 	})
+}
+
+// kmsKeyStates are the states of a KMS key
+// (https://docs.aws.amazon.com/kms/latest/developerguide/key-state.html); only Enabled can encrypt.
+var kmsKeyStates = map[string]bool{"Enabled": true, "Disabled": true, "PendingDeletion": true, "PendingImport": true, "Unavailable": true}
+
+func (r *Region) kmsKeyUnusableLocked(keyID string) bool {
+	s, ok := r.w.KMSKeyStates[keyID]
+	return ok && s != "Enabled"
+}
+
+// SetKMSKeyState sets the state of the KMS key keyID (as CreateVolume's KmsKeyId names it, or a
+// snapshot's key that a restore inherits): a volume created encrypted with a key that is not Enabled
+// is accepted by CreateVolume and ends in the error state instead of available, as EBS does when it
+// cannot use the key. The sim has no KMS API; "Enabled" makes the key usable again.
+func (r *Region) SetKMSKeyState(keyID, state string) error {
+	if !kmsKeyStates[state] {
+		return fmt.Errorf("KMS key state %q: want Enabled, Disabled, PendingDeletion, PendingImport or Unavailable", state)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.w.KMSKeyStates == nil {
+		r.w.KMSKeyStates = map[string]string{}
+	}
+	r.w.KMSKeyStates[keyID] = state
+	r.afterChangeLocked()
+	return nil
 }
 
 // volumeFields are the elements of a volume, shared by CreateVolume's

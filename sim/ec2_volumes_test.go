@@ -416,3 +416,69 @@ func TestDescribeVolumesModifications(t *testing.T) {
 	_, err = c.DescribeVolumesModifications(ctx, &ec2.DescribeVolumesModificationsInput{Filters: []ec2types.Filter{{Name: aws.String("bogus"), Values: []string{"x"}}}})
 	wantCode(t, err, "InvalidParameterValue")
 }
+
+// TestKMSKeyUnusable: CreateVolume with a KMS key that is not Enabled is accepted and the volume ends in
+// the error state (EBS checks the key asynchronously); a restore that inherits the key too; the same key
+// Enabled again makes available volumes.
+func TestKMSKeyUnusable(t *testing.T) {
+	t.Parallel()
+	r := startRegion(t, Options{})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	if err := r.SetKMSKeyState("alias/gone", "Sideways"); err == nil {
+		t.Fatal("an unknown key state was accepted")
+	}
+	create := func(in *ec2.CreateVolumeInput) string {
+		t.Helper()
+		out, err := c.CreateVolume(ctx, in)
+		if err != nil {
+			t.Fatalf("CreateVolume: %v", err)
+		}
+		if err := r.WaitIdle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		d, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{aws.ToString(out.VolumeId)}})
+		if err != nil || len(d.Volumes) != 1 {
+			t.Fatalf("DescribeVolumes: %v", err)
+		}
+		return string(d.Volumes[0].State)
+	}
+	az := aws.String("us-east-1a")
+	plain := create(&ec2.CreateVolumeInput{AvailabilityZone: az, Size: aws.Int32(1), Encrypted: aws.Bool(true), KmsKeyId: aws.String("alias/db")})
+	if plain != "available" {
+		t.Fatalf("a volume with a usable key is %s", plain)
+	}
+	if err := r.SetKMSKeyState("alias/gone", "PendingDeletion"); err != nil {
+		t.Fatal(err)
+	}
+	if s := create(&ec2.CreateVolumeInput{AvailabilityZone: az, Size: aws.Int32(1), Encrypted: aws.Bool(true), KmsKeyId: aws.String("alias/gone")}); s != "error" {
+		t.Errorf("a volume with a key pending deletion is %s, want error", s)
+	}
+	if s := create(&ec2.CreateVolumeInput{AvailabilityZone: az, Size: aws.Int32(1)}); s != "available" {
+		t.Errorf("an unencrypted volume is %s", s)
+	}
+	// A snapshot of a volume made while the key was usable, restored once it is not.
+	if err := r.SetKMSKeyState("alias/db", "Enabled"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.CreateVolume(ctx, &ec2.CreateVolumeInput{AvailabilityZone: az, Size: aws.Int32(1), Encrypted: aws.Bool(true), KmsKeyId: aws.String("alias/db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{VolumeId: out.VolumeId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetKMSKeyState("alias/db", "Disabled"); err != nil {
+		t.Fatal(err)
+	}
+	if s := create(&ec2.CreateVolumeInput{AvailabilityZone: aws.String("us-east-1b"), SnapshotId: snap.SnapshotId}); s != "error" {
+		t.Errorf("a restore inheriting a disabled key is %s, want error", s)
+	}
+}

@@ -23,6 +23,9 @@ type world struct {
 	ClientTokens map[string]clientToken     `json:"clientTokens"`
 	FastRestores map[string]*fastRestore    `json:"fastRestores"` // snapshot/zone -> fast snapshot restore (ec2_fast_restore.go)
 	IPSeq        int                        `json:"ipSeq"`
+	// KMSKeyStates holds the state of the KMS keys a test made unusable (SetKMSKeyState), by the key
+	// id as CreateVolume is given it; a key not in it is Enabled.
+	KMSKeyStates map[string]string `json:"kmsKeyStates,omitempty"`
 }
 
 // clientToken remembers what a ClientToken created and with which

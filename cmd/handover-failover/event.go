@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/handover/handover/failover"
 )
 
 // The events this function accepts, as documented by AWS (samples in testdata/):
@@ -111,6 +113,8 @@ func decode(raw []byte) (trigger, error) {
 		switch {
 		case d.InstanceID == "":
 			t.Ignore = "the event names no instance"
+		case !failover.ValidInstanceID(d.InstanceID):
+			t.Ignore = fmt.Sprintf("the event's instance-id %q is not an instance ID", d.InstanceID)
 		case !failoverStates[d.State]:
 			t.Ignore = fmt.Sprintf("state %q does not mean the instance failed", d.State)
 		}
@@ -145,6 +149,10 @@ func alarmTrigger(d alarmDetail, id, envTime string) trigger {
 	case 1:
 		for id := range ids {
 			t.Failed = id
+		}
+		if !failover.ValidInstanceID(t.Failed) {
+			// Failing the invocation would only have Lambda retry an event that is wrong every time.
+			t.Ignore = fmt.Sprintf("the alarm's InstanceId dimension %q is not an instance ID", t.Failed)
 		}
 	default:
 		list := make([]string, 0, len(ids))
