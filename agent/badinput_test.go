@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -38,7 +37,6 @@ import (
 // commands the same --volume, unless the row sets the option itself (by flag, variable or tag). {dir} in an
 // argument, a variable or a tag is the test's directory. To add a row, add one entry to badInputs.
 
-var updateReliability = flag.Bool("update", false, "rewrite RELIABILITY.md's bad-input table from the test's")
 
 // badInput is one row of the table.
 type badInput struct {
@@ -663,7 +661,7 @@ func checkReliabilityTable(t *testing.T, rows []badInput) {
 	if have == want {
 		return
 	}
-	if *updateReliability {
+	if *update {
 		if err := os.WriteFile(path, []byte(doc[:i+len(badInputBegin)+1]+want+doc[j:]), 0o644); err != nil {
 			t.Fatal(err)
 		}

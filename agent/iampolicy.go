@@ -54,6 +54,9 @@ const (
 	useWatchEvents   policyUse = "watch --replace-before"        // on unless --replace-before off: scheduled events
 	useSnapshot      policyUse = "snapshot"
 	useSnapshotKeep  policyUse = "snapshot --keep"
+	useDownLock      policyUse = "down --lock-snapshots"
+	useWatchLock     policyUse = "watch --lock-snapshots"
+	useSnapshotLock  policyUse = "snapshot --lock-snapshots"
 	useStatus        policyUse = "status"
 	useFailover      policyUse = "failover" // the CLI and the Lambda (both call failover.Run)
 )
@@ -131,6 +134,17 @@ var awsCalls = []awsCall{
 	{op: "CreateTags", needs: grant("ec2:CreateTags", scopeTagSuperseded), by: uses(useUp),
 		code: "cloud.SlotRun.Retire: handover:superseded=true on the older generations"},
 
+	// Initialization of a restored volume (https://docs.aws.amazon.com/ebs/latest/userguide/initalize-volume.html):
+	// reads, which support no resource.
+	{op: "DescribeVolumeStatus", needs: describe("ec2:DescribeVolumeStatus"), by: uses(useUp, useStatus),
+		code: "cloud.DescribeInitialization: up's summary and its full-performance line, status"},
+	{op: "DescribeFastSnapshotRestores", needs: describe("ec2:DescribeFastSnapshotRestores"), by: uses(useUp),
+		code: "cloud.FastRestoreEnabled: a snapshot with fast snapshot restore in this AZ is restored without a rate"},
+	// The format rule's records on a volume handover created blank (agent/filesystem.go): handover:formatting
+	// before its own mkfs, handover:handed-out before the volume is first given for use.
+	{op: "CreateTags", needs: grant("ec2:CreateTags", scopeTagFormatState), by: uses(useUp),
+		code: "agent.fsRequest.mark (cloud.TagVolume): handover:formatting=true, handover:handed-out=true"},
+
 	// Snapshots.
 	{op: "CreateSnapshot", by: uses(useUp, useDown, useWatch, useWatchSnapshot, useSnapshot),
 		code:  "cloud.CreateSnapshot (TagSpecifications: CreateTags at creation): up's of an orphaned volume, down's, snapshot's",
@@ -141,6 +155,12 @@ var awsCalls = []awsCall{
 	{op: "CreateSnapshots", by: uses(useDown, useWatch, useWatchSnapshot, useSnapshot),
 		code:  "cloud.CreateSnapshotSet (TagSpecifications: CreateTags at creation): a live slot's snapshot set (snapshot --freeze=false, a device not visible, down past its bound)",
 		needs: join(grant("ec2:CreateSnapshots", scopeCreateSnapshots, scopeVolumes, scopeInstances), grant("ec2:CreateTags", scopeTagSnapshotsAtCreation))},
+	// EBS snapshot lock (https://docs.aws.amazon.com/ebs/latest/userguide/ebs-snapshot-lock.html): LockSnapshot
+	// authorizes against the snapshot; DescribeLockedSnapshots, a read, supports no resource.
+	{op: "LockSnapshot", needs: grant("ec2:LockSnapshot", scopeSnapshots), by: uses(useDownLock, useWatchLock, useSnapshotLock),
+		code: "agent.lockSnapshots (cloud.LockSnapshot): --lock-snapshots, each consistent snapshot in governance mode"},
+	{op: "DescribeLockedSnapshots", needs: describe("ec2:DescribeLockedSnapshots"), by: uses(useSnapshotKeep),
+		code: "agent.applyRetention (cloud.LockedSnapshots): retention never tries to delete a locked snapshot"},
 	{op: "DeleteSnapshot", needs: grant("ec2:DeleteSnapshot", scopeSnapshots), by: uses(useSnapshotKeep),
 		code: "agent.applyRetention (cloud.DeleteSnapshot)"},
 
@@ -244,6 +264,11 @@ var (
 			return c.groupTag("ResourceTag").add("StringEquals", "aws:RequestTag/"+cloud.TagSuperseded, "true").
 				add("ForAllValues:StringEquals", "aws:TagKeys", []string{cloud.TagSuperseded})
 		}}
+	scopeTagFormatState = &policyScope{sid: "TagTheGroupsBlankVolumesFormatState",
+		resources: func(c *iamPolicyConfig) []string { return []string{c.ec2ARN("volume/*")} },
+		condition: func(c *iamPolicyConfig) policyCondition {
+			return c.groupTag("ResourceTag").add("ForAllValues:StringEquals", "aws:TagKeys", []string{cloud.TagFormatting, cloud.TagHandedOut})
+		}}
 	scopeTagRoles = &policyScope{sid: "TagTheGroupsInstanceRoles",
 		resources: func(c *iamPolicyConfig) []string { return []string{c.ec2ARN("instance/*")} },
 		condition: func(c *iamPolicyConfig) policyCondition {
@@ -297,7 +322,7 @@ var (
 	// policyScopes is the order of the statements.
 	policyScopes = []*policyScope{scopeDescribe,
 		scopeCreateVolumes, scopeCreateSnapshots, scopeTagVolumesAtCreation, scopeTagSnapshotsAtCreation,
-		scopeTagSuperseded, scopeTagRoles,
+		scopeTagSuperseded, scopeTagFormatState, scopeTagRoles,
 		scopeVolumes, scopeDeleteVolumesMadeNow, scopeDeleteSupersededVolumes, scopeSnapshots,
 		scopeInstances, scopeAddress, scopeInterfaces, scopeAutoScalingGroup,
 		scopeKMS, scopeKMSGrant}
@@ -326,6 +351,7 @@ type iamPolicyConfig struct {
 	Keep             int
 	OnRebalance      rebalanceMode
 	ReplaceBefore    leadTime
+	LockSnapshots    lockDays
 	Takeover         bool
 	Partition        string
 	Region           string
@@ -376,6 +402,7 @@ func (c *iamPolicyConfig) register(f *flags) {
 	f.fs.IntVar(&c.Keep, "keep", 0, "allow snapshot --keep N to delete the group's snapshots (any N above 0)")
 	c.OnRebalance = rebalanceOff
 	f.fs.Var(&c.OnRebalance, "on-rebalance", "watch's --on-rebalance: off, snapshot or replace (replace: TerminateInstanceInAutoScalingGroup); give it as --on-rebalance=MODE")
+	f.fs.Var(&c.LockSnapshots, "lock-snapshots", "allow down, watch and snapshot --lock-snapshots (the same DURATION, any) to lock the group's snapshots (ec2:LockSnapshot)")
 	c.ReplaceBefore = defaultReplaceBefore
 	f.fs.Var(&c.ReplaceBefore, "replace-before", "watch's --replace-before: a duration, or off (off: no TerminateInstanceInAutoScalingGroup for scheduled events)")
 	f.fs.BoolVar(&c.Takeover, "takeover", false, "allow up --takeover to stop the live holder of the group's Elastic IP")
@@ -455,6 +482,9 @@ func (c *iamPolicyConfig) uses() map[policyUse]bool {
 	option(useUp, c.DeleteSuperseded, useUpDeleteOld)
 	option(useUp, c.KMSKey != "", useUpKMS)
 	option(useSnapshot, c.Keep > 0, useSnapshotKeep)
+	option(useDown, c.LockSnapshots != 0, useDownLock)
+	option(useWatch, c.LockSnapshots != 0, useWatchLock)
+	option(useSnapshot, c.LockSnapshots != 0, useSnapshotLock)
 	option(useWatch, c.OnRebalance == rebalanceReplace, useWatchReplace)
 	option(useWatch, c.OnRebalance == rebalanceSnapshot, useWatchSnapshot)
 	option(useWatch, c.ReplaceBefore != leadTimeOff, useWatchEvents)

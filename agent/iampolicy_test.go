@@ -44,7 +44,9 @@ import (
 // conditions of the printed policy, for a tag on an existing resource is allowed for one key only.
 // TestIAMPolicyChecksCanFail shows that both checks fail on a policy that lacks or adds an action.
 
-var updateGolden = flag.Bool("update", false, "rewrite agent/testdata/iam-policy-*.json from the current output")
+// update (-update) rewrites the files tests compare with: agent/testdata/iam-policy-*.json and
+// RELIABILITY.md's bad-input table.
+var update = flag.Bool("update", false, "rewrite agent/testdata/iam-policy-*.json and RELIABILITY.md's bad-input table from the current output")
 
 // iamRun is what one scenario's runs of handover did.
 type iamRun struct {
@@ -364,7 +366,7 @@ var iamScenarios = []*iamScenario{
 		mustSucceed(t, second)
 		return iamRun{calls: w.callsOf(inst)}
 	}},
-	{name: "down of two slots, one device not visible: one CreateSnapshots", policy: []string{"--commands", "down"}, root: true, run: func(t *testing.T) iamRun {
+	{name: "down of two slots with one device not visible: one CreateSnapshots", policy: []string{"--commands", "down"}, root: true, run: func(t *testing.T) iamRun {
 		w := newDownWorld(t)
 		inst := w.runInstance("us-east-1a", groupTags, true)
 		data := w.createSlotVolume("us-east-1a", 1, nil)
@@ -503,12 +505,42 @@ var iamScenarios = []*iamScenario{
 		}
 		return iamRun{calls: w.callsOf(inst)}
 	}},
+	{name: "snapshot --lock-snapshots 7d", policy: []string{"--commands", "snapshot", "--lock-snapshots", "7d"}, run: func(t *testing.T) iamRun {
+		w := newDownWorld(t)
+		inst := w.runInstance("us-east-1a", groupTags, true)
+		vol := w.createSlotVolume("us-east-1a", 1, nil)
+		w.attach(vol, inst)
+		w.sim.ResetCalls()
+		mustSucceed(t, w.runAgent(w.ctx(), inst, nil, "snapshot", "--lock-snapshots", "7d"))
+		if len(w.callsBy("LockSnapshot", inst)) != 1 {
+			t.Errorf("snapshot --lock-snapshots made no LockSnapshot call")
+		}
+		return iamRun{calls: w.callsOf(inst)}
+	}},
+	{name: "down --lock-snapshots 7d", policy: []string{"--commands", "down", "--lock-snapshots", "7d"}, run: func(t *testing.T) iamRun {
+		w := newDownWorld(t)
+		inst := w.runInstance("us-east-1a", groupTags, true)
+		vol := w.createSlotVolume("us-east-1a", 1, nil)
+		w.attach(vol, inst)
+		w.sim.ResetCalls()
+		mustSucceed(t, w.runAgent(w.ctx(), inst, nil, "down", "--pre-stop", "true", "--lock-snapshots", "7d"))
+		if len(w.callsBy("LockSnapshot", inst)) != 1 {
+			t.Errorf("down --lock-snapshots made no LockSnapshot call")
+		}
+		return iamRun{calls: w.callsOf(inst)}
+	}},
 	{name: "status: another instance holds the address; tags not in metadata", policy: []string{"--commands", "status"}, run: func(t *testing.T) iamRun {
 		w := newTestRegion(t)
 		alloc := w.allocateAddress(testGroup)
 		holder := w.runInstance("us-east-1a", groupTags, true)
 		w.associate(alloc, holder)
-		w.snapshot(w.createSlotVolume("us-east-1a", 1, nil), 1, true, true)
+		snap := w.snapshot(w.createSlotVolume("us-east-1a", 1, nil), 1, true, true)
+		// A volume restored from it: status reads its initialization (DescribeVolumeStatus).
+		if _, err := w.ec2.CreateVolume(w.ctx(), &ec2.CreateVolumeInput{AvailabilityZone: aws.String("us-east-1a"), SnapshotId: aws.String(snap),
+			VolumeType: ec2types.VolumeTypeGp3, TagSpecifications: cloud.TagSpec(ec2types.ResourceTypeVolume,
+				map[string]string{cloud.TagGroup: testGroup, cloud.TagSlot: cloud.DefaultSlot, cloud.TagGeneration: "2"})}); err != nil {
+			t.Fatal(err)
+		}
 		id := w.runInstance("us-east-1b", groupTags, false)
 		w.sim.ResetCalls()
 		res := w.runAgent(w.ctx(), id, nil, "status")
@@ -793,7 +825,7 @@ func TestIAMPolicyAgainstTheCallLog(t *testing.T) {
 				}
 			}
 			for _, mode := range []string{"snapshot", "replace"} {
-				flags := []string{"--group", testGroup, "--commands", cmd, "--takeover", "--delete-superseded", "--keep", "1", "--on-rebalance=" + mode}
+				flags := []string{"--group", testGroup, "--commands", cmd, "--takeover", "--delete-superseded", "--keep", "1", "--lock-snapshots", "7d", "--on-rebalance=" + mode}
 				for _, g := range unneeded(printedPolicy(t, flags...), of) {
 					t.Errorf("handover iam-policy %s grants %s, which no run of %s needed", strings.Join(flags, " "), g, cmd)
 				}
@@ -894,7 +926,7 @@ func TestIAMPolicyDefaultGolden(t *testing.T) {
 			t.Fatalf("%s: exit %d: %s", name, code, stderr.String())
 		}
 		path := filepath.Join("testdata", "iam-policy-"+name+".json")
-		if *updateGolden {
+		if *update {
 			if err := os.MkdirAll("testdata", 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -969,7 +1001,7 @@ func TestIAMPolicyOptions(t *testing.T) {
 		t.Errorf("--on-rebalance=snapshot changed watch's policy")
 	}
 	// Every statement but the two unscoped ones requires the group's tag.
-	for _, s := range printedPolicy(t, "--commands", "up,down,watch,snapshot,status,failover", "--takeover", "--delete-superseded", "--keep", "1", "--on-rebalance=replace").Statement {
+	for _, s := range printedPolicy(t, "--commands", "up,down,watch,snapshot,status,failover", "--takeover", "--delete-superseded", "--keep", "1", "--lock-snapshots", "7d", "--on-rebalance=replace").Statement {
 		if s.Sid == scopeDescribe.sid || s.Sid == scopeInterfaces.sid {
 			continue
 		}
@@ -1083,7 +1115,7 @@ func TestIAMPolicyRowsAreWellFormed(t *testing.T) {
 	t.Parallel()
 	known := map[policyUse]bool{}
 	for _, u := range []policyUse{useUp, useUpTakeover, useUpDeleteOld, useUpKMS, useDown, useWatch, useWatchReplace, useWatchSnapshot,
-		useWatchEvents, useSnapshot, useSnapshotKeep, useStatus, useFailover} {
+		useWatchEvents, useSnapshot, useDownLock, useWatchLock, useSnapshotLock, useSnapshotKeep, useStatus, useFailover} {
 		known[u] = true
 	}
 	for _, r := range awsCalls {
