@@ -37,7 +37,6 @@ import (
 // commands the same --volume, unless the row sets the option itself (by flag, variable or tag). {dir} in an
 // argument, a variable or a tag is the test's directory. To add a row, add one entry to badInputs.
 
-
 // badInput is one row of the table.
 type badInput struct {
 	what  string            // what is wrong, in the table's words
