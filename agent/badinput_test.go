@@ -227,9 +227,9 @@ func badInputs() []badInput {
 		{what: "lock file relative (environment)", args: []string{"up"}, env: env("HANDOVER_LOCK_FILE", "handover.lock"), code: usage, line: `environment HANDOVER_LOCK_FILE="handover.lock": must be an absolute path`},
 		{what: "device name not an EBS one", args: []string{"up", "--volume", "data:/dev/sda1:{dir}/mnt/data"}, code: usage, line: `device "/dev/sda1": use an EBS device name`},
 		{what: "mount point relative (environment)", args: []string{"up"}, env: env("HANDOVER_VOLUME", "data:/dev/sdf:data"), code: usage, line: `environment HANDOVER_VOLUME="data:/dev/sdf:data": mount point "data": must be an absolute path other than /`},
-		{what: "mount point / (tag)", args: []string{"up"}, tags: tag("handover:volume", "data:/dev/sdf:/"), code: usage, line: `instance tag handover:volume="data:/dev/sdf:/": mount point "/": must be an absolute path other than /`},
-		{what: "mount point with ../ (tag)", args: []string{"up"}, tags: tag("handover:volume", "data:/dev/sdf:/data/../etc"), code: usage, line: `instance tag handover:volume=.*mount point "/data/../etc": give the path without '..'`},
-		{what: "mount options with a newline (tag)", args: []string{"up"}, tags: tag("handover:volume", "data:/dev/sdf:/data:ro\nExecStart=/bin/sh"), code: usage, line: `instance tag handover:volume=.*"ExecStart=/bin/sh": want SLOT:DEVICE:MOUNTPOINT`},
+		{what: "mount point / (environment)", args: []string{"up"}, env: env("HANDOVER_VOLUME", "data:/dev/sdf:/"), code: usage, line: `environment HANDOVER_VOLUME="data:/dev/sdf:/": mount point "/": must be an absolute path other than /`},
+		{what: "mount point with ../ (environment)", args: []string{"up"}, env: env("HANDOVER_VOLUME", "data:/dev/sdf:/data/../etc"), code: usage, line: `environment HANDOVER_VOLUME=.*mount point "/data/../etc": give the path without '..'`},
+		{what: "mount options with a newline (environment)", args: []string{"up"}, env: env("HANDOVER_VOLUME", "data:/dev/sdf:/data:ro\nExecStart=/bin/sh"), code: usage, line: `environment HANDOVER_VOLUME=.*"ExecStart=/bin/sh": want SLOT:DEVICE:MOUNTPOINT`},
 		{what: "one slot given twice (environment)", args: []string{"up"}, env: env("HANDOVER_VOLUME", "data:/dev/sdf:/srv/a data:/dev/sdg:/srv/b"), code: usage, line: `environment HANDOVER_VOLUME=.*slot "data" given twice`},
 		{what: "log format unknown", args: []string{"up", "--log-format", "xml"}, code: usage, line: `--log-format "xml": want text or json`},
 		{what: "log level unknown (environment)", args: []string{"status"}, env: env("HANDOVER_LOG_LEVEL", "loud"), code: usage, line: `environment HANDOVER_LOG_LEVEL="loud": want debug, info, warn or error`},
@@ -287,7 +287,7 @@ func badInputs() []badInput {
 			kept: keepNoAddressNoVolume("the address and the volumes (none made); the launch hook is abandoned, so the group replaces the instance")},
 		{what: "instance metadata unreachable", setup: "AWS_EC2_METADATA_SERVICE_ENDPOINT points at a closed port",
 			args: []string{"up", "--imds-timeout", "1s"}, env: env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9"), code: pre,
-			line: `instance metadata at http://127.0.0.1:9 did not answer within 1s: not on EC2, or IMDS unreachable`},
+			line: `instance metadata (at|endpoint) http://127.0.0.1:9 .*: not on EC2, or IMDS unreachable`},
 		{what: "tags not in metadata and ec2:DescribeTags denied", setup: "InstanceMetadataTags disabled; the role may not call DescribeTags",
 			args: []string{"up"}, noIMDSTags: true, deny: []string{"DescribeTags"}, code: pre, line: `ec2:DescribeTags`},
 		{what: "KMS key unusable", setup: "first boot, --encrypted with a KMS key that is disabled", args: []string{"up", "--encrypted", "--kms-key-id", "alias/gone"},
@@ -310,7 +310,7 @@ func badInputs() []badInput {
 					b.t.Fatal(err)
 				}
 				b.t.Cleanup(func() { _ = unix.Unmount(mp, unix.MNT_DETACH) })
-			}, args: []string{"up", "--volume", "data:/dev/sdf:{dir}/mnt/busy"}, code: pre, line: `/mnt/busy is already a mount point of tmpfs`},
+			}, args: []string{"up", "--volume", "data:/dev/sdf:{dir}/mnt/busy"}, code: pre, line: `/mnt/busy already has tmpfs \(tmpfs\) mounted on it, not the slot's volume`},
 		{what: "partition table on a created-blank volume", setup: "the slot's volume, tagged created-blank, holds an MBR partition table and nothing else", root: true,
 			world: func(b *badRun) {
 				b.vol = b.createSlotVolume("us-east-1a", 1, map[string]string{cloud.TagCreatedBlank: "true"})
