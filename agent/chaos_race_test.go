@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"fmt"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -52,8 +51,8 @@ func TestRaceUnderFaults(t *testing.T) {
 					})
 				}
 			})
-			t.Log(fmt.Sprintf("race-figures race=%q rounds=%d one_winner_losers_fenced_nothing_forked=%d failed=%d",
-				race.name, rounds, rounds-int(failed.Load()), failed.Load()))
+			t.Logf("race-figures race=%q rounds=%d one_winner_losers_fenced_nothing_forked=%d failed=%d",
+				race.name, rounds, rounds-int(failed.Load()), failed.Load())
 		})
 	}
 }

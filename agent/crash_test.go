@@ -23,7 +23,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,7 +66,13 @@ func handoverBinary(t testing.TB) string {
 			return
 		}
 		crashBin.path = filepath.Join(crashBin.dir, "handover")
-		cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", crashBin.path, "./cmd/handover")
+		// go test puts its own GOROOT/bin first on the test's PATH.
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			crashBin.err = fmt.Errorf("the go command, to build cmd/handover: %w", err)
+			return
+		}
+		cmd := exec.Command(goTool, "build", "-o", crashBin.path, "./cmd/handover")
 		cmd.Dir = ".." // the module root: this package's tests run in agent/
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -374,6 +379,35 @@ func TestCrashAtEveryStep(t *testing.T) {
 				w.afterCrash(t, s, p, cp.formats && (kind == "first-boot" || kind == "up-hook"))
 			})
 		}
+	}
+}
+
+// TestCrashWhileFrozenThawedByWatch: down is killed while the filesystem is frozen for its CreateSnapshot
+// (the call held before EC2 carries it out); no down runs again, but the instance's watch starts (systemd
+// restarts it, or the next boot runs it): the filesystem is writable again once watch is up, without
+// an operator and without a termination event.
+func TestCrashWhileFrozenThawedByWatch(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	w := newCrashWorld(t, 7)
+	s := w.setup("down-freeze")
+	var p *proc
+	reach, release, _ := holdCall("CreateSnapshot", false)(w, &p)
+	p = w.startBinary(s.id, "", s.args...)
+	reach()
+	if !p.kill(t) {
+		t.Fatalf("down ended (exit %d) before its CreateSnapshot\n%s", p.code, p.stderr.String())
+	}
+	release()
+	watch := w.startAgent(s.id, "watch", "--volume", "data:/dev/sdf:"+s.mountPoint,
+		"--state-file", filepath.Join(w.dir, "watch.json"), "--poll-interval", "50ms")
+	watch.waitLog(t, "watching instance metadata")
+	assertWritable(t, s.mountPoint)
+	if code := watch.stop(t); code != fail.CodeOK {
+		t.Errorf("watch exited %d", code)
+	}
+	if n := len(w.callsBy("CreateSnapshot", s.id)); n != 0 {
+		t.Errorf("%d snapshots taken: watch saw no event and should not have run down", n)
 	}
 }
 
