@@ -336,7 +336,7 @@ func (w *downWorld) upUntilConverged(asgName, first string, seen map[string]bool
 		if !ok {
 			why = fmt.Sprintf("up on %s (instance %d) did not end within %s", id, n, 2*waitBound)
 		}
-		w.t.Log(why)
+		w.t.Logf("%s\nits log:\n%s", why, res.stderr)
 		if n == chaosMaxInstances {
 			return "", n, why
 		}

@@ -180,3 +180,56 @@ func (w *downWorld) lossWithPeriodicSnapshot(t *testing.T, rng *rand.Rand) (stri
 	}
 	return repl, sums
 }
+
+// TestDataAbruptLossWithConsistencyDelay: TestOrphan with EC2's eventual consistency on. The instance
+// dies without down after a periodic snapshot and more writes; the replacement in the other zone
+// snapshots the orphaned volume where it is. That snapshot is not listed by DescribeSnapshots for a
+// moment after CreateSnapshot (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html);
+// up must wait for it, not take it for failed and restore the periodic snapshot, which lacks the later
+// writes. (Found by the fault-injection runs: up fell back, and without an older snapshot refused with
+// exit 3.)
+func TestDataAbruptLossWithConsistencyDelay(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	w := newDownWorld(t, withLag(failureLag))
+	w.unmountOnCleanup()
+	rng := rand.New(rand.NewPCG(11, 0xda7a))
+	alloc := w.allocateAddress(w.group)
+	w.publicIP(alloc)
+	old := w.runInstance("us-east-1a", groupTags, true)
+	mustSucceed(t, w.runAgent(w.ctx(), old, nil, w.upArgs(old)...))
+	sums := writeChecksummed(t, rng, w.mountPoint(old), 3)
+	mustSucceed(t, w.runAgent(w.ctx(), old, nil, "snapshot", "--volume", "data:/dev/sdf:"+w.mountPoint(old)))
+	w.settle()
+	snaps := w.slotSnapshots(cloud.DefaultSlot)
+	if len(snaps) != 1 {
+		t.Fatalf("%d snapshots after `handover snapshot`, want 1", len(snaps))
+	}
+	periodic := snaps[0].ID
+	w.waitSnapshotState(periodic, "completed")
+	for k, v := range writeChecksummed(t, rng, filepath.Join(w.mountPoint(old), "late"), 3) {
+		sums[filepath.Join("late", k)] = v
+	}
+	if err := w.sim.KillInstance(old); err != nil {
+		t.Fatal(err)
+	}
+	w.waitInstanceState(old, "terminated")
+	w.unmountUnder(filepath.Dir(w.mountPoint(old)))
+	repl := w.runInstance("us-east-1b", groupTags, true)
+	res := w.runAgent(w.ctx(), repl, nil, w.upArgs(repl)...)
+	mustSucceed(t, res)
+	if strings.Contains(res.stderr, "DATA LOSS") {
+		t.Errorf("up fell back to an older snapshot:\n%s", res.stderr)
+	}
+	if bad := checksumMismatches(t, w.mountPoint(repl), sums); bad != 0 {
+		t.Errorf("%d of the %d files differ on the replacement: the writes after the periodic snapshot %s are lost", bad, len(sums), periodic)
+	}
+	w.settle()
+	vols := w.attachedVolumes(repl)
+	if len(vols) != 1 {
+		t.Fatalf("%s has %v attached, want one volume", repl, vols)
+	}
+	if from := aws.ToString(w.describeVolume(vols[0]).SnapshotId); from == periodic {
+		t.Errorf("restored the periodic snapshot %s, not a snapshot of the orphaned volume", periodic)
+	}
+}

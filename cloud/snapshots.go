@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -196,12 +197,21 @@ func (e *SnapshotEndedError) Error() string {
 	return fmt.Sprintf("snapshot %s ended %s", e.ID, e.State)
 }
 
-// WaitSnapshotCompleted waits, at most bound, until a snapshot is no longer pending (WaitSnapshot), then
-// describes it again and fails with a *SnapshotEndedError when it ended in error.
+// WaitSnapshotCompleted waits, at most bound, until a snapshot the caller has just created is no longer
+// pending (WaitSnapshot), then describes it again and fails with a *SnapshotEndedError when it ended in
+// error. EC2 may not list a snapshot for a while after CreateSnapshot answered ("if you run a command to
+// modify or describe the resource that you just created, its ID might not have propagated throughout the
+// system", https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html): until it is listed,
+// or for at most tokenVisibilityBound, InvalidSnapshot.NotFound means "not yet", not "gone". Taking it for
+// gone made up fall back from its snapshot of an orphaned volume to an older one, losing the writes since.
 func WaitSnapshotCompleted(ctx context.Context, log *slog.Logger, c EC2, id string, bound time.Duration) error {
 	wctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
-	if err := WaitSnapshot(wctx, log.With(logkey.Step, "snapshot"), c, id); err != nil {
+	log = log.With(logkey.Step, "snapshot")
+	if err := waitSnapshotListed(wctx, log, c, id); err != nil {
+		return err
+	}
+	if err := WaitSnapshot(wctx, log, c, id); err != nil {
 		return err
 	}
 	s, err := DescribeSnapshot(ctx, c, id)
@@ -212,6 +222,23 @@ func WaitSnapshotCompleted(ctx context.Context, log *slog.Logger, c EC2, id stri
 		return &SnapshotEndedError{ID: id, State: s.State}
 	}
 	return nil
+}
+
+// waitSnapshotListed waits until DescribeSnapshots finds a snapshot just created, at most
+// tokenVisibilityBound: past it, the snapshot is gone (deleted, or never made).
+func waitSnapshotListed(ctx context.Context, log *slog.Logger, c EC2, id string) error {
+	err := Poll(ctx, log, wait.Spec{What: "snapshot " + id + " to be listed", Bound: tokenVisibilityBound, Max: time.Second},
+		func(ctx context.Context) (bool, string, error) {
+			_, err := DescribeSnapshot(ctx, c, id)
+			if HasCode(err, CodeSnapshotNotFound) {
+				return false, "not listed yet", nil
+			}
+			return err == nil, "", err
+		})
+	if errors.Is(err, wait.ErrTimeout) {
+		return fmt.Errorf("snapshot %s is still not listed %s after it was created: %w", id, tokenVisibilityBound, err)
+	}
+	return err
 }
 
 // DeleteSnapshot deletes a snapshot. One already gone counts as deleted (a rerun, or an operator was
