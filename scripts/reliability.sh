@@ -70,10 +70,11 @@ fault() {
 }
 
 crash() {
-	run crash '^(TestCrashAtEveryStep|TestCrashAnywhere)$' HANDOVER_CRASH_RUNS="$CRASH_RUNS" HANDOVER_CRASH_SEED="$CRASH_SEED"
+	run crash '^(TestCrashAtEveryStep|TestCrashWhileFrozenThawedByWatch|TestCrashAnywhere)$' HANDOVER_CRASH_RUNS="$CRASH_RUNS" HANDOVER_CRASH_SEED="$CRASH_SEED"
 	echo "   named steps (step/setup: result):"
 	grep -E '^\s*--- (PASS|FAIL): TestCrashAtEveryStep/' "$OUT/crash.log" |
 		sed -E 's/^\s*--- (PASS|FAIL): TestCrashAtEveryStep\/(.*) \(.*/\2: \1/' | sort | sed 's/^/     /'
+	grep -E '^\s*--- (PASS|FAIL): TestCrashWhileFrozenThawedByWatch' "$OUT/crash.log" | sed -E 's/^\s*--- (PASS|FAIL): ([^ ]*) .*/     \2: \1/'
 	local pass fail killed
 	pass=$(grep -cE '^\s*--- PASS: TestCrashAnywhere/' "$OUT/crash.log")
 	fail=$(grep -cE '^\s*--- FAIL: TestCrashAnywhere/' "$OUT/crash.log")
@@ -89,8 +90,8 @@ race() {
 }
 
 data() {
-	run data '^(TestDataSurvivesEveryPath|TestDownThenSameAZReplacementReattaches|TestUpPrefersTheSnapshotDownMade|TestOrphan|TestRollback|TestDownRerunConverges)$'
-	grep -E '^\s*--- (PASS|FAIL): (TestDataSurvivesEveryPath|TestDownThenSameAZReplacementReattaches|TestUpPrefersTheSnapshotDownMade|TestOrphan|TestRollback|TestDownRerunConverges)' "$OUT/data.log" |
+	run data '^(TestDataSurvivesEveryPath|TestDataAbruptLossWithConsistencyDelay|TestDownThenSameAZReplacementReattaches|TestUpPrefersTheSnapshotDownMade|TestOrphan|TestRollback|TestDownRerunConverges)$'
+	grep -E '^\s*--- (PASS|FAIL): (TestDataSurvivesEveryPath|TestDataAbruptLossWithConsistencyDelay|TestDownThenSameAZReplacementReattaches|TestUpPrefersTheSnapshotDownMade|TestOrphan|TestRollback|TestDownRerunConverges)' "$OUT/data.log" |
 		sed -E 's/^\s*--- (PASS|FAIL): ([^ ]*) .*/     \2: \1/'
 }
 
