@@ -219,10 +219,13 @@ func (r *Region) associateAddress(c *reqCtx) ([]node, *apiError) {
 		if o != a && o.InstanceID == in.ID {
 			r.noteAddressChange(o, c)
 			o.AssociationID, o.InstanceID, o.ENI, o.PrivateIP = "", "", "", ""
+			r.observeAddressLocked(ObserveDisassociate, o, in.ID, "", c.now)
 		}
 	}
 	r.noteAddressChange(a, c)
+	replaced := a.InstanceID
 	a.AssociationID, a.InstanceID, a.ENI, a.PrivateIP = newID("eipassoc"), in.ID, in.ENI, in.PrivateIP
+	r.observeAddressLocked(ObserveAssociate, a, in.ID, replaced, c.now)
 	return []node{tx("associationId", a.AssociationID)}, nil
 }
 
@@ -246,7 +249,9 @@ func (r *Region) disassociateAddress(c *reqCtx) ([]node, *apiError) {
 	for _, a := range r.w.Addresses {
 		if a.AssociationID == id {
 			r.noteAddressChange(a, c)
+			left := a.InstanceID
 			a.AssociationID, a.InstanceID, a.ENI, a.PrivateIP = "", "", "", ""
+			r.observeAddressLocked(ObserveDisassociate, a, left, "", c.now)
 			return []node{boolean("return", true)}, nil
 		}
 	}

@@ -164,6 +164,7 @@ func (r *Region) scheduleTerminatedLocked(in *instance) {
 		for _, a := range r.w.Addresses {
 			if a.InstanceID == in.ID {
 				a.AssociationID, a.InstanceID, a.ENI, a.PrivateIP = "", "", "", ""
+				r.observeAddressLocked(ObserveDisassociate, a, in.ID, "", time.Now())
 			}
 		}
 	})

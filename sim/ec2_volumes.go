@@ -498,6 +498,7 @@ func (r *Region) detachVolume(c *reqCtx) ([]node, *apiError) {
 	force := p.boolean("Force")
 	switch {
 	case !detachInProgress(a):
+		r.observeDetachLocked(v, c, force)
 		r.noteVolumeChange(v, c)
 		a.Force = force
 		r.beginDetachLocked(v)

@@ -58,6 +58,16 @@ type Faults struct {
 	// DropRate is the probability that the connection is closed without a
 	// response.
 	DropRate float64
+	// SlowRate is the probability that a call is answered SlowLatency late (on top of Latency): it is
+	// carried out first, so others see its change while its client still waits.
+	SlowRate    float64
+	SlowLatency time.Duration
+	// DropAfterRate is the probability that a call is carried out and then the connection is closed
+	// without a response: the client cannot tell that it happened (the SDK retries it).
+	DropAfterRate float64
+	// AgentsOnly limits ErrorRate, Latency, SlowRate, DropRate and DropAfterRate to the calls made
+	// with an instance's credentials (InstanceEnv), so a test's own setup and checks are not hit.
+	AgentsOnly bool
 	// ConsistencyDelay is EC2's eventual consistency
 	// (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html):
 	// for this long a created resource is not found, and reads of an
@@ -135,6 +145,8 @@ type Region struct {
 	// releases of the holds made through /sim/hold, by name
 	releases   map[string]func()
 	adminHolds int
+
+	probes probes // Observe and HoldCalls (observe.go)
 
 	ln       net.Listener
 	srv      *http.Server

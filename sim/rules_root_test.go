@@ -3,6 +3,7 @@ package sim
 import (
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -100,5 +101,61 @@ func TestDetachOfMountedVolumeStaysBusy(t *testing.T) {
 				t.Fatalf("device %s still there after a forced detach", link)
 			}
 		})
+	}
+}
+
+// TestObserveDetachOfMountedVolume: the observer reports a DetachVolume of a volume whose device is
+// mounted as mounted (what the reliability tests count), and one after the unmount as not.
+func TestObserveDetachOfMountedVolume(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	r := startRegion(t, Options{})
+	c := ec2Client(r)
+	ctx := ctxT(t)
+	var mu sync.Mutex
+	var seen []Observation
+	stop := r.Observe(func(o Observation) {
+		mu.Lock()
+		defer mu.Unlock()
+		if o.Kind == ObserveDetach {
+			seen = append(seen, o)
+		}
+	})
+	defer stop()
+	inst := runInstance(t, r, "us-east-1a", nil)
+	vol := createVolume(t, r, "us-east-1a", 1, nil)
+	idle(t, r)
+	attach := func() string {
+		t.Helper()
+		if _, err := c.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(vol), InstanceId: aws.String(inst), Device: aws.String("/dev/sdf")}); err != nil {
+			t.Fatal(err)
+		}
+		idle(t, r)
+		env, _ := r.InstanceEnv(inst)
+		dev, err := filepath.EvalSymlinks(filepath.Join(env["HANDOVER_DEV_DIR"], "disk", "by-id", nvmeLinkName(vol)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dev
+	}
+	dev := attach()
+	run(t, "mkfs.ext4", "-q", "-F", dev)
+	mnt := t.TempDir()
+	run(t, "mount", dev, mnt)
+	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+	if _, err := c.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(vol), Force: aws.Bool(true)}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "umount", mnt)
+	idle(t, r)
+	attach()
+	if _, err := c.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(vol)}); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || !seen[0].Mounted || !seen[0].Force || seen[1].Mounted || seen[0].VolumeID != vol || seen[0].Caller != "AKIDTEST" {
+		t.Fatalf("detach observations %+v, want the first mounted and forced, the second not mounted", seen)
 	}
 }

@@ -59,22 +59,21 @@ func (r *Region) serveAPI(w http.ResponseWriter, req *http.Request) {
 	}
 
 	faults := r.currentFaults()
-	if faults.Latency > 0 {
+	injected := faults
+	if faults.AgentsOnly && callerInstance(caller) == "" {
+		injected = Faults{ConsistencyDelay: faults.ConsistencyDelay}
+	}
+	if injected.Latency > 0 {
 		select {
-		case <-time.After(faults.Latency):
+		case <-time.After(injected.Latency):
 		case <-req.Context().Done():
 			return
 		}
 	}
-	if faults.DropRate > 0 && r.random() < faults.DropRate {
-		if hj, ok := w.(http.Hijacker); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				call.Code = "ConnectionDropped"
-				r.recordCall(call)
-				_ = conn.Close()
-				return
-			}
-		}
+	if injected.DropRate > 0 && r.random() < injected.DropRate && dropConnection(w) {
+		call.Code = "ConnectionDropped"
+		r.recordCall(call)
+		return
 	}
 	if action == "" {
 		fail(badRequest("MissingAction", "The request must contain the parameter Action"))
@@ -96,12 +95,17 @@ func (r *Region) serveAPI(w http.ResponseWriter, req *http.Request) {
 		fail(throttleErr)
 		return
 	}
-	if e := r.injectedError(faults, action, isASG); e != nil {
+	if e := r.injectedError(injected, action, isASG); e != nil {
 		fail(e)
 		return
 	}
 	if p.boolean("DryRun") {
 		fail(errf(http.StatusPreconditionFailed, "DryRunOperation", "Request would have succeeded, but DryRun flag is set."))
+		return
+	}
+	if !r.holdCall(req.Context(), action, caller, false) {
+		call.Code = "ClientGone"
+		r.recordCall(call)
 		return
 	}
 	r.mu.Lock()
@@ -115,6 +119,21 @@ func (r *Region) serveAPI(w http.ResponseWriter, req *http.Request) {
 		r.afterChangeLocked()
 	}
 	r.mu.Unlock()
+	r.holdCall(req.Context(), action, caller, true)
+	if injected.SlowRate > 0 && r.random() < injected.SlowRate {
+		select {
+		case <-time.After(injected.SlowLatency):
+		case <-req.Context().Done():
+		}
+	}
+	if injected.DropAfterRate > 0 && r.random() < injected.DropAfterRate && dropConnection(w) {
+		call.Code = "ResponseDropped"
+		if aerr != nil {
+			call.Code += ":" + aerr.Code
+		}
+		r.recordCall(call)
+		return
+	}
 	if aerr != nil {
 		fail(aerr)
 		return
@@ -126,6 +145,20 @@ func (r *Region) serveAPI(w http.ResponseWriter, req *http.Request) {
 	} else {
 		writeEC2(w, action, reqID, body)
 	}
+}
+
+// dropConnection closes the client's connection without a response, as a reset in the network does.
+func dropConnection(w http.ResponseWriter) bool {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return false
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		return false
+	}
+	_ = conn.Close()
+	return true
 }
 
 // injectedError draws a retryable error for action from the fault rates:
