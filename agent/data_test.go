@@ -25,7 +25,7 @@ import (
 func TestDataSurvivesEveryPath(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
-	for _, path := range []string{"same-AZ reattach", "cross-AZ restore", "spot interruption", "abrupt loss, periodic snapshot only"} {
+	for _, path := range []string{"same-AZ reattach", "cross-AZ restore", "spot interruption", "abrupt loss with the periodic snapshot only"} {
 		t.Run(path, func(t *testing.T) {
 			t.Parallel()
 			rng := rand.New(rand.NewPCG(uint64(len(path)), 0xda7a))

@@ -44,7 +44,7 @@ done
 kill -9 $$
 `,
 	// The real mkfs completes, and handover is killed before it records the hand-out and mounts.
-	"killed after mkfs, before the mount": `#!/bin/sh
+	"killed after mkfs before the mount": `#!/bin/sh
 "$REAL" "$@" || exit $?
 kill -9 $PPID
 `,
