@@ -634,3 +634,35 @@ func TestIAMGroupCannotTouchAnotherGroup(t *testing.T) {
 		}
 	}
 }
+
+// TestIAMOrphanSnapshotRefusedKeepsTheNewestData: the newest volume of the slot holds writes no snapshot
+// has (its instance died without down), and the role may not snapshot it. up must not fall back to the
+// older snapshot, as it does when EBS cannot snapshot in time: that restores older data over the newest
+// writes for a permission an operator can add. It stops with exit 3 naming the action, and makes no
+// volume.
+func TestIAMOrphanSnapshotRefusedKeepsTheNewestData(t *testing.T) {
+	t.Parallel()
+	w := newTestRegion(t)
+	w.allocateAddress(testGroup)
+	old := w.createSlotVolume("us-east-1a", 1, nil)
+	w.snapshot(old, 1, false, true)
+	newest := w.createSlotVolume("us-east-1a", 2, nil)
+	id := w.runInstance("us-east-1b", groupTags, true)
+	doc := without(printedPolicy(t, "--group", testGroup, "--commands", "up"), scopeCreateSnapshots.sid, "ec2:CreateSnapshot")
+	if err := w.sim.SetInstancePolicy(id, marshalPolicy(t, doc)); err != nil {
+		t.Fatal(err)
+	}
+	w.sim.ResetCalls()
+	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
+	mustExit(t, res, fail.CodePrecondition, "handover up: not authorized to call ec2:CreateSnapshot")
+	for _, c := range w.callsOf(id) {
+		if c.Action == "CreateVolume" || c.Action == "CreateTags" {
+			t.Errorf("up called %s after the snapshot of the newest volume was refused", c.Action)
+		}
+	}
+	for _, v := range w.slotVolumes() {
+		if aws.ToString(v.VolumeId) == newest && tagOf(v.Tags, cloud.TagSuperseded) != "" {
+			t.Errorf("the newest volume %s was tagged superseded", newest)
+		}
+	}
+}
