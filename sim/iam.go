@@ -113,7 +113,7 @@ func parseStatement(raw json.RawMessage) (iamStatement, error) {
 	}
 	if raw, ok := fields["Sid"]; ok {
 		if err := json.Unmarshal(raw, &s.sid); err != nil {
-			return s, fmt.Errorf("Sid: %w", err)
+			return s, fmt.Errorf("element Sid: %w", err)
 		}
 	}
 	var effect string
@@ -190,7 +190,7 @@ func stringList(raw json.RawMessage, scalars bool) ([]string, error) {
 func parseConditions(raw json.RawMessage) ([]iamCondition, error) {
 	var block map[string]map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &block); err != nil {
-		return nil, fmt.Errorf("Condition: %w", err)
+		return nil, fmt.Errorf("element Condition: %w", err)
 	}
 	var out []iamCondition
 	for op, keys := range block {
@@ -222,7 +222,7 @@ func parseConditions(raw json.RawMessage) ([]iamCondition, error) {
 			}
 			k := strings.ToLower(key)
 			if multivaluedKeys[k] && c.set == "" && c.base != "Null" {
-				return nil, fmt.Errorf("%s %s: a multivalued key needs ForAllValues: or ForAnyValue:", op, key)
+				return nil, fmt.Errorf("%s %s: a multivalued key needs the set operator ForAllValues or ForAnyValue", op, key)
 			}
 			cc := c
 			cc.key, cc.values = k, values
