@@ -343,14 +343,22 @@ func brokeOn(run enforcedRun, uses map[policyUse]bool, sid, action string) strin
 }
 
 // reportOf is the line of handover's output that reports action refused: the one line of a command that
-// failed, or the warning of a step it could do without ("" when there is none).
+// failed ("handover CMD: not authorized to call ..."), else the warning of a step it could do without
+// ("" when there is none).
 func reportOf(transcript, action string) string {
+	found := ""
 	for _, line := range strings.Split(transcript, "\n") {
-		if strings.Contains(line, "not authorized to call ") && strings.Contains(line, action) {
+		if !strings.Contains(line, "not authorized to call ") || !strings.Contains(line, action) {
+			continue
+		}
+		if cmd, _, ok := strings.Cut(line, ": not authorized to call "); ok && strings.HasPrefix(cmd, "handover ") && len(strings.Fields(cmd)) == 2 {
 			return line
 		}
+		if found == "" {
+			found = line
+		}
 	}
-	return ""
+	return found
 }
 
 // TestIAMDeniedCallIsOneLineExit3: up with a policy that lacks one permission stops at the call that
