@@ -8,6 +8,7 @@ import (
 	"io"
 	"runtime"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/host"
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
@@ -81,15 +82,29 @@ func Main(ctx context.Context, args []string, e Env) int {
 		return fail.CodeOK
 	}
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "handover %s: %s\n", c.name, fail.OneLine(err.Error()))
+		fmt.Fprintf(e.Stderr, "handover %s: %s\n", c.name, errorLine(err))
 	}
 	return ExitCode(err)
 }
 
+// errorLine is the one line a failed command prints after its name. A call the IAM role does not allow is
+// told as such, whatever step made it: the action to add, and AWS's words (cloud.DeniedError).
+func errorLine(err error) string {
+	if d := cloud.DeniedIn(err); d != nil && deniedExit(err) {
+		return fail.OneLine(d.Error())
+	}
+	return fail.OneLine(err.Error())
+}
+
+// deniedExit reports whether err ends the command because the IAM role refused a call: exit 3, a
+// precondition (the role must change; a rerun fails the same way, so nothing retries it). A lost race
+// stays exit 4 even when a refused call is in its chain: that another instance won is what matters.
+func deniedExit(err error) bool { return cloud.IsDenied(err) && fail.Code(err) != fail.CodeFenced }
+
 // ExitCode maps an error to the process exit code (DESIGN.md): fail.Code, and 3 for metadata that did not
-// answer at all.
+// answer at all and for a call the IAM role does not allow.
 func ExitCode(err error) int {
-	if errors.Is(err, imds.ErrUnreachable) {
+	if errors.Is(err, imds.ErrUnreachable) || deniedExit(err) {
 		return fail.CodePrecondition
 	}
 	return fail.Code(err)

@@ -260,6 +260,9 @@ func (w *downWorld) autoScalingGroup(heartbeatTimeout int32) (asgName, instance 
 		LaunchTemplate:       &astypes.LaunchTemplateSpecification{LaunchTemplateName: aws.String(asgName)},
 		MinSize:              aws.Int32(1), MaxSize: aws.Int32(1), DesiredCapacity: aws.Int32(1),
 		AvailabilityZones: []string{"us-east-1a", "us-east-1b"},
+		// The group is tagged too, as README's IAM policy section asks: the lifecycle calls of its
+		// instances are scoped by the group's handover:group tag (aws:ResourceTag).
+		Tags: []astypes.Tag{{Key: aws.String(cloud.TagGroup), Value: aws.String(w.group), PropagateAtLaunch: aws.Bool(false)}},
 		LifecycleHookSpecificationList: []astypes.LifecycleHookSpecification{{
 			LifecycleHookName:   aws.String(terminateHook),
 			LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_TERMINATING"),
@@ -318,7 +321,8 @@ func (w *downWorld) startAgent(instance string, args ...string) *agentRun {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &agentRun{cancel: cancel, done: make(chan int, 1), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
 	env := w.agentEnv(instance, nil)
-	go func() { r.done <- Main(ctx, args, Env{Getenv: env, Stdout: r.stdout, Stderr: r.stderr}) }()
+	stdout, stderr := w.tee(r.stdout), w.tee(r.stderr)
+	go func() { r.done <- Main(ctx, args, Env{Getenv: env, Stdout: stdout, Stderr: stderr}) }()
 	w.t.Cleanup(func() { r.stop(w.t) })
 	return r
 }

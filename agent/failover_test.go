@@ -27,7 +27,7 @@ type failoverWorld struct {
 	group, primary, standby, alloc string
 }
 
-func newFailoverWorld(t *testing.T) *failoverWorld {
+func newFailoverWorld(t testing.TB) *failoverWorld {
 	t.Helper()
 	w := &failoverWorld{testRegion: newTestRegion(t), group: "db"}
 	w.primary = w.runInstance("us-east-1a", map[string]string{cloud.TagGroup: w.group, cloud.TagRole: failover.RolePrimary}, true)

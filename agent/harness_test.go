@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,6 +31,17 @@ type testRegion struct {
 	as  *autoscaling.Client
 	dir string
 	lag time.Duration // the region's consistency delay (Faults.ConsistencyDelay), for settle
+	// transcript, when set, gets everything the agent runs of runAgent and startAgent print (the
+	// enforced IAM test reads what handover said about a refused call).
+	transcript *syncBuffer
+}
+
+// tee is w where the transcript, if any, gets a copy.
+func (w *testRegion) tee(out io.Writer) io.Writer {
+	if w.transcript == nil {
+		return out
+	}
+	return io.MultiWriter(out, w.transcript)
 }
 
 // waitBound limits every wait of these tests for a state of the simulated region: a wedged test fails,
@@ -169,7 +181,7 @@ func (w *testRegion) agentEnv(id string, extra map[string]string) func(string) s
 func (w *testRegion) runAgent(ctx context.Context, id string, extra map[string]string, args ...string) agentResult {
 	w.t.Helper()
 	var stdout, stderr bytes.Buffer
-	code := Main(ctx, args, Env{Getenv: w.agentEnv(id, extra), Stdout: &stdout, Stderr: &stderr})
+	code := Main(ctx, args, Env{Getenv: w.agentEnv(id, extra), Stdout: w.tee(&stdout), Stderr: w.tee(&stderr)})
 	res := agentResult{code: code, stdout: stdout.String(), stderr: stderr.String()}
 	if testing.Verbose() {
 		w.t.Logf("handover %s as %s -> %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), id, code, res.stdout, res.stderr)

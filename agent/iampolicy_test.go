@@ -61,8 +61,16 @@ type iamScenario struct {
 	group  string   // the handover group (default testGroup)
 	policy []string // iam-policy flags: --commands and the options the runs use
 	root   bool     // it mounts (loop devices, mkfs)
-	run    func(t *testing.T) iamRun
+	run    func(t testing.TB, begin beginRun) iamRun
 }
+
+// beginRun starts the part of a scenario the policy is held to, just before the instance under test (id)
+// runs handover: the call log is emptied, and the enforced test (iam_enforced_test.go) attaches the policy
+// to the instance's role.
+type beginRun func(w *testRegion, id string)
+
+// resetCalls is the call-log test's beginRun: no policy is enforced.
+func resetCalls(w *testRegion, _ string) { w.sim.ResetCalls() }
 
 // callerOf is the access key the simulator gives an instance's agent (InstanceEnv).
 func callerOf(id string) string { return "AKID" + strings.ReplaceAll(id, "-", "") }
@@ -110,9 +118,9 @@ func (w *testRegion) upRecorded(ctx context.Context, id string, wrap func(cloud.
 		return c, nil
 	}
 	var stdout, stderr bytes.Buffer
-	err := up(ctx, Env{Getenv: w.agentEnv(id, nil), Stdout: &stdout, Stderr: &stderr}, args[1:], factory)
+	err := up(ctx, Env{Getenv: w.agentEnv(id, nil), Stdout: w.tee(&stdout), Stderr: w.tee(&stderr)}, args[1:], factory)
 	if err != nil {
-		fmt.Fprintf(&stderr, "handover up: %s\n", fail.OneLine(err.Error()))
+		fmt.Fprintf(w.tee(&stderr), "handover up: %s\n", errorLine(err))
 	}
 	res := agentResult{code: ExitCode(err), stdout: stdout.String(), stderr: stderr.String()}
 	if testing.Verbose() {
@@ -182,17 +190,17 @@ func (w *downWorld) iamTerminatingMember() (asgName, instance string) {
 
 // iamScenarios are the situations that make the commands call different things.
 var iamScenarios = []*iamScenario{
-	{name: "up first boot: a blank volume", policy: []string{"--commands", "up"}, root: true, run: func(t *testing.T) iamRun {
+	{name: "up first boot: a blank volume", policy: []string{"--commands", "up"}, root: true, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newTestRegion(t)
 		w.unmountOnCleanup()
 		w.allocateAddress(testGroup)
 		id := w.runInstance("us-east-1a", groupTags, true)
-		w.sim.ResetCalls()
+		begin(w, id)
 		res, tagged := w.upRecorded(w.ctx(), id, nil, w.upArgs(id)...)
 		mustSucceed(t, res)
 		return iamRun{calls: w.callsOf(id), tagged: tagged}
 	}},
-	{name: "up in another AZ: restore the snapshot, tag the old volume superseded", policy: []string{"--commands", "up"}, root: true, run: func(t *testing.T) iamRun {
+	{name: "up in another AZ: restore the snapshot, tag the old volume superseded", policy: []string{"--commands", "up"}, root: true, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newTestRegion(t)
 		w.unmountOnCleanup()
 		w.allocateAddress(testGroup)
@@ -202,7 +210,7 @@ var iamScenarios = []*iamScenario{
 		w.snapshot(aws.ToString(w.slotVolumes()[0].VolumeId), 1, true, true)
 		w.terminate(old)
 		id := w.runInstance("us-east-1b", groupTags, true)
-		w.sim.ResetCalls()
+		begin(w, id)
 		res, tagged := w.upRecorded(w.ctx(), id, nil, w.upArgs(id)...)
 		mustSucceed(t, res)
 		if !strings.Contains(res.stdout, "restored from") || len(tagged) == 0 {
@@ -210,7 +218,7 @@ var iamScenarios = []*iamScenario{
 		}
 		return iamRun{calls: w.callsOf(id), tagged: tagged}
 	}},
-	{name: "up in the same AZ: reattach; tags not in metadata", policy: []string{"--commands", "up"}, root: true, run: func(t *testing.T) iamRun {
+	{name: "up in the same AZ: reattach; tags not in metadata", policy: []string{"--commands", "up"}, root: true, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newTestRegion(t)
 		w.unmountOnCleanup()
 		w.allocateAddress(testGroup)
@@ -219,7 +227,7 @@ var iamScenarios = []*iamScenario{
 		w.unmount(w.mountPoint(old))
 		w.terminate(old)
 		id := w.runInstance("us-east-1a", groupTags, false)
-		w.sim.ResetCalls()
+		begin(w, id)
 		res, tagged := w.upRecorded(w.ctx(), id, nil, w.upArgs(id)...)
 		mustSucceed(t, res)
 		if !strings.Contains(res.stdout, "reattached") {
@@ -227,37 +235,37 @@ var iamScenarios = []*iamScenario{
 		}
 		return iamRun{calls: w.callsOf(id), tagged: tagged}
 	}},
-	{name: "up --takeover: stop the live holder", policy: []string{"--commands", "up", "--takeover"}, run: func(t *testing.T) iamRun {
+	{name: "up --takeover: stop the live holder", policy: []string{"--commands", "up", "--takeover"}, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newTestRegion(t)
 		alloc := w.allocateAddress(testGroup)
 		live := w.runInstance("us-east-1a", groupTags, true)
 		w.associate(alloc, live)
 		id := w.runInstance("us-east-1b", groupTags, true)
-		w.sim.ResetCalls()
+		begin(w, id)
 		res, tagged := w.upRecorded(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--takeover")...)
 		mustSucceed(t, res)
 		return iamRun{calls: w.callsOf(id), tagged: tagged}
 	}},
-	{name: "up with an orphaned newest volume: snapshot it first", policy: []string{"--commands", "up"}, run: func(t *testing.T) iamRun {
+	{name: "up with an orphaned newest volume: snapshot it first", policy: []string{"--commands", "up"}, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newTestRegion(t)
 		w.allocateAddress(testGroup)
 		old := w.createSlotVolume("us-east-1a", 1, nil)
 		w.snapshot(old, 1, false, true)
 		w.createSlotVolume("us-east-1a", 2, nil)
 		id := w.runInstance("us-east-1b", groupTags, true)
-		w.sim.ResetCalls()
+		begin(w, id)
 		res, tagged := w.upRecorded(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
 		mustSucceed(t, res)
 		return iamRun{calls: w.callsOf(id), tagged: tagged}
 	}},
-	{name: "up --delete-superseded", policy: []string{"--commands", "up", "--delete-superseded"}, run: func(t *testing.T) iamRun {
+	{name: "up --delete-superseded", policy: []string{"--commands", "up", "--delete-superseded"}, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newTestRegion(t)
 		w.allocateAddress(testGroup)
 		w.createSlotVolume("us-east-1a", 1, nil)
 		newest := w.createSlotVolume("us-east-1a", 2, nil)
 		w.snapshot(newest, 2, true, true)
 		id := w.runInstance("us-east-1b", groupTags, true)
-		w.sim.ResetCalls()
+		begin(w, id)
 		res, tagged := w.upRecorded(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--delete-superseded")...)
 		mustSucceed(t, res)
 		if !strings.Contains(res.stdout, "deleted") {
@@ -265,7 +273,7 @@ var iamScenarios = []*iamScenario{
 		}
 		return iamRun{calls: w.callsOf(id), tagged: tagged}
 	}},
-	{name: "up: the volume is attached to a stopped instance in this AZ", policy: []string{"--commands", "up"}, run: func(t *testing.T) iamRun {
+	{name: "up: the volume is attached to a stopped instance in this AZ", policy: []string{"--commands", "up"}, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newTestRegion(t)
 		w.allocateAddress(testGroup)
 		vol := w.createSlotVolume("us-east-1a", 1, nil)
@@ -273,12 +281,12 @@ var iamScenarios = []*iamScenario{
 		(&downWorld{testRegion: w, group: testGroup}).attach(vol, old)
 		w.stop(old)
 		id := w.runInstance("us-east-1a", groupTags, true)
-		w.sim.ResetCalls()
+		begin(w, id)
 		res, tagged := w.upRecorded(w.ctx(), id, nil, w.upArgs(id, "--no-mount")...)
 		mustSucceed(t, res)
 		return iamRun{calls: w.callsOf(id), tagged: tagged}
 	}},
-	{name: "up in a group with a launch hook, heartbeating while it waits for a snapshot", policy: []string{"--commands", "up"}, run: func(t *testing.T) iamRun {
+	{name: "up in a group with a launch hook, heartbeating while it waits for a snapshot", policy: []string{"--commands", "up"}, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newTestRegion(t)
 		w.allocateAddress(testGroup)
 		id := w.launchGroup("orders-asg", nil) // us-east-1a, held in Pending:Wait by the hook "launch"
@@ -286,7 +294,7 @@ var iamScenarios = []*iamScenario{
 		release := w.sim.Hold(sim.SnapshotComplete, "")
 		defer release()
 		w.snapshot(vol, 1, true, false) // down's final snapshot, still pending: up waits for it
-		w.sim.ResetCalls()
+		begin(w, id)
 		type result struct {
 			res    agentResult
 			tagged []*ec2.CreateTagsInput
@@ -321,7 +329,7 @@ var iamScenarios = []*iamScenario{
 		}
 		return iamRun{calls: w.callsOf(id), tagged: r.tagged}
 	}},
-	{name: "up loses the lease while CreateVolume runs: it deletes what it made", policy: []string{"--commands", "up"}, run: func(t *testing.T) iamRun {
+	{name: "up loses the lease while CreateVolume runs: it deletes what it made", policy: []string{"--commands", "up"}, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newTestRegion(t)
 		alloc := w.allocateAddress(testGroup)
 		other := w.runInstance("us-east-1b", groupTags, true)
@@ -340,7 +348,7 @@ var iamScenarios = []*iamScenario{
 				t.Errorf("moving the lease: %v", err)
 			}
 		}
-		w.sim.ResetCalls()
+		begin(w, id)
 		res, tagged := w.upRecorded(w.ctx(), id, func(c cloud.EC2) cloud.EC2 {
 			return leaseMovesAfterCreateVolume{EC2: c, move: move, once: &sync.Once{}}
 		}, w.upArgs(id, "--no-mount")...)
@@ -350,14 +358,14 @@ var iamScenarios = []*iamScenario{
 		}
 		return iamRun{calls: w.callsOf(id), tagged: tagged}
 	}},
-	{name: "down with a wrong hook name, then rerun right: heartbeats, --release-eip; tags not in metadata", policy: []string{"--commands", "down"}, root: true, run: func(t *testing.T) iamRun {
+	{name: "down with a wrong hook name, then rerun right: heartbeats, --release-eip; tags not in metadata", policy: []string{"--commands", "down"}, root: true, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newDownWorld(t)
 		_, inst := w.iamTerminatingMember()
 		w.associate(w.allocateAddress(w.group), inst)
 		vol := w.createSlotVolume("us-east-1a", 1, nil)
 		w.attach(vol, inst)
 		mp := w.mountNew(inst, vol, "written before termination")
-		w.sim.ResetCalls()
+		begin(w.testRegion, inst)
 		vols := "data:/dev/sdf:" + mp
 		first := w.runAgent(w.ctx(), inst, nil, "down", "--terminate-hook", "handover-terminte", "--pre-stop", "true", "--volume", vols)
 		mustExit(t, first, fail.CodeUsage, "no hook named handover-terminte")
@@ -366,7 +374,7 @@ var iamScenarios = []*iamScenario{
 		mustSucceed(t, second)
 		return iamRun{calls: w.callsOf(inst)}
 	}},
-	{name: "down of two slots with one device not visible: one CreateSnapshots", policy: []string{"--commands", "down"}, root: true, run: func(t *testing.T) iamRun {
+	{name: "down of two slots with one device not visible: one CreateSnapshots", policy: []string{"--commands", "down"}, root: true, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newDownWorld(t)
 		inst := w.runInstance("us-east-1a", groupTags, true)
 		data := w.createSlotVolume("us-east-1a", 1, nil)
@@ -384,20 +392,20 @@ var iamScenarios = []*iamScenario{
 		if err := os.Remove(link); err != nil {
 			t.Fatal(err)
 		}
-		w.sim.ResetCalls()
+		begin(w.testRegion, inst)
 		res := w.runAgent(w.ctx(), inst, nil, "down", "--pre-stop", "true", "--volume", "data:/dev/sdf:"+mp, "--volume", "wal:/dev/sdg:"+filepath.Join(w.dir, "wal"))
 		if len(w.callsBy("CreateSnapshots", inst)) != 1 {
 			t.Errorf("down with a slot whose device is not visible made no CreateSnapshots call (exit %d):\n%s\n%s", res.code, res.stdout, res.stderr)
 		}
 		return iamRun{calls: w.callsOf(inst)}
 	}},
-	{name: "watch --on-rebalance=off: the group terminates the instance, watch runs down", policy: []string{"--commands", "watch"}, root: true, run: func(t *testing.T) iamRun {
+	{name: "watch --on-rebalance=off: the group terminates the instance, watch runs down", policy: []string{"--commands", "watch"}, root: true, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newDownWorld(t)
 		_, inst := w.autoScalingGroup(300)
 		vol := w.createSlotVolume(w.instanceAZ(inst), 1, nil)
 		w.attach(vol, inst)
 		mp := w.mountNew(inst, vol, "written before termination")
-		w.sim.ResetCalls()
+		begin(w.testRegion, inst)
 		run := w.startWatch(inst, mp, "--terminate-hook", terminateHook, "--heartbeat-interval", "100ms", "--pre-stop", "sleep 1")
 		if _, err := w.as.TerminateInstanceInAutoScalingGroup(w.ctx(), &autoscaling.TerminateInstanceInAutoScalingGroupInput{
 			InstanceId: aws.String(inst), ShouldDecrementDesiredCapacity: aws.Bool(false),
@@ -410,10 +418,10 @@ var iamScenarios = []*iamScenario{
 		}
 		return iamRun{calls: w.callsOf(inst)}
 	}},
-	{name: "watch --on-rebalance=snapshot", policy: []string{"--commands", "watch", "--on-rebalance=snapshot"}, root: true, run: func(t *testing.T) iamRun {
+	{name: "watch --on-rebalance=snapshot", policy: []string{"--commands", "watch", "--on-rebalance=snapshot"}, root: true, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newDownWorld(t)
 		inst, _, mp := w.instanceWithMountedVolume("rebalance data")
-		w.sim.ResetCalls()
+		begin(w.testRegion, inst)
 		run := w.startWatch(inst, mp, "--on-rebalance=snapshot")
 		if err := w.sim.SetRebalance(inst, time.Now()); err != nil {
 			t.Fatal(err)
@@ -424,13 +432,13 @@ var iamScenarios = []*iamScenario{
 		}
 		return iamRun{calls: w.callsOf(inst)}
 	}},
-	{name: "watch --on-rebalance=replace: ask the group, then hand over through the hook", policy: []string{"--commands", "watch", "--on-rebalance=replace"}, root: true, run: func(t *testing.T) iamRun {
+	{name: "watch --on-rebalance=replace: ask the group, then hand over through the hook", policy: []string{"--commands", "watch", "--on-rebalance=replace"}, root: true, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newDownWorld(t)
 		_, inst := w.autoScalingGroup(300)
 		vol := w.createSlotVolume(w.instanceAZ(inst), 1, nil)
 		w.attach(vol, inst)
 		mp := w.mountNew(inst, vol, "written before the recommendation")
-		w.sim.ResetCalls()
+		begin(w.testRegion, inst)
 		run := w.startWatch(inst, mp, "--on-rebalance=replace", "--terminate-hook", terminateHook, "--heartbeat-interval", "100ms", "--pre-stop", "true")
 		if err := w.sim.SetRebalance(inst, time.Now()); err != nil {
 			t.Fatal(err)
@@ -442,16 +450,16 @@ var iamScenarios = []*iamScenario{
 		}
 		return iamRun{calls: w.callsOf(inst)}
 	}},
-	{name: "snapshot; tags not in metadata", policy: []string{"--commands", "snapshot"}, run: func(t *testing.T) iamRun {
+	{name: "snapshot; tags not in metadata", policy: []string{"--commands", "snapshot"}, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newDownWorld(t)
 		inst := w.runInstance("us-east-1a", groupTags, false)
 		vol := w.createSlotVolume("us-east-1a", 1, nil)
 		w.attach(vol, inst)
-		w.sim.ResetCalls()
+		begin(w.testRegion, inst)
 		mustSucceed(t, w.runAgent(w.ctx(), inst, nil, "snapshot"))
 		return iamRun{calls: w.callsOf(inst)}
 	}},
-	{name: "snapshot --freeze=false of two slots: one CreateSnapshots", policy: []string{"--commands", "snapshot"}, root: true, run: func(t *testing.T) iamRun {
+	{name: "snapshot --freeze=false of two slots: one CreateSnapshots", policy: []string{"--commands", "snapshot"}, root: true, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newTestRegion(t)
 		w.unmountOnCleanup()
 		w.allocateAddress(testGroup)
@@ -459,7 +467,7 @@ var iamScenarios = []*iamScenario{
 		if res := w.runAgent(w.ctx(), inst, nil, append([]string{"up", "--size", "1", "--unit-dir", w.unitDir(inst)}, w.twoSlotArgs(inst)...)...); res.code != fail.CodeOK {
 			t.Fatalf("up: exit %d: %s", res.code, res.stderr)
 		}
-		w.sim.ResetCalls()
+		begin(w, inst)
 		res := w.runAgent(w.ctx(), inst, nil, append([]string{"snapshot", "--freeze=false"}, w.twoSlotArgs(inst)...)...)
 		mustSucceed(t, res)
 		if w.calls("CreateSnapshots") != 1 {
@@ -467,13 +475,13 @@ var iamScenarios = []*iamScenario{
 		}
 		return iamRun{calls: w.callsOf(inst)}
 	}},
-	{name: "watch: a scheduled retirement, replaced before it (--replace-before)", policy: []string{"--commands", "watch"}, root: true, run: func(t *testing.T) iamRun {
+	{name: "watch: a scheduled retirement, replaced before it (--replace-before)", policy: []string{"--commands", "watch"}, root: true, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newDownWorld(t)
 		_, inst := w.autoScalingGroup(300)
 		vol := w.createSlotVolume(w.instanceAZ(inst), 1, nil)
 		w.attach(vol, inst)
 		mp := w.mountNew(inst, vol, "written before the event")
-		w.sim.ResetCalls()
+		begin(w.testRegion, inst)
 		run := w.startWatch(inst, mp, "--replace-before", "3h", "--terminate-hook", terminateHook, "--heartbeat-interval", "100ms", "--pre-stop", "true")
 		if _, err := w.sim.ScheduleEvent(inst, sim.ScheduledEvent{Code: imds.EventInstanceRetirement, NotBefore: time.Now().Add(2 * time.Hour)}); err != nil {
 			t.Fatal(err)
@@ -488,7 +496,7 @@ var iamScenarios = []*iamScenario{
 		}
 		return iamRun{calls: w.callsOf(inst)}
 	}},
-	{name: "snapshot --keep 1", policy: []string{"--commands", "snapshot", "--keep", "1"}, run: func(t *testing.T) iamRun {
+	{name: "snapshot --keep 1", policy: []string{"--commands", "snapshot", "--keep", "1"}, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newDownWorld(t, func(o *sim.Options) { o.SnapshotInterval = -1 })
 		inst := w.runInstance("us-east-1a", groupTags, true)
 		vol := w.createSlotVolume("us-east-1a", 1, nil)
@@ -497,7 +505,7 @@ var iamScenarios = []*iamScenario{
 			time.Sleep(3 * time.Millisecond) // distinct start times at the API's millisecond
 			w.snapshot(vol, 1, true, true)
 		}
-		w.sim.ResetCalls()
+		begin(w.testRegion, inst)
 		res := w.runAgent(w.ctx(), inst, nil, "snapshot", "--keep", "1")
 		mustSucceed(t, res)
 		if len(w.callsBy("DeleteSnapshot", inst)) == 0 {
@@ -505,31 +513,31 @@ var iamScenarios = []*iamScenario{
 		}
 		return iamRun{calls: w.callsOf(inst)}
 	}},
-	{name: "snapshot --lock-snapshots 7d", policy: []string{"--commands", "snapshot", "--lock-snapshots", "7d"}, run: func(t *testing.T) iamRun {
+	{name: "snapshot --lock-snapshots 7d", policy: []string{"--commands", "snapshot", "--lock-snapshots", "7d"}, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newDownWorld(t)
 		inst := w.runInstance("us-east-1a", groupTags, true)
 		vol := w.createSlotVolume("us-east-1a", 1, nil)
 		w.attach(vol, inst)
-		w.sim.ResetCalls()
+		begin(w.testRegion, inst)
 		mustSucceed(t, w.runAgent(w.ctx(), inst, nil, "snapshot", "--lock-snapshots", "7d"))
 		if len(w.callsBy("LockSnapshot", inst)) != 1 {
 			t.Errorf("snapshot --lock-snapshots made no LockSnapshot call")
 		}
 		return iamRun{calls: w.callsOf(inst)}
 	}},
-	{name: "down --lock-snapshots 7d", policy: []string{"--commands", "down", "--lock-snapshots", "7d"}, run: func(t *testing.T) iamRun {
+	{name: "down --lock-snapshots 7d", policy: []string{"--commands", "down", "--lock-snapshots", "7d"}, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newDownWorld(t)
 		inst := w.runInstance("us-east-1a", groupTags, true)
 		vol := w.createSlotVolume("us-east-1a", 1, nil)
 		w.attach(vol, inst)
-		w.sim.ResetCalls()
+		begin(w.testRegion, inst)
 		mustSucceed(t, w.runAgent(w.ctx(), inst, nil, "down", "--pre-stop", "true", "--lock-snapshots", "7d"))
 		if len(w.callsBy("LockSnapshot", inst)) != 1 {
 			t.Errorf("down --lock-snapshots made no LockSnapshot call")
 		}
 		return iamRun{calls: w.callsOf(inst)}
 	}},
-	{name: "status: another instance holds the address; tags not in metadata", policy: []string{"--commands", "status"}, run: func(t *testing.T) iamRun {
+	{name: "status: another instance holds the address; tags not in metadata", policy: []string{"--commands", "status"}, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newTestRegion(t)
 		alloc := w.allocateAddress(testGroup)
 		holder := w.runInstance("us-east-1a", groupTags, true)
@@ -542,7 +550,7 @@ var iamScenarios = []*iamScenario{
 			t.Fatal(err)
 		}
 		id := w.runInstance("us-east-1b", groupTags, false)
-		w.sim.ResetCalls()
+		begin(w, id)
 		res := w.runAgent(w.ctx(), id, nil, "status")
 		mustSucceed(t, res)
 		if !strings.Contains(res.stdout, holder) {
@@ -550,11 +558,11 @@ var iamScenarios = []*iamScenario{
 		}
 		return iamRun{calls: w.callsOf(id)}
 	}},
-	{name: "failover --force --wait-status-ok --swap-roles to a stopped standby", group: "db", policy: []string{"--commands", "failover"}, run: func(t *testing.T) iamRun {
+	{name: "failover --force --wait-status-ok --swap-roles to a stopped standby", group: "db", policy: []string{"--commands", "failover"}, run: func(t testing.TB, begin beginRun) iamRun {
 		w := newFailoverWorld(t)
 		w.stop(w.standby)
 		w.waitHealthy(w.primary)
-		w.sim.ResetCalls()
+		begin(w.testRegion, w.standby)
 		res := w.failover("--group", w.group, "--force", "--wait-status-ok", "--swap-roles")
 		mustSucceed(t, res)
 		if w.addressHolder(w.alloc) != w.standby {
@@ -789,7 +797,7 @@ func TestIAMPolicyAgainstTheCallLog(t *testing.T) {
 					group = testGroup
 				}
 				flags := append([]string{"--group", group}, sc.policy...)
-				run := sc.run(t)
+				run := sc.run(t, resetCalls)
 				if t.Failed() {
 					return
 				}

@@ -204,7 +204,7 @@ func tagOf(tags []ec2types.Tag, key string) string {
 }
 
 // mustSucceed fails the test unless the run exited 0.
-func mustSucceed(t *testing.T, res agentResult) {
+func mustSucceed(t testing.TB, res agentResult) {
 	t.Helper()
 	if res.code != fail.CodeOK {
 		t.Fatalf("up exited %d\nstdout:\n%s\nstderr:\n%s", res.code, res.stdout, res.stderr)
@@ -212,7 +212,7 @@ func mustSucceed(t *testing.T, res agentResult) {
 }
 
 // mustExit fails the test unless the run exited with code and said want on its last stderr line.
-func mustExit(t *testing.T, res agentResult, code int, want ...string) {
+func mustExit(t testing.TB, res agentResult, code int, want ...string) {
 	t.Helper()
 	if res.code != code {
 		t.Fatalf("up exited %d, want %d\nstdout:\n%s\nstderr:\n%s", res.code, code, res.stdout, res.stderr)

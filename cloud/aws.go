@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/smithy-go/middleware"
 )
 
 // EC2 is the part of the EC2 API handover calls, with the SDK's signatures; *ec2.Client satisfies it.
@@ -89,6 +90,7 @@ func NewClients(ctx context.Context, getenv func(string) string, region string) 
 				o.RateLimiter = ratelimit.None
 			})
 		}),
+		config.WithAPIOptions([]func(*middleware.Stack) error{reportDenied}), // a refused call names its IAM action
 	}
 	if region != "" {
 		opts = append(opts, config.WithRegion(region))

@@ -833,7 +833,7 @@ const orphanBound = 15 * time.Minute
 // snapshotOrphan snapshots the newest volume where it is (detached, or attached to a stopped or stuck
 // instance): crash-consistent, final (no more writes reach it), tagged like down's, so that the restore
 // carries every write. It waits for the snapshot; a failure or a snapshot that does not complete within
-// orphanBound makes the plan fall back to the newest older snapshot.
+// orphanBound makes the plan fall back to the newest older snapshot, except a call the IAM role refused.
 func (s *SlotRun) snapshotOrphan(ctx context.Context, v Volume) error {
 	if err := s.fence(ctx); err != nil {
 		return err
@@ -848,6 +848,13 @@ func (s *SlotRun) snapshotOrphan(ctx context.Context, v Volume) error {
 		s.Log.Warn("the newest volume had no snapshot of its last writes: snapshotted it where it is (crash-consistent)", logkey.Step, "volume",
 			logkey.Volume, v.ID, logkey.Snapshot, snap.ID, logkey.AZ, v.AZ)
 		err = WaitSnapshotCompleted(ctx, s.Log, s.C.EC2, snap.ID, orphanBound)
+	}
+	if err != nil && ctx.Err() == nil && IsDenied(err) {
+		// A refusal is the role's, not EBS's: falling back would restore older data over writes the newest
+		// volume still holds, for a permission an operator can add. Stop (exit 3); the rerun snapshots it.
+		s.Log.Error("could not snapshot the orphaned newest volume: the IAM role refused it; not falling back to an older snapshot",
+			logkey.Step, "volume", logkey.Volume, v.ID, logkey.Error, err.Error())
+		return fmt.Errorf("snapshot the orphaned newest volume %s: %w", v.ID, err)
 	}
 	if err != nil && ctx.Err() == nil {
 		s.Log.Error("could not snapshot the orphaned newest volume: falling back to the newest older snapshot", logkey.Step, "volume", logkey.Volume, v.ID, logkey.Error, err.Error())

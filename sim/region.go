@@ -142,6 +142,7 @@ type Region struct {
 	faults   Faults
 	throttle *throttler
 	calls    []Call
+	policies map[string]*Policy // access key -> the IAM policy of its role (SetInstancePolicy); none: not checked
 	// releases of the holds made through /sim/hold, by name
 	releases   map[string]func()
 	adminHolds int

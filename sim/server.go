@@ -23,6 +23,7 @@ type actionFunc func(r *Region, c *reqCtx) ([]node, *apiError)
 
 func (r *Region) routes() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/sim/iam-policy", r.serveIAMPolicy)
 	mux.HandleFunc("/sim/", r.serveAdmin)
 	mux.HandleFunc("/", r.serveAPI)
 	return mux
@@ -96,6 +97,12 @@ func (r *Region) serveAPI(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	if e := r.injectedError(injected, action, isASG); e != nil {
+		fail(e)
+		return
+	}
+	// IAM comes before DryRun: a dry run answers UnauthorizedOperation when the call is not allowed.
+	// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/CommonParameters.html
+	if e := r.authorize(caller, action, isASG, p); e != nil {
 		fail(e)
 		return
 	}
