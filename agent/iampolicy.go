@@ -129,8 +129,8 @@ var awsCalls = []awsCall{
 		code: "cloud.detachFromStopped and SlotRun.forceDetach (up), cloud.DetachVolume (down)"},
 	{op: "DeleteVolume", needs: grant("ec2:DeleteVolume", scopeDeleteVolumesMadeNow), by: uses(useUp),
 		code: "cloud.SlotRun.discard: a volume this run made under a lease that moved"},
-	{op: "DeleteVolume", needs: grant("ec2:DeleteVolume", scopeDeleteSupersededVolumes), by: uses(useUpDeleteOld),
-		code: "cloud.SlotRun.Retire with --delete-superseded"},
+	{op: "DeleteVolume", needs: grant("ec2:DeleteVolume", scopeDeleteSupersededVolumes), by: uses(useUp, useUpDeleteOld),
+		code: "cloud.SlotRun.Retire: retention, on by default (--keep-superseded 1; --delete-superseded is --keep-superseded 0)"},
 	{op: "CreateTags", needs: grant("ec2:CreateTags", scopeTagSuperseded), by: uses(useUp),
 		code: "cloud.SlotRun.Retire: handover:superseded=true on the older generations"},
 
@@ -398,7 +398,7 @@ func (c *iamPolicyConfig) register(f *flags) {
 	f.fs.Lookup("imds-timeout").Usage = "not used: iam-policy reads no instance metadata"
 	f.fs.Var(&c.Commands, "commands", "comma-separated `LIST` of the commands the policy is for: up, down, watch, snapshot, status, failover (failover alone: the Lambda's or an operator's role)")
 	f.fs.StringVar(&c.KMSKey, "kms-key", "", "`ARN` of the customer-managed KMS key of encrypted volumes: adds the grants EBS needs for up")
-	f.fs.BoolVar(&c.DeleteSuperseded, "delete-superseded", false, "allow up --delete-superseded to delete the group's superseded volumes")
+	f.fs.BoolVar(&c.DeleteSuperseded, "delete-superseded", false, "up --delete-superseded: adds nothing now (up's retention deletes the group's older superseded volumes by default, --keep-superseded)")
 	f.fs.IntVar(&c.Keep, "keep", 0, "allow snapshot --keep N to delete the group's snapshots (any N above 0)")
 	c.OnRebalance = rebalanceOff
 	f.fs.Var(&c.OnRebalance, "on-rebalance", "watch's --on-rebalance: off, snapshot or replace (replace: TerminateInstanceInAutoScalingGroup); give it as --on-rebalance=MODE")

@@ -976,7 +976,6 @@ func TestIAMPolicyOptions(t *testing.T) {
 		sid, action string
 	}{
 		{[]string{"--takeover"}, scopeInstances.sid, "ec2:StopInstances"},
-		{[]string{"--delete-superseded"}, scopeDeleteSupersededVolumes.sid, "ec2:DeleteVolume"},
 		{[]string{"--keep", "7"}, scopeSnapshots.sid, "ec2:DeleteSnapshot"},
 		{[]string{"--commands", "failover"}, scopeInstances.sid, "ec2:StartInstances"},
 	} {

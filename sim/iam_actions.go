@@ -307,6 +307,24 @@ func (r *Region) iamRequestsLocked(action string, isASG bool, p params) []iamReq
 		return creating("volume", from)
 	case "CreateSnapshot":
 		return creating("snapshot", r.volumeLocked(p.get("VolumeId")))
+	case "CreateSnapshots":
+		// The instance, each volume of it the call snapshots, and the snapshots it makes
+		// (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html#amazonec2-CreateSnapshots).
+		// The simulator has no root volume: every attached volume not excluded is a data volume.
+		iid := p.get("InstanceSpecification.InstanceId")
+		excluded := map[string]bool{}
+		for _, id := range p.list("InstanceSpecification.ExcludeDataVolumeId") {
+			excluded[id] = true
+		}
+		var vols []iamResource
+		for id, v := range r.w.Volumes {
+			if v.Attachment != nil && v.Attachment.InstanceID == iid && !excluded[id] {
+				vols = append(vols, r.volumeLocked(id)...)
+			}
+		}
+		return creating("snapshot", r.instanceLocked(iid), vols)
+	case "LockSnapshot":
+		return ec2(r.snapshotLocked(p.get("SnapshotId")))
 	case "AllocateAddress":
 		return creating("elastic-ip")
 	case "AttachVolume":
