@@ -22,6 +22,8 @@ import (
 //	POST /sim/fail-snapshot?snapshot=snap-..
 //	GET  /sim/calls            (JSON list of Call)
 //	POST /sim/calls/reset
+//	GET  /sim/transitions      (JSON list of TransitionRecord: what ran, with the delays drawn)
+//	POST /sim/transitions/reset
 //	GET  /sim/env?instance=i-.. (JSON object)
 //	GET  /sim/idle             (returns once no transition is scheduled)
 //	POST /sim/hold?transition=volume-create[&id=vol-..]   (JSON {"hold": "h-N"}; see Hold)
@@ -57,6 +59,10 @@ func (r *Region) serveAdmin(w http.ResponseWriter, req *http.Request) {
 		out = r.Calls()
 	case "/sim/calls/reset":
 		r.ResetCalls()
+	case "/sim/transitions":
+		out = r.Transitions()
+	case "/sim/transitions/reset":
+		r.ResetTransitions()
 	case "/sim/env":
 		out, err = r.InstanceEnv(id)
 	case "/sim/idle":

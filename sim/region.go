@@ -119,6 +119,7 @@ type Region struct {
 	imds    map[string]*imdsServer
 	loops   map[string]string // volume id -> loop device
 	loopOK  bool
+	tlog    transitionLog // transitions under way and done (transitions.go)
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
@@ -344,12 +345,14 @@ func (r *Region) scheduleLocked(key string, kind Transition, d time.Duration, tr
 		r.fireLocked(key, st)
 	})
 	r.timers[key] = st
+	r.transitionBeganLocked(key, st, d)
 	r.notifyLocked()
 }
 
 // fireLocked applies a timer's state change.
 func (r *Region) fireLocked(key string, st *simTimer) {
 	delete(r.timers, key)
+	r.transitionEndedLocked(key, st)
 	st.fn()
 	r.afterChangeLocked()
 }
@@ -358,6 +361,7 @@ func (r *Region) cancelLocked(key string) {
 	if t := r.timers[key]; t != nil {
 		t.t.Stop()
 		delete(r.timers, key)
+		delete(r.tlog.running, key)
 		r.notifyLocked()
 	}
 }
