@@ -89,6 +89,13 @@ type Options struct {
 	// DetachBusyState is the attachment state DescribeVolumes shows while a detach waits for a
 	// mounted device: "busy" (default) or "detaching".
 	DetachBusyState string
+	// ThrottleEC2Only leaves Auto Scaling out of Throttle: its shared bucket's size is the sim's
+	// assumption (AWS publishes none), so a benchmark that holds to documented numbers turns it off.
+	ThrottleEC2Only bool
+	// SaveInterval, when positive, writes StateDir/state.json at most that often (and at Close) instead of
+	// after every change, for regions of thousands of resources; a crash of the simulator then loses up to
+	// that much of the state. Close always saves.
+	SaveInterval time.Duration
 	// Replacement chooses what AWS leaves open when a group replaces a
 	// member: the zone and the moment of the launch (sim/asg_replace.go).
 	Replacement Replacement
@@ -120,6 +127,8 @@ type Region struct {
 	loops   map[string]string // volume id -> loop device
 	loopOK  bool
 	tlog    transitionLog // transitions under way and done (transitions.go)
+	// savePending: a save is scheduled (Options.SaveInterval, save.go)
+	savePending bool
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
@@ -187,7 +196,7 @@ func New(o Options) (*Region, error) {
 		faults:  o.Faults,
 	}
 	if o.Throttle {
-		r.throttle = newThrottler()
+		r.throttle = newThrottler(!o.ThrottleEC2Only)
 	}
 	w, err := loadState(r.statePath())
 	if err != nil {
@@ -375,7 +384,7 @@ func (r *Region) notifyLocked() {
 // state is saved (unless Close has saved it for the last time).
 func (r *Region) afterChangeLocked() {
 	r.reconcileGroupsLocked()
-	r.saveLocked()
+	r.saveSoonLocked()
 	r.notifyLocked()
 }
 
@@ -468,7 +477,7 @@ func (r *Region) SetThrottle(on bool) {
 	r.cfgMu.Lock()
 	defer r.cfgMu.Unlock()
 	if on {
-		r.throttle = newThrottler()
+		r.throttle = newThrottler(!r.opts.ThrottleEC2Only)
 	} else {
 		r.throttle = nil
 	}
