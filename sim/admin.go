@@ -25,6 +25,8 @@ import (
 //	POST /sim/kms-key-state?key=KEY&state=Disabled   (encrypted volumes created with KEY end in error)
 //	GET  /sim/calls            (JSON list of Call)
 //	POST /sim/calls/reset
+//	GET  /sim/transitions      (JSON list of TransitionRecord: what ran, with the delays drawn)
+//	POST /sim/transitions/reset
 //	GET  /sim/env?instance=i-.. (JSON object)
 //	GET  /sim/idle             (returns once no transition is scheduled)
 //	POST /sim/hold?transition=volume-create[&id=vol-..]   (JSON {"hold": "h-N"}; see Hold)
@@ -71,6 +73,10 @@ func (r *Region) serveAdmin(w http.ResponseWriter, req *http.Request) {
 		out = r.Calls()
 	case "/sim/calls/reset":
 		r.ResetCalls()
+	case "/sim/transitions":
+		out = r.Transitions()
+	case "/sim/transitions/reset":
+		r.ResetTransitions()
 	case "/sim/env":
 		out, err = r.InstanceEnv(id)
 	case "/sim/idle":

@@ -101,6 +101,13 @@ type Options struct {
 	// DetachBusyState is the attachment state DescribeVolumes shows while a detach waits for a
 	// mounted device: "busy" (default) or "detaching".
 	DetachBusyState string
+	// ThrottleEC2Only leaves Auto Scaling out of Throttle: its shared bucket's size is the sim's
+	// assumption (AWS publishes none), so a benchmark that holds to documented numbers turns it off.
+	ThrottleEC2Only bool
+	// SaveInterval, when positive, writes StateDir/state.json at most that often (and at Close) instead of
+	// after every change, for regions of thousands of resources; a crash of the simulator then loses up to
+	// that much of the state. Close always saves.
+	SaveInterval time.Duration
 	// Replacement chooses what AWS leaves open when a group replaces a
 	// member: the zone and the moment of the launch (sim/asg_replace.go).
 	Replacement Replacement
@@ -134,6 +141,9 @@ type Region struct {
 	imds    map[string]*imdsServer
 	loops   map[string]string // volume id -> loop device
 	loopOK  bool
+	tlog    transitionLog // transitions under way and done (transitions.go)
+	// savePending: a save is scheduled (Options.SaveInterval, save.go)
+	savePending bool
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
@@ -204,7 +214,7 @@ func New(o Options) (*Region, error) {
 		faults:  o.Faults,
 	}
 	if o.Throttle {
-		r.throttle = newThrottler()
+		r.throttle = newThrottler(!o.ThrottleEC2Only)
 	}
 	w, err := loadState(r.statePath())
 	if err != nil {
@@ -363,12 +373,14 @@ func (r *Region) scheduleLocked(key string, kind Transition, d time.Duration, tr
 		r.fireLocked(key, st)
 	})
 	r.timers[key] = st
+	r.transitionBeganLocked(key, st, d)
 	r.notifyLocked()
 }
 
 // fireLocked applies a timer's state change.
 func (r *Region) fireLocked(key string, st *simTimer) {
 	delete(r.timers, key)
+	r.transitionEndedLocked(key, st)
 	st.fn()
 	r.afterChangeLocked()
 }
@@ -377,6 +389,7 @@ func (r *Region) cancelLocked(key string) {
 	if t := r.timers[key]; t != nil {
 		t.t.Stop()
 		delete(r.timers, key)
+		delete(r.tlog.running, key)
 		r.notifyLocked()
 	}
 }
@@ -390,7 +403,7 @@ func (r *Region) notifyLocked() {
 // state is saved (unless Close has saved it for the last time).
 func (r *Region) afterChangeLocked() {
 	r.reconcileGroupsLocked()
-	r.saveLocked()
+	r.saveSoonLocked()
 	r.notifyLocked()
 }
 
@@ -483,7 +496,7 @@ func (r *Region) SetThrottle(on bool) {
 	r.cfgMu.Lock()
 	defer r.cfgMu.Unlock()
 	if on {
-		r.throttle = newThrottler()
+		r.throttle = newThrottler(!r.opts.ThrottleEC2Only)
 	} else {
 		r.throttle = nil
 	}

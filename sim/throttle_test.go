@@ -349,3 +349,46 @@ func TestFaultInjectionAutoScalingCodes(t *testing.T) {
 		t.Fatalf("40 faults drew only %v", seen)
 	}
 }
+
+// ThrottleEC2Only keeps EC2's documented buckets and leaves out Auto Scaling's assumed one.
+func TestThrottleEC2OnlyLeavesAutoScaling(t *testing.T) {
+	t.Parallel()
+	r := startRegion(t, Options{Throttle: true, ThrottleEC2Only: true})
+	throttleOn(r)
+	ctx := ctxT(t)
+	as := asgClient(r)
+	for i := 0; i < 3*int(asgBucket.capacity); i++ {
+		if _, err := as.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{}); err != nil {
+			t.Fatalf("Auto Scaling call %d: %v", i, err)
+		}
+	}
+	c := ec2Client(r)
+	n, err := drain(t, 200, func() error {
+		_, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{})
+		return err
+	})
+	if n != int(unfilteredBucket.capacity) {
+		t.Fatalf("%d unfiltered DescribeVolumes passed, want %v", n, unfilteredBucket.capacity)
+	}
+	wantThrottled(t, err, "RequestLimitExceeded", http.StatusServiceUnavailable)
+}
+
+func TestRequestBucket(t *testing.T) {
+	for _, tc := range []struct {
+		action   string
+		filtered bool
+		name     string
+		spec     bucketSpec
+	}{
+		{"DescribeVolumes", false, "DescribeVolumes/unfiltered", unfilteredBucket},
+		{"DescribeVolumes", true, "DescribeVolumes", nonMutatingBucket},
+		{"DescribeAddresses", false, "DescribeAddresses", nonMutatingBucket},
+		{"AttachVolume", false, "AttachVolume", mutatingBucket},
+		{"CreateVolume", false, "CreateVolume", uncategorized["CreateVolume"]},
+	} {
+		name, capacity, refill := RequestBucket(tc.action, tc.filtered)
+		if name != tc.name || capacity != tc.spec.capacity || refill != tc.spec.refill {
+			t.Errorf("RequestBucket(%s, filtered %v) = %s %v/%v, want %s %v/%v", tc.action, tc.filtered, name, capacity, refill, tc.name, tc.spec.capacity, tc.spec.refill)
+		}
+	}
+}
