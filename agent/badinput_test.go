@@ -6,7 +6,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,6 +108,7 @@ type badRun struct {
 	id, alloc  string
 	vol        string // a volume the world made, when it made one
 	filesCheck bool   // compare local files too (rows that do not mount)
+	imds       string // a metadata endpoint the world started in place of the instance's ({imds})
 }
 
 // worldState is what a row must not change, as text (equal or not, and readable when not).
@@ -300,6 +304,32 @@ func badInputs() []badInput {
 		{what: "device never appears", setup: "HANDOVER_DEV_DIR is a directory no device appears in", args: []string{"up", "--timeout", "3s"},
 			env: env("HANDOVER_DEV_DIR", "{dir}/nodev"), code: fail.CodeFailed, line: `up did not finish within --timeout 3s \(it was at step "volumes: data at device"\)`,
 			kept: keepAddressAndData("the address (handed back); the new volume stays attached for the rerun")},
+		{what: "IMDS refuses the token request (403)", setup: "the metadata endpoint answers 403 to PUT /latest/api/token (HttpEndpoint disabled)",
+			world: func(b *badRun) {
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "Forbidden", http.StatusForbidden) }))
+				b.t.Cleanup(srv.Close)
+				b.imds = srv.URL
+			}, args: []string{"up"}, env: env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "{imds}"), code: pre,
+			line: `instance metadata at http://127.0.0.1:[0-9]+ refused the IMDSv2 token request \(PUT /latest/api/token answered 403 Forbidden\): .*set HttpEndpoint=enabled`},
+		{what: "IMDS that serves IMDSv1 only (PUT 405)", setup: "the metadata endpoint answers 405 to PUT (IMDSv1 only, or a proxy that drops PUT); GET would answer",
+			world: func(b *badRun) {
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.Method == http.MethodPut {
+						http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+						return
+					}
+					_, _ = io.WriteString(w, "i-0123456789abcdef0")
+				}))
+				b.t.Cleanup(srv.Close)
+				b.imds = srv.URL
+			}, args: []string{"up"}, env: env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "{imds}"), code: pre,
+			line: `does not issue IMDSv2 tokens .*never falls back to IMDSv1.*HttpTokens=required`},
+		{what: "mount point is an existing regular file", setup: "a regular file where the slot's mount point would be",
+			world: func(b *badRun) {
+				if err := os.WriteFile(filepath.Join(b.dir, "notadir"), []byte("x"), 0o644); err != nil {
+					b.t.Fatal(err)
+				}
+			}, args: []string{"up", "--volume", "data:/dev/sdf:{dir}/notadir"}, code: pre, line: `notadir.* is an existing regular file, not a directory`},
 		{what: "mount point already in use", setup: "a tmpfs is mounted at the slot's mount point", root: true,
 			world: func(b *badRun) {
 				mp := filepath.Join(b.dir, "mnt", "busy")
@@ -426,7 +456,9 @@ func (d denyingEC2) DescribeTags(ctx context.Context, in *ec2.DescribeTagsInput,
 }
 
 // expand replaces {dir} with the test's directory.
-func (b *badRun) expand(s string) string { return strings.ReplaceAll(s, "{dir}", b.dir) }
+func (b *badRun) expand(s string) string {
+	return strings.NewReplacer("{dir}", b.dir, "{imds}", b.imds).Replace(s)
+}
 
 // commandArgs is the row's command line with the defaults the row does not set itself.
 func (b *badRun) commandArgs(row badInput) []string {
