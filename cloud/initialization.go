@@ -112,6 +112,7 @@ const fastRestoreLookBound = 5 * time.Second
 // snapshot restore here. Not being able to tell (no permission for DescribeFastSnapshotRestores) is a
 // warning: the restore goes on as configured.
 func (s *SlotRun) restoreShape(ctx context.Context, snap Snapshot) VolumeShape {
+	snap = withSourceShape(snap, s.view.Volumes)
 	shape, notes := RestoreShape(s.Shape, snap)
 	s.Res.ShapeNotes = notes
 	for _, n := range notes {

@@ -134,3 +134,21 @@ func orDefault(n int) string {
 	}
 	return strconv.Itoa(n)
 }
+
+// withSourceShape gives a snapshot that records no shape (one of a CreateSnapshots set, which can only
+// copy each volume's tags and so cannot carry a per-volume shape; or one taken before shapes were
+// recorded) the shape of its source volume when the group still has that volume: retention never deletes
+// the newest completed snapshot's source (SlotRun.Retire), so a move finds it, and its shape now is the
+// one ModifyVolume left it with.
+func withSourceShape(snap Snapshot, vols []Volume) Snapshot {
+	if snap.Shape != (RecordedShape{}) || snap.SourceVolume == "" {
+		return snap
+	}
+	for _, v := range vols {
+		if v.ID == snap.SourceVolume {
+			snap.Shape = recordedShapeOf(ShapeTags(v))
+			return snap
+		}
+	}
+	return snap
+}

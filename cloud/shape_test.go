@@ -102,3 +102,25 @@ func TestCreateVolumeInputRate(t *testing.T) {
 		t.Errorf("blank: VolumeInitializationRate %d, want none (CreateVolume refuses it)", *blank.VolumeInitializationRate)
 	}
 }
+
+// TestWithSourceShape: a snapshot without recorded shape (a CreateSnapshots set's) takes its source
+// volume's, when the group still has it; a recorded shape, or a source that is gone, is left alone.
+func TestWithSourceShape(t *testing.T) {
+	src := Volume{ID: "vol-src", SizeGiB: 20, VolumeType: "gp3", IOPS: 6000, Throughput: 500}
+	other := Volume{ID: "vol-other", SizeGiB: 5, VolumeType: "gp3", IOPS: 3000, Throughput: 125}
+	got := withSourceShape(Snapshot{ID: "snap-1", SourceVolume: "vol-src"}, []Volume{other, src})
+	if want := (RecordedShape{Type: "gp3", SizeGiB: 20, IOPS: 6000, Throughput: 500}); got.Shape != want {
+		t.Errorf("shape from the source volume: %+v, want %+v", got.Shape, want)
+	}
+	rec := RecordedShape{Type: "io2", SizeGiB: 8, IOPS: 1000}
+	if got := withSourceShape(Snapshot{SourceVolume: "vol-src", Shape: rec}, []Volume{src}); got.Shape != rec {
+		t.Errorf("a recorded shape was replaced: %+v", got.Shape)
+	}
+	if got := withSourceShape(Snapshot{SourceVolume: "vol-gone"}, []Volume{src}); got.Shape != (RecordedShape{}) {
+		t.Errorf("a shape from no volume: %+v", got.Shape)
+	}
+	shape, _ := RestoreShape(VolumeShape{Type: "gp3", SizeGiB: 1, IOPS: 3000, Throughput: 125}, withSourceShape(Snapshot{ID: "snap-1", SourceVolume: "vol-src", VolumeSizeGiB: 20}, []Volume{src}))
+	if shape.IOPS != 6000 || shape.Throughput != 500 || shape.SizeGiB != 20 {
+		t.Errorf("restore of a set's snapshot: %+v, want 6000 IOPS, 500 MiB/s, 20 GiB", shape)
+	}
+}
