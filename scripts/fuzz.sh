@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 fuzztime="${FUZZTIME:-10s}"
 dirs=("$@")
 [ ${#dirs[@]} -gt 0 ] || dirs=(.)
-# Found by grep, not `go test -list`, which would build the tests of every package.
-grep -rE --include='*_test.go' -o '^func Fuzz[A-Za-z0-9_]+' "${dirs[@]}" | sort | while IFS=: read -r file fn; do
-  pkg="./$(dirname "${file#./}")"
+# Found by grep in the tracked test files (commit a new target first), not `go test -list`, which would
+# build every package's tests.
+git ls-files -- "${dirs[@]/%//*_test.go}" | xargs grep -E -o '^func Fuzz[A-Za-z0-9_]+' | sort | while IFS=: read -r file fn; do
+  pkg="./$(dirname "$file")"
   target="${fn#func }"
   echo "-- $pkg $target ($fuzztime)"
   # A short -fuzzminimizetime: minimizing each new interesting input for the default minute (a sample
