@@ -398,6 +398,16 @@ func TestCrashWhileFrozenThawedByWatch(t *testing.T) {
 	if !p.kill(t) {
 		t.Fatalf("down ended (exit %d) before its CreateSnapshot\n%s", p.code, p.stderr.String())
 	}
+	// The held call is dropped only once the simulator's server notices the killed client's connection
+	// closed; a release before that would carry the killed run's snapshot out and count it below.
+	simtest.Eventually(t, waitBound, "the killed run's held CreateSnapshot dropped", func() (bool, string) {
+		for _, c := range w.sim.Calls() {
+			if c.Action == "CreateSnapshot" && c.Code == "ClientGone" {
+				return true, ""
+			}
+		}
+		return false, "no CreateSnapshot with code ClientGone yet"
+	})
 	release()
 	watch := w.startAgent(s.id, "watch", "--volume", "data:/dev/sdf:"+s.mountPoint,
 		"--state-file", filepath.Join(w.dir, "watch.json"), "--poll-interval", "50ms")
