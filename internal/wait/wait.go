@@ -55,8 +55,18 @@ func Poll(ctx context.Context, log *slog.Logger, w Spec, check func(context.Cont
 	defer cancel()
 	var last string
 	lastLog := start
+	// pressure slows this wait down while checks are throttled (Transient): the schedule's interval is
+	// multiplied by it, doubling on each throttled check up to 16 and halving on each answered one. Many
+	// instances polling one account's request bucket (a whole AZ recovering at once) then share it instead
+	// of spending it on refusals. https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html
+	pressure := 1
 	for {
 		done, progress, err := check(wctx)
+		if err != nil && w.Transient != nil && w.Transient(err) {
+			pressure = min(pressure*2, 16)
+		} else if pressure > 1 {
+			pressure /= 2
+		}
 		if err != nil && (w.Transient == nil || !w.Transient(err)) {
 			if wctx.Err() != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 				break // the bound ran out during the call: a timeout of this wait, not a failure of the call
@@ -78,19 +88,20 @@ func Poll(ctx context.Context, log *slog.Logger, w Spec, check func(context.Cont
 			log.Info("waiting", attrs...)
 			last, lastLog = progress, time.Now()
 		}
-		t := time.NewTimer(b.NextBackOff())
 		select {
 		case <-wctx.Done():
-			t.Stop()
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return fmt.Errorf("waited %s for %s (last seen: %s): %w", w.Bound, w.What, last, ErrTimeout)
-		case <-t.C:
+		case <-after(b.NextBackOff() * time.Duration(pressure)):
 		}
 	}
 	return fmt.Errorf("waited %s for %s (last seen: %s): %w", w.Bound, w.What, last, ErrTimeout)
 }
+
+// after is time.After; the package's tests read the schedule through it.
+var after = time.After
 
 // Pause waits d or until ctx ends.
 func Pause(ctx context.Context, d time.Duration) error {

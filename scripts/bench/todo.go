@@ -1,5 +1,0 @@
-package main
-
-import "context"
-
-func (b *bench) rtoSection(ctx context.Context) error { return nil }
