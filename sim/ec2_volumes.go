@@ -449,15 +449,28 @@ func (r *Region) attachVolume(c *reqCtx) ([]node, *apiError) {
 }
 
 func (r *Region) scheduleAttached(v *volume, d time.Duration) {
+	lag := time.Duration(float64(r.opts.DeviceLag) / r.opts.Speed)
+	instance := v.Attachment.InstanceID
+	addDevice := func() {
+		if v.Attachment == nil || v.Attachment.InstanceID != instance || (v.Attachment.State != "attaching" && v.Attachment.State != "attached") {
+			return // detached (or detaching) before its device was to appear
+		}
+		if in := r.w.Instances[instance]; in != nil && deviceVisible(in) {
+			r.addDeviceLocked(v)
+		}
+	}
 	r.scheduleLocked("attach/"+v.ID, VolumeAttach, d, true, func() {
 		if v.Attachment == nil || v.Attachment.State != "attaching" {
 			return
 		}
 		v.Attachment.State = "attached"
-		if in := r.w.Instances[v.Attachment.InstanceID]; in != nil && deviceVisible(in) {
-			r.addDeviceLocked(v)
+		if lag == 0 {
+			addDevice()
 		}
 	})
+	if lag != 0 {
+		r.scheduleLocked("device/"+v.ID, VolumeAttach, max(d+lag, 0), false, addDevice)
+	}
 }
 
 // deviceVisible says whether an instance's OS is up to see block devices.

@@ -81,6 +81,13 @@ type Options struct {
 	Region   string   // default "us-east-1"
 	AZs      []string // default us-east-1a, us-east-1b, us-east-1c
 	Delays   Delays   // zero fields take DefaultDelays
+	// DeviceLag is when an attached volume's block device appears on its instance, relative to the moment
+	// DescribeVolumes reads the attachment as attached: later (positive) or earlier (negative, at the
+	// soonest when the attach begins). AWS does not document the order of the two (the NVMe device is
+	// the hypervisor's, the state EC2's, which is eventually consistent), so handover must work either
+	// way and the tests run both; 0 (the default) makes them the same instant. Divided by Speed.
+	// https://docs.aws.amazon.com/ebs/latest/userguide/identify-nvme-ebs-device.html
+	DeviceLag time.Duration
 	Speed    float64  // divides every delay (default 1)
 	Jitter   float64  // +- fraction applied to each delay
 	Throttle bool     // EC2 request and resource token buckets, Auto Scaling's shared bucket (see throttle.go)
