@@ -186,6 +186,8 @@ type upRun struct {
 	failedAt string
 
 	upSlots []*upSlot // what converge brought, for the steps after the launch hook (retire)
+	// prechecked carries the verdict of the precheck run begun beside the Auto Scaling checks (run).
+	prechecked <-chan error
 }
 
 // stepDone logs the one line each step ends with.
@@ -337,9 +339,16 @@ func (r *upRun) run(ctx, parent context.Context) (upResult, error) {
 	thawLeftFrozen(ctx, r.log, r.host)
 	r.stepDone("lock", "path", r.cfg.LockFile)
 
+	// The precheck (read-only: the slots planned from one observation) goes out beside the Auto Scaling
+	// checks (read-only too): both come before the first change, and neither needs the other. Its verdict
+	// is read once the checks have passed (converge).
+	prechecked := make(chan error, 1)
+	go func() { prechecked <- r.precheck(ctx) }()
+	r.prechecked = prechecked
 	r.enter("asg")
 	hook, err := r.launchAction(ctx)
 	if err != nil {
+		<-prechecked
 		return upResult{}, r.explain(parent, err)
 	}
 	r.sizeReleaseTimeout(ctx)
@@ -523,7 +532,13 @@ func (r *upRun) converge(ctx context.Context) (upResult, error) {
 	res := upResult{InstanceID: r.me.InstanceID, AZ: r.me.AvailabilityZone, Group: r.group}
 	// What can be refused is refused before the address is taken: address and data stay together.
 	r.enter("precheck")
-	if err := r.precheck(ctx); err != nil {
+	check := r.precheck
+	if r.prechecked != nil {
+		ch := r.prechecked
+		r.prechecked = nil
+		check = func(context.Context) error { return <-ch }
+	}
+	if err := check(ctx); err != nil {
 		return res, err
 	}
 	r.enter("address")
@@ -728,6 +743,12 @@ func (r *upRun) bringVolume(ctx context.Context, spec volumeSpec) (*upSlot, erro
 		Slot: spec.Slot, Device: spec.Device, Shape: r.cfg.Shape, Takeover: r.cfg.Takeover, RequireData: r.cfg.RequireData,
 		ReleaseTimeout: r.cfg.ReleaseTimeout, GroupSlots: r.groupSlots(), Pin: &r.pin,
 	}}
+	if !r.cfg.NoMount {
+		s.run.DeviceReady = func(volumeID string) bool {
+			dev, _, err := r.host.FindVolumeDevice(volumeID)
+			return err == nil && dev != ""
+		}
+	}
 	r.enterSlot(spec.Slot, "volume")
 	if err := s.run.Converge(ctx); err != nil {
 		return s, err

@@ -79,36 +79,81 @@ func volumeTransition(v Volume, self string) string {
 	return a.State + " on " + a.InstanceID
 }
 
-// waitVolume polls one volume until still reports false. EBS state changes (creating, attaching,
-// detaching) take one to ten seconds and sit on the recovery's critical path, so this wait polls every
-// 250 ms (±20% jitter): it overshoots the change by 125 ms on average, where the SDK waiters' 15 s
-// minimum would add seconds to every recovery, and four Describe calls a second stay far below the
-// non-mutating request bucket (refill 20 a second). Waits that take minutes (snapshots, other instances)
-// use poll's slower schedule.
+// volumeWait is one wait on a volume: until Still reports false, or until Device reports the volume's
+// block device on this host.
+type volumeWait struct {
+	ID, What string
+	Still    func(Volume) bool
+	// Initial and Max shape the DescribeVolumes schedule; zero: every 250 ms.
+	Initial, Max time.Duration
+	// Device, when set (an attach to this instance, with the host's devices to look at), reports that the
+	// volume's block device is here with the volume's serial. That is the attachment complete as this
+	// instance sees it, known from a stat every 50 ms at no API cost and before DescribeVolumes says
+	// "attached" (EC2 is eventually consistent; AWS does not document which of the two comes first). The
+	// API is then asked once a second only, to see an attach that fails.
+	// https://docs.aws.amazon.com/ebs/latest/userguide/identify-nvme-ebs-device.html
+	Device func() bool
+}
+
+// deviceAPIEvery is how often an attach wait that watches the device asks the API too.
+const deviceAPIEvery = time.Second
+
+// waitVolume polls one volume until still reports false, every 250 ms (waitVolumeFor).
+func waitVolume(ctx context.Context, log *slog.Logger, c EC2, id, what string, still func(Volume) bool) error {
+	_, _, err := waitVolumeFor(ctx, log, c, volumeWait{ID: id, What: what, Still: still})
+	return err
+}
+
+// waitVolumeFor waits as w says and returns the volume as last described, and whether the wait ended on
+// the device (the volume then still reads as attaching, perhaps). EBS state changes (creating, attaching,
+// detaching) take one to ten seconds and sit on the recovery's critical path, so the default schedule
+// polls every 250 ms (±20% jitter): it overshoots the change by 125 ms on average, where the SDK waiters'
+// 15 s minimum would add seconds to every recovery. The calls are filtered (describeVolume), so they
+// come from the non-mutating bucket (refill 20 a second), not the unfiltered one; throttling slows the
+// schedule down (wait.Poll's pressure). Waits that take minutes (snapshots, other instances) use Poll's
+// slower schedule.
 // https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html
 //
 // A volume just created may be missing from DescribeVolumes for a while (eventual consistency); that
 // counts as still waiting, for at most tokenVisibilityBound, after which the caller observes again.
 // https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
-func waitVolume(ctx context.Context, log *slog.Logger, c EC2, id, what string, still func(Volume) bool) error {
-	var missingSince time.Time
-	return Poll(ctx, log, wait.Spec{What: "volume " + id + " " + what, Bound: volumeTransitionBound, Step: "volume",
-		Initial: 250 * time.Millisecond, Max: 250 * time.Millisecond},
-		func(ctx context.Context) (bool, string, error) {
-			v, err := describeVolume(ctx, c, id)
-			if HasCode(err, codeVolumeNotFound) {
-				if missingSince.IsZero() {
-					missingSince = time.Now()
-				}
-				return time.Since(missingSince) > tokenVisibilityBound, "not visible yet", nil
+func waitVolumeFor(ctx context.Context, log *slog.Logger, c EC2, w volumeWait) (last Volume, byDevice bool, err error) {
+	var missingSince, asked time.Time
+	spec := wait.Spec{What: "volume " + w.ID + " " + w.What, Bound: volumeTransitionBound, Step: "volume",
+		Initial: w.Initial, Max: w.Max}
+	if spec.Initial == 0 {
+		spec.Initial, spec.Max = 250*time.Millisecond, 250*time.Millisecond
+	}
+	if w.Device != nil {
+		spec.Initial, spec.Max = 50*time.Millisecond, 50*time.Millisecond
+	}
+	progress := "not described yet"
+	err = Poll(ctx, log, spec, func(ctx context.Context) (bool, string, error) {
+		if w.Device != nil && last.ID != "" && w.Device() {
+			byDevice = true
+			return true, "", nil
+		}
+		if w.Device != nil && !asked.IsZero() && time.Since(asked) < deviceAPIEvery {
+			return false, progress, nil
+		}
+		asked = time.Now()
+		v, err := describeVolume(ctx, c, w.ID)
+		if HasCode(err, codeVolumeNotFound) {
+			if missingSince.IsZero() {
+				missingSince = time.Now()
 			}
-			if err != nil {
-				return false, "", err
-			}
-			missingSince = time.Time{}
-			if v.State == string(ec2types.VolumeStateError) {
-				return true, "", nil // the plan refuses a volume in error
-			}
-			return !still(v), volumeTransition(v, ""), nil
-		})
+			progress = "not visible yet"
+			return time.Since(missingSince) > tokenVisibilityBound, progress, nil
+		}
+		if err != nil {
+			return false, "", err
+		}
+		missingSince, last = time.Time{}, v
+		if v.State == string(ec2types.VolumeStateError) {
+			return true, "", nil // the plan refuses a volume in error
+		}
+		progress = volumeTransition(v, "")
+		return !w.Still(v), progress, nil
+	})
+	return last, byDevice, err
 }

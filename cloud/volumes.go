@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/handover/handover/internal/wait"
 )
@@ -146,10 +147,20 @@ func ToSlotVolume(v ec2types.Volume) Volume {
 }
 
 // describeVolume returns one volume by ID.
+//
+// It asks by filter (volume-id), not by VolumeIds: EC2 counts a Describe call without a filter, MaxResults
+// or NextToken against the small bucket of "unfiltered and unpaginated" requests, which every wait's
+// polls would drain. A filter that matches nothing answers an empty list where VolumeIds answers
+// InvalidVolume.NotFound; the error returned then carries that code, so callers read one code either way.
+// https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html
 func describeVolume(ctx context.Context, c EC2, id string) (Volume, error) {
-	out, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{id}})
+	out, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: []ec2types.Filter{{Name: aws.String("volume-id"), Values: []string{id}}}})
 	if err != nil {
 		return Volume{}, fmt.Errorf("describe volume %s: %w", id, err)
+	}
+	if len(out.Volumes) == 0 {
+		return Volume{}, fmt.Errorf("describe volume %s: %w", id, &smithy.GenericAPIError{Code: codeVolumeNotFound,
+			Message: "The volume '" + id + "' does not exist (no volume matches the volume-id filter)."})
 	}
 	if len(out.Volumes) != 1 {
 		return Volume{}, fmt.Errorf("describe volume %s: %d volumes returned", id, len(out.Volumes))
