@@ -36,7 +36,11 @@ type bench struct {
 	stdout     io.Writer
 	stderr     io.Writer
 	started    time.Time
-	progress   []string // problems found in the progress lines of long waits
+	progress   []string                 // problems found in the progress lines of long waits
+	recovered  map[string][]recoveryRun // the recovery tables' runs, by table, for the RTO model
+	// what checkProgress read: the first progress of each snapshot wait, and the lines read
+	progressSeen  map[string]string
+	progressLines int
 }
 
 func (b *bench) logf(format string, args ...any) {

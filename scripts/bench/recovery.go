@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/sim"
 )
 
@@ -30,7 +31,14 @@ type recoveryKind string
 const (
 	crossAZ recoveryKind = "cross-az"
 	sameAZ  recoveryKind = "same-az"
+	// pendingAZ is crossAZ with the final snapshot still pending when up starts (a planned hand-over whose
+	// replacement booted before the snapshot completed): up waits for it, then restores. The harness takes
+	// that snapshot of the old volume at the start of the measured run (pendingSnapshot), 10 s long.
+	pendingAZ recoveryKind = "cross-az-pending"
 )
+
+// pendingSnapshot is the final snapshot's time in the pendingAZ runs.
+const pendingSnapshot = 10 * time.Second
 
 // Peers.
 const (
@@ -147,6 +155,11 @@ func measureRecovery(ctx context.Context, b *bench, w *recoveryWorld, peer strin
 	if err != nil {
 		return res, err
 	}
+	if w.kind == pendingAZ {
+		if err := takeFinalSnapshot(ctx, g, w.old); err != nil {
+			return res, err
+		}
+	}
 	var argv []string
 	switch peer {
 	case peerHandover:
@@ -205,7 +218,8 @@ func criticalPath(recs []sim.TransitionRecord, kind recoveryKind) time.Duration 
 	var sum time.Duration
 	for _, t := range recs {
 		switch {
-		case t.Kind == sim.VolumeCreate && kind == crossAZ, t.Kind == sim.VolumeAttach:
+		case t.Kind == sim.VolumeCreate && kind != sameAZ, t.Kind == sim.VolumeAttach,
+			t.Kind == sim.SnapshotComplete && kind == pendingAZ:
 			sum += t.Took()
 		}
 	}
@@ -237,7 +251,11 @@ func runRecoveries(ctx context.Context, b *bench, cfg recoveryConfig, rounds int
 				unmountUnder(dir)
 				return out, fmt.Errorf("build %s world: %w", cfg.Kind, err)
 			}
-			res, err := measureRecovery(ctx, b, w, peer, measuredOptions(b.jitter, cfg.Latency, seed))
+			o := measuredOptions(b.jitter, cfg.Latency, seed)
+			if cfg.Kind == pendingAZ {
+				o.Delays.Snapshot = pendingSnapshot
+			}
+			res, err := measureRecovery(ctx, b, w, peer, o)
 			res.Round = i
 			if err != nil {
 				return out, err
@@ -278,4 +296,16 @@ func actionSummary(m map[string]int) string {
 		parts[i] = fmt.Sprintf("%s %d", x.k, x.v)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// takeFinalSnapshot snapshots the old instance's volume (detached in us-east-1a) as down does, a final
+// consistent one of its generation, so that the replacement finds it pending.
+func takeFinalSnapshot(ctx context.Context, g *region, old string) error {
+	vols, err := cloud.ListSlotVolumes(ctx, g.ec2, group, "data")
+	if err != nil || len(vols) == 0 {
+		return fmt.Errorf("the old volume: %d found, %v", len(vols), err)
+	}
+	_, err = cloud.CreateSnapshot(ctx, g.ec2, cloud.SnapshotRequest{Group: group, Slot: "data", Volume: vols[0], InstanceID: old,
+		Consistent: true, Final: true, Description: "bench: the final snapshot, pending when the replacement boots"})
+	return err
 }

@@ -148,6 +148,7 @@ var recoveryConfigs = []recoveryConfig{
 	{Kind: crossAZ, Latency: 80 * time.Millisecond, Peers: []string{peerHandover}},
 	{Kind: sameAZ, Latency: 0, Peers: []string{peerHandover, peerCLIWaiter}},
 	{Kind: sameAZ, Latency: 80 * time.Millisecond, Peers: []string{peerHandover}},
+	{Kind: pendingAZ, Latency: 0, Peers: []string{peerHandover}},
 }
 
 func (b *bench) recoverySection(ctx context.Context) error {
@@ -161,12 +162,17 @@ func (b *bench) recoverySection(ctx context.Context) error {
 		b.logf("recovery %s, latency %s: %s", cfg.Kind, cfg.Latency, strings.Join(cfg.Peers, ", "))
 		runs, err := runRecoveries(ctx, b, cfg, b.rounds)
 		all[cfg.name()] = runs
+		b.recovered = all
 		b.save("recovery.json", all)
 		if err != nil {
 			return err
 		}
 		b.printf("\n### %s, %d ms added to every API call\n", cfg.Kind, cfg.Latency.Milliseconds())
+		if cfg.Kind == pendingAZ {
+			b.printf("\nThe final snapshot (%s) is taken as the measured run starts: up waits for it, then restores. The limit is the snapshot, the restore and the attach as recorded.\n", pendingSnapshot)
+		}
 		b.recoveryTable(cfg, runs)
 	}
+	b.progressReport()
 	return nil
 }
