@@ -104,8 +104,8 @@ func waitVolume(ctx context.Context, log *slog.Logger, c EC2, id, what string, s
 	return err
 }
 
-// waitVolumeFor waits as w says and returns the volume as last described, and whether the wait ended on
-// the device (the volume then still reads as attaching, perhaps). EBS state changes (creating, attaching,
+// waitVolumeFor waits as w says and returns the volume as last described (zero when it never was), and
+// whether the wait ended on the device (the volume then still reads as attaching, perhaps). EBS state changes (creating, attaching,
 // detaching) take one to ten seconds and sit on the recovery's critical path, so the default schedule
 // polls every 250 ms (±20% jitter): it overshoots the change by 125 ms on average, where the SDK waiters'
 // 15 s minimum would add seconds to every recovery. The calls are filtered (describeVolume), so they
@@ -125,11 +125,12 @@ func waitVolumeFor(ctx context.Context, log *slog.Logger, c EC2, w volumeWait) (
 		spec.Initial, spec.Max = 250*time.Millisecond, 250*time.Millisecond
 	}
 	if w.Device != nil {
-		spec.Initial, spec.Max = 50*time.Millisecond, 50*time.Millisecond
+		// The first API call waits a second too: an attach just answered is attaching.
+		spec.Initial, spec.Max, asked = 50*time.Millisecond, 50*time.Millisecond, time.Now()
 	}
-	progress := "not described yet"
+	progress := "attaching"
 	err = Poll(ctx, log, spec, func(ctx context.Context) (bool, string, error) {
-		if w.Device != nil && last.ID != "" && w.Device() {
+		if w.Device != nil && w.Device() {
 			byDevice = true
 			return true, "", nil
 		}
@@ -137,7 +138,7 @@ func waitVolumeFor(ctx context.Context, log *slog.Logger, c EC2, w volumeWait) (
 			return false, progress, nil
 		}
 		asked = time.Now()
-		v, err := describeVolume(ctx, c, w.ID)
+		v, err := describeVolume(ctx, c, w.ID, throttleToCaller)
 		if HasCode(err, codeVolumeNotFound) {
 			if missingSince.IsZero() {
 				missingSince = time.Now()

@@ -87,3 +87,62 @@ func TestNewClientsReadsRoleCredentialsWithIMDSv2Only(t *testing.T) {
 		})
 	}
 }
+
+// TestThrottleToCaller: with throttleToCaller a wait's check gets RequestLimitExceeded back at once (its
+// Poll spaces the calls out), while a 500 is still retried inside the SDK; without it the SDK retries
+// the throttled call too.
+func TestThrottleToCaller(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		code      int
+		errCode   string
+		opt       bool
+		wantCalls int
+		wantErr   bool
+	}{
+		{"throttled, handed back", 503, "RequestLimitExceeded", true, 1, true},
+		{"throttled, retried without the option", 503, "RequestLimitExceeded", false, 2, false},
+		{"internal error, retried", 500, "InternalError", true, 2, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			calls := 0
+			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				calls++
+				first := calls == 1
+				mu.Unlock()
+				w.Header().Set("Content-Type", "text/xml")
+				if first {
+					w.WriteHeader(tc.code)
+					_, _ = w.Write([]byte(`<Response><Errors><Error><Code>` + tc.errCode + `</Code><Message>m</Message></Error></Errors><RequestID>r</RequestID></Response>`))
+					return
+				}
+				_, _ = w.Write([]byte(`<DescribeVolumesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId><volumeSet><item><volumeId>vol-1</volumeId><status>available</status></item></volumeSet></DescribeVolumesResponse>`))
+			}))
+			t.Cleanup(api.Close)
+			env := map[string]string{"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL_EC2": api.URL}
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			c, err := NewClients(ctx, func(k string) string { return env[k] }, "eu-west-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var opts []func(*ec2.Options)
+			if tc.opt {
+				opts = append(opts, throttleToCaller)
+			}
+			_, err = describeVolume(ctx, c.EC2, "vol-1", opts...)
+			mu.Lock()
+			defer mu.Unlock()
+			if calls != tc.wantCalls || (err != nil) != tc.wantErr {
+				t.Fatalf("%d calls, err %v; want %d calls, an error: %v", calls, err, tc.wantCalls, tc.wantErr)
+			}
+			if tc.wantErr && !IsThrottled(err) {
+				t.Fatalf("err %v, want RequestLimitExceeded", err)
+			}
+		})
+	}
+}

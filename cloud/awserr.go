@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/smithy-go"
@@ -72,6 +73,24 @@ func IsThrottled(err error) bool { return HasCode(err, codeThrottled, codeThrott
 func Poll(ctx context.Context, log *slog.Logger, w wait.Spec, check func(context.Context) (bool, string, error)) error {
 	w.Transient = IsThrottled
 	return wait.Poll(ctx, log, w, check)
+}
+
+// throttleToCaller is the call option of a wait's own checks: the SDK still retries what fails for a
+// moment (a 500, a connection reset) but hands throttling straight back, so that wait.Poll's pressure
+// spaces the wait's calls out. Retried inside the SDK instead, every instance of a mass recovery would
+// come back at least every 2 s (the retryer's cap) and the polls of hundreds of waits would keep the
+// account's bucket empty for the calls that must go through (the fences, the attaches).
+// https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html
+func throttleToCaller(o *ec2.Options) {
+	if o.Retryer != nil {
+		o.Retryer = throttlePassthrough{o.Retryer}
+	}
+}
+
+type throttlePassthrough struct{ aws.Retryer }
+
+func (r throttlePassthrough) IsErrorRetryable(err error) bool {
+	return !IsThrottled(err) && r.Retryer.IsErrorRetryable(err)
 }
 
 // IsDenied reports whether err is AWS refusing a call the caller's IAM policy does not allow. It is not

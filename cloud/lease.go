@@ -45,10 +45,16 @@ func (l Lease) Check(ctx context.Context, c EC2) error {
 		return fmt.Errorf("no lease on the Elastic IP of group %s", l.Group)
 	}
 	var seen string
-	err := Poll(ctx, nopLogger, wait.Spec{What: "the Elastic IP lease to be visible", Bound: addressVisibilityBound, Initial: 100 * time.Millisecond, Max: time.Second},
+	// Bounded by the command's deadline, not by addressVisibilityBound: a check whose reads are throttled
+	// for longer (hundreds of groups recovering at once) has not seen the lease lost, it has not seen the
+	// address at all. The stale-read window is counted from the association itself (l.at) below.
+	err := Poll(ctx, nopLogger, wait.Spec{What: "the Elastic IP lease to be visible", Bound: time.Until(wait.Deadline(ctx)), Initial: 100 * time.Millisecond, Max: time.Second},
 		func(ctx context.Context) (bool, string, error) {
-			out, err := c.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{AllocationIds: []string{l.AllocationID}})
+			out, err := c.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{AllocationIds: []string{l.AllocationID}}, throttleToCaller)
 			if err != nil {
+				if IsThrottled(err) {
+					return false, "", err // Poll waits it out, slower and slower
+				}
 				return false, "", backoff.Permanent(fmt.Errorf("describe Elastic IP %s: %w", l.AllocationID, err))
 			}
 			assoc, holder := "", ""
@@ -65,8 +71,11 @@ func (l Lease) Check(ctx context.Context, c EC2) error {
 			}
 			return false, "not visible yet", nil
 		})
+	if errors.Is(err, wait.ErrTimeout) && seen != "" {
+		return l.lost(seen) // still the old association at the deadline: not a stale read any more
+	}
 	if errors.Is(err, wait.ErrTimeout) {
-		return l.lost(seen) // still the old association after the bound: not a stale read any more
+		return fmt.Errorf("could not read the Elastic IP %s of group %s to check the lease before the deadline: %w", l.AllocationID, l.Group, err)
 	}
 	return err
 }

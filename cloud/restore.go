@@ -793,6 +793,9 @@ func (s *SlotRun) attach(ctx context.Context, v Volume) error {
 	}
 	s.volumesOnly = true
 	if byDevice {
+		if last.ID == "" {
+			last = v // the device came before the first API reading
+		}
 		s.arrived = &last
 	}
 	return nil

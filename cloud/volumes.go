@@ -153,8 +153,8 @@ func ToSlotVolume(v ec2types.Volume) Volume {
 // polls would drain. A filter that matches nothing answers an empty list where VolumeIds answers
 // InvalidVolume.NotFound; the error returned then carries that code, so callers read one code either way.
 // https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html
-func describeVolume(ctx context.Context, c EC2, id string) (Volume, error) {
-	out, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: []ec2types.Filter{{Name: aws.String("volume-id"), Values: []string{id}}}})
+func describeVolume(ctx context.Context, c EC2, id string, opts ...func(*ec2.Options)) (Volume, error) {
+	out, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: []ec2types.Filter{{Name: aws.String("volume-id"), Values: []string{id}}}}, opts...)
 	if err != nil {
 		return Volume{}, fmt.Errorf("describe volume %s: %w", id, err)
 	}
