@@ -109,6 +109,7 @@ func serveFlags(args []string, stderr io.Writer) (sim.Options, string, string, e
 	fs.Float64Var(&o.InitializationRate, "initialization-rate", 64, "MiB/s at which a volume restored without a VolumeInitializationRate loads its blocks (AWS does not document its default)")
 	fs.Float64Var(&o.Speed, "speed", 1, "divide every delay by this")
 	fs.Float64Var(&o.Jitter, "jitter", 0, "random +- fraction applied to each delay")
+	fs.DurationVar(&o.DeviceLag, "device-lag", 0, "an attached volume's block device appears this long after DescribeVolumes reads attached (negative: before; AWS does not document the order), divided by --speed")
 	fs.BoolVar(&o.Throttle, "throttle", false, "EC2 request and resource token buckets (RequestLimitExceeded), Auto Scaling bucket (Throttling)")
 	rates := faultRates{}
 	fs.Var(rates, "fault-rate", "ACTION=P: probability of a retryable error for ACTION (or *); repeatable")

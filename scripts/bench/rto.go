@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/handover/handover/sim"
@@ -25,6 +28,12 @@ func (b *bench) rtoSection(ctx context.Context) error {
 	in := rtoInputs{boot: 30, detach: sim.DefaultDelays.Detach.Seconds(),
 		upCross: (sim.DefaultDelays.CreateVolumeFromSnapshot + sim.DefaultDelays.Attach).Seconds(),
 		upSame:  sim.DefaultDelays.Attach.Seconds()}
+	if b.recovered == nil && b.out != "" {
+		// A run of this section alone takes the recovery figures an earlier run saved into -out.
+		if data, err := os.ReadFile(filepath.Join(b.out, "recovery.json")); err == nil {
+			_ = json.Unmarshal(data, &b.recovered)
+		}
+	}
 	if r := medianRun(b.recovered["cross-az-0ms"], peerHandover); r.Peer != "" {
 		in.upCross, in.measured = r.Wall.Seconds(), true
 		if s := medianRun(b.recovered["same-az-0ms"], peerHandover); s.Peer != "" {
@@ -40,7 +49,7 @@ func (b *bench) rtoSection(ctx context.Context) error {
 		in.boot, in.detach, in.upCross, in.upSame, src)
 	b.printf("\n- planned hand-over (termination hook): RTO = D + B + max(0, S − B) + U (down does not wait for its snapshot: it completes while the replacement boots, and up waits for the rest); RPO = 0 (the service is stopped and the filesystem frozen or unmounted before the snapshot).\n")
 	b.printf("- abrupt loss, the old volume reachable (the instance died, its AZ did not): up snapshots the orphaned volume first: RTO = B + S + U; RPO = 0 for every write that reached EBS (crash-consistent: what the dead instance had not flushed is lost, as in any crash).\n")
-	b.printf("- abrupt loss of the AZ (the old volume unreachable): RTO = B + U when EBS refuses the orphan's snapshot at once; up to B + 15 min + U when it accepts it and the snapshot never completes (orphanBound). RPO = the time since the last completed snapshot: at most I + S with the periodic timer every I, unbounded without it.\n")
+	b.printf("- abrupt loss of the AZ (the old volume unreachable): RTO = B + U when EBS refuses the orphan's snapshot at once; add `--release-timeout` when the old instance still reads as running or leaving (the replacement waits that long for it), and up to 15 min when EBS accepts the snapshot and never completes it (orphanBound; then up restores the newest older snapshot and logs DATA LOSS). The table shows the two ends: B + U, and B + 15 min + U. RPO = the time since the last completed snapshot: at most I + S with the periodic timer every I, unbounded without it.\n")
 	b.printf("\n| S | planned RTO | planned RPO | instance lost: RTO | RPO | AZ lost: RTO | RPO, no timer | RPO, timer every 5 min | every 15 min | every 1 h |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, s := range []time.Duration{10 * time.Second, time.Minute, 5 * time.Minute, 30 * time.Minute} {
 		S := s.Seconds()
