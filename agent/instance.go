@@ -11,6 +11,7 @@ import (
 	"github.com/handover/handover/imds"
 	"github.com/handover/handover/internal/fail"
 	"github.com/handover/handover/internal/logkey"
+	"github.com/handover/handover/internal/wait"
 )
 
 // self is what a command knows about the instance it runs on.
@@ -54,8 +55,18 @@ func identify(ctx context.Context, log *slog.Logger, md *imds.Client, bound time
 
 // instanceTags reads this instance's tags from metadata, or, when the launch template does not expose tags
 // in metadata, with ec2:DescribeTags for the instance's own ID.
-func instanceTags(ctx context.Context, md *imds.Client, ec2c func() (cloud.EC2, error), instanceID string) (map[string]string, string, error) {
-	tags, err := md.Tags(ctx)
+//
+// A metadata read that times out or finds nothing listening is read again for at most bound, as the
+// identity is (imds.WaitIdentity): IMDS answered a moment ago, and a slow answer at boot (a machine busy
+// starting everything at once) is not a reason to abandon the launch.
+func instanceTags(ctx context.Context, log *slog.Logger, md *imds.Client, ec2c func() (cloud.EC2, error), instanceID string, bound time.Duration) (map[string]string, string, error) {
+	var tags map[string]string
+	err := wait.Poll(ctx, log, wait.Spec{What: "instance tags in metadata", Bound: max(bound, time.Millisecond), Step: "identity", Transient: imds.Unreachable},
+		func(ctx context.Context) (bool, string, error) {
+			t, err := md.Tags(ctx)
+			tags = t
+			return err == nil, "unanswered", err
+		})
 	if err == nil {
 		return tags, "imds", nil
 	}

@@ -120,7 +120,7 @@ func start(ctx context.Context, e Env, args []string, spec startSpec) (*started,
 func (st *started) readTags(ctx context.Context, bound time.Duration) error {
 	ec2c := func() (cloud.EC2, error) { return st.clients.EC2, nil }
 	read := func(ctx context.Context) (bool, string, error) {
-		t, src, err := instanceTags(ctx, st.md, ec2c, st.id.InstanceID)
+		t, src, err := instanceTags(ctx, st.log, st.md, ec2c, st.id.InstanceID, st.flags.Common.IMDSTimeout)
 		if err != nil {
 			return false, "", err
 		}

@@ -816,10 +816,22 @@ func (s *SlotRun) make(ctx context.Context, p SlotPlan) error {
 	if !s.pinMoment(p) {
 		return nil // another slot restored first from another moment: observe again, and follow it
 	}
-	if err := s.fence(ctx); err != nil {
+	// The fence and the restore's shape (its one call: is fast snapshot restore enabled here?) are both
+	// reads before CreateVolume: they go out together, one round trip instead of two.
+	shape := s.Shape
+	shaped := make(chan struct{})
+	go func() {
+		defer close(shaped)
+		if snap != nil {
+			shape = s.restoreShape(ctx, *snap) // the recorded shape, the rate or fast snapshot restore
+		}
+	}()
+	err := s.fence(ctx)
+	<-shaped
+	if err != nil {
 		return err
 	}
-	id, err := s.create(ctx, p.Generation, snap)
+	id, err := s.create(ctx, p.Generation, snap, shape)
 	if errors.Is(err, errTokenSpent) {
 		return nil // observe again: minGen moved on, or the volume showed up
 	}
@@ -992,11 +1004,7 @@ var errTokenSpent = errors.New("client token already used")
 // a racing instance in another AZ (its volume shows up in DescribeVolumes shortly, and the next plan
 // sees it), or by an earlier run with another snapshot or size whose volume has since been deleted (then
 // this generation is skipped).
-func (s *SlotRun) create(ctx context.Context, generation int, snap *Snapshot) (string, error) {
-	shape := s.Shape
-	if snap != nil {
-		shape = s.restoreShape(ctx, *snap) // the recorded shape, the rate or fast snapshot restore
-	}
+func (s *SlotRun) create(ctx context.Context, generation int, snap *Snapshot, shape VolumeShape) (string, error) {
 	in := CreateVolumeInput(s.Group, s.Slot, s.Az, generation, s.Epoch, shape, snap)
 	out, err := s.C.EC2.CreateVolume(ctx, in)
 	if HasCode(err, codeIdempotentMismatch) {
