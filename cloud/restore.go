@@ -635,7 +635,7 @@ type SlotRun struct {
 	volumesOnly bool
 	// arrived: the attach wait ended on this volume's device here; it is done once the volumes, listed
 	// again, show no newer generation.
-	arrived *Volume
+	arrived      *Volume
 	holdDeadline time.Time // when waiting for other instances to let go gives up
 	view         SlotView  // the last observation
 	Res          SlotOutcome
