@@ -61,7 +61,9 @@ func identify(ctx context.Context, log *slog.Logger, md *imds.Client, bound time
 // starting everything at once) is not a reason to abandon the launch.
 func instanceTags(ctx context.Context, log *slog.Logger, md *imds.Client, ec2c func() (cloud.EC2, error), instanceID string, bound time.Duration) (map[string]string, string, error) {
 	var tags map[string]string
-	err := wait.Poll(ctx, log, wait.Spec{What: "instance tags in metadata", Bound: max(bound, time.Millisecond), Step: "identity", Transient: imds.Unreachable},
+	err := wait.Poll(ctx, log, wait.Spec{What: "instance tags in metadata", Bound: max(bound, time.Millisecond), Step: "identity", Transient: func(err error) bool {
+		return !errors.Is(err, imds.ErrTagsDisabled) && imds.Unreachable(err)
+	}},
 		func(ctx context.Context) (bool, string, error) {
 			t, err := md.Tags(ctx)
 			tags = t

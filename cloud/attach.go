@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -87,16 +88,23 @@ type volumeWait struct {
 	// Initial and Max shape the DescribeVolumes schedule; zero: every 250 ms.
 	Initial, Max time.Duration
 	// Device, when set (an attach to this instance, with the host's devices to look at), reports that the
-	// volume's block device is here with the volume's serial. That is the attachment complete as this
-	// instance sees it, known from a stat every 50 ms at no API cost and before DescribeVolumes says
-	// "attached" (EC2 is eventually consistent; AWS does not document which of the two comes first). The
-	// API is then asked once a second only, to see an attach that fails.
+	// volume's block device is here with the volume's serial: the attachment complete as this instance
+	// sees it, known from a stat every 50 ms at no API cost. Until it appears the API is asked after 1 s,
+	// 2 s and 4 s, then every 5 s (an attach that fails, a device that never comes); once it has, at once
+	// and every 250 ms, and
+	// the wait ends when DescribeVolumes reads "attached" too (EC2 is eventually consistent, and AWS does
+	// not document which of the two comes first). Polls a mass recovery's hundreds of instances would
+	// otherwise spend from the one bucket they share.
 	// https://docs.aws.amazon.com/ebs/latest/userguide/identify-nvme-ebs-device.html
 	Device func() bool
+	// Group and Slot, when set, make each check list the slot's volumes (ListSlotVolumes) rather than
+	// describe the one volume: the same one call, and the listing the run needs next anyway (the race
+	// checks read the slot's generations), so the step after the wait does not list them again.
+	Group, Slot string
 }
 
-// deviceAPIEvery is how often an attach wait that watches the device asks the API too.
-const deviceAPIEvery = time.Second
+// deviceAPIEvery is how often, at most, an attach wait that watches the device asks the API too.
+const deviceAPIEvery = 5 * time.Second
 
 // waitVolume polls one volume until still reports false, every 250 ms (waitVolumeFor).
 func waitVolume(ctx context.Context, log *slog.Logger, c EC2, id, what string, still func(Volume) bool) error {
@@ -105,7 +113,7 @@ func waitVolume(ctx context.Context, log *slog.Logger, c EC2, id, what string, s
 }
 
 // waitVolumeFor waits as w says and returns the volume as last described (zero when it never was), and
-// whether the wait ended on the device (the volume then still reads as attaching, perhaps). EBS state changes (creating, attaching,
+// whether the device was seen before the wait ended. EBS state changes (creating, attaching,
 // detaching) take one to ten seconds and sit on the recovery's critical path, so the default schedule
 // polls every 250 ms (±20% jitter): it overshoots the change by 125 ms on average, where the SDK waiters'
 // 15 s minimum would add seconds to every recovery. The calls are filtered (describeVolume), so they
@@ -118,28 +126,58 @@ func waitVolume(ctx context.Context, log *slog.Logger, c EC2, id, what string, s
 // counts as still waiting, for at most tokenVisibilityBound, after which the caller observes again.
 // https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
 func waitVolumeFor(ctx context.Context, log *slog.Logger, c EC2, w volumeWait) (last Volume, byDevice bool, err error) {
+	last, _, byDevice, err = waitVolumeListing(ctx, log, c, w)
+	return last, byDevice, err
+}
+
+// waitVolumeListing is waitVolumeFor that also returns the slot's last listing (w.Group and w.Slot set).
+func waitVolumeListing(ctx context.Context, log *slog.Logger, c EC2, w volumeWait) (last Volume, listing []Volume, byDevice bool, err error) {
 	var missingSince, asked time.Time
+	apiCalls := 0
 	spec := wait.Spec{What: "volume " + w.ID + " " + w.What, Bound: volumeTransitionBound, Step: "volume",
 		Initial: w.Initial, Max: w.Max}
 	if spec.Initial == 0 {
 		spec.Initial, spec.Max = 250*time.Millisecond, 250*time.Millisecond
 	}
 	if w.Device != nil {
-		// The first API call waits a second too: an attach just answered is attaching.
+		// The first API call waits as long: an attach just answered is attaching.
 		spec.Initial, spec.Max, asked = 50*time.Millisecond, 50*time.Millisecond, time.Now()
 	}
 	progress := "attaching"
 	err = Poll(ctx, log, spec, func(ctx context.Context) (bool, string, error) {
-		if w.Device != nil && w.Device() {
-			byDevice = true
-			return true, "", nil
+		if w.Device != nil && !byDevice && w.Device() {
+			// The device is here: ask the API now, and every 250 ms from now on, until it reads the
+			// attachment attached. Ending the wait on the device alone would leave EC2 reading no
+			// attachment for a while (eventual consistency), and a down or snapshot run in that window
+			// would find no volume of the slot attached here to snapshot.
+			byDevice, asked = true, time.Time{}
+			log.Info("the volume's block device is on this host; reading the attachment from EC2", logkey.Step, "volume", logkey.Volume, w.ID)
 		}
-		if w.Device != nil && !asked.IsZero() && time.Since(asked) < deviceAPIEvery {
+		every := min(deviceAPIEvery, time.Second<<apiCalls) // 1 s, 2 s, 4 s, then every 5 s
+		if byDevice {
+			every = 250 * time.Millisecond
+		}
+		if w.Device != nil && !asked.IsZero() && time.Since(asked) < every {
 			return false, progress, nil
 		}
 		asked = time.Now()
-		v, err := describeVolume(ctx, c, w.ID, throttleToCaller)
-		if HasCode(err, codeVolumeNotFound) {
+		apiCalls++
+		var v Volume
+		if w.Slot != "" {
+			vols, lerr := ListSlotVolumes(ctx, c, w.Group, w.Slot, throttleToCaller)
+			err = lerr
+			if lerr == nil {
+				err = errNotListed
+				for _, x := range vols {
+					if x.ID == w.ID {
+						v, err, listing = x, nil, vols
+					}
+				}
+			}
+		} else {
+			v, err = describeVolume(ctx, c, w.ID, throttleToCaller)
+		}
+		if HasCode(err, codeVolumeNotFound) || errors.Is(err, errNotListed) {
 			if missingSince.IsZero() {
 				missingSince = time.Now()
 			}
@@ -156,5 +194,8 @@ func waitVolumeFor(ctx context.Context, log *slog.Logger, c EC2, w volumeWait) (
 		progress = volumeTransition(v, "")
 		return !w.Still(v), progress, nil
 	})
-	return last, byDevice, err
+	return last, listing, byDevice, err
 }
+
+// errNotListed: the slot's listing does not have the volume yet (eventual consistency).
+var errNotListed = errors.New("not in the slot's listing yet")

@@ -134,6 +134,12 @@ func observeVolumes(ctx context.Context, c *Clients, group, slot, self string, s
 	if err != nil {
 		return SlotView{}, err
 	}
+	return viewOf(ctx, c, vols, snaps, self)
+}
+
+// viewOf is the view of a slot whose volumes and snapshots are listed already: it describes the other
+// instances holding its newest generation.
+func viewOf(ctx context.Context, c *Clients, vols []Volume, snaps []Snapshot, self string) (SlotView, error) {
 	v := SlotView{Volumes: vols, Snapshots: snaps, Holders: map[string]Holder{}}
 	for _, vol := range vols {
 		if vol.Generation != vols[0].Generation {
@@ -632,10 +638,8 @@ type SlotRun struct {
 	// volumesOnly: the step just taken made or attached this run's own volume, and the wait saw its
 	// state; the next observation lists the slot's volumes again (the race checks need them) but keeps
 	// the snapshots it has, which that step cannot have changed.
-	volumesOnly bool
-	// arrived: the attach wait ended on this volume's device here; it is done once the volumes, listed
-	// again, show no newer generation.
-	arrived      *Volume
+	volumesOnly  bool
+	viewFresh    bool      // view holds the volumes a wait listed just now: the next observation uses it as it is
 	holdDeadline time.Time // when waiting for other instances to let go gives up
 	view         SlotView  // the last observation
 	Res          SlotOutcome
@@ -658,12 +662,16 @@ func (s *SlotRun) observe(ctx context.Context) (SlotPlan, error) {
 	var v SlotView
 	var err error
 	light := s.volumesOnly && s.view.Snapshots != nil
-	if light {
+	switch {
+	case s.viewFresh:
+		v = s.view // the wait that just ended listed the volumes
+	case light:
 		v, err = observeVolumes(ctx, s.C, s.Group, s.Slot, s.InstanceID, s.view.Snapshots)
-	} else {
+	default:
 		v, err = ObserveSlot(ctx, s.C, s.Group, s.Slot, s.InstanceID)
 	}
-	s.volumesOnly = false
+	light = light || s.viewFresh
+	s.volumesOnly, s.viewFresh = false, false
 	if err != nil {
 		return SlotPlan{}, err
 	}
@@ -709,13 +717,6 @@ func (s *SlotRun) Converge(ctx context.Context) error {
 		}
 		if err := s.newerThanOurs(); err != nil {
 			return err
-		}
-		if v := s.arrived; v != nil {
-			// The device is here: done, though DescribeVolumes may still read "attaching".
-			s.arrived = nil
-			s.Log.Info("plan", logkey.Step, "volume", logkey.Action, PlanDone.String(), logkey.Why, v.ID+" is attached here at "+s.Device+" (its block device is on this host)")
-			s.Res.Volume = *v
-			return nil
 		}
 		if p.key() != before {
 			stuck = 0
@@ -787,17 +788,10 @@ func (s *SlotRun) attach(ctx context.Context, v Volume) error {
 	if s.DeviceReady != nil {
 		w.Device = func() bool { return s.DeviceReady(v.ID) }
 	}
-	last, byDevice, err := waitVolumeFor(ctx, s.Log, s.C.EC2, w)
-	if err != nil {
+	if _, _, err := waitVolumeFor(ctx, s.Log, s.C.EC2, w); err != nil {
 		return err
 	}
 	s.volumesOnly = true
-	if byDevice {
-		if last.ID == "" {
-			last = v // the device came before the first API reading
-		}
-		s.arrived = &last
-	}
 	return nil
 }
 
@@ -858,13 +852,18 @@ func (s *SlotRun) make(ctx context.Context, p SlotPlan) error {
 	// Creating takes seconds (the simulator's default for a restore: 8 s); a blank volume is often
 	// available within a second or two. The wait asks every 250 ms at first, then every 500 ms: it
 	// overshoots by 250 ms on average and makes two calls a second, half of the fixed 250 ms schedule's.
-	v, _, err := waitVolumeFor(ctx, s.Log, s.C.EC2, volumeWait{ID: id, What: "available",
+	v, listing, _, err := waitVolumeListing(ctx, s.Log, s.C.EC2, volumeWait{ID: id, What: "available",
 		Still:   func(v Volume) bool { return v.State == string(ec2types.VolumeStateCreating) },
-		Initial: 250 * time.Millisecond, Max: 500 * time.Millisecond})
+		Initial: 250 * time.Millisecond, Max: 500 * time.Millisecond, Group: s.Group, Slot: s.Slot})
 	if err != nil {
 		return err
 	}
 	s.volumesOnly = true
+	if v.ID == id && listing != nil && s.view.Snapshots != nil {
+		if view, err := viewOf(ctx, s.C, listing, s.view.Snapshots, s.InstanceID); err == nil {
+			s.view, s.viewFresh = view, true
+		}
+	}
 	// EBS checks an encrypted volume's KMS key after CreateVolume has answered: a key it cannot use puts the
 	// volume in the error state instead of available. Planning again would only want another volume,
 	// which reads as another instance at work. The wait's last reading says so.

@@ -94,11 +94,11 @@ func SlotFilters(group, slot string) []ec2types.Filter {
 
 // ListSlotVolumes returns the slot's volumes that still exist, newest generation first (ties: newest
 // creation first).
-func ListSlotVolumes(ctx context.Context, c EC2, group, slot string) ([]Volume, error) {
+func ListSlotVolumes(ctx context.Context, c EC2, group, slot string, opts ...func(*ec2.Options)) ([]Volume, error) {
 	var vols []Volume
 	p := ec2.NewDescribeVolumesPaginator(c, &ec2.DescribeVolumesInput{Filters: SlotFilters(group, slot)})
 	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
+		page, err := p.NextPage(ctx, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("describe volumes of %s/%s: %w", group, slot, err)
 		}
