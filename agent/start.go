@@ -119,8 +119,11 @@ func start(ctx context.Context, e Env, args []string, spec startSpec) (*started,
 // was given otherwise.
 func (st *started) readTags(ctx context.Context, bound time.Duration) error {
 	ec2c := func() (cloud.EC2, error) { return st.clients.EC2, nil }
-	read := func(ctx context.Context) (bool, string, error) {
-		t, src, err := instanceTags(ctx, st.log, st.md, ec2c, st.id.InstanceID, st.flags.Common.IMDSTimeout)
+	// The read has its own bound on an unanswering IMDS (--imds-timeout); the group tag's bound only
+	// decides how long a missing tag is read again.
+	outer := ctx
+	read := func(context.Context) (bool, string, error) {
+		t, src, err := instanceTags(outer, st.log, st.md, ec2c, st.id.InstanceID, st.flags.Common.IMDSTimeout)
 		if err != nil {
 			return false, "", err
 		}
