@@ -88,12 +88,12 @@ type Options struct {
 	// way and the tests run both; 0 (the default) makes them the same instant. Divided by Speed.
 	// https://docs.aws.amazon.com/ebs/latest/userguide/identify-nvme-ebs-device.html
 	DeviceLag time.Duration
-	Speed    float64  // divides every delay (default 1)
-	Jitter   float64  // +- fraction applied to each delay
-	Throttle bool     // EC2 request and resource token buckets, Auto Scaling's shared bucket (see throttle.go)
-	Faults   Faults
-	Logger   *slog.Logger // nil discards
-	Seed     int64        // jitter and fault randomness
+	Speed     float64 // divides every delay (default 1)
+	Jitter    float64 // +- fraction applied to each delay
+	Throttle  bool    // EC2 request and resource token buckets, Auto Scaling's shared bucket (see throttle.go)
+	Faults    Faults
+	Logger    *slog.Logger // nil discards
+	Seed      int64        // jitter and fault randomness
 	// IMDSClock is the clock IMDSv2 token lifetimes are measured on
 	// (default time.Now), so a test can expire a token without waiting out
 	// its TTL. Transitions run on timers; tests hold them with Hold.
