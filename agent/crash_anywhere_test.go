@@ -310,11 +310,32 @@ func holdCall(action string, after bool) func(*crashWorld, **proc) (func(), func
 	return func(w *crashWorld, p **proc) (func(), func(), string) {
 		release := w.sim.HoldCalls(action, after)
 		return func() {
-			if _, err := w.sim.WaitCall(w.ctx(), action); err != nil {
-				w.t.Fatalf("%v\nhandover log:\n%s", err, (*p).stderr.String())
-			}
-		}, release, ""
+				if _, err := w.sim.WaitCall(w.ctx(), action); err != nil {
+					w.t.Fatalf("%v\nhandover log:\n%s", err, (*p).stderr.String())
+				}
+			}, func() {
+				if !after {
+					w.heldCallDropped(action)
+				}
+				release()
+			}, ""
 	}
+}
+
+// heldCallDropped waits until the simulator has dropped the killed run's call of action that it held
+// before carrying it out. It notices the client is gone only when it sees the connection closed; a
+// release before that would carry the killed run's call out (a CompleteLifecycleAction that terminates
+// the instance under its rerun, a CreateSnapshot counted as the rerun's).
+func (w *crashWorld) heldCallDropped(action string) {
+	w.t.Helper()
+	simtest.Eventually(w.t, waitBound, "the killed run's held "+action+" dropped", func() (bool, string) {
+		for _, c := range w.sim.Calls() {
+			if c.Action == action && c.Code == "ClientGone" {
+				return true, ""
+			}
+		}
+		return false, "no " + action + " with code ClientGone yet"
+	})
 }
 
 // holdTransition arms a point at a transition the binary waits for.
@@ -398,17 +419,7 @@ func TestCrashWhileFrozenThawedByWatch(t *testing.T) {
 	if !p.kill(t) {
 		t.Fatalf("down ended (exit %d) before its CreateSnapshot\n%s", p.code, p.stderr.String())
 	}
-	// The held call is dropped only once the simulator's server notices the killed client's connection
-	// closed; a release before that would carry the killed run's snapshot out and count it below.
-	simtest.Eventually(t, waitBound, "the killed run's held CreateSnapshot dropped", func() (bool, string) {
-		for _, c := range w.sim.Calls() {
-			if c.Action == "CreateSnapshot" && c.Code == "ClientGone" {
-				return true, ""
-			}
-		}
-		return false, "no CreateSnapshot with code ClientGone yet"
-	})
-	release()
+	release() // once the killed run's CreateSnapshot is dropped (heldCallDropped)
 	watch := w.startAgent(s.id, "watch", "--volume", "data:/dev/sdf:"+s.mountPoint,
 		"--state-file", filepath.Join(w.dir, "watch.json"), "--poll-interval", "50ms")
 	watch.waitLog(t, "watching instance metadata")

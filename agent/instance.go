@@ -67,7 +67,11 @@ func instanceTags(ctx context.Context, log *slog.Logger, md *imds.Client, ec2c f
 		func(ctx context.Context) (bool, string, error) {
 			t, err := md.Tags(ctx)
 			tags = t
-			return err == nil, "unanswered", err
+			seen := "answered"
+			if err != nil {
+				seen = err.Error()
+			}
+			return err == nil, seen, err
 		})
 	if err == nil {
 		return tags, "imds", nil
