@@ -155,6 +155,10 @@ var awsCalls = []awsCall{
 	{op: "CreateSnapshots", by: uses(useDown, useWatch, useWatchSnapshot, useSnapshot),
 		code:  "cloud.CreateSnapshotSet (TagSpecifications: CreateTags at creation): a live slot's snapshot set (snapshot --freeze=false, a device not visible, down past its bound)",
 		needs: join(grant("ec2:CreateSnapshots", scopeCreateSnapshots, scopeVolumes, scopeInstances), grant("ec2:CreateTags", scopeTagSnapshotsAtCreation))},
+	// A set's snapshots get their volume's shape after CreateSnapshots (it has one TagSpecifications for all
+	// and copies only the volume's tags): CreateTags on the group's snapshots, the shape keys only.
+	{op: "CreateTags", needs: grant("ec2:CreateTags", scopeTagSetShapes), by: uses(useDown, useWatch, useWatchSnapshot, useSnapshot),
+		code: "cloud.recordSetShapes: handover:shape-* on each snapshot of a CreateSnapshots set"},
 	// EBS snapshot lock (https://docs.aws.amazon.com/ebs/latest/userguide/ebs-snapshot-lock.html): LockSnapshot
 	// authorizes against the snapshot; DescribeLockedSnapshots, a read, supports no resource.
 	{op: "LockSnapshot", needs: grant("ec2:LockSnapshot", scopeSnapshots), by: uses(useDownLock, useWatchLock, useSnapshotLock),
@@ -258,6 +262,12 @@ var (
 		condition: func(c *iamPolicyConfig) policyCondition {
 			return c.groupTag("RequestTag").add("StringEquals", "ec2:CreateAction", []string{"CreateSnapshot", "CreateSnapshots"})
 		}}
+	scopeTagSetShapes = &policyScope{sid: "TagTheGroupsSnapshotSetsWithTheirShape",
+		resources: func(c *iamPolicyConfig) []string { return []string{c.snapshotARN()} },
+		condition: func(c *iamPolicyConfig) policyCondition {
+			return c.groupTag("ResourceTag").add("ForAllValues:StringEquals", "aws:TagKeys",
+				[]string{cloud.TagShapeType, cloud.TagShapeSize, cloud.TagShapeIOPS, cloud.TagShapeThroughput, cloud.TagShapeKMSKey})
+		}}
 	scopeTagSuperseded = &policyScope{sid: "TagTheGroupsOlderVolumesSuperseded",
 		resources: func(c *iamPolicyConfig) []string { return []string{c.ec2ARN("volume/*")} },
 		condition: func(c *iamPolicyConfig) policyCondition {
@@ -322,7 +332,7 @@ var (
 	// policyScopes is the order of the statements.
 	policyScopes = []*policyScope{scopeDescribe,
 		scopeCreateVolumes, scopeCreateSnapshots, scopeTagVolumesAtCreation, scopeTagSnapshotsAtCreation,
-		scopeTagSuperseded, scopeTagFormatState, scopeTagRoles,
+		scopeTagSuperseded, scopeTagFormatState, scopeTagSetShapes, scopeTagRoles,
 		scopeVolumes, scopeDeleteVolumesMadeNow, scopeDeleteSupersededVolumes, scopeSnapshots,
 		scopeInstances, scopeAddress, scopeInterfaces, scopeAutoScalingGroup,
 		scopeKMS, scopeKMSGrant}

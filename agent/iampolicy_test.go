@@ -877,10 +877,10 @@ func TestIAMPolicyChecksCanFail(t *testing.T) {
 		if len(got) != 1 || !strings.Contains(got[0], "DeleteTags: no row in awsCalls") {
 			t.Errorf("check 1 on a call nothing lists: %q", got)
 		}
-		// A row of another command does not count: CreateTags of down is not failover's or up's row.
-		got = uncovered([]sim.Call{{Action: "CreateTags"}}, policyUses(t, []string{"--commands", "down"}), printedPolicy(t, "--commands", "down"))
-		if len(got) != 1 || !strings.Contains(got[0], "CreateTags: no row in awsCalls for down") {
-			t.Errorf("check 1 on a CreateTags of down: %q", got)
+		// A row of another command does not count: CreateVolume of down is not up's row.
+		got = uncovered([]sim.Call{{Action: "CreateVolume"}}, policyUses(t, []string{"--commands", "down"}), printedPolicy(t, "--commands", "down"))
+		if len(got) != 1 || !strings.Contains(got[0], "CreateVolume: no row in awsCalls for down") {
+			t.Errorf("check 1 on a CreateVolume of down: %q", got)
 		}
 	})
 	t.Run("a permission too many", func(t *testing.T) {

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -20,7 +22,7 @@ import (
 //     replaced anyway, at EC2's time, with no down run (the instance is already stopped): the replacement
 //     then has to snapshot the volume where it is. Asking the group first runs the ordinary hand-over
 //     (termination hook, down's final snapshot) at handover's time.
-//   - system-reboot, instance-reboot and system-maintenance are not: the instance comes back on the same
+//   - system-reboot, instance-reboot and system-maintenance are not, unless --replace-for lists them: the instance comes back on the same
 //     host or after a brief power or network interruption, with its volume still attached and its address
 //     associated, and `up` at boot finds everything in place. A replacement would cost more downtime (stop
 //     the service, snapshot, restore in another zone) than the reboot it avoids. An operator who prefers to
@@ -34,10 +36,59 @@ import (
 // instance days before it has to.
 const defaultReplaceBefore = leadTime(time.Hour)
 
-// takesInstanceDown reports whether a scheduled event ends the instance's life on its host, and so calls
-// for a replacement.
-func takesInstanceDown(code string) bool {
-	return code == imds.EventInstanceStop || code == imds.EventInstanceRetirement
+// eventCodes is --replace-for: the scheduled events that call for a replacement. The default is the two
+// that take the instance down (above); an operator who would rather move than sit through a reboot adds
+// system-reboot (or instance-reboot, system-maintenance).
+type eventCodes map[string]bool
+
+// scheduledEventCodes are the codes EC2 announces, in the order they are listed.
+var scheduledEventCodes = []string{imds.EventInstanceStop, imds.EventInstanceRetirement, imds.EventSystemReboot, imds.EventInstanceReboot, imds.EventSystemMaintenance}
+
+func defaultReplaceFor() eventCodes {
+	return eventCodes{imds.EventInstanceStop: true, imds.EventInstanceRetirement: true}
+}
+
+func (c *eventCodes) String() string {
+	if c == nil || *c == nil {
+		return strings.Join([]string{imds.EventInstanceStop, imds.EventInstanceRetirement}, ",")
+	}
+	var out []string
+	for _, code := range scheduledEventCodes {
+		if (*c)[code] {
+			out = append(out, code)
+		}
+	}
+	for code := range *c {
+		if !slices.Contains(scheduledEventCodes, code) {
+			out = append(out, code) // unknown: validate names it
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// Set takes a comma-separated list of event codes; an unknown one is kept for validate, which names where
+// the value came from.
+func (c *eventCodes) Set(v string) error {
+	*c = eventCodes{}
+	for _, code := range strings.Split(v, ",") {
+		if code = strings.ToLower(strings.TrimSpace(code)); code != "" {
+			(*c)[code] = true
+		}
+	}
+	return nil
+}
+
+// check says what is wrong with the list: empty, or a code EC2 does not announce.
+func (c eventCodes) check() error {
+	if len(c) == 0 {
+		return errors.New("want one or more of " + strings.Join(scheduledEventCodes, ", ") + " (use --replace-before off to read no events)")
+	}
+	for code := range c {
+		if !slices.Contains(scheduledEventCodes, code) {
+			return fmt.Errorf("%q is not a scheduled event code; want one or more of %s", code, strings.Join(scheduledEventCodes, ", "))
+		}
+	}
+	return nil
 }
 
 // leadTime is --replace-before: a duration, or off (negative).
@@ -79,10 +130,19 @@ func (l *leadTime) Set(v string) error {
 type scheduledMonitor struct {
 	md     scheduledEventsReader
 	before time.Duration
+	codes  eventCodes // --replace-for; nil: the default
 	now    func() time.Time
 }
 
 func (scheduledMonitor) source() string { return "scheduled" }
+
+// replaces reports whether the event calls for a replacement (--replace-for).
+func (m scheduledMonitor) replaces(code string) bool {
+	if m.codes == nil {
+		return defaultReplaceFor()[code]
+	}
+	return m.codes[code]
+}
 
 func (m scheduledMonitor) observe(ctx context.Context) (string, *notice, error) {
 	evs, err := m.md.ScheduledEvents(ctx)
@@ -93,7 +153,7 @@ func (m scheduledMonitor) observe(ctx context.Context) (string, *notice, error) 
 	for _, e := range evs {
 		switch {
 		case !e.Pending():
-		case takesInstanceDown(e.Code):
+		case m.replaces(e.Code):
 			down = append(down, e)
 		default:
 			other = append(other, e)
@@ -107,7 +167,7 @@ func (m scheduledMonitor) observe(ctx context.Context) (string, *notice, error) 
 		for _, e := range other {
 			parts = append(parts, e.Code+" at "+e.NotBefore.UTC().Format(time.RFC3339))
 		}
-		return strings.Join(parts, ", ") + " (the instance keeps its volume and address: no replacement)", nil, nil
+		return strings.Join(parts, ", ") + " (not in --replace-for: no replacement)", nil, nil
 	}
 	sort.Slice(down, func(i, j int) bool { return down[i].NotBefore.Before(down[j].NotBefore) })
 	e := down[0]

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,20 +34,25 @@ func TestScheduledMonitorActsOnlyOnStopAndRetirementInTime(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		events fakeEvents
-		want   string // event key of the notice, "" for none
+		want   string     // event key of the notice, "" for none
+		codes  eventCodes // --replace-for; nil: the default
 	}{
-		{"none", nil, ""},
-		{"a retirement inside the lead time", fakeEvents{ev(imds.EventInstanceRetirement, "active", 30*time.Minute)}, "scheduled instance-event-instance-retirement"},
-		{"a stop inside the lead time", fakeEvents{ev(imds.EventInstanceStop, "active", 59*time.Minute)}, "scheduled instance-event-instance-stop"},
-		{"a retirement further off than the lead time", fakeEvents{ev(imds.EventInstanceRetirement, "active", 2*time.Hour)}, ""},
-		{"an overdue retirement still active", fakeEvents{ev(imds.EventInstanceRetirement, "active", -time.Hour)}, "scheduled instance-event-instance-retirement"},
-		{"a canceled retirement", fakeEvents{ev(imds.EventInstanceRetirement, "canceled", 10*time.Minute)}, ""},
-		{"a completed stop", fakeEvents{ev(imds.EventInstanceStop, "completed", -10*time.Minute)}, ""},
+		{"none", nil, "", nil},
+		{"a retirement inside the lead time", fakeEvents{ev(imds.EventInstanceRetirement, "active", 30*time.Minute)}, "scheduled instance-event-instance-retirement", nil},
+		{"a stop inside the lead time", fakeEvents{ev(imds.EventInstanceStop, "active", 59*time.Minute)}, "scheduled instance-event-instance-stop", nil},
+		{"a retirement further off than the lead time", fakeEvents{ev(imds.EventInstanceRetirement, "active", 2*time.Hour)}, "", nil},
+		{"an overdue retirement still active", fakeEvents{ev(imds.EventInstanceRetirement, "active", -time.Hour)}, "scheduled instance-event-instance-retirement", nil},
+		{"a canceled retirement", fakeEvents{ev(imds.EventInstanceRetirement, "canceled", 10*time.Minute)}, "", nil},
+		{"a completed stop", fakeEvents{ev(imds.EventInstanceStop, "completed", -10*time.Minute)}, "", nil},
 		{"reboots and maintenance keep the instance", fakeEvents{
 			ev(imds.EventSystemReboot, "active", time.Minute), ev(imds.EventInstanceReboot, "active", time.Minute), ev(imds.EventSystemMaintenance, "active", time.Minute),
-		}, ""},
+		}, "", nil},
+		{"--replace-for system-reboot: a system reboot inside the lead time", fakeEvents{ev(imds.EventSystemReboot, "active", time.Minute)},
+			"scheduled instance-event-system-reboot", eventCodes{imds.EventSystemReboot: true}},
+		{"--replace-for system-reboot: a retirement no longer listed", fakeEvents{ev(imds.EventInstanceRetirement, "active", time.Minute)},
+			"", eventCodes{imds.EventSystemReboot: true}},
 	} {
-		m := scheduledMonitor{md: tc.events, before: time.Hour, now: func() time.Time { return now }}
+		m := scheduledMonitor{md: tc.events, before: time.Hour, codes: tc.codes, now: func() time.Time { return now }}
 		st, n, err := m.observe(context.Background())
 		got := ""
 		if n != nil {
@@ -83,6 +89,31 @@ func TestWatchReplaceBeforeValues(t *testing.T) {
 			t.Errorf("%v: %v, want a usage error", tc.args, res.err)
 		case !tc.bad && (res.err != nil || res.cfg.ReplaceBefore != tc.want):
 			t.Errorf("%v: %v %v, want %v", tc.args, res.cfg.ReplaceBefore, res.err, tc.want)
+		}
+	}
+}
+
+// TestWatchReplaceForValues: --replace-for takes a list of scheduled event codes (default stop and
+// retirement); an empty list or a code EC2 does not announce is a usage error naming it.
+func TestWatchReplaceForValues(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string // the list as the flag prints it
+		bad  string // in the usage error
+	}{
+		{want: "instance-stop,instance-retirement"},
+		{args: []string{"--replace-for", "instance-retirement, System-Reboot"}, want: "instance-retirement,system-reboot"},
+		{args: []string{"--replace-for", "system-maintenance"}, want: "system-maintenance"},
+		{args: []string{"--replace-for", ""}, bad: "--replace-before off"},
+		{args: []string{"--replace-for", "instance-stop,reboot"}, bad: `"reboot" is not a scheduled event code`},
+	} {
+		res := validateWatch(t, tc.args)
+		switch {
+		case tc.bad != "" && (res.err == nil || fail.Code(res.err) != fail.CodeUsage || !strings.Contains(res.err.Error(), tc.bad) || !strings.Contains(res.err.Error(), "replace-for")):
+			t.Errorf("%v: %v, want a usage error naming --replace-for with %q", tc.args, res.err, tc.bad)
+		case tc.bad == "" && (res.err != nil || res.cfg.ReplaceFor.String() != tc.want):
+			t.Errorf("%v: %q %v, want %q", tc.args, res.cfg.ReplaceFor.String(), res.err, tc.want)
 		}
 	}
 }

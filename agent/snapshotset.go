@@ -73,7 +73,7 @@ func (in *thisInstance) snapshotSetAtOnce(ctx context.Context, log *slog.Logger,
 		"live", strings.Join(live, ","), "set", set)
 	snaps, err := cloud.CreateSnapshotSet(ctx, in.clients.EC2, cloud.SetRequest{
 		Group: in.group, InstanceID: in.id.InstanceID, Volumes: vols, Set: set, Consistent: consistent,
-		Description: fmt.Sprintf("handover %s: snapshot set %s of %s", rerun, set, in.id.InstanceID),
+		Description: fmt.Sprintf("handover %s: snapshot set %s of %s", rerun, set, in.id.InstanceID), Log: log,
 	})
 	if cloud.HasCode(err, cloud.CodeUnauthorizedOp) {
 		return in.snapshotApart(ctx, log, work, consistent, rerun, err)
@@ -106,7 +106,7 @@ func (in *thisInstance) crashConsistentSet(ctx context.Context, log *slog.Logger
 	set := cloud.NewSetID()
 	snaps, err := cloud.CreateSnapshotSet(ctx, in.clients.EC2, cloud.SetRequest{
 		Group: in.group, InstanceID: in.id.InstanceID, Volumes: vols, Set: set,
-		Description: fmt.Sprintf("handover: crash-consistent snapshot set %s of %s, past the bound", set, in.id.InstanceID),
+		Description: fmt.Sprintf("handover: crash-consistent snapshot set %s of %s, past the bound", set, in.id.InstanceID), Log: log,
 	})
 	if cloud.HasCode(err, cloud.CodeUnauthorizedOp) {
 		var todo []*slotRelease

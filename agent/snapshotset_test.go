@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/handover/handover/cloud"
 	"github.com/handover/handover/internal/fail"
+	"github.com/handover/handover/sim/simtest"
 )
 
 // twoSlotArgs is a command's --volume flags for instance id's two slots, data and wal, mounted under the
@@ -336,5 +338,53 @@ func TestRetakePartialSet(t *testing.T) {
 	lone := slot("data", false)
 	if work := retakePartialSet(log, []*slotRelease{lone}, []*slotRelease{lone}); len(work) != 1 {
 		t.Errorf("one slot: work %d, want 1", len(work))
+	}
+}
+
+// TestLiveSnapshotSetRecordsEachVolumesShape: a live snapshot of two slots is one CreateSnapshots, which
+// cannot set per-snapshot tags; each snapshot still records its own volume's shape (data raised with
+// ModifyVolume to 6000 IOPS, wal at gp3's defaults), so a restore keeps it once the volume is gone.
+func TestLiveSnapshotSetRecordsEachVolumesShape(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	w := newTestRegion(t)
+	w.unmountOnCleanup()
+	w.allocateAddress(testGroup)
+	a := w.runInstance("us-east-1a", groupTags, true)
+	if res := w.runAgent(w.ctx(), a, nil, append([]string{"up", "--size", "1", "--unit-dir", w.unitDir(a)}, w.twoSlotArgs(a)...)...); res.code != 0 {
+		t.Fatalf("up: exit %d: %s", res.code, res.stderr)
+	}
+	vols, err := w.ec2.DescribeVolumes(w.ctx(), &ec2.DescribeVolumesInput{Filters: cloud.SlotFilters(testGroup, "data")})
+	if err != nil || len(vols.Volumes) != 1 {
+		t.Fatalf("data's volumes: %v", err)
+	}
+	data := aws.ToString(vols.Volumes[0].VolumeId)
+	if _, err := w.ec2.ModifyVolume(w.ctx(), &ec2.ModifyVolumeInput{VolumeId: aws.String(data), Iops: aws.Int32(6000)}); err != nil {
+		t.Fatal(err)
+	}
+	simtest.Eventually(t, waitBound, "data's modification completed", func() (bool, string) {
+		out, err := w.ec2.DescribeVolumes(w.ctx(), &ec2.DescribeVolumesInput{VolumeIds: []string{data}})
+		if err != nil || len(out.Volumes) != 1 {
+			return false, fmt.Sprint(err)
+		}
+		return aws.ToInt32(out.Volumes[0].Iops) == 6000, fmt.Sprint(aws.ToInt32(out.Volumes[0].Iops), " IOPS")
+	})
+	w.sim.ResetCalls()
+	res := w.runAgent(w.ctx(), a, nil, append([]string{"snapshot", "--freeze=false"}, w.twoSlotArgs(a)...)...)
+	if res.code != 0 {
+		t.Fatalf("snapshot --freeze=false: exit %d: %s", res.code, res.stderr)
+	}
+	if n := w.calls("CreateSnapshots"); n != 1 {
+		t.Fatalf("%d CreateSnapshots calls, want 1 (the live set)", n)
+	}
+	for slot, iops := range map[string]string{"data": "6000", "wal": "3000"} {
+		snaps := w.slotSnapshotsOf(slot)
+		if len(snaps) != 1 {
+			t.Fatalf("slot %s: %d snapshots, want 1", slot, len(snaps))
+		}
+		tags := snaps[0].Tags
+		if tagOf(tags, cloud.TagShapeIOPS) != iops || tagOf(tags, cloud.TagShapeType) != "gp3" || tagOf(tags, cloud.TagShapeSize) != "1" {
+			t.Errorf("slot %s: snapshot tags %v, want shape gp3 1 GiB %s IOPS recorded", slot, tags, iops)
+		}
 	}
 }

@@ -184,6 +184,8 @@ type watchConfig struct {
 	// ReplaceBefore is --replace-before: how long before a scheduled stop or retirement the watcher asks
 	// for a replacement; negative is off.
 	ReplaceBefore leadTime
+	// ReplaceFor is --replace-for: the scheduled events that call for a replacement.
+	ReplaceFor eventCodes
 }
 
 // rebalanceMode is --on-rebalance: what watch does on a rebalance recommendation. Never down: the
@@ -249,7 +251,9 @@ func (c *watchConfig) register(f *flags) {
 	f.fs.Var(&c.OnRebalance, "on-rebalance", "on an EC2 rebalance recommendation (Spot): off, snapshot (a consistent snapshot, the service keeps running; --on-rebalance alone) or replace (ask the Auto Scaling group to replace this instance; its termination hook hands over); give a mode as --on-rebalance=MODE")
 	f.fs.StringVar(&c.StateFile, "state-file", defaultWatchStateFile, "where the events already handed over are recorded")
 	c.ReplaceBefore = defaultReplaceBefore
-	f.fs.Var(&c.ReplaceBefore, "replace-before", "how long before a scheduled instance-stop or instance-retirement (instance metadata) to ask the Auto Scaling group to replace this instance, so that the hand-over runs before EC2 stops it; off: do not read scheduled events")
+	f.fs.Var(&c.ReplaceBefore, "replace-before", "how long before a scheduled event of --replace-for (instance metadata) to ask the Auto Scaling group to replace this instance, so that the hand-over runs before EC2 stops it; off: do not read scheduled events")
+	c.ReplaceFor = defaultReplaceFor()
+	f.fs.Var(&c.ReplaceFor, "replace-for", "the scheduled events that call for a replacement, comma-separated: instance-stop, instance-retirement (the default), system-reboot, instance-reboot, system-maintenance (after those the instance comes back with its volume and address)")
 }
 
 // validate checks watch's options and down's, which it runs.
@@ -267,6 +271,9 @@ func (c *watchConfig) validate() error {
 	}
 	if c.ReplaceBefore == leadTimeInvalid {
 		return badOption("replace-before", "want a duration such as 1h or 30m, or off")
+	}
+	if err := c.ReplaceFor.check(); err != nil {
+		return badOption("replace-for", "%v", err)
 	}
 	if !filepath.IsAbs(c.StateFile) {
 		return badOption("state-file", "must be an absolute path")
@@ -293,7 +300,7 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 		monitors = append(monitors, rebalanceMonitor{md: in.md, run: run})
 	}
 	if cfg.ReplaceBefore >= 0 {
-		monitors = append(monitors, scheduledMonitor{md: in.md, before: time.Duration(cfg.ReplaceBefore), now: time.Now})
+		monitors = append(monitors, scheduledMonitor{md: in.md, before: time.Duration(cfg.ReplaceBefore), codes: cfg.ReplaceFor, now: time.Now})
 	}
 	dryRun := st.dryRun
 	w := newWatcher(log.With(logkey.Instance, in.id.InstanceID), monitors, cfg.PollInterval, state, dryRun,

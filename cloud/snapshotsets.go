@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/handover/handover/internal/logkey"
 	"github.com/handover/handover/internal/wait"
 )
 
@@ -64,6 +66,7 @@ type SetRequest struct {
 	Set         string            // NewSetID
 	Consistent  bool              // the service was stopped by the pre-stop command (a crash-consistent set otherwise)
 	Description string
+	Log         *slog.Logger // where a shape that could not be recorded is warned of; nil: nowhere
 }
 
 // CreateSnapshotSet snapshots the slots' volumes of one instance in one CreateSnapshots call: one point in
@@ -130,6 +133,7 @@ func CreateSnapshotSet(ctx context.Context, c EC2, r SetRequest) (map[string]Sna
 			VolumeSizeGiB: aws.ToInt32(si.VolumeSize), StartTime: aws.ToTime(si.StartTime), Tags: TagMap(si.Tags),
 		}
 	}
+	recordSetShapes(ctx, c, r, got)
 	var missing []string
 	for slot, v := range r.Volumes {
 		if _, ok := got[slot]; !ok {
@@ -141,6 +145,34 @@ func CreateSnapshotSet(ctx context.Context, c EC2, r SetRequest) (map[string]Sna
 		return got, fmt.Errorf("CreateSnapshots of %s made no snapshot of %s", r.InstanceID, strings.Join(missing, ", "))
 	}
 	return got, nil
+}
+
+// recordSetShapes tags each snapshot of the set with its source volume's shape (ShapeTags), which
+// CreateSnapshots cannot set per snapshot in its TagSpecifications and CopyTagsFromSource does not carry
+// (the shape is the volume's attributes, not its tags). Without it a set member's shape came only from its
+// source volume while the group still had it (withSourceShape), so a ModifyVolume was lost again once that
+// volume was gone. One CreateTags per snapshot, after the set is made: a failure is warned of and leaves
+// that fallback, never fails a snapshot that exists.
+func recordSetShapes(ctx context.Context, c EC2, r SetRequest, got map[string]Snapshot) {
+	for slot, snap := range got {
+		tags := ShapeTags(r.Volumes[slot])
+		if len(tags) == 0 {
+			continue
+		}
+		_, err := c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{snap.ID}, Tags: TagSpec(ec2types.ResourceTypeSnapshot, tags)[0].Tags})
+		if err != nil {
+			if r.Log != nil {
+				r.Log.Warn("the snapshot's volume shape is not recorded on it: a restore takes the shape from its source volume while the group has it, else from the configuration",
+					logkey.Slot, slot, logkey.Snapshot, snap.ID, logkey.Error, err)
+			}
+			continue
+		}
+		for k, v := range tags {
+			snap.Tags[k] = v
+		}
+		snap.Shape = recordedShapeOf(tags)
+		got[slot] = snap
+	}
 }
 
 // otherDataVolumes lists the EBS data volumes attached to the instance that are not among vols, for
