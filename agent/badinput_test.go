@@ -354,6 +354,18 @@ func badInputs() []badInput {
 		{what: "lock directory full", setup: "the lock file's directory is a full tmpfs", root: true,
 			world: func(b *badRun) { b.fullDir("full") }, args: []string{"snapshot"}, env: env("HANDOVER_LOCK_FILE", "{dir}/full/handover.lock"),
 			code: pre, line: `lock \{dir\}/full/handover.lock: no space left on device: make its directory writable`},
+		{what: "state file directory full", setup: "watch's state file is on a full tmpfs", root: true,
+			world: func(b *badRun) { b.fullDir("full") }, args: []string{"watch", "--state-file", "{dir}/full/watch.json"},
+			code: pre, line: `state file \{dir\}/full/watch.json: make its directory writable and give it room.*no space left on device`},
+		{what: "state file directory read-only", setup: "watch's state file is on a read-only mount", root: true,
+			world: func(b *badRun) { b.readOnlyDir("ro") }, args: []string{"watch", "--state-file", "{dir}/ro/watch.json"},
+			code: pre, line: `state file \{dir\}/ro/watch.json: make its directory writable and give it room.*read-only file system`},
+		{what: "unit directory read-only", setup: "the directory up writes its mount units to is a read-only mount (a read-only /etc)", root: true,
+			world: func(b *badRun) { b.readOnlyDir("ro") }, args: []string{"up", "--unit-dir", "{dir}/ro"},
+			code: pre, line: `--unit-dir \{dir\}/ro cannot take the mount units: \{dir\}/ro is on a read-only filesystem: make it writable, or give --unit-dir none`},
+		{what: "mount point under a read-only directory", setup: "the slot's mount point would be made in a read-only mount (a read-only root)", root: true,
+			world: func(b *badRun) { b.readOnlyDir("ro") }, args: []string{"up", "--volume", "data:/dev/sdf:{dir}/ro/data"},
+			code: pre, line: `slot data: mount point \{dir\}/ro/data cannot be made: \{dir\}/ro is on a read-only filesystem`},
 	}
 }
 

@@ -620,6 +620,14 @@ func (r *upRun) sizeReleaseTimeout(ctx context.Context) {
 // error, a mount point that cannot take the volume): such a run would end without the data, so it must
 // not take the address first.
 func (r *upRun) precheck(ctx context.Context) error {
+	if !r.cfg.NoMount && r.cfg.UnitDir != unitDirNone {
+		// The mount units are written after the mount: a directory that cannot take them (a read-only
+		// /etc) used to end the run there, with the volume attached and mounted and the address taken.
+		if problem := r.host.WriteProblem(r.cfg.UnitDir); problem != "" {
+			return fail.Precondition(fmt.Sprintf("--unit-dir %s cannot take the mount units: %s: make it writable, or give --unit-dir none (mounts then do not come back at boot without up)",
+				r.cfg.UnitDir, problem), nil)
+		}
+	}
 	var sets *cloud.SetChoice
 	if slots := r.groupSlots(); len(slots) > 1 {
 		ch, err := cloud.ObserveSets(ctx, r.clients.EC2, r.group, slots, nil, "")

@@ -295,6 +295,13 @@ func runWatch(ctx context.Context, e Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if !st.dryRun {
+		// Written once now, so that a state file watch cannot write (a read-only or full filesystem) is
+		// found at start, with one line, not at the termination it was to record.
+		if err := state.save(); err != nil {
+			return fail.Precondition(fmt.Sprintf("state file %s: make its directory writable and give it room, or point --state-file elsewhere", cfg.StateFile), err)
+		}
+	}
 	monitors := []monitor{lifecycleMonitor{md: in.md, instanceID: in.id.InstanceID}, spotMonitor{md: in.md}}
 	if run := cfg.OnRebalance.response(); run != "" {
 		monitors = append(monitors, rebalanceMonitor{md: in.md, run: run})

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"log/slog"
 	"os"
@@ -608,7 +609,11 @@ func (l *Linux) MountPointProblem(dir string) (string, error) {
 		p = filepath.Join(p, part)
 		fi, err := os.Lstat(p)
 		if errors.Is(err, os.ErrNotExist) {
-			return "", nil // made by Mount
+			// Made by Mount, under the last part that exists: it must be writable there.
+			if problem := WriteProblem(filepath.Dir(p)); problem != "" {
+				return "cannot be made: " + problem, nil
+			}
+			return "", nil
 		}
 		if err != nil {
 			return "", fmt.Errorf("mount point %s: %w", dir, err)
@@ -627,6 +632,33 @@ func (l *Linux) MountPointProblem(dir string) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// WriteProblem says why a file could not be written in dir (or in the directories up to it, made when
+// missing), "" when nothing is known to stop it: the nearest part of the path that exists is on a
+// read-only filesystem, or not writable by this process (access(2) with W_OK, which reports both; a full
+// filesystem it cannot see). It changes nothing.
+func (l *Linux) WriteProblem(dir string) string { return WriteProblem(dir) }
+
+// WriteProblem is Linux.WriteProblem, for callers without a Host.
+func WriteProblem(dir string) string {
+	p := filepath.Clean(dir)
+	for {
+		if _, err := os.Lstat(p); err == nil || p == "/" || p == "." {
+			break
+		}
+		p = filepath.Dir(p)
+	}
+	switch err := unix.Access(p, unix.W_OK); {
+	case err == nil:
+		return ""
+	case errors.Is(err, unix.EROFS):
+		return p + " is on a read-only filesystem"
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		return p + " is not writable"
+	default:
+		return fmt.Sprintf("%s: %v", p, err)
+	}
 }
 
 func orQuestion(s string) string {

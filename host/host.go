@@ -24,6 +24,8 @@ type Host interface {
 	MountedAt(dir string) (Mount, bool, error)
 	// MountPointProblem says what makes dir unusable as a mount point ("" when nothing does).
 	MountPointProblem(dir string) (string, error)
+	// WriteProblem says why nothing could be written in dir ("" when nothing is known to stop it).
+	WriteProblem(dir string) string
 	Sync(ctx context.Context, log *slog.Logger) error
 	Unmount(ctx context.Context, log *slog.Logger, mounts []Mount) error
 	WhileFrozen(ctx context.Context, log *slog.Logger, mountPoints []string, bound time.Duration,
