@@ -101,8 +101,8 @@ var awsCalls = []awsCall{
 		code: "failover.statusChecks"},
 	{op: "DescribeVolumes", needs: describe("ec2:DescribeVolumes"), by: uses(useUp, useDown, useWatch, useWatchSnapshot, useSnapshot, useStatus),
 		code: "cloud.ListSlotVolumes, describeVolume (waitVolume), FindAttachedSlotVolume"},
-	{op: "DescribeSnapshots", needs: describe("ec2:DescribeSnapshots"), by: uses(useUp, useDown, useWatch, useSnapshotKeep, useStatus),
-		code: "cloud.ListSlotSnapshots, DescribeSnapshot (WaitSnapshot), FindSnapshotOf (down: the snapshot an earlier run took)"},
+	{op: "DescribeSnapshots", needs: describe("ec2:DescribeSnapshots"), by: uses(useUp, useDown, useWatch, useSnapshot, useStatus),
+		code: "cloud.ListSlotSnapshots, DescribeSnapshot (WaitSnapshot), FindSnapshotOf (down: the snapshot an earlier run took); snapshot: its retention of older volumes (SlotRun.Retire) and --keep"},
 	{op: "DescribeAutoScalingInstances", needs: describe("autoscaling:DescribeAutoScalingInstances"), by: uses(useUp, useDown, useWatch, useStatus, useFailover),
 		code: "cloud.MembershipOf, JudgeHolder, describeHolder"},
 	{op: "DescribeAutoScalingGroups", needs: describe("autoscaling:DescribeAutoScalingGroups"), by: uses(useUp),
@@ -129,9 +129,9 @@ var awsCalls = []awsCall{
 		code: "cloud.detachFromStopped and SlotRun.forceDetach (up), cloud.DetachVolume (down)"},
 	{op: "DeleteVolume", needs: grant("ec2:DeleteVolume", scopeDeleteVolumesMadeNow), by: uses(useUp),
 		code: "cloud.SlotRun.discard: a volume this run made under a lease that moved"},
-	{op: "DeleteVolume", needs: grant("ec2:DeleteVolume", scopeDeleteSupersededVolumes), by: uses(useUp, useUpDeleteOld),
-		code: "cloud.SlotRun.Retire: retention, on by default (--keep-superseded 1; --delete-superseded is --keep-superseded 0)"},
-	{op: "CreateTags", needs: grant("ec2:CreateTags", scopeTagSuperseded), by: uses(useUp),
+	{op: "DeleteVolume", needs: grant("ec2:DeleteVolume", scopeDeleteSupersededVolumes), by: uses(useUp, useUpDeleteOld, useSnapshot),
+		code: "cloud.SlotRun.Retire: retention, on by default (--keep-superseded 1; --delete-superseded is --keep-superseded 0), by up and by the snapshot timer"},
+	{op: "CreateTags", needs: grant("ec2:CreateTags", scopeTagSuperseded), by: uses(useUp, useSnapshot),
 		code: "cloud.SlotRun.Retire: handover:superseded=true on the older generations"},
 
 	// Initialization of a restored volume (https://docs.aws.amazon.com/ebs/latest/userguide/initalize-volume.html):

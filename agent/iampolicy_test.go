@@ -264,7 +264,8 @@ var iamScenarios = []*iamScenario{
 		w.createSlotVolume("us-east-1a", 1, nil)
 		newest := w.createSlotVolume("us-east-1a", 2, nil)
 		w.snapshot(newest, 2, true, true)
-		id := w.runInstance("us-east-1b", groupTags, true)
+		// In the volume's zone: up reattaches it, and its snapshot has completed, so retention may delete.
+		id := w.runInstance("us-east-1a", groupTags, true)
 		begin(w, id)
 		res, tagged := w.upRecorded(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--delete-superseded")...)
 		mustSucceed(t, res)
@@ -510,6 +511,23 @@ var iamScenarios = []*iamScenario{
 		mustSucceed(t, res)
 		if len(w.callsBy("DeleteSnapshot", inst)) == 0 {
 			t.Errorf("retention deleted no snapshot:\n%s", res.stdout)
+		}
+		return iamRun{calls: w.callsOf(inst)}
+	}},
+	{name: "snapshot after a move: retires the older volumes", policy: []string{"--commands", "snapshot"}, run: func(t testing.TB, begin beginRun) iamRun {
+		w := newDownWorld(t, func(o *sim.Options) { o.SnapshotInterval = -1 })
+		inst := w.runInstance("us-east-1a", groupTags, true)
+		oldest := w.createSlotVolume("us-east-1a", 1, nil)
+		w.snapshot(oldest, 1, true, true)
+		w.createSlotVolume("us-east-1a", 2, nil)
+		cur := w.createSlotVolume("us-east-1a", 3, nil)
+		w.attach(cur, inst)
+		w.snapshot(cur, 3, true, true) // the timer's earlier snapshot of the current volume, completed
+		begin(w.testRegion, inst)
+		res := w.runAgent(w.ctx(), inst, nil, "snapshot")
+		mustSucceed(t, res)
+		if len(w.callsBy("DeleteVolume", inst)) != 1 || !strings.Contains(res.stdout, "deleted ["+oldest+"]") {
+			t.Errorf("snapshot did not retire %s:\n%s", oldest, res.stdout)
 		}
 		return iamRun{calls: w.callsOf(inst)}
 	}},

@@ -187,3 +187,23 @@ func TestWatchRebalanceReplaceHandsOverThroughHook(t *testing.T) {
 		t.Errorf("the summary does not show the request:\n%s", out)
 	}
 }
+
+// TestWatchSnapshotRetiresNoVolumes: the snapshot watch takes on a rebalance recommendation runs
+// snapshot's steps but not its retention of older volumes (a zero --keep-superseded there would delete
+// the way back); handover snapshot's own flags turn it on.
+func TestWatchSnapshotRetiresNoVolumes(t *testing.T) {
+	t.Parallel()
+	var wc watchConfig
+	if cfg := wc.snapshotConfig(); cfg.Retire {
+		t.Errorf("watch's snapshot retires older volumes (keep %d)", cfg.KeepSuperseded)
+	}
+	var sc snapshotConfig
+	f := newFlags("snapshot", mapEnv(nil), io.Discard, time.Minute)
+	sc.register(f)
+	if err := f.parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if !sc.Retire || sc.KeepSuperseded != 1 {
+		t.Errorf("handover snapshot: retire %v keep %d, want retirement with the previous generation kept", sc.Retire, sc.KeepSuperseded)
+	}
+}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,26 +16,20 @@ import (
 )
 
 // TestUpRetentionOverTwentyMoves: twenty moves across AZs leave the current volume and the one kept as a
-// way back (--keep-superseded 1, the default), not twenty idle volumes; the kept one is the source of the
-// newest completed snapshot; and even --keep-superseded 0 never deletes that source.
+// way back (--keep-superseded 1, the default), not twenty idle volumes. Right after a move nothing older
+// is deleted: the current volume has no completed snapshot yet (one more volume waits); once the
+// snapshot timer's first snapshot of it has completed, retention (here a rerun of up; handover snapshot
+// retires the same way) deletes it. The kept one is the source of the snapshot the current volume was
+// restored from; even --keep-superseded 0 never deletes a volume before the current one is snapshotted.
 func TestUpRetentionOverTwentyMoves(t *testing.T) {
 	t.Parallel()
 	w := newTestRegion(t)
 	w.allocateAddress(testGroup)
 	azs := []string{"us-east-1a", "us-east-1b"}
-	move := func(n int, extra ...string) (string, agentResult) {
-		id := w.runInstance(azs[n%2], groupTags, true)
+	up := func(id string, extra ...string) agentResult {
 		res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, append([]string{"--no-mount"}, extra...)...)...)
 		mustSucceed(t, res)
-		return id, res
-	}
-	// handOver is what down leaves behind: a final snapshot of the volume, and the instance gone.
-	handOver := func(id string, n int) (volume, snapshot string) {
-		volume = aws.ToString(w.restoredVolume(azs[n%2]).VolumeId)
-		snapshot = w.snapshot(volume, n+1, true, true)
-		w.terminate(id)
-		w.waitVolumeState(volume, "available")
-		return volume, snapshot
+		return res
 	}
 	live := func() map[string]ec2types.Volume {
 		m := map[string]ec2types.Volume{}
@@ -43,39 +38,73 @@ func TestUpRetentionOverTwentyMoves(t *testing.T) {
 		}
 		return m
 	}
+	// current is the slot's newest generation: the volume up just attached.
+	current := func() (string, int) {
+		id, gen := "", 0
+		for vid, v := range live() {
+			if g, _ := strconv.Atoi(tagOf(v.Tags, cloud.TagGeneration)); g > gen {
+				id, gen = vid, g
+			}
+		}
+		return id, gen
+	}
+	// timer is the snapshot timer's snapshot of the current volume, completed (final: nothing writes, as
+	// down's would be): it is also what the next move restores.
+	timer := func() string {
+		vol, gen := current()
+		w.snapshot(vol, gen, true, true)
+		return vol
+	}
 
-	id, _ := move(0)
-	var prev string
+	id := w.runInstance(azs[0], groupTags, true)
+	up(id)
+	prev := timer()
 	for n := 1; n <= 20; n++ {
-		prev, _ = handOver(id, n-1)
-		var res agentResult
-		id, res = move(n)
+		w.terminate(id)
+		w.waitVolumeState(prev, "available")
+		id = w.runInstance(azs[n%2], groupTags, true)
+		res := up(id)
+		if want := min(n+1, 3); len(live()) != want {
+			t.Fatalf("move %d, just moved: %d volumes, want %d (nothing deleted before a snapshot of the new volume completes)\n%s", n, len(live()), want, res.stdout)
+		}
+		if n >= 2 && !strings.Contains(res.stderr, "keeping the superseded volumes until a snapshot of the current volume completes") {
+			t.Errorf("move %d: up does not say why it kept the older volumes:\n%s", n, res.stderr)
+		}
+		cur := timer()
+		res = up(id)
 		vols := live()
-		if len(vols) > 2 {
-			t.Fatalf("move %d: %d volumes left, want the current one and %s\n%s", n, len(vols), prev, res.stdout)
+		if len(vols) != 2 {
+			t.Fatalf("move %d, after the timer's snapshot: %d volumes left, want the current one and %s\n%s", n, len(vols), prev, res.stdout)
 		}
 		if _, ok := vols[prev]; !ok {
-			t.Fatalf("move %d: %s, the previous generation and the newest snapshot's source, was deleted\n%s", n, prev, res.stdout)
+			t.Fatalf("move %d: %s, the previous generation, was deleted\n%s", n, prev, res.stdout)
 		}
 		if n >= 2 && !strings.Contains(res.stdout, "deleted    data: ") {
 			t.Errorf("move %d: the summary does not say what was deleted:\n%s", n, res.stdout)
 		}
+		if tagOf(vols[prev].Tags, cloud.TagSuperseded) != "true" {
+			t.Errorf("move %d: %s tags %v, want superseded", n, prev, cloud.TagMap(vols[prev].Tags))
+		}
+		prev = cur
 	}
-	cur := aws.ToString(w.restoredVolume(azs[20%2]).VolumeId)
-	if tagOf(live()[prev].Tags, cloud.TagSuperseded) != "true" || tagOf(live()[cur].Tags, cloud.TagGeneration) != "21" {
-		t.Errorf("after twenty moves: %s tags %v, %s tags %v", prev, cloud.TagMap(live()[prev].Tags), cur, cloud.TagMap(live()[cur].Tags))
+	if _, gen := current(); gen != 21 {
+		t.Errorf("after twenty moves the current generation is %d, want 21", gen)
 	}
 
-	// One more move keeping none: the volume before is deleted, the newest snapshot's source is not.
+	// One more move keeping none: nothing goes at once; after the timer's snapshot, the previous
+	// generation goes too.
 	before := prev
-	source, _ := handOver(id, 20)
-	if source != cur {
-		t.Fatalf("handed over %s, want the current volume %s", source, cur)
+	w.terminate(id)
+	w.waitVolumeState(prev, "available")
+	id = w.runInstance(azs[21%2], groupTags, true)
+	res := up(id, "--keep-superseded", "0")
+	if _, ok := live()[before]; !ok {
+		t.Fatalf("--keep-superseded 0 deleted %s before a snapshot of the new volume completed\n%s", before, res.stdout)
 	}
-	_, res := move(21, "--keep-superseded", "0")
-	vols := live()
-	if _, gone := vols[before]; gone || len(vols) != 2 || vols[source].VolumeId == nil {
-		t.Errorf("--keep-superseded 0: volumes %v; want the new one and %s (the newest snapshot's source), %s deleted\n%s", keys(vols), source, before, res.stdout)
+	timer()
+	res = up(id, "--keep-superseded", "0")
+	if vols := live(); len(vols) != 1 {
+		t.Errorf("--keep-superseded 0 after the timer's snapshot: volumes %v, want the current one alone\n%s", keys(vols), res.stdout)
 	}
 }
 

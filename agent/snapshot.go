@@ -23,6 +23,14 @@ type snapshotConfig struct {
 	FreezeTimeout time.Duration
 	Freeze        bool
 	Keep          int
+	// KeepSuperseded and DeleteSuperseded are up's retention of older volumes, run here too: after a move
+	// up deletes none of them until a snapshot of the current volume has completed, which is this timer's.
+	KeepSuperseded   int
+	DeleteSuperseded bool
+	// Retire: the command's own run (set by register). A snapshot watch takes on a rebalance
+	// recommendation (watchConfig.snapshotConfig) leaves the older volumes alone: its zero value retires
+	// nothing.
+	Retire        bool
 	Timeout       time.Duration
 	LockSnapshots lockDays // lock each consistent snapshot (snaplock.go)
 }
@@ -33,6 +41,9 @@ func (c *snapshotConfig) register(f *flags) {
 	f.fs.DurationVar(&c.FreezeTimeout, "freeze-timeout", 30*time.Second, "longest a filesystem stays frozen waiting for CreateSnapshot; then it is thawed and the run fails")
 	f.fs.BoolVar(&c.Freeze, "freeze", true, "freeze the filesystems for the snapshot (tagged consistent); false: no I/O pause, the slots snapshotted live, several of them in one crash-consistent CreateSnapshots")
 	f.intVar(&c.Keep, "keep", 0, "after the snapshot, delete the slot's oldest completed snapshots beyond this many (`N`; 0: delete nothing)")
+	c.Retire = true
+	f.intVar(&c.KeepSuperseded, "keep-superseded", 1, "then, as up does, keep this many of each slot's older volumes (`N`, the newest; a way back) and delete the detached ones beyond them that a completed snapshot already holds, once a snapshot of the current volume has completed")
+	f.fs.BoolVar(&c.DeleteSuperseded, "delete-superseded", false, "--keep-superseded 0")
 	f.fs.DurationVar(&c.Timeout, "timeout", defaultDownTimeout, "bound on the whole snapshot; past it a freeze that hangs is given up on, a crash-consistent snapshot taken and the run fails")
 	registerLock(f, &c.LockSnapshots)
 }
@@ -41,6 +52,9 @@ func (c *snapshotConfig) register(f *flags) {
 func (c *snapshotConfig) validate() error {
 	if c.Keep < 0 {
 		return badOption("keep", "must be 0 (keep everything) or more")
+	}
+	if c.KeepSuperseded < 0 {
+		return badOption("keep-superseded", "must be 0 (keep none) or more")
 	}
 	if c.FreezeTimeout <= 0 {
 		return badOption("freeze-timeout", "must be positive")
@@ -85,7 +99,7 @@ func (in *thisInstance) snapshotNow(ctx context.Context, log *slog.Logger, out i
 	b, cancel := newRunBounds(ctx, cfg.Timeout, "--timeout "+cfg.Timeout.String())
 	defer cancel()
 	defer func() { r.held.Unlock() }() // r.held is set by the lock step, after this defer
-	for _, st := range []runStep{{"lock", r.lock}, {"observe", r.observe}, {"snapshot", r.snapshot}, {"retention", r.retention}} {
+	for _, st := range []runStep{{"lock", r.lock}, {"observe", r.observe}, {"snapshot", r.snapshot}, {"retention", r.retention}, {"superseded", r.retire}} {
 		if err := st.run(b.work); err != nil {
 			return r.giveUp(b, st.name, err)
 		}
@@ -174,6 +188,31 @@ func (r *snapshotRun) retention(ctx context.Context) error {
 	for _, s := range r.slots {
 		if err := r.in.applyRetention(ctx, r.log, r.out, s.Spec.Slot, r.cfg.Keep, r.dryRun); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// retire is up's retention of each slot's older volumes (cloud.SlotRun.Retire), under the lock shared with
+// up: it tags them superseded and deletes those retention lets go. Failures are warnings, as in up.
+func (r *snapshotRun) retire(ctx context.Context) error {
+	if r.dryRun || !r.cfg.Retire {
+		return nil
+	}
+	keep := r.cfg.KeepSuperseded
+	if r.cfg.DeleteSuperseded {
+		keep = 0
+	}
+	for _, s := range r.slots {
+		run := &cloud.SlotRun{C: r.in.clients, Log: r.log.With(logkey.Slot, s.Spec.Slot), InstanceID: r.in.id.InstanceID, Az: r.in.id.AvailabilityZone,
+			Group: r.in.group, Slot: s.Spec.Slot}
+		run.Res.Volume = s.Volume
+		run.Retire(ctx, keep)
+		if out := run.Res; len(out.Superseded)+len(out.Deleted) > 0 {
+			fmt.Fprintf(r.out, "superseded slot %s: tagged [%s], deleted [%s]\n", s.Spec.Slot, strings.Join(out.Superseded, " "), strings.Join(out.Deleted, " "))
+		}
+		for _, w := range run.Res.Warnings {
+			fmt.Fprintf(r.out, "warning slot %s: %s\n", s.Spec.Slot, w)
 		}
 	}
 	return nil

@@ -1102,9 +1102,10 @@ func WaitSnapshot(ctx context.Context, log *slog.Logger, c EC2, id string) error
 // Retire tags the slot's volumes of older generations handover:superseded=true, then deletes the
 // detached ones beyond the keep newest of them: each move across AZs leaves the previous volume behind,
 // and twenty moves would otherwise leave twenty idle volumes, billed. The keep newest stay as a way back
-// (keep 1, the default: the previous generation; --delete-superseded: keep 0). Whatever keep says, a volume
-// is deleted only when it is detached and available, and only when a completed snapshot already holds
-// what it holds: never the source of the slot's newest completed snapshot nor a newer volume (their writes
+// (keep 1, the default: the previous generation; --delete-superseded: keep 0). Nothing is deleted before a
+// snapshot of the current volume has completed (after a move, that is the snapshot timer's first one: it
+// retires too). Whatever keep says, a volume is deleted only when it is detached and available, and only
+// when a completed snapshot already holds what it holds: never the source of the slot's newest completed snapshot nor a newer volume (their writes
 // may be in no snapshot: an old instance that went on writing, a restore that could not carry them), nor
 // one newer than the snapshot the current volume was cut from; with no completed snapshot at all, nothing
 // is deleted. It reads the slot afresh: it runs after the launch hook is completed, off the critical path,
@@ -1163,6 +1164,7 @@ func (s *SlotRun) Retire(ctx context.Context, keep int) {
 func planRetire(cur Volume, vols []Volume, snaps []Snapshot, keep int, log *slog.Logger) (untagged []string, doomed []Volume) {
 	cutFrom := cur.Generation - 1 // a blank volume, or a source snapshot no longer listed
 	var newest *Snapshot          // the slot's newest completed snapshot
+	curSnapped := false           // a completed snapshot of the current volume exists
 	for i, sn := range snaps {
 		if cur.SnapshotID != "" && sn.ID == cur.SnapshotID {
 			cutFrom = sn.Generation
@@ -1170,7 +1172,24 @@ func planRetire(cur Volume, vols []Volume, snaps []Snapshot, keep int, log *slog
 		if newest == nil && sn.State == SnapshotCompleted {
 			newest = &snaps[i]
 		}
+		if sn.State == SnapshotCompleted && sn.SourceVolume == cur.ID {
+			curSnapped = true
+		}
 	}
+	defer func() {
+		if !curSnapped && len(doomed) > 0 {
+			// Nothing older goes before the current volume has proved it can be snapshotted: a restore
+			// that turned out bad still has every way back. The snapshot timer (handover snapshot) or the
+			// next up deletes them once a snapshot of the current volume has completed.
+			ids := make([]string, 0, len(doomed))
+			for _, v := range doomed {
+				ids = append(ids, v.ID)
+			}
+			log.Info("keeping the superseded volumes until a snapshot of the current volume completes", logkey.Step, "superseded",
+				logkey.Volume, cur.ID, "volumes", strings.Join(ids, ","))
+			doomed = nil
+		}
+	}()
 	older := 0
 	for _, v := range vols {
 		if v.ID == cur.ID || v.Generation >= cur.Generation {
