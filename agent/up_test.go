@@ -1101,8 +1101,9 @@ func TestUpRefusesUsedBlankVolumeWithoutFilesystem(t *testing.T) {
 	}
 }
 
-// TestUpDeleteSuperseded: --delete-superseded deletes an older generation that is detached, and never
-// one that is attached (here to a stopped instance, which keeps it).
+// TestUpDeleteSuperseded: --delete-superseded deletes an older generation that is detached, once a
+// snapshot of the restored volume has completed, and never one that is attached (here to a stopped
+// instance, which keeps it).
 func TestUpDeleteSuperseded(t *testing.T) {
 	t.Parallel()
 	w := newTestRegion(t)
@@ -1123,6 +1124,12 @@ func TestUpDeleteSuperseded(t *testing.T) {
 	id := w.runInstance("us-east-1b", groupTags, true)
 	res := w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--delete-superseded")...)
 	mustSucceed(t, res)
+	if n := len(w.slotVolumes()); n != 3 {
+		t.Errorf("just restored: %d volumes, want all 3 (nothing deleted before a snapshot of the new volume completes)", n)
+	}
+	// The snapshot timer's first snapshot of the restored volume completes; then retention deletes.
+	w.snapshot(aws.ToString(w.restoredVolume("us-east-1b").VolumeId), 3, true, true)
+	mustSucceed(t, w.runAgent(w.ctx(), id, nil, w.upArgs(id, "--no-mount", "--delete-superseded")...))
 	left := map[string]ec2types.Volume{}
 	for _, v := range w.slotVolumes() {
 		left[aws.ToString(v.VolumeId)] = v
