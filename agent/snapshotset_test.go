@@ -90,13 +90,7 @@ func (w *testRegion) denyAction(action string) string {
 func TestLiveSnapshotWithoutCreateSnapshotsPermission(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
-	w := newTestRegion(t)
-	w.unmountOnCleanup()
-	w.allocateAddress(testGroup)
-	a := w.runInstance("us-east-1a", groupTags, true)
-	if res := w.runAgent(w.ctx(), a, nil, append([]string{"up", "--size", "1", "--unit-dir", w.unitDir(a)}, w.twoSlotArgs(a)...)...); res.code != 0 {
-		t.Fatalf("up: exit %d: %s", res.code, res.stderr)
-	}
+	w, a := twoSlotInstance(t)
 	w.sim.ResetCalls()
 	res := w.runAgent(w.ctx(), a, map[string]string{"AWS_ENDPOINT_URL_EC2": w.denyAction("CreateSnapshots")},
 		append([]string{"snapshot", "--freeze=false"}, w.twoSlotArgs(a)...)...)
@@ -120,6 +114,19 @@ func TestLiveSnapshotWithoutCreateSnapshotsPermission(t *testing.T) {
 	if len(sets) != 2 {
 		t.Errorf("the two snapshots share a set: %v", sets)
 	}
+}
+
+// twoSlotInstance is a region with an instance whose up made and mounted the two slots data and wal.
+func twoSlotInstance(t *testing.T) (*testRegion, string) {
+	t.Helper()
+	w := newTestRegion(t)
+	w.unmountOnCleanup()
+	w.allocateAddress(testGroup)
+	a := w.runInstance("us-east-1a", groupTags, true)
+	if res := w.runAgent(w.ctx(), a, nil, append([]string{"up", "--size", "1", "--unit-dir", w.unitDir(a)}, w.twoSlotArgs(a)...)...); res.code != 0 {
+		t.Fatalf("up: exit %d: %s", res.code, res.stderr)
+	}
+	return w, a
 }
 
 // slotSnapshotsOf lists the test group's snapshots of slot.
@@ -347,13 +354,7 @@ func TestRetakePartialSet(t *testing.T) {
 func TestLiveSnapshotSetRecordsEachVolumesShape(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
-	w := newTestRegion(t)
-	w.unmountOnCleanup()
-	w.allocateAddress(testGroup)
-	a := w.runInstance("us-east-1a", groupTags, true)
-	if res := w.runAgent(w.ctx(), a, nil, append([]string{"up", "--size", "1", "--unit-dir", w.unitDir(a)}, w.twoSlotArgs(a)...)...); res.code != 0 {
-		t.Fatalf("up: exit %d: %s", res.code, res.stderr)
-	}
+	w, a := twoSlotInstance(t)
 	vols, err := w.ec2.DescribeVolumes(w.ctx(), &ec2.DescribeVolumesInput{Filters: cloud.SlotFilters(testGroup, "data")})
 	if err != nil || len(vols.Volumes) != 1 {
 		t.Fatalf("data's volumes: %v", err)
